@@ -1,0 +1,168 @@
+//! Gallery settings and the matching vocabulary.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    Flat,
+    Hnsw,
+    IvfFlat,
+    IvfSq8,
+    IvfPq,
+}
+
+impl IndexKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Flat => "flat",
+            IndexKind::Hnsw => "hnsw",
+            IndexKind::IvfFlat => "ivf_flat",
+            IndexKind::IvfSq8 => "ivf_sq8",
+            IndexKind::IvfPq => "ivf_pq",
+        }
+    }
+}
+
+impl fmt::Display for IndexKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IndexKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [IndexKind::Flat, IndexKind::Hnsw, IndexKind::IvfFlat, IndexKind::IvfSq8, IndexKind::IvfPq]
+            .into_iter()
+            .find(|k| k.as_str() == s.to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq)"))
+    }
+}
+
+/// Index kind and its parameters; zero means "the default for the kind".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexSpec {
+    pub kind: IndexKind,
+    #[serde(default)]
+    pub hnsw_m: u32,
+    #[serde(default)]
+    pub hnsw_ef_construction: u32,
+    #[serde(default)]
+    pub hnsw_ef_search: u32,
+    #[serde(default)]
+    pub ivf_nlist: u32,
+    #[serde(default)]
+    pub ivf_nprobe: u32,
+    #[serde(default)]
+    pub pq_m: u32,
+    #[serde(default)]
+    pub train_threshold: u32,
+}
+
+impl IndexSpec {
+    pub fn flat() -> Self {
+        Self::of(IndexKind::Flat)
+    }
+
+    pub fn of(kind: IndexKind) -> Self {
+        Self {
+            kind,
+            hnsw_m: 0,
+            hnsw_ef_construction: 0,
+            hnsw_ef_search: 0,
+            ivf_nlist: 0,
+            ivf_nprobe: 0,
+            pq_m: 0,
+            train_threshold: 0,
+        }
+    }
+}
+
+/// Everything a gallery is created with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GallerySpec {
+    pub name: crate::GalleryName,
+    pub dimension: u32,
+    pub shard_count: u32,
+    pub index: IndexSpec,
+    pub model_id: String,
+    pub model_version: String,
+    pub threshold: f32,
+    pub allowed_purposes: Vec<String>,
+    /// Time to live of enrolled subjects in seconds; 0 = no retention policy.
+    pub retention_seconds: i64,
+    pub default_k: u32,
+}
+
+/// Identify's and verify's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Mate,
+    NoMate,
+}
+
+impl Decision {
+    pub fn from_score(best: Option<f32>, threshold: f32) -> Self {
+        match best {
+            Some(score) if score >= threshold => Decision::Mate,
+            _ => Decision::NoMate,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Mate => "mate",
+            Decision::NoMate => "no_mate",
+        }
+    }
+}
+
+/// The shard a subject lives in: the first 8 bytes of SHA-256 of its id, modulo the shard count.
+/// Stable across versions, platforms and processes (never `std`'s randomised hasher).
+pub fn shard_of(subject: &crate::SubjectId, shard_count: u32) -> u32 {
+    let digest = Sha256::digest(subject.as_str().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(shard_count.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SubjectId;
+
+    #[test]
+    fn shard_is_stable_and_spread() {
+        let id = SubjectId::parse("subject-42").expect("valid");
+        // Pinned: changing the hash would move every enrolled subject to another shard.
+        assert_eq!(shard_of(&id, 4), shard_of(&id, 4));
+        let expected = {
+            let d = Sha256::digest(b"subject-42");
+            (u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % 4) as u32
+        };
+        assert_eq!(shard_of(&id, 4), expected);
+        let mut counts = [0u32; 4];
+        for i in 0..4000 {
+            let s = SubjectId::parse(&format!("s{i}")).expect("valid");
+            counts[shard_of(&s, 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn decision_threshold_is_inclusive() {
+        assert_eq!(Decision::from_score(Some(0.5), 0.5), Decision::Mate);
+        assert_eq!(Decision::from_score(Some(0.49), 0.5), Decision::NoMate);
+        assert_eq!(Decision::from_score(None, 0.5), Decision::NoMate);
+    }
+
+    #[test]
+    fn index_kind_parses() {
+        assert_eq!("FLAT".parse::<IndexKind>(), Ok(IndexKind::Flat));
+        assert!("annoy".parse::<IndexKind>().is_err());
+    }
+}

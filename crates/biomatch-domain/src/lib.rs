@@ -1,0 +1,18 @@
+//! Domain types of biomatch, free of transport and storage concerns.
+//!
+//! Everything that crosses a service boundary is validated into one of these types first:
+//! [`GalleryName`], [`SubjectId`], [`Template`] (a finite, L2-normalised vector), [`Principal`].
+//! Errors are classified once with [`ErrorClass`]; the proto crate maps a class to gRPC and HTTP
+//! codes, so no other crate decides what a client sees.
+
+mod error;
+mod gallery;
+mod ids;
+mod principal;
+mod vector;
+
+pub use error::{Classified, ErrorClass};
+pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, shard_of};
+pub use ids::{GalleryName, IdError, SubjectId};
+pub use principal::{Principal, Role};
+pub use vector::{Template, VectorError};

@@ -1,0 +1,89 @@
+//! Conversions between the wire types and the domain types. Every proto field is destructured, so
+//! a field added to the contract does not compile until it is handled here.
+
+use crate::v1;
+use biomatch_domain::{IndexKind, IndexSpec};
+
+pub fn index_kind_from_proto(kind: v1::IndexKind) -> IndexKind {
+    match kind {
+        v1::IndexKind::Unspecified | v1::IndexKind::Flat => IndexKind::Flat,
+        v1::IndexKind::Hnsw => IndexKind::Hnsw,
+        v1::IndexKind::IvfFlat => IndexKind::IvfFlat,
+        v1::IndexKind::IvfSq8 => IndexKind::IvfSq8,
+        v1::IndexKind::IvfPq => IndexKind::IvfPq,
+    }
+}
+
+pub fn index_kind_to_proto(kind: IndexKind) -> v1::IndexKind {
+    match kind {
+        IndexKind::Flat => v1::IndexKind::Flat,
+        IndexKind::Hnsw => v1::IndexKind::Hnsw,
+        IndexKind::IvfFlat => v1::IndexKind::IvfFlat,
+        IndexKind::IvfSq8 => v1::IndexKind::IvfSq8,
+        IndexKind::IvfPq => v1::IndexKind::IvfPq,
+    }
+}
+
+/// An absent spec means exact search.
+pub fn index_spec_from_proto(spec: Option<v1::IndexSpec>) -> IndexSpec {
+    let Some(v1::IndexSpec {
+        kind,
+        hnsw_m,
+        hnsw_ef_construction,
+        hnsw_ef_search,
+        ivf_nlist,
+        ivf_nprobe,
+        pq_m,
+        train_threshold,
+    }) = spec
+    else {
+        return IndexSpec::flat();
+    };
+    IndexSpec {
+        kind: index_kind_from_proto(v1::IndexKind::try_from(kind).unwrap_or_default()),
+        hnsw_m,
+        hnsw_ef_construction,
+        hnsw_ef_search,
+        ivf_nlist,
+        ivf_nprobe,
+        pq_m,
+        train_threshold,
+    }
+}
+
+pub fn index_spec_to_proto(spec: &IndexSpec) -> v1::IndexSpec {
+    let IndexSpec {
+        kind,
+        hnsw_m,
+        hnsw_ef_construction,
+        hnsw_ef_search,
+        ivf_nlist,
+        ivf_nprobe,
+        pq_m,
+        train_threshold,
+    } = spec.clone();
+    v1::IndexSpec {
+        kind: index_kind_to_proto(kind).into(),
+        hnsw_m,
+        hnsw_ef_construction,
+        hnsw_ef_search,
+        ivf_nlist,
+        ivf_nprobe,
+        pq_m,
+        train_threshold,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_spec_round_trips() {
+        let mut spec = IndexSpec::of(IndexKind::Hnsw);
+        spec.hnsw_m = 32;
+        spec.hnsw_ef_search = 128;
+        assert_eq!(index_spec_from_proto(Some(index_spec_to_proto(&spec))), spec);
+        assert_eq!(index_spec_from_proto(None), IndexSpec::flat());
+    }
+}

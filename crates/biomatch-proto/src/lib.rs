@@ -1,0 +1,18 @@
+//! The one biomatch contract: generated protobuf and gRPC code for every service, the mapping of
+//! [`biomatch_domain::ErrorClass`] to gRPC and HTTP codes, and the proto <-> domain conversions.
+//!
+//! Services depend on this crate and talk to each other only through the clients generated here.
+
+mod convert;
+mod status;
+
+pub use convert::{index_kind_from_proto, index_kind_to_proto, index_spec_from_proto, index_spec_to_proto};
+pub use status::{http_status, status_from, status_with};
+
+#[allow(clippy::all, clippy::unwrap_used, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("biomatch.v1");
+}
+
+/// The encoded file descriptor set, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("biomatch_descriptor");
