@@ -1,0 +1,442 @@
+//! [`GalleryStore`] over SQL.
+
+use crate::sql::{WriteLock, to_i64, to_u32, to_u64};
+use crate::{
+    Change, ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, GalleryStore, Idempotency, SqlStore,
+    StoreError, SubjectRecord, TemplateRow, Written,
+};
+use async_trait::async_trait;
+use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+const GALLERY_COLUMNS: &str = "g.id, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
+     g.model_version, g.threshold, g.threshold_version, g.allowed_purposes, g.retention_seconds, \
+     g.default_k, g.created_at, \
+     (SELECT COUNT(*) FROM subjects s WHERE s.gallery_id = g.id) AS subject_count, \
+     (SELECT COUNT(*) FROM templates t WHERE t.gallery_id = g.id) AS template_count";
+
+fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
+    let index: String = row.try_get("index_spec")?;
+    let purposes: String = row.try_get("allowed_purposes")?;
+    Ok(GalleryRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        dimension: to_u32(row.try_get("dimension")?)?,
+        shard_count: to_u32(row.try_get("shard_count")?)?,
+        index: serde_json::from_str(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        model_id: row.try_get("model_id")?,
+        model_version: row.try_get("model_version")?,
+        threshold: row.try_get::<f64, _>("threshold")? as f32,
+        threshold_version: to_u32(row.try_get("threshold_version")?)?,
+        allowed_purposes: serde_json::from_str(&purposes).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        retention_seconds: row.try_get("retention_seconds")?,
+        default_k: to_u32(row.try_get("default_k")?)?,
+        created_at_ms: row.try_get("created_at")?,
+        subject_count: to_u64(row.try_get("subject_count")?)?,
+        template_count: to_u64(row.try_get("template_count")?)?,
+    })
+}
+
+fn template_from_row(row: &AnyRow) -> Result<TemplateRow, StoreError> {
+    Ok(TemplateRow {
+        id: row.try_get("id")?,
+        subject_id: row.try_get("subject_id")?,
+        shard: to_u32(row.try_get("shard")?)?,
+        vector: row.try_get("vector")?,
+    })
+}
+
+async fn append_change(
+    tx: &mut Transaction<'static, Any>,
+    gallery_id: i64,
+    shard: u32,
+    subject: &str,
+    op: ChangeOp,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO changes (gallery_id, shard, subject_id, op, created_at) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING seq",
+    )
+    .bind(gallery_id)
+    .bind(i64::from(shard))
+    .bind(subject)
+    .bind(op.as_str())
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    to_u64(seq)
+}
+
+/// Looks the key up: `Some(response)` when it was used by the same request before.
+async fn check_idempotency(
+    tx: &mut Transaction<'static, Any>,
+    idem: &Idempotency,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = $1")
+        .bind(&idem.key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let hash: String = row.try_get("request_hash")?;
+            if hash != idem.request_hash {
+                return Err(StoreError::IdempotencyConflict(idem.key.clone()));
+            }
+            Ok(Some(row.try_get("response")?))
+        }
+    }
+}
+
+async fn remember_idempotency(
+    tx: &mut Transaction<'static, Any>,
+    idem: &Idempotency,
+    response: String,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(response)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+async fn enroll_one(
+    tx: &mut Transaction<'static, Any>,
+    gallery: &GalleryRecord,
+    item: &EnrollWrite,
+    now_ms: i64,
+) -> Result<Written<EnrollResult>, StoreError> {
+    if let Some(idem) = &item.idempotency
+        && let Some(response) = check_idempotency(tx, idem).await?
+    {
+        return Ok(Written { value: serde_json::from_str(&response).map_err(corrupt)?, replayed: true });
+    }
+    let subject = item.subject.as_str();
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT model_id FROM subjects WHERE gallery_id = $1 AND subject_id = $2")
+            .bind(gallery.id)
+            .bind(subject)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let expires_at = (gallery.retention_seconds > 0).then(|| now_ms + gallery.retention_seconds * 1000);
+    match existing {
+        Some(model) if model != item.model_id => {
+            return Err(StoreError::ModelMismatch {
+                subject: subject.to_owned(),
+                enrolled: model,
+                given: item.model_id.clone(),
+            });
+        }
+        Some(_) => {
+            sqlx::query(
+                "UPDATE subjects SET updated_at = $1, expires_at = $2 WHERE gallery_id = $3 AND subject_id = $4",
+            )
+            .bind(now_ms)
+            .bind(expires_at)
+            .bind(gallery.id)
+            .bind(subject)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO subjects (gallery_id, subject_id, shard, model_id, created_at, updated_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $6)",
+            )
+            .bind(gallery.id)
+            .bind(subject)
+            .bind(i64::from(item.shard))
+            .bind(&item.model_id)
+            .bind(now_ms)
+            .bind(expires_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    if item.replace {
+        sqlx::query("DELETE FROM templates WHERE gallery_id = $1 AND subject_id = $2")
+            .bind(gallery.id)
+            .bind(subject)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for template in &item.templates {
+        sqlx::query(
+            "INSERT INTO templates (gallery_id, subject_id, shard, vector, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(gallery.id)
+        .bind(subject)
+        .bind(i64::from(item.shard))
+        .bind(template.to_le_bytes())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let count: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM templates WHERE gallery_id = $1 AND subject_id = $2")
+            .bind(gallery.id)
+            .bind(subject)
+            .fetch_one(&mut **tx)
+            .await?;
+    let change_seq = append_change(tx, gallery.id, item.shard, subject, ChangeOp::Upsert, now_ms).await?;
+    let result = EnrollResult {
+        subject_id: subject.to_owned(),
+        templates_added: u32::try_from(item.templates.len()).unwrap_or(u32::MAX),
+        template_count: to_u32(count)?,
+        change_seq,
+    };
+    if let Some(idem) = &item.idempotency {
+        remember_idempotency(tx, idem, serde_json::to_string(&result).map_err(corrupt)?, now_ms).await?;
+    }
+    Ok(Written { value: result, replayed: false })
+}
+
+#[async_trait]
+impl GalleryStore for SqlStore {
+    async fn create_gallery(&self, spec: &GallerySpec, now_ms: i64) -> Result<GalleryRecord, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
+            .bind(spec.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::GalleryExists(spec.name.to_string()));
+        }
+        sqlx::query(
+            "INSERT INTO galleries (name, dimension, shard_count, index_spec, model_id, model_version, \
+             threshold, threshold_version, allowed_purposes, retention_seconds, default_k, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11)",
+        )
+        .bind(spec.name.as_str())
+        .bind(i64::from(spec.dimension))
+        .bind(i64::from(spec.shard_count))
+        .bind(serde_json::to_string(&spec.index).map_err(corrupt)?)
+        .bind(&spec.model_id)
+        .bind(&spec.model_version)
+        .bind(f64::from(spec.threshold))
+        .bind(serde_json::to_string(&spec.allowed_purposes).map_err(corrupt)?)
+        .bind(spec.retention_seconds)
+        .bind(i64::from(spec.default_k))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.gallery(&spec.name).await
+    }
+
+    async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError> {
+        let row = sqlx::query(&format!("SELECT {GALLERY_COLUMNS} FROM galleries g WHERE g.name = $1"))
+            .bind(name.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| StoreError::GalleryNotFound(name.to_string()))?;
+        gallery_from_row(&row)
+    }
+
+    async fn gallery_by_id(&self, id: i64) -> Result<Option<GalleryRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {GALLERY_COLUMNS} FROM galleries g WHERE g.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(gallery_from_row).transpose()
+    }
+
+    async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {GALLERY_COLUMNS} FROM galleries g ORDER BY g.name"))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(gallery_from_row).collect()
+    }
+
+    async fn delete_gallery(&self, name: &GalleryName, now_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::GalleryNotFound(name.to_string()))?;
+        for table in ["templates", "subjects", "changes"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE gallery_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM galleries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let seq = append_change(&mut tx, id, 0, "", ChangeOp::DropGallery, now_ms).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn enroll(
+        &self,
+        gallery: &GalleryRecord,
+        items: &[EnrollWrite],
+        now_ms: i64,
+    ) -> Result<Vec<Result<Written<EnrollResult>, StoreError>>, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM galleries WHERE id = $1")
+            .bind(gallery.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::GalleryNotFound(gallery.name.clone()));
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            // A failed item rolls back to its savepoint and leaves the others in the batch intact.
+            sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+            match enroll_one(&mut tx, gallery, item, now_ms).await {
+                Ok(written) => {
+                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *tx).await?;
+                    results.push(Ok(written));
+                }
+                Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT item").execute(&mut *tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *tx).await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn delete_subject(
+        &self,
+        gallery: &GalleryRecord,
+        subject: &SubjectId,
+        idempotency: Option<&Idempotency>,
+        now_ms: i64,
+    ) -> Result<Written<u64>, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        if let Some(idem) = idempotency
+            && let Some(response) = check_idempotency(&mut tx, idem).await?
+        {
+            return Ok(Written { value: serde_json::from_str(&response).map_err(corrupt)?, replayed: true });
+        }
+        let shard: i64 =
+            sqlx::query_scalar("SELECT shard FROM subjects WHERE gallery_id = $1 AND subject_id = $2")
+                .bind(gallery.id)
+                .bind(subject.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::SubjectNotFound(subject.to_string()))?;
+        for table in ["templates", "subjects"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE gallery_id = $1 AND subject_id = $2"))
+                .bind(gallery.id)
+                .bind(subject.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let seq =
+            append_change(&mut tx, gallery.id, to_u32(shard)?, subject.as_str(), ChangeOp::Delete, now_ms)
+                .await?;
+        if let Some(idem) = idempotency {
+            remember_idempotency(&mut tx, idem, seq.to_string(), now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(Written { value: seq, replayed: false })
+    }
+
+    async fn subject(
+        &self,
+        gallery: &GalleryRecord,
+        subject: &SubjectId,
+    ) -> Result<SubjectRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.subject_id, s.shard, s.model_id, s.created_at, s.updated_at, s.expires_at, \
+             (SELECT COUNT(*) FROM templates t WHERE t.gallery_id = s.gallery_id AND t.subject_id = s.subject_id) \
+             AS template_count FROM subjects s WHERE s.gallery_id = $1 AND s.subject_id = $2",
+        )
+        .bind(gallery.id)
+        .bind(subject.as_str())
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::SubjectNotFound(subject.to_string()))?;
+        Ok(SubjectRecord {
+            subject_id: row.try_get("subject_id")?,
+            shard: to_u32(row.try_get("shard")?)?,
+            model_id: row.try_get("model_id")?,
+            template_count: to_u32(row.try_get("template_count")?)?,
+            created_at_ms: row.try_get("created_at")?,
+            updated_at_ms: row.try_get("updated_at")?,
+            expires_at_ms: row.try_get("expires_at")?,
+        })
+    }
+
+    async fn head_seq(&self) -> Result<u64, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM changes").fetch_one(&self.read).await?;
+        to_u64(seq.unwrap_or(0))
+    }
+
+    async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, gallery_id, shard, subject_id, op FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(to_i64(seq))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let op: String = row.try_get("op")?;
+                Ok(Change {
+                    seq: to_u64(row.try_get("seq")?)?,
+                    gallery_id: row.try_get("gallery_id")?,
+                    shard: to_u32(row.try_get("shard")?)?,
+                    subject_id: row.try_get("subject_id")?,
+                    op: ChangeOp::parse(&op)
+                        .ok_or_else(|| StoreError::Corrupt(format!("change op {op:?}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn subject_templates(
+        &self,
+        gallery_id: i64,
+        subject: &str,
+    ) -> Result<Vec<TemplateRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, subject_id, shard, vector FROM templates WHERE gallery_id = $1 AND subject_id = $2 \
+             ORDER BY id",
+        )
+        .bind(gallery_id)
+        .bind(subject)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(template_from_row).collect()
+    }
+
+    async fn shard_templates(
+        &self,
+        gallery_id: i64,
+        shard: u32,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<TemplateRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, subject_id, shard, vector FROM templates WHERE gallery_id = $1 AND shard = $2 AND id > $3 \
+             ORDER BY id LIMIT $4",
+        )
+        .bind(gallery_id)
+        .bind(i64::from(shard))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(template_from_row).collect()
+    }
+}

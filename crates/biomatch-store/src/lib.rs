@@ -1,0 +1,85 @@
+//! Storage of biomatch: the gallery store (galleries, subjects, templates, change log, idempotency
+//! keys) and the audit store (append-only leaves), behind the [`GalleryStore`] and [`AuditStore`]
+//! traits.
+//!
+//! One implementation, [`SqlStore`], serves both backends through sqlx's `Any` driver: SQLite files
+//! in the embedded default, PostgreSQL in a cluster. The SQL is shared; the backends differ only in
+//! their migrations and in how a writer is serialised (one writer connection for SQLite, a
+//! transaction-scoped advisory lock for PostgreSQL), which keeps change-log sequence numbers and
+//! audit leaf indexes gap-free and committed in order. The same test suite runs against both.
+
+mod audit;
+mod error;
+mod gallery;
+mod model;
+mod sql;
+pub mod testing;
+
+pub use error::StoreError;
+pub use model::{
+    AuditLeafRow, AuditQuery, Change, ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, Idempotency,
+    NewAuditLeaf, SubjectRecord, TemplateRow, Written,
+};
+pub use sql::{Backend, SqlStore};
+
+use async_trait::async_trait;
+use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
+
+/// Galleries and their templates. Only the ingest role writes; matchers read the change log.
+#[async_trait]
+pub trait GalleryStore: Send + Sync + 'static {
+    async fn create_gallery(&self, spec: &GallerySpec, now_ms: i64) -> Result<GalleryRecord, StoreError>;
+    async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError>;
+    async fn gallery_by_id(&self, id: i64) -> Result<Option<GalleryRecord>, StoreError>;
+    async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;
+    /// Deletes the gallery with every subject and template; returns the change-log sequence number.
+    async fn delete_gallery(&self, name: &GalleryName, now_ms: i64) -> Result<u64, StoreError>;
+    /// Writes enrolments in one transaction; each item succeeds or fails on its own.
+    async fn enroll(
+        &self,
+        gallery: &GalleryRecord,
+        items: &[EnrollWrite],
+        now_ms: i64,
+    ) -> Result<Vec<Result<Written<EnrollResult>, StoreError>>, StoreError>;
+    async fn delete_subject(
+        &self,
+        gallery: &GalleryRecord,
+        subject: &SubjectId,
+        idempotency: Option<&Idempotency>,
+        now_ms: i64,
+    ) -> Result<Written<u64>, StoreError>;
+    async fn subject(
+        &self,
+        gallery: &GalleryRecord,
+        subject: &SubjectId,
+    ) -> Result<SubjectRecord, StoreError>;
+    /// The highest change-log sequence number committed.
+    async fn head_seq(&self) -> Result<u64, StoreError>;
+    async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
+    async fn subject_templates(&self, gallery_id: i64, subject: &str)
+    -> Result<Vec<TemplateRow>, StoreError>;
+    /// One page of a shard's templates in id order, for loading a matcher shard.
+    async fn shard_templates(
+        &self,
+        gallery_id: i64,
+        shard: u32,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<TemplateRow>, StoreError>;
+}
+
+/// The audit log's leaves. Append-only: there is no update or delete.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends a leaf at the next index, its chain hash computed by `chain` from the previous
+    /// leaf's chain hash (empty for the first leaf) and this leaf's hash; a repeated idempotency
+    /// key returns the existing leaf instead.
+    async fn append_leaf(
+        &self,
+        leaf: NewAuditLeaf,
+        chain: for<'h> fn(previous: &'h [u8], leaf_hash: &'h [u8]) -> Vec<u8>,
+    ) -> Result<Written<AuditLeafRow>, StoreError>;
+    async fn leaves(&self, start: u64, count: u32) -> Result<Vec<AuditLeafRow>, StoreError>;
+    async fn leaf_count(&self) -> Result<u64, StoreError>;
+    async fn query_leaves(&self, query: &AuditQuery) -> Result<Vec<AuditLeafRow>, StoreError>;
+}

@@ -1,0 +1,161 @@
+//! Rows and write requests of the stores.
+
+use biomatch_domain::{IndexSpec, SubjectId, Template};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GalleryRecord {
+    pub id: i64,
+    pub name: String,
+    pub dimension: u32,
+    pub shard_count: u32,
+    pub index: IndexSpec,
+    pub model_id: String,
+    pub model_version: String,
+    pub threshold: f32,
+    pub threshold_version: u32,
+    pub allowed_purposes: Vec<String>,
+    pub retention_seconds: i64,
+    pub default_k: u32,
+    pub created_at_ms: i64,
+    pub subject_count: u64,
+    pub template_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectRecord {
+    pub subject_id: String,
+    pub shard: u32,
+    pub model_id: String,
+    pub template_count: u32,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// An idempotency key and the hash of the request that first used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// One subject's enrolment.
+#[derive(Debug, Clone)]
+pub struct EnrollWrite {
+    pub subject: SubjectId,
+    pub shard: u32,
+    pub model_id: String,
+    pub templates: Vec<Template>,
+    /// Replace the subject's templates instead of adding to them.
+    pub replace: bool,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollResult {
+    pub subject_id: String,
+    pub templates_added: u32,
+    pub template_count: u32,
+    pub change_seq: u64,
+}
+
+/// A write's result, or the first result of an earlier request with the same idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// The subject's templates changed: reload them.
+    Upsert,
+    /// The subject is gone.
+    Delete,
+    /// The whole gallery is gone.
+    DropGallery,
+}
+
+impl ChangeOp {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Upsert => "upsert",
+            ChangeOp::Delete => "delete",
+            ChangeOp::DropGallery => "drop_gallery",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "upsert" => Some(ChangeOp::Upsert),
+            "delete" => Some(ChangeOp::Delete),
+            "drop_gallery" => Some(ChangeOp::DropGallery),
+            _ => None,
+        }
+    }
+}
+
+/// One change-log entry. It carries no template: a matcher reads the subject's current templates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub seq: u64,
+    pub gallery_id: i64,
+    pub shard: u32,
+    pub subject_id: String,
+    pub op: ChangeOp,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct TemplateRow {
+    pub id: i64,
+    pub subject_id: String,
+    pub shard: u32,
+    pub vector: Vec<u8>,
+}
+
+impl std::fmt::Debug for TemplateRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateRow")
+            .field("id", &self.id)
+            .field("shard", &self.shard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A leaf to append: its canonical bytes, their hash, and the columns queries filter on.
+#[derive(Debug, Clone)]
+pub struct NewAuditLeaf {
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub appended_at_ms: i64,
+    pub actor_subject: String,
+    pub operation: String,
+    pub gallery: String,
+    pub subject_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditLeafRow {
+    pub index: u64,
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Vec<u8>,
+    pub chain_hash: Vec<u8>,
+    pub appended_at_ms: i64,
+}
+
+/// Filters of an audit read; empty strings and `None` match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor_subject: String,
+    pub operation: String,
+    pub gallery: String,
+    pub subject_id: String,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Exclusive bound on the leaf index to continue from.
+    pub after: Option<u64>,
+    pub descending: bool,
+    pub limit: u32,
+}

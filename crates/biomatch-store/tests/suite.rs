@@ -1,0 +1,206 @@
+//! One suite, run against SQLite and (when configured) PostgreSQL.
+
+use biomatch_domain::{GalleryName, GallerySpec, IndexSpec, SubjectId, Template};
+use biomatch_store::testing::backend_urls;
+use biomatch_store::{
+    AuditQuery, AuditStore, ChangeOp, EnrollWrite, GalleryStore, Idempotency, NewAuditLeaf, SqlStore,
+    StoreError,
+};
+
+fn spec(name: &str) -> GallerySpec {
+    GallerySpec {
+        name: GalleryName::parse(name).expect("valid"),
+        dimension: 4,
+        shard_count: 2,
+        index: IndexSpec::flat(),
+        model_id: "external".into(),
+        model_version: "1".into(),
+        threshold: 0.5,
+        allowed_purposes: vec!["border".into()],
+        retention_seconds: 3600,
+        default_k: 10,
+    }
+}
+
+fn write(subject: &str, values: &[[f32; 4]], key: Option<(&str, &str)>) -> EnrollWrite {
+    EnrollWrite {
+        subject: SubjectId::parse(subject).expect("valid"),
+        shard: 1,
+        model_id: "external".into(),
+        templates: values.iter().map(|v| Template::new(v.to_vec(), 4).expect("valid")).collect(),
+        replace: false,
+        idempotency: key.map(|(k, h)| Idempotency { key: k.into(), request_hash: h.into() }),
+    }
+}
+
+async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(SqlStore) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    for url in backend_urls(dir.path()).await {
+        let store = SqlStore::connect(&url).await.expect("connect");
+        test(store.clone()).await;
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn galleries_are_created_listed_and_deleted() {
+    each_backend(|store| async move {
+        let g = store.create_gallery(&spec("g1"), 1000).await.expect("create");
+        assert_eq!(g.name, "g1");
+        assert_eq!(g.allowed_purposes, vec!["border".to_owned()]);
+        assert!(matches!(store.create_gallery(&spec("g1"), 1000).await, Err(StoreError::GalleryExists(_))));
+        assert_eq!(store.galleries().await.expect("list").len(), 1);
+        let name = GalleryName::parse("g1").expect("valid");
+        let before = store.head_seq().await.expect("head");
+        let seq = store.delete_gallery(&name, 2000).await.expect("delete");
+        assert!(seq > before);
+        assert!(matches!(store.gallery(&name).await, Err(StoreError::GalleryNotFound(_))));
+        let changes = store.changes_after(before, 10).await.expect("changes");
+        assert_eq!(changes.last().map(|c| c.op), Some(ChangeOp::DropGallery));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn enrolment_writes_templates_and_change_log_in_order() {
+    each_backend(|store| async move {
+        let g = store.create_gallery(&spec("g"), 0).await.expect("create");
+        let items = vec![
+            write("a", &[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], None),
+            write("b", &[[0.0, 0.0, 1.0, 0.0]], None),
+        ];
+        let results = store.enroll(&g, &items, 10).await.expect("enroll");
+        let a = results[0].as_ref().expect("a enrolled");
+        let b = results[1].as_ref().expect("b enrolled");
+        assert_eq!(a.value.template_count, 2);
+        assert!(b.value.change_seq == a.value.change_seq + 1, "gap-free sequence");
+        assert_eq!(store.head_seq().await.expect("head"), b.value.change_seq);
+        let rows = store.subject_templates(g.id, "a").await.expect("templates");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            Template::from_le_bytes(&rows[0].vector, 4).expect("decode").values(),
+            &[1.0, 0.0, 0.0, 0.0]
+        );
+        let shard = store.shard_templates(g.id, 1, 0, 100).await.expect("shard page");
+        assert_eq!(shard.len(), 3);
+        let page = store.shard_templates(g.id, 1, shard[1].id, 100).await.expect("next page");
+        assert_eq!(page.len(), 1);
+        let subject = store.subject(&g, &SubjectId::parse("a").expect("valid")).await.expect("subject");
+        assert_eq!(subject.expires_at_ms, Some(10 + 3_600_000), "retention sets the expiry");
+
+        // Replace keeps only the new template.
+        let mut replace = write("a", &[[0.0, 0.0, 0.0, 1.0]], None);
+        replace.replace = true;
+        let r = store.enroll(&g, &[replace], 20).await.expect("replace");
+        assert_eq!(r[0].as_ref().expect("ok").value.template_count, 1);
+
+        let deleted =
+            store.delete_subject(&g, &SubjectId::parse("b").expect("valid"), None, 30).await.expect("delete");
+        assert!(store.subject_templates(g.id, "b").await.expect("templates").is_empty());
+        let last = store.changes_after(deleted.value - 1, 10).await.expect("changes");
+        assert_eq!(last[0].op, ChangeOp::Delete);
+        assert!(matches!(
+            store.delete_subject(&g, &SubjectId::parse("b").expect("valid"), None, 40).await,
+            Err(StoreError::SubjectNotFound(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_or_conflict_without_half_writes() {
+    each_backend(|store| async move {
+        let g = store.create_gallery(&spec("g"), 0).await.expect("create");
+        let first = store
+            .enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], Some(("k1", "h1")))], 1)
+            .await
+            .expect("enroll");
+        let first = first[0].as_ref().expect("ok").clone();
+        assert!(!first.replayed);
+        let again = store
+            .enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], Some(("k1", "h1")))], 2)
+            .await
+            .expect("enroll");
+        let again = again[0].as_ref().expect("ok");
+        assert!(again.replayed);
+        assert_eq!(again.value, first.value);
+        let head = store.head_seq().await.expect("head");
+        let conflict = store
+            .enroll(
+                &g,
+                &[
+                    write("c", &[[0.0, 1.0, 0.0, 0.0]], Some(("k1", "other"))),
+                    write("d", &[[0.0, 1.0, 0.0, 0.0]], None),
+                ],
+                3,
+            )
+            .await
+            .expect("batch");
+        assert!(matches!(conflict[0], Err(StoreError::IdempotencyConflict(_))));
+        assert!(conflict[1].is_ok(), "one bad item does not sink the batch");
+        assert_eq!(store.head_seq().await.expect("head"), head + 1, "only d wrote a change");
+        assert!(store.subject_templates(g.id, "c").await.expect("c").is_empty(), "nothing of c was written");
+        assert_eq!(store.subject_templates(g.id, "a").await.expect("a").len(), 1, "replay wrote nothing");
+
+        // A subject enrolled with one model refuses templates of another.
+        let mut other_model = write("a", &[[1.0, 1.0, 0.0, 0.0]], None);
+        other_model.model_id = "sface".into();
+        let r = store.enroll(&g, &[other_model], 4).await.expect("enroll");
+        assert!(matches!(r[0], Err(StoreError::ModelMismatch { .. })));
+    })
+    .await;
+}
+
+fn chain(previous: &[u8], leaf_hash: &[u8]) -> Vec<u8> {
+    [previous, leaf_hash].concat()
+}
+
+fn leaf(n: u8, key: Option<&str>) -> NewAuditLeaf {
+    NewAuditLeaf {
+        leaf: vec![n],
+        leaf_hash: vec![n],
+        idempotency_key: key.map(str::to_owned),
+        appended_at_ms: i64::from(n) * 100,
+        actor_subject: format!("user{}", n % 2),
+        operation: "identify".into(),
+        gallery: "g".into(),
+        subject_ids: vec![format!("s{n}")],
+    }
+}
+
+#[tokio::test]
+async fn audit_leaves_are_append_only_chained_and_queryable() {
+    each_backend(|store| async move {
+        for n in 0..5u8 {
+            let w = store.append_leaf(leaf(n, Some(&format!("key{n}"))), chain).await.expect("append");
+            assert_eq!(w.value.index, u64::from(n));
+            assert!(!w.replayed);
+        }
+        let replay = store.append_leaf(leaf(9, Some("key2")), chain).await.expect("replay");
+        assert!(replay.replayed);
+        assert_eq!(replay.value.index, 2);
+        assert_eq!(store.leaf_count().await.expect("count"), 5);
+        let leaves = store.leaves(0, 100).await.expect("leaves");
+        assert_eq!(leaves[4].chain_hash, vec![0, 1, 2, 3, 4]);
+
+        let q = AuditQuery { actor_subject: "user1".into(), limit: 10, ..Default::default() };
+        let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
+        assert_eq!(got, vec![1, 3]);
+        let q = AuditQuery { subject_id: "s4".into(), limit: 10, ..Default::default() };
+        assert_eq!(store.query_leaves(&q).await.expect("query")[0].index, 4);
+        let q = AuditQuery { descending: true, limit: 2, ..Default::default() };
+        let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
+        assert_eq!(got, vec![4, 3]);
+        let q = AuditQuery { descending: true, limit: 2, after: Some(3), ..Default::default() };
+        let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
+        assert_eq!(got, vec![2, 1]);
+        let q = AuditQuery { from_ms: Some(150), to_ms: Some(350), limit: 10, ..Default::default() };
+        let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
+        assert_eq!(got, vec![2, 3]);
+    })
+    .await;
+}
