@@ -5,12 +5,14 @@
 //! Errors are classified once with [`ErrorClass`]; the proto crate maps a class to gRPC and HTTP
 //! codes, so no other crate decides what a client sees.
 
+mod clock;
 mod error;
 mod gallery;
 mod ids;
 mod principal;
 mod vector;
 
+pub use clock::{Clock, system_clock};
 pub use error::{Classified, ErrorClass};
 pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};

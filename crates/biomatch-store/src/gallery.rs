@@ -230,6 +230,11 @@ impl GalleryStore for SqlStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
+            .bind(spec.name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        append_change(&mut tx, id, 0, "", ChangeOp::CreateGallery, now_ms).await?;
         tx.commit().await?;
         self.gallery(&spec.name).await
     }

@@ -69,6 +69,8 @@ pub struct Written<T> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeOp {
+    /// A gallery was created: matchers set up its shards.
+    CreateGallery,
     /// The subject's templates changed: reload them.
     Upsert,
     /// The subject is gone.
@@ -80,6 +82,7 @@ pub enum ChangeOp {
 impl ChangeOp {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            ChangeOp::CreateGallery => "create_gallery",
             ChangeOp::Upsert => "upsert",
             ChangeOp::Delete => "delete",
             ChangeOp::DropGallery => "drop_gallery",
@@ -88,6 +91,7 @@ impl ChangeOp {
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
+            "create_gallery" => Some(ChangeOp::CreateGallery),
             "upsert" => Some(ChangeOp::Upsert),
             "delete" => Some(ChangeOp::Delete),
             "drop_gallery" => Some(ChangeOp::DropGallery),
