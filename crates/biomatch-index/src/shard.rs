@@ -122,7 +122,7 @@ impl ShardIndex {
 
     /// Top `k` distinct subjects for each query (`queries` holds `nq * dimension` values).
     pub fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<ScoredSubject>>, IndexError> {
-        if queries.len() % self.dimension != 0 {
+        if !queries.len().is_multiple_of(self.dimension) {
             return Err(IndexError::Dimension { got: queries.len(), want: self.dimension });
         }
         let nq = queries.len() / self.dimension;

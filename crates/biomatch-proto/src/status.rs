@@ -39,6 +39,19 @@ pub fn http_status(code: tonic::Code) -> http::StatusCode {
     }
 }
 
+/// The canonical upper-case name of a gRPC code, e.g. `INVALID_ARGUMENT`.
+pub fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// A status carrying only what a client may see.
 pub fn status_from<E: Classified + ?Sized>(err: &E) -> tonic::Status {
     tonic::Status::new(grpc_code(err.class()), err.public_message())
@@ -68,6 +81,12 @@ mod tests {
         fn class(&self) -> ErrorClass {
             ErrorClass::Internal
         }
+    }
+
+    #[test]
+    fn code_names_are_canonical() {
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
     }
 
     #[test]

@@ -1,0 +1,233 @@
+//! Configuration of a biomatch process, loaded in layers: built-in defaults, then an optional TOML
+//! file, then `BIOMATCH__SECTION__KEY` environment variables, then command-line flags. The result
+//! is validated before anything starts; an invalid configuration stops start-up with a clear
+//! message. Database URLs, which may hold passwords, are [`secrecy::SecretString`]s.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The roles a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    All,
+    Embed,
+    Ingest,
+    Matcher,
+    Search,
+    Audit,
+    Gateway,
+}
+
+impl Role {
+    pub const SERVICES: [Role; 6] =
+        [Role::Embed, Role::Ingest, Role::Matcher, Role::Search, Role::Audit, Role::Gateway];
+
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "all" => Ok(Role::All),
+            "embed" => Ok(Role::Embed),
+            "ingest" => Ok(Role::Ingest),
+            "matcher" => Ok(Role::Matcher),
+            "search" => Ok(Role::Search),
+            "audit" => Ok(Role::Audit),
+            "gateway" => Ok(Role::Gateway),
+            other => Err(ConfigError::Invalid(format!(
+                "unknown role {other:?} (all, embed, ingest, matcher, search, audit, gateway)"
+            ))),
+        }
+    }
+}
+
+/// Where the other roles are; unset means "this process" (its own gRPC address).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Endpoints {
+    pub ingest: Option<String>,
+    pub audit: Option<String>,
+    pub embed: Option<String>,
+    pub search: Option<String>,
+    pub matchers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MatcherConfig {
+    /// `gallery:shard` pairs this matcher holds; empty means every shard of every gallery.
+    pub shards: Vec<String>,
+    /// How often to look for new change-log entries when no notification arrives.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self { shards: Vec::new(), poll_interval_ms: 500 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchConfig {
+    /// Deadline of one shard's answer before another replica is tried.
+    pub shard_timeout_ms: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { shard_timeout_ms: 2000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServeConfig {
+    pub roles: Vec<Role>,
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// PostgreSQL for the gallery and audit stores; unset means SQLite files in `data_dir`.
+    /// Never serialised, so it cannot end up in a dump of the configuration.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    pub log_json: bool,
+    pub endpoints: Endpoints,
+    pub matcher: MatcherConfig,
+    pub search: SearchConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            roles: vec![Role::All],
+            data_dir: PathBuf::from("biomatch-data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            log_json: false,
+            endpoints: Endpoints::default(),
+            matcher: MatcherConfig::default(),
+            search: SearchConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServeConfig {
+    /// Defaults, then `file`, then `BIOMATCH__*` variables, then `overrides` (flags that were given).
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(ServeConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: ServeConfig = figment
+            .merge(Env::prefixed("BIOMATCH__").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.roles.is_empty() {
+            return Err(ConfigError::Invalid("at least one role is required".into()));
+        }
+        if self.roles.contains(&Role::All) && self.roles.len() > 1 {
+            return Err(ConfigError::Invalid("role all runs every role; do not combine it".into()));
+        }
+        if self.matcher.poll_interval_ms == 0 || self.search.shard_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("intervals and timeouts must be positive".into()));
+        }
+        self.matcher_shards()?;
+        Ok(())
+    }
+
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&Role::All) || self.roles.contains(&role)
+    }
+
+    /// Demo mode: the whole cluster in one process on embedded storage.
+    pub fn demo(&self) -> bool {
+        self.roles.contains(&Role::All)
+    }
+
+    /// The `gallery:shard` assignment, parsed.
+    pub fn matcher_shards(&self) -> Result<Vec<(String, u32)>, ConfigError> {
+        self.matcher
+            .shards
+            .iter()
+            .map(|s| {
+                let (g, n) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| ConfigError::Invalid(format!("shard {s:?} is not gallery:number")))?;
+                let n = n
+                    .parse()
+                    .map_err(|_| ConfigError::Invalid(format!("shard {s:?} is not gallery:number")))?;
+                Ok((g.to_owned(), n))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grpc_addr: Option<String>,
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "biomatch.toml",
+                "grpc_addr = \"127.0.0.1:1\"\n[matcher]\npoll_interval_ms = 50\n",
+            )?;
+            jail.set_env("BIOMATCH__GRPC_ADDR", "127.0.0.1:2");
+            jail.set_env("BIOMATCH__SEARCH__SHARD_TIMEOUT_MS", "99");
+            let c = ServeConfig::load(Some(Path::new("biomatch.toml")), Flags::default()).expect("valid");
+            assert_eq!(c.grpc_addr.port(), 2, "environment beats file");
+            assert_eq!(c.matcher.poll_interval_ms, 50);
+            assert_eq!(c.search.shard_timeout_ms, 99);
+            let flags = Flags { grpc_addr: Some("127.0.0.1:3".into()) };
+            let c = ServeConfig::load(Some(Path::new("biomatch.toml")), flags).expect("valid");
+            assert_eq!(c.grpc_addr.port(), 3, "flags beat environment");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BIOMATCH__GRPC_ADDR", "not an address");
+            assert!(ServeConfig::load(None, Flags::default()).is_err());
+            Ok(())
+        });
+        let mut c = ServeConfig { roles: vec![Role::All, Role::Matcher], ..Default::default() };
+        assert!(c.validate().is_err());
+        c.roles = vec![Role::Matcher];
+        c.matcher.shards = vec!["g".into()];
+        assert!(c.validate().is_err());
+        c.matcher.shards = vec!["g:1".into()];
+        assert_eq!(c.matcher_shards().expect("valid"), vec![("g".to_owned(), 1)]);
+        assert!(ServeConfig::load(Some(Path::new("/nonexistent.toml")), Flags::default()).is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! The gateway role: a REST/JSON API (axum) over the gRPC services, for analysts, auditors and
+//! admins. So far: `GET /healthz`, `GET /readyz` and
+//! `POST /v1/galleries/{gallery}/identify` with an embedding.
+//!
+//! The caller's principal is established by [`biomatch_auth::Authenticator`] from the same headers
+//! as on gRPC and forwarded; errors come back as `{"error": {"code", "message"}}` with the HTTP
+//! status that [`biomatch_proto::http_status`] assigns.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use biomatch_auth::Authenticator;
+use biomatch_domain::Principal;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, probe};
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+#[derive(Clone)]
+pub struct Gateway {
+    search: SearchServiceClient<Channel>,
+    auth: Authenticator,
+}
+
+impl Gateway {
+    pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator) -> Self {
+        Self { search, auth }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ready" }))
+            .route("/v1/galleries/{gallery}/identify", post(identify))
+            .with_state(self)
+    }
+
+    fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        self.auth.authenticate(|name| headers.get(name).and_then(|v| v.to_str().ok())).map_err(ApiError)
+    }
+}
+
+/// A gRPC status as a JSON error response.
+#[derive(Debug)]
+pub struct ApiError(tonic::Status);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = biomatch_proto::http_status(self.0.code());
+        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "error": { "code": biomatch_proto::code_name(self.0.code()), "message": self.0.message() }
+        });
+        (status, Json(body)).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyBody {
+    pub embedding: Vec<f32>,
+    #[serde(default)]
+    pub model_id: String,
+    #[serde(default)]
+    pub k: u32,
+    pub threshold: Option<f32>,
+    #[serde(default)]
+    pub purpose: String,
+    #[serde(default)]
+    pub case_ref: String,
+    #[serde(default)]
+    pub allow_partial: bool,
+    #[serde(default)]
+    pub min_change_seq: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CandidateJson {
+    pub subject_id: String,
+    pub score: f32,
+    pub rank: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdentifyJson {
+    pub search_id: String,
+    pub decision: String,
+    pub candidates: Vec<CandidateJson>,
+    pub threshold: f32,
+    pub model_id: String,
+    pub partial: bool,
+    pub missing_shards: Vec<u32>,
+    pub audit_leaf_index: u64,
+}
+
+async fn identify(
+    State(gateway): State<Gateway>,
+    Path(gallery): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<IdentifyBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<IdentifyJson>, ApiError> {
+    let principal = gateway.principal(&headers)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError(biomatch_proto::status_with(biomatch_domain::ErrorClass::InvalidArgument, e.body_text()))
+    })?;
+    let message = IdentifyRequest {
+        gallery,
+        probe: Some(Probe {
+            kind: Some(probe::Kind::Embedding(Embedding {
+                values: body.embedding,
+                model_id: body.model_id,
+                model_version: String::new(),
+            })),
+        }),
+        k: body.k,
+        threshold: body.threshold,
+        purpose: body.purpose,
+        case_ref: body.case_ref,
+        allow_partial: body.allow_partial,
+        min_change_seq: body.min_change_seq,
+    };
+    let mut search = gateway.search.clone();
+    let response = search.identify(biomatch_client::request(message, &principal)).await.map_err(ApiError)?;
+    let r = response.into_inner();
+    let decision = match r.decision() {
+        Decision::Mate => "mate",
+        Decision::NoMate | Decision::Unspecified => "no_mate",
+    };
+    Ok(Json(IdentifyJson {
+        search_id: r.search_id,
+        decision: decision.to_owned(),
+        candidates: r
+            .candidates
+            .into_iter()
+            .map(|c| CandidateJson { subject_id: c.subject_id, score: c.score, rank: c.rank })
+            .collect(),
+        threshold: r.threshold,
+        model_id: r.model_id,
+        partial: r.partial,
+        missing_shards: r.missing_shards,
+        audit_leaf_index: r.audit_leaf_index,
+    }))
+}

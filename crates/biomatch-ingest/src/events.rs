@@ -1,0 +1,48 @@
+//! Audit events of the ingest role.
+
+use biomatch_domain::Principal;
+use biomatch_proto::v1::{Actor, AuditEvent, Operation};
+use biomatch_store::GalleryRecord;
+
+fn actor(principal: &Principal) -> Actor {
+    Actor {
+        subject: principal.subject.clone(),
+        role: principal.role.to_string(),
+        device_id: principal.device.clone(),
+    }
+}
+
+pub(crate) fn gallery_event(
+    principal: &Principal,
+    operation: Operation,
+    gallery: &GalleryRecord,
+) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor(principal)),
+        operation: operation.into(),
+        gallery: gallery.name.clone(),
+        model_id: gallery.model_id.clone(),
+        model_version: gallery.model_version.clone(),
+        threshold: Some(gallery.threshold),
+        threshold_version: gallery.threshold_version,
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn enroll_event(
+    principal: &Principal,
+    gallery: &GalleryRecord,
+    subject_ids: Vec<String>,
+) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor(principal)),
+        operation: Operation::Enroll.into(),
+        gallery: gallery.name.clone(),
+        model_id: gallery.model_id.clone(),
+        model_version: gallery.model_version.clone(),
+        subject_ids,
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,41 @@
+//! Store records to wire messages.
+
+use biomatch_proto::index_spec_to_proto;
+use biomatch_proto::v1::{Gallery, Subject};
+use biomatch_store::{GalleryRecord, SubjectRecord};
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub(crate) fn to_proto(g: &GalleryRecord) -> Gallery {
+    Gallery {
+        name: g.name.clone(),
+        dimension: g.dimension,
+        shard_count: g.shard_count,
+        index: Some(index_spec_to_proto(&g.index)),
+        model_id: g.model_id.clone(),
+        model_version: g.model_version.clone(),
+        threshold: g.threshold,
+        allowed_purposes: g.allowed_purposes.clone(),
+        retention: Some(prost_types::Duration { seconds: g.retention_seconds, nanos: 0 }),
+        default_k: g.default_k,
+        subject_count: g.subject_count,
+        template_count: g.template_count,
+        created_at: Some(timestamp(g.created_at_ms)),
+        threshold_version: g.threshold_version,
+    }
+}
+
+pub(crate) fn subject_to_proto(g: &GalleryRecord, s: &SubjectRecord) -> Subject {
+    Subject {
+        gallery: g.name.clone(),
+        subject_id: s.subject_id.clone(),
+        template_count: s.template_count,
+        shard: s.shard,
+        enrolled_at: Some(timestamp(s.created_at_ms)),
+        updated_at: Some(timestamp(s.updated_at_ms)),
+        expires_at: s.expires_at_ms.map(timestamp),
+        model_id: s.model_id.clone(),
+    }
+}

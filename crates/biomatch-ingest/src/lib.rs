@@ -1,0 +1,279 @@
+//! The ingest role: [`IngestServer`] implements `IngestService`, the only writer of the gallery
+//! store.
+//!
+//! An enrolment is validated (gallery, subject id, dimension, finite values, one model per
+//! gallery), written with its change-log entry in one transaction, appended to the audit log, and
+//! only then acknowledged. Idempotency keys make retries safe: the same key with the same body
+//! returns the first answer (and re-appends its audit leaf under the same audit key, which the audit
+//! log de-duplicates), the same key with another body is `ALREADY_EXISTS`.
+
+mod batch;
+mod events;
+mod galleries;
+mod validate;
+
+use biomatch_client::GalleryModel;
+use biomatch_domain::{Clock, ErrorClass, Principal, Role, SubjectId, shard_of};
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
+use biomatch_proto::v1::ingest_service_server::IngestService;
+use biomatch_proto::v1::{
+    BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
+    DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollMode, EnrollRequest, EnrollResponse,
+    Gallery, GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
+    Subject,
+};
+use biomatch_proto::{status_from, status_with};
+use biomatch_store::{EnrollWrite, GalleryRecord, GalleryStore, Idempotency, StoreError};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Items of a batch stream written per transaction.
+const BATCH_CHUNK: usize = 256;
+
+pub struct IngestServer {
+    store: Arc<dyn GalleryStore>,
+    audit: AuditServiceClient<Channel>,
+    embed: EmbedServiceClient<Channel>,
+    /// Wakes in-process matchers after a commit; others poll or listen elsewhere.
+    changed: Arc<Notify>,
+    clock: Clock,
+    me: Principal,
+}
+
+impl IngestServer {
+    pub fn new(
+        store: Arc<dyn GalleryStore>,
+        audit: AuditServiceClient<Channel>,
+        embed: EmbedServiceClient<Channel>,
+        changed: Arc<Notify>,
+        clock: Clock,
+    ) -> Self {
+        Self { store, audit, embed, changed, clock, me: biomatch_auth::service_principal("ingest") }
+    }
+
+    async fn gallery(&self, name: &str) -> Result<GalleryRecord, Status> {
+        let name = validate::gallery_name(name)?;
+        self.store.gallery(&name).await.map_err(|e| status_from(&e))
+    }
+
+    /// Validates one enrolment into a write for the store.
+    async fn prepare(&self, gallery: &GalleryRecord, request: EnrollRequest) -> Result<EnrollWrite, Status> {
+        let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
+        let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
+        let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
+        if samples.is_empty() {
+            return Err(status_with(ErrorClass::InvalidArgument, "at least one sample is required"));
+        }
+        if samples.len() > 64 {
+            return Err(status_with(ErrorClass::InvalidArgument, "at most 64 samples per enrolment"));
+        }
+        let model = GalleryModel {
+            dimension: gallery.dimension as usize,
+            model_id: gallery.model_id.clone(),
+            model_version: gallery.model_version.clone(),
+        };
+        let mut templates = Vec::with_capacity(samples.len());
+        for sample in samples {
+            let resolved =
+                biomatch_client::resolve_probe(&self.embed, &self.me, Some(sample), &model).await?;
+            templates.push(resolved.template);
+        }
+        let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
+        let idempotency = (!idempotency_key.is_empty())
+            .then(|| Idempotency { key: format!("enroll:{idempotency_key}"), request_hash });
+        Ok(EnrollWrite {
+            shard: shard_of(&subject, gallery.shard_count),
+            subject,
+            model_id: gallery.model_id.clone(),
+            templates,
+            replace,
+            idempotency,
+        })
+    }
+
+    async fn audit(&self, event: biomatch_proto::v1::AuditEvent, key: String) -> Result<u64, Status> {
+        biomatch_client::append_audit(&self.audit, &self.me, event, key).await.map(|r| r.leaf_index)
+    }
+}
+
+fn require(principal: &Principal, allowed: &[Role]) -> Result<(), Status> {
+    if allowed.contains(&principal.role) {
+        Ok(())
+    } else {
+        Err(status_with(ErrorClass::PermissionDenied, format!("role {} may not do this", principal.role)))
+    }
+}
+
+const ENROLLERS: &[Role] = &[Role::Enroller, Role::Admin];
+const READERS: &[Role] =
+    &[Role::Enroller, Role::Admin, Role::Analyst, Role::Kiosk, Role::Service, Role::Auditor];
+
+/// The audit key of a write: derived from its idempotency key so a retry finds the same leaf.
+fn audit_key(kind: &str, idempotency_key: &str) -> String {
+    if idempotency_key.is_empty() {
+        format!("{kind}:{}", uuid::Uuid::new_v4())
+    } else {
+        format!("{kind}:{idempotency_key}")
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestServer {
+    async fn create_gallery(
+        &self,
+        request: Request<CreateGalleryRequest>,
+    ) -> Result<Response<Gallery>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, &[Role::Admin])?;
+        let spec = validate::gallery_spec(request.into_inner())?;
+        let record = self.store.create_gallery(&spec, (self.clock)()).await.map_err(|e| status_from(&e))?;
+        self.changed.notify_one();
+        let event = events::gallery_event(&principal, Operation::CreateGallery, &record);
+        self.audit(event, audit_key("create-gallery", "")).await?;
+        Ok(Response::new(galleries::to_proto(&record)))
+    }
+
+    async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, READERS)?;
+        let record = self.gallery(&request.get_ref().name).await?;
+        Ok(Response::new(galleries::to_proto(&record)))
+    }
+
+    async fn list_galleries(
+        &self,
+        request: Request<ListGalleriesRequest>,
+    ) -> Result<Response<ListGalleriesResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, READERS)?;
+        let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
+        Ok(Response::new(ListGalleriesResponse {
+            galleries: records.iter().map(galleries::to_proto).collect(),
+        }))
+    }
+
+    async fn delete_gallery(
+        &self,
+        request: Request<DeleteGalleryRequest>,
+    ) -> Result<Response<DeleteGalleryResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, &[Role::Admin])?;
+        let DeleteGalleryRequest { name, idempotency_key } = request.into_inner();
+        let record = self.gallery(&name).await?;
+        let name = validate::gallery_name(&name)?;
+        let change_seq =
+            self.store.delete_gallery(&name, (self.clock)()).await.map_err(|e| status_from(&e))?;
+        self.changed.notify_one();
+        let event = events::gallery_event(&principal, Operation::DeleteGallery, &record);
+        let audit_leaf_index = self.audit(event, audit_key("delete-gallery", &idempotency_key)).await?;
+        Ok(Response::new(DeleteGalleryResponse { change_seq, audit_leaf_index }))
+    }
+
+    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, ENROLLERS)?;
+        let request = request.into_inner();
+        let gallery = self.gallery(&request.gallery).await?;
+        let key = request.idempotency_key.clone();
+        let write = self.prepare(&gallery, request).await?;
+        let mut results = self
+            .store
+            .enroll(&gallery, std::slice::from_ref(&write), (self.clock)())
+            .await
+            .map_err(|e| status_from(&e))?;
+        let written = results
+            .pop()
+            .unwrap_or(Err(StoreError::Corrupt("no result".into())))
+            .map_err(|e| status_from(&e))?;
+        self.changed.notify_one();
+        let event = events::enroll_event(&principal, &gallery, vec![written.value.subject_id.clone()]);
+        let audit_leaf_index = self.audit(event, audit_key("enroll", &key)).await?;
+        let v = written.value;
+        Ok(Response::new(EnrollResponse {
+            subject_id: v.subject_id,
+            templates_added: v.templates_added,
+            template_count: v.template_count,
+            change_seq: v.change_seq,
+            audit_leaf_index,
+            replayed: written.replayed,
+        }))
+    }
+
+    async fn batch_enroll(
+        &self,
+        request: Request<Streaming<EnrollRequest>>,
+    ) -> Result<Response<BatchEnrollResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, ENROLLERS)?;
+        let mut stream = request.into_inner();
+        let mut batch = batch::Batch::default();
+        let mut index = 0u32;
+        while let Some(item) = stream.next().await {
+            let item = item?;
+            let subject_id = item.subject_id.clone();
+            match self.gallery(&item.gallery).await {
+                Ok(gallery) => match self.prepare(&gallery, item).await {
+                    Ok(write) => batch.push(gallery, index, write),
+                    Err(status) => batch.fail(index, subject_id, &status),
+                },
+                Err(status) => batch.fail(index, subject_id, &status),
+            }
+            index += 1;
+            if batch.pending() >= BATCH_CHUNK {
+                batch.flush(self, &principal).await?;
+            }
+        }
+        batch.flush(self, &principal).await?;
+        Ok(Response::new(batch.into_response()))
+    }
+
+    async fn delete_subject(
+        &self,
+        request: Request<DeleteSubjectRequest>,
+    ) -> Result<Response<DeleteSubjectResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, ENROLLERS)?;
+        let request = request.into_inner();
+        let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
+        let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request;
+        let gallery = self.gallery(&gallery).await?;
+        let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
+        let idem = (!idempotency_key.is_empty())
+            .then(|| Idempotency { key: format!("delete:{idempotency_key}"), request_hash });
+        let written = self
+            .store
+            .delete_subject(&gallery, &subject, idem.as_ref(), (self.clock)())
+            .await
+            .map_err(|e| status_from(&e))?;
+        self.changed.notify_one();
+        let mut event = events::enroll_event(&principal, &gallery, vec![subject.into_string()]);
+        event.operation = Operation::DeleteSubject.into();
+        let audit_leaf_index = self.audit(event, audit_key("delete", &idempotency_key)).await?;
+        Ok(Response::new(DeleteSubjectResponse { change_seq: written.value, audit_leaf_index }))
+    }
+
+    async fn get_subject(&self, request: Request<GetSubjectRequest>) -> Result<Response<Subject>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, &[Role::Enroller, Role::Admin, Role::Analyst])?;
+        let GetSubjectRequest { gallery, subject_id } = request.into_inner();
+        let gallery = self.gallery(&gallery).await?;
+        let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
+        let record = self.store.subject(&gallery, &subject).await.map_err(|e| status_from(&e))?;
+        Ok(Response::new(galleries::subject_to_proto(&gallery, &record)))
+    }
+}
+
+pub(crate) fn failure(index: u32, subject_id: String, status: &Status) -> EnrollFailure {
+    EnrollFailure {
+        index,
+        subject_id,
+        code: biomatch_proto::code_name(status.code()),
+        message: status.message().to_owned(),
+    }
+}

@@ -1,0 +1,115 @@
+//! Validation of gallery requests.
+
+use biomatch_domain::{ErrorClass, GalleryName, GallerySpec, IndexKind};
+use biomatch_proto::v1::CreateGalleryRequest;
+use biomatch_proto::{index_spec_from_proto, status_from, status_with};
+use tonic::Status;
+
+pub(crate) const MAX_DIMENSION: u32 = 4096;
+pub(crate) const MAX_SHARDS: u32 = 1024;
+
+pub(crate) fn gallery_name(name: &str) -> Result<GalleryName, Status> {
+    GalleryName::parse(name).map_err(|e| status_from(&e))
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    status_with(ErrorClass::InvalidArgument, message)
+}
+
+pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec, Status> {
+    let CreateGalleryRequest {
+        name,
+        dimension,
+        shard_count,
+        index,
+        model_id,
+        model_version,
+        threshold,
+        allowed_purposes,
+        retention,
+        default_k,
+    } = request;
+    let name = gallery_name(&name)?;
+    if !(1..=MAX_DIMENSION).contains(&dimension) {
+        return Err(invalid(format!("dimension must be between 1 and {MAX_DIMENSION}")));
+    }
+    let shard_count = if shard_count == 0 { 1 } else { shard_count };
+    if shard_count > MAX_SHARDS {
+        return Err(invalid(format!("shard_count must be at most {MAX_SHARDS}")));
+    }
+    let index = index_spec_from_proto(index);
+    if index.kind != IndexKind::Flat {
+        return Err(status_with(
+            ErrorClass::Unimplemented,
+            format!("index kind {} is not implemented yet; use flat", index.kind),
+        ));
+    }
+    let threshold = threshold.unwrap_or(0.5);
+    if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
+        return Err(invalid("threshold must be a cosine similarity between -1 and 1"));
+    }
+    let default_k = if default_k == 0 { 10 } else { default_k };
+    if default_k > 1000 {
+        return Err(invalid("default_k must be at most 1000"));
+    }
+    if allowed_purposes.iter().any(|p| p.is_empty() || p.len() > 64 || p.chars().any(char::is_whitespace)) {
+        return Err(invalid("purpose codes must be 1 to 64 characters without whitespace"));
+    }
+    let retention_seconds = retention.map_or(0, |d| d.seconds);
+    if retention_seconds < 0 {
+        return Err(invalid("retention must not be negative"));
+    }
+    let model_id = if model_id.is_empty() { "external".to_owned() } else { model_id };
+    Ok(GallerySpec {
+        name,
+        dimension,
+        shard_count,
+        index,
+        model_id,
+        model_version,
+        threshold,
+        allowed_purposes,
+        retention_seconds,
+        default_k,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> CreateGalleryRequest {
+        CreateGalleryRequest { name: "g".into(), dimension: 128, ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let spec = gallery_spec(request()).expect("valid");
+        assert_eq!((spec.shard_count, spec.default_k, spec.threshold), (1, 10, 0.5));
+        assert_eq!(spec.model_id, "external");
+    }
+
+    #[test]
+    fn bad_requests_are_refused_precisely() {
+        let code = |r: CreateGalleryRequest| gallery_spec(r).expect_err("refused").code();
+        assert_eq!(
+            code(CreateGalleryRequest { name: String::new(), ..request() }),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(code(CreateGalleryRequest { dimension: 0, ..request() }), tonic::Code::InvalidArgument);
+        assert_eq!(code(CreateGalleryRequest { dimension: 5000, ..request() }), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(CreateGalleryRequest { threshold: Some(f32::NAN), ..request() }),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(CreateGalleryRequest { shard_count: 5000, ..request() }),
+            tonic::Code::InvalidArgument
+        );
+        let hnsw = biomatch_proto::v1::IndexSpec {
+            kind: biomatch_proto::v1::IndexKind::Hnsw.into(),
+            ..Default::default()
+        };
+        assert_eq!(code(CreateGalleryRequest { index: Some(hnsw), ..request() }), tonic::Code::Unimplemented);
+    }
+}

@@ -1,0 +1,175 @@
+//! The matcher role: holds one FAISS index per (gallery, shard) it is assigned, keeps them current
+//! by applying the gallery store's change log in sequence order, and answers `MatcherService`.
+//!
+//! On start it loads every assigned shard from the store at a known change-log position, then
+//! tails the log from there, woken by in-process notifications or by polling. A change-log entry
+//! names a subject, not a template: applying it reads the subject's current templates, so applying
+//! an entry twice, or an old entry after a newer state, converges to the store's state. A search
+//! that carries `min_change_seq` first catches up to it (read-your-writes).
+
+mod shards;
+mod sync;
+
+pub use shards::{Assignment, Shards};
+pub use sync::Syncer;
+
+use biomatch_domain::{ErrorClass, Principal, Role};
+use biomatch_proto::v1::matcher_service_server::MatcherService;
+use biomatch_proto::v1::{
+    Candidate, DescribeMatcherRequest, DescribeMatcherResponse, QueryResult, ShardRef, ShardScoreRequest,
+    ShardScoreResponse, ShardSearchRequest, ShardSearchResponse, ShardStatus,
+};
+use biomatch_proto::{index_kind_to_proto, status_from, status_with};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct MatcherServer {
+    syncer: Arc<Syncer>,
+}
+
+impl MatcherServer {
+    pub fn new(syncer: Arc<Syncer>) -> Self {
+        Self { syncer }
+    }
+
+    async fn shard_for(
+        &self,
+        shard: Option<ShardRef>,
+        min_change_seq: u64,
+    ) -> Result<(Arc<shards::Shard>, u64), Status> {
+        let ShardRef { gallery, shard } =
+            shard.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "shard is required"))?;
+        let applied = self.syncer.catch_up_to(min_change_seq).await?;
+        let found = self.syncer.shards().get(&gallery, shard).ok_or_else(|| {
+            status_with(
+                ErrorClass::NotFound,
+                format!("this matcher holds no shard {shard} of gallery {gallery}"),
+            )
+        })?;
+        Ok((found, applied))
+    }
+}
+
+fn require_service(principal: &Principal) -> Result<(), Status> {
+    if matches!(principal.role, Role::Service | Role::Admin) {
+        Ok(())
+    } else {
+        Err(status_with(ErrorClass::PermissionDenied, "the matcher answers other biomatch roles only"))
+    }
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> Status {
+    tracing::error!(error = %e, "matcher search task failed");
+    status_with(ErrorClass::Internal, "internal error")
+}
+
+#[tonic::async_trait]
+impl MatcherService for MatcherServer {
+    async fn search(
+        &self,
+        request: Request<ShardSearchRequest>,
+    ) -> Result<Response<ShardSearchResponse>, Status> {
+        require_service(&biomatch_auth::principal(&request)?)?;
+        let ShardSearchRequest { shard, queries, k, min_change_seq } = request.into_inner();
+        let (shard, applied) = self.shard_for(shard, min_change_seq).await?;
+        if k == 0 || k > 1000 {
+            return Err(status_with(ErrorClass::InvalidArgument, "k must be between 1 and 1000"));
+        }
+        let dimension = shard.dimension();
+        let mut flat = Vec::with_capacity(queries.len() * dimension);
+        for q in &queries {
+            if q.values.len() != dimension {
+                return Err(status_with(
+                    ErrorClass::InvalidArgument,
+                    format!("query has {} values, the gallery's dimension is {dimension}", q.values.len()),
+                ));
+            }
+            if q.values.iter().any(|v| !v.is_finite()) {
+                return Err(status_with(
+                    ErrorClass::InvalidArgument,
+                    "query contains a NaN or infinite value",
+                ));
+            }
+            flat.extend_from_slice(&q.values);
+        }
+        let shard_no = shard.number();
+        let kind = shard.kind();
+        let hits = tokio::task::spawn_blocking(move || shard.search(&flat, k as usize))
+            .await
+            .map_err(blocking_failed)?
+            .map_err(|e| status_from(&e))?;
+        let results = hits
+            .into_iter()
+            .map(|list| QueryResult {
+                candidates: list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| Candidate {
+                        subject_id: s.subject.to_string(),
+                        score: s.score,
+                        rank: i as u32 + 1,
+                        shard: shard_no,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(ShardSearchResponse {
+            results,
+            applied_change_seq: applied,
+            index_kind: index_kind_to_proto(kind).into(),
+        }))
+    }
+
+    async fn score(
+        &self,
+        request: Request<ShardScoreRequest>,
+    ) -> Result<Response<ShardScoreResponse>, Status> {
+        require_service(&biomatch_auth::principal(&request)?)?;
+        let ShardScoreRequest { shard, subject_id, probe, min_change_seq } = request.into_inner();
+        let (shard, _) = self.shard_for(shard, min_change_seq).await?;
+        let probe =
+            probe.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "probe is required"))?.values;
+        if probe.iter().any(|v| !v.is_finite()) {
+            return Err(status_with(ErrorClass::InvalidArgument, "probe contains a NaN or infinite value"));
+        }
+        let scored = tokio::task::spawn_blocking(move || shard.score(&subject_id, &probe))
+            .await
+            .map_err(blocking_failed)?
+            .map_err(|e| status_from(&e))?;
+        let response = match scored {
+            Some((score, templates)) => ShardScoreResponse {
+                found: true,
+                score,
+                template_count: u32::try_from(templates).unwrap_or(u32::MAX),
+            },
+            None => ShardScoreResponse { found: false, score: 0.0, template_count: 0 },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<DescribeMatcherRequest>,
+    ) -> Result<Response<DescribeMatcherResponse>, Status> {
+        require_service(&biomatch_auth::principal(&request)?)?;
+        let applied = self.syncer.applied();
+        let shards = self
+            .syncer
+            .shards()
+            .all()
+            .into_iter()
+            .map(|s| {
+                let (templates, subjects) = s.counts();
+                ShardStatus {
+                    shard: Some(ShardRef { gallery: s.gallery().to_owned(), shard: s.number() }),
+                    index_kind: index_kind_to_proto(s.kind()).into(),
+                    template_count: templates as u64,
+                    subject_count: subjects as u64,
+                    applied_change_seq: applied,
+                    ready: self.syncer.is_ready(),
+                }
+            })
+            .collect();
+        Ok(Response::new(DescribeMatcherResponse { shards, applied_change_seq: applied }))
+    }
+}

@@ -1,0 +1,160 @@
+//! The shards a matcher holds.
+
+use biomatch_domain::{IndexKind, IndexSpec};
+use biomatch_index::{IndexError, ScoredSubject, ShardIndex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Which shards a matcher holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// Every shard of every gallery (the single-process default).
+    All,
+    /// Only these (gallery name, shard) pairs.
+    Only(Vec<(String, u32)>),
+}
+
+impl Assignment {
+    pub fn holds(&self, gallery: &str, shard: u32) -> bool {
+        match self {
+            Assignment::All => true,
+            Assignment::Only(list) => list.iter().any(|(g, s)| g == gallery && *s == shard),
+        }
+    }
+}
+
+/// One shard: its index behind a lock (FAISS's Rust binding searches through `&mut`).
+pub struct Shard {
+    gallery: String,
+    number: u32,
+    dimension: usize,
+    kind: IndexKind,
+    index: Mutex<ShardIndex>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, ShardIndex> {
+        // A panic while holding the lock cannot leave FAISS half-updated in a way we could repair;
+        // keep serving what is there.
+        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn gallery(&self) -> &str {
+        &self.gallery
+    }
+
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub fn kind(&self) -> IndexKind {
+        self.kind
+    }
+
+    /// (templates, subjects)
+    pub fn counts(&self) -> (usize, usize) {
+        let index = self.lock();
+        (index.template_count(), index.subject_count())
+    }
+
+    pub fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<ScoredSubject>>, IndexError> {
+        self.lock().search(queries, k)
+    }
+
+    pub fn score(&self, subject: &str, probe: &[f32]) -> Result<Option<(f32, usize)>, IndexError> {
+        self.lock().score(subject, probe)
+    }
+
+    pub(crate) fn replace_subject(
+        &self,
+        subject: &str,
+        templates: &[(i64, &[f32])],
+    ) -> Result<(), IndexError> {
+        self.lock().replace_subject(subject, templates)
+    }
+
+    pub(crate) fn remove_subject(&self, subject: &str) -> Result<usize, IndexError> {
+        self.lock().remove_subject(subject)
+    }
+}
+
+/// A gallery as a matcher knows it.
+struct GalleryShards {
+    name: String,
+    dimension: usize,
+    shards: HashMap<u32, Arc<Shard>>,
+}
+
+/// All shards held, by gallery id and by name.
+#[derive(Default)]
+pub struct Shards {
+    galleries: RwLock<HashMap<i64, GalleryShards>>,
+}
+
+impl Shards {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<i64, GalleryShards>> {
+        self.galleries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<i64, GalleryShards>> {
+        self.galleries.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, gallery: &str, shard: u32) -> Option<Arc<Shard>> {
+        self.read().values().find(|g| g.name == gallery).and_then(|g| g.shards.get(&shard).cloned())
+    }
+
+    pub(crate) fn get_by_id(&self, gallery_id: i64, shard: u32) -> Option<Arc<Shard>> {
+        self.read().get(&gallery_id).and_then(|g| g.shards.get(&shard).cloned())
+    }
+
+    pub(crate) fn knows(&self, gallery_id: i64) -> bool {
+        self.read().contains_key(&gallery_id)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Shard>> {
+        let mut all: Vec<Arc<Shard>> =
+            self.read().values().flat_map(|g| g.shards.values().cloned()).collect();
+        all.sort_by(|a, b| (a.gallery(), a.number()).cmp(&(b.gallery(), b.number())));
+        all
+    }
+
+    /// Creates empty shards for the assigned part of a gallery.
+    pub(crate) fn add_gallery(
+        &self,
+        id: i64,
+        name: &str,
+        dimension: usize,
+        spec: &IndexSpec,
+        shard_count: u32,
+        assignment: &Assignment,
+    ) -> Result<Vec<Arc<Shard>>, IndexError> {
+        let mut shards = HashMap::new();
+        for number in (0..shard_count).filter(|s| assignment.holds(name, *s)) {
+            let index = ShardIndex::new(dimension, spec)?;
+            let shard = Shard {
+                gallery: name.to_owned(),
+                number,
+                dimension,
+                kind: spec.kind,
+                index: Mutex::new(index),
+            };
+            shards.insert(number, Arc::new(shard));
+        }
+        let created = shards.values().cloned().collect();
+        self.write().insert(id, GalleryShards { name: name.to_owned(), dimension, shards });
+        Ok(created)
+    }
+
+    pub(crate) fn drop_gallery(&self, id: i64) {
+        self.write().remove(&id);
+    }
+
+    pub(crate) fn dimension_of(&self, id: i64) -> Option<usize> {
+        self.read().get(&id).map(|g| g.dimension)
+    }
+}

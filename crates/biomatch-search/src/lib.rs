@@ -1,0 +1,363 @@
+//! The search role: [`SearchServer`] implements `SearchService` for kiosks and analysts.
+//!
+//! Identify resolves the probe into a template, fans out to one matcher replica of every shard of
+//! the gallery, merges the per-shard top-k exactly, decides mate / no mate from the threshold,
+//! appends the audit leaf and only then answers: when the audit log cannot commit, the caller gets
+//! `UNAVAILABLE` and no candidates. Verify scores the probe against the one shard that holds the
+//! subject. The search role keeps no state.
+
+mod merge;
+mod router;
+
+pub use merge::merge_top_k;
+pub use router::Router;
+
+use biomatch_client::{GalleryModel, ResolvedProbe, request, resolve_probe};
+use biomatch_domain::{Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
+use biomatch_proto::status_with;
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::search_service_server::SearchService;
+use biomatch_proto::v1::{
+    Actor, AuditEvent, Candidate, Gallery, GetGalleryRequest, IdentifyRequest, IdentifyResponse, Operation,
+    QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome, ScoredSubject, ShardRef,
+    ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
+};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+pub struct SearchServer {
+    ingest: IngestServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
+    embed: EmbedServiceClient<Channel>,
+    router: Router,
+    shard_timeout: Duration,
+    me: Principal,
+}
+
+const SEARCHERS: &[Role] = &[Role::Kiosk, Role::Analyst, Role::Admin];
+
+impl SearchServer {
+    pub fn new(
+        ingest: IngestServiceClient<Channel>,
+        audit: AuditServiceClient<Channel>,
+        embed: EmbedServiceClient<Channel>,
+        router: Router,
+        shard_timeout: Duration,
+    ) -> Self {
+        Self { ingest, audit, embed, router, shard_timeout, me: biomatch_auth::service_principal("search") }
+    }
+
+    async fn gallery(&self, name: &str) -> Result<Gallery, Status> {
+        if name.is_empty() {
+            return Err(status_with(ErrorClass::InvalidArgument, "gallery name must not be empty"));
+        }
+        let mut ingest = self.ingest.clone();
+        let gallery =
+            ingest.get_gallery(request(GetGalleryRequest { name: name.to_owned() }, &self.me)).await?;
+        Ok(gallery.into_inner())
+    }
+
+    async fn probe(
+        &self,
+        gallery: &Gallery,
+        probe: Option<biomatch_proto::v1::Probe>,
+    ) -> Result<ResolvedProbe, Status> {
+        let model = GalleryModel {
+            dimension: gallery.dimension as usize,
+            model_id: gallery.model_id.clone(),
+            model_version: gallery.model_version.clone(),
+        };
+        resolve_probe(&self.embed, &self.me, probe, &model).await
+    }
+
+    /// Asks the matchers holding one shard, in turn, until one answers within the deadline.
+    async fn search_shard(
+        &self,
+        gallery: &str,
+        shard: u32,
+        query: &[f32],
+        k: u32,
+        min_change_seq: u64,
+    ) -> Result<Vec<Candidate>, Status> {
+        let mut last = status_with(ErrorClass::Unavailable, format!("no matcher holds shard {shard}"));
+        for mut matcher in self.router.candidates(gallery, shard) {
+            let message = ShardSearchRequest {
+                shard: Some(ShardRef { gallery: gallery.to_owned(), shard }),
+                queries: vec![QueryVector { values: query.to_vec() }],
+                k,
+                min_change_seq,
+            };
+            let mut call = biomatch_client::request(message, &self.me);
+            call.set_timeout(self.shard_timeout);
+            match matcher.search(call).await {
+                Ok(response) => {
+                    return Ok(response
+                        .into_inner()
+                        .results
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default()
+                        .candidates);
+                }
+                Err(status) if retryable(&status) => last = status,
+                Err(status) => return Err(status),
+            }
+        }
+        self.router.refresh(&self.me).await;
+        Err(last)
+    }
+
+    async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, Status> {
+        biomatch_client::append_audit(&self.audit, &self.me, event, key).await.map(|r| r.leaf_index)
+    }
+}
+
+/// Another replica may answer: this one is down, slow, or does not hold the shard.
+fn retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::NotFound | Code::Unknown | Code::Cancelled
+    )
+}
+
+fn require(principal: &Principal, allowed: &[Role]) -> Result<(), Status> {
+    if allowed.contains(&principal.role) {
+        Ok(())
+    } else {
+        Err(status_with(ErrorClass::PermissionDenied, format!("role {} may not search", principal.role)))
+    }
+}
+
+fn check_purpose(gallery: &Gallery, purpose: &str) -> Result<(), Status> {
+    if gallery.allowed_purposes.is_empty() || gallery.allowed_purposes.iter().any(|p| p == purpose) {
+        Ok(())
+    } else {
+        Err(status_with(
+            ErrorClass::PermissionDenied,
+            format!("gallery {} may not be searched for purpose {purpose:?}", gallery.name),
+        ))
+    }
+}
+
+fn threshold(gallery: &Gallery, requested: Option<f32>) -> Result<f32, Status> {
+    match requested {
+        None => Ok(gallery.threshold),
+        Some(t) if t.is_finite() && (-1.0..=1.0).contains(&t) => Ok(t),
+        Some(_) => Err(status_with(ErrorClass::InvalidArgument, "threshold must be between -1 and 1")),
+    }
+}
+
+fn actor(principal: &Principal) -> Actor {
+    Actor {
+        subject: principal.subject.clone(),
+        role: principal.role.to_string(),
+        device_id: principal.device.clone(),
+    }
+}
+
+fn base_event(
+    principal: &Principal,
+    operation: Operation,
+    gallery: &Gallery,
+    model: &ResolvedProbe,
+) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor(principal)),
+        operation: operation.into(),
+        gallery: gallery.name.clone(),
+        model_id: model.model_id.clone(),
+        model_version: model.model_version.clone(),
+        threshold_version: gallery.threshold_version,
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl SearchService for SearchServer {
+    async fn identify(
+        &self,
+        request: Request<IdentifyRequest>,
+    ) -> Result<Response<IdentifyResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, SEARCHERS)?;
+        let IdentifyRequest {
+            gallery,
+            probe,
+            k,
+            threshold: requested,
+            purpose,
+            case_ref,
+            allow_partial,
+            min_change_seq,
+        } = request.into_inner();
+        let gallery = self.gallery(&gallery).await?;
+        check_purpose(&gallery, &purpose)?;
+        let k = if k == 0 { gallery.default_k } else { k };
+        if k > 1000 {
+            return Err(status_with(ErrorClass::InvalidArgument, "k must be at most 1000"));
+        }
+        let threshold = threshold(&gallery, requested)?;
+        let probe = self.probe(&gallery, probe).await?;
+
+        let query = probe.template.values();
+        let answers = futures::future::join_all(
+            (0..gallery.shard_count)
+                .map(|shard| self.search_shard(&gallery.name, shard, query, k, min_change_seq)),
+        )
+        .await;
+        let mut lists = Vec::with_capacity(answers.len());
+        let mut missing_shards = Vec::new();
+        for (shard, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(list) => lists.push(list),
+                Err(status) if retryable(&status) => missing_shards.push(shard as u32),
+                Err(status) => return Err(status),
+            }
+        }
+        if !missing_shards.is_empty() && !allow_partial {
+            return Err(status_with(
+                ErrorClass::Unavailable,
+                format!("shards {missing_shards:?} of gallery {} did not answer", gallery.name),
+            ));
+        }
+        let candidates = merge_top_k(lists, k as usize);
+        let decision = Decision::from_score(candidates.first().map(|c| c.score), threshold);
+        let search_id = uuid::Uuid::new_v4().to_string();
+
+        let mut event = base_event(&principal, Operation::Identify, &gallery, &probe);
+        event.purpose = purpose;
+        event.case_ref = case_ref;
+        event.threshold = Some(threshold);
+        event.candidates = candidates
+            .iter()
+            .map(|c| ScoredSubject { subject_id: c.subject_id.clone(), score: c.score })
+            .collect();
+        event.decision = decision.as_str().to_owned();
+        event.partial = !missing_shards.is_empty();
+        event.missing_shards = missing_shards.clone();
+        event.request_id = search_id.clone();
+        let audit_leaf_index = self.audit(event, format!("identify:{search_id}")).await?;
+
+        Ok(Response::new(IdentifyResponse {
+            search_id,
+            decision: decision_to_proto(decision).into(),
+            candidates,
+            threshold,
+            model_id: probe.model_id,
+            model_version: probe.model_version,
+            partial: !missing_shards.is_empty(),
+            missing_shards,
+            audit_leaf_index,
+        }))
+    }
+
+    async fn verify(&self, request: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, SEARCHERS)?;
+        let VerifyRequest {
+            gallery,
+            subject_id,
+            probe,
+            threshold: requested,
+            purpose,
+            case_ref,
+            min_change_seq,
+        } = request.into_inner();
+        let gallery = self.gallery(&gallery).await?;
+        check_purpose(&gallery, &purpose)?;
+        let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
+        let threshold = threshold(&gallery, requested)?;
+        let probe = self.probe(&gallery, probe).await?;
+        let shard = shard_of(&subject, gallery.shard_count);
+
+        let mut answer = Err(status_with(ErrorClass::Unavailable, format!("no matcher holds shard {shard}")));
+        for mut matcher in self.router.candidates(&gallery.name, shard) {
+            let message = ShardScoreRequest {
+                shard: Some(ShardRef { gallery: gallery.name.clone(), shard }),
+                subject_id: subject_id.clone(),
+                probe: Some(QueryVector { values: probe.template.values().to_vec() }),
+                min_change_seq,
+            };
+            let mut call = biomatch_client::request(message, &self.me);
+            call.set_timeout(self.shard_timeout);
+            answer = matcher.score(call).await.map(Response::into_inner);
+            if !answer.as_ref().is_err_and(retryable) {
+                break;
+            }
+        }
+        let scored = answer?;
+        if !scored.found {
+            return Err(status_with(
+                ErrorClass::NotFound,
+                format!("subject {subject_id} is not enrolled in gallery {}", gallery.name),
+            ));
+        }
+        let decision = Decision::from_score(Some(scored.score), threshold);
+        let verification_id = uuid::Uuid::new_v4().to_string();
+
+        let mut event = base_event(&principal, Operation::Verify, &gallery, &probe);
+        event.purpose = purpose;
+        event.case_ref = case_ref;
+        event.threshold = Some(threshold);
+        event.candidates = vec![ScoredSubject { subject_id: subject_id.clone(), score: scored.score }];
+        event.decision = decision.as_str().to_owned();
+        event.request_id = verification_id.clone();
+        let audit_leaf_index = self.audit(event, format!("verify:{verification_id}")).await?;
+
+        Ok(Response::new(VerifyResponse {
+            verification_id,
+            decision: decision_to_proto(decision).into(),
+            score: scored.score,
+            threshold,
+            model_id: probe.model_id,
+            model_version: probe.model_version,
+            audit_leaf_index,
+        }))
+    }
+
+    async fn review_candidate(
+        &self,
+        request: Request<ReviewCandidateRequest>,
+    ) -> Result<Response<ReviewCandidateResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        require(&principal, &[Role::Analyst, Role::Admin])?;
+        let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
+            request.into_inner();
+        if search_id.is_empty() {
+            return Err(status_with(ErrorClass::InvalidArgument, "search_id is required"));
+        }
+        let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
+        let outcome = match ReviewOutcome::try_from(outcome).unwrap_or_default() {
+            ReviewOutcome::Unspecified => {
+                return Err(status_with(ErrorClass::InvalidArgument, "outcome is required"));
+            }
+            ReviewOutcome::Confirmed => "confirmed",
+            ReviewOutcome::Rejected => "rejected",
+            ReviewOutcome::Inconclusive => "inconclusive",
+        };
+        let event = AuditEvent {
+            actor: Some(actor(&principal)),
+            operation: Operation::Review.into(),
+            gallery,
+            case_ref,
+            subject_ids: vec![subject.into_string()],
+            decision: outcome.to_owned(),
+            request_id: search_id,
+            outcome: "OK".into(),
+            ..Default::default()
+        };
+        let audit_leaf_index = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await?;
+        Ok(Response::new(ReviewCandidateResponse { audit_leaf_index }))
+    }
+}
+
+fn decision_to_proto(decision: Decision) -> biomatch_proto::v1::Decision {
+    match decision {
+        Decision::Mate => biomatch_proto::v1::Decision::Mate,
+        Decision::NoMate => biomatch_proto::v1::Decision::NoMate,
+    }
+}

@@ -1,0 +1,115 @@
+//! Command-line interface: `serve` and the client subcommands that talk gRPC to a cluster.
+
+mod audit;
+mod enroll;
+mod gallery;
+mod search;
+mod serve_cmd;
+
+use anyhow::Context;
+use biomatch_domain::Principal;
+use clap::{Args, Parser, Subcommand};
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "biomatch",
+    version,
+    about = "Face matching for ports of entry: serve the cluster or talk to it"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one or more roles (`--role all` runs the whole cluster on embedded storage).
+    Serve(serve_cmd::ServeArgs),
+    /// Create, list and delete galleries.
+    #[command(subcommand)]
+    Gallery(gallery::GalleryCommand),
+    /// Enroll subjects from a JSON-lines file of vectors.
+    Enroll(enroll::EnrollArgs),
+    /// Delete one subject from a gallery.
+    Delete(enroll::DeleteArgs),
+    /// Identify (1:N): who in the gallery is this probe?
+    Identify(search::IdentifyArgs),
+    /// Verify (1:1): is this probe the enrolled subject?
+    Verify(search::VerifyArgs),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// How a client reaches the cluster and who it says it is.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// gRPC endpoint of the cluster.
+    #[arg(long, env = "BIOMATCH_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    pub endpoint: String,
+    /// Caller as SUBJECT:ROLE[:DEVICE]; unset acts as the demo administrator of a `--role all`
+    /// cluster. Replaced by signed tokens when JWT authentication lands.
+    #[arg(long, env = "BIOMATCH_PRINCIPAL", global = true)]
+    pub principal: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl ClientArgs {
+    pub fn channel(&self) -> anyhow::Result<Channel> {
+        biomatch_client::channel(&self.endpoint).map_err(anyhow::Error::msg)
+    }
+
+    /// A request naming the caller (nothing, in demo mode).
+    pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        match self.principal()? {
+            Some(p) => Ok(biomatch_client::request(message, &p)),
+            None => Ok(tonic::Request::new(message)),
+        }
+    }
+
+    fn principal(&self) -> anyhow::Result<Option<Principal>> {
+        let Some(spec) = &self.principal else { return Ok(None) };
+        let mut parts = spec.splitn(3, ':');
+        let subject = parts.next().filter(|s| !s.is_empty()).context("--principal needs SUBJECT:ROLE")?;
+        let role =
+            parts.next().context("--principal needs SUBJECT:ROLE")?.parse().map_err(anyhow::Error::msg)?;
+        let device = parts.next().unwrap_or("").to_owned();
+        Ok(Some(Principal { subject: subject.to_owned(), role, device }))
+    }
+}
+
+/// A gRPC failure as one line: `NOT_FOUND: gallery x not found`.
+pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    let code = biomatch_proto::code_name(status.code());
+    if status.code() == tonic::Code::Unavailable && status.message().contains("transport") {
+        return anyhow::anyhow!("{code}: cannot reach the cluster ({})", status.message());
+    }
+    anyhow::anyhow!("{code}: {}", status.message())
+}
+
+/// A failure that has its own exit status (e.g. a tampered audit log).
+#[derive(Debug)]
+pub struct ExitWith(pub u8, pub String);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve_cmd::run(args).await,
+        Command::Gallery(cmd) => gallery::run(cmd).await,
+        Command::Enroll(args) => enroll::run(args).await,
+        Command::Delete(args) => enroll::delete(args).await,
+        Command::Identify(args) => search::identify(args).await,
+        Command::Verify(args) => search::verify(args).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
+    }
+}

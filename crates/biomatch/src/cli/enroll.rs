@@ -1,0 +1,134 @@
+//! `biomatch enroll` and `biomatch delete`.
+
+use super::{ClientArgs, rpc_error};
+use anyhow::Context;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::{DeleteSubjectRequest, Embedding, EnrollMode, EnrollRequest, Probe, probe};
+use clap::Args;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::io::BufRead;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[arg(long)]
+    gallery: String,
+    /// JSON lines: {"subject_id": "...", "vector": [floats]}; several lines may name one subject.
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    vectors: Option<PathBuf>,
+    /// A photo to enroll (needs the face pipeline).
+    #[arg(long, requires = "subject")]
+    image: Option<PathBuf>,
+    /// Subject id for --image.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Replace each subject's templates instead of adding to them.
+    #[arg(long)]
+    replace: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[arg(long)]
+    gallery: String,
+    #[arg(long)]
+    subject: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    subject_id: String,
+    vector: Vec<f32>,
+}
+
+/// A key that makes re-running the same file safe: the same line enrolls once.
+fn idempotency_key(gallery: &str, line: &str) -> String {
+    hex::encode(&Sha256::digest(format!("{gallery}\n{line}").as_bytes())[..16])
+}
+
+pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
+    let mode = if args.replace { EnrollMode::Replace } else { EnrollMode::Add };
+    let mut requests = Vec::new();
+    if let Some(path) = &args.vectors {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: invalid line", path.display(), n + 1))?;
+            let embedding = Embedding { values: parsed.vector, ..Default::default() };
+            requests.push(EnrollRequest {
+                gallery: args.gallery.clone(),
+                subject_id: parsed.subject_id,
+                samples: vec![Probe { kind: Some(probe::Kind::Embedding(embedding)) }],
+                mode: mode.into(),
+                idempotency_key: idempotency_key(&args.gallery, &line),
+            });
+        }
+    } else if let (Some(image), Some(subject)) = (&args.image, &args.subject) {
+        let bytes = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
+        requests.push(EnrollRequest {
+            gallery: args.gallery.clone(),
+            subject_id: subject.clone(),
+            samples: vec![Probe { kind: Some(probe::Kind::Image(bytes)) }],
+            mode: mode.into(),
+            idempotency_key: String::new(),
+        });
+    }
+    let mut client = IngestServiceClient::new(args.client.channel()?);
+    let total = requests.len();
+    let response = client
+        .batch_enroll(args.client.request(tokio_stream::iter(requests))?)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if args.client.json {
+        let failures: Vec<serde_json::Value> = response
+            .failures
+            .iter()
+            .map(|f| serde_json::json!({"index": f.index, "subject_id": f.subject_id, "code": f.code, "message": f.message}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "accepted": response.accepted,
+                "rejected": response.rejected,
+                "failures": failures,
+                "change_seq": response.last_change_seq,
+            })
+        );
+    } else {
+        println!("enrolled {} of {total} (change log at {})", response.accepted, response.last_change_seq);
+        for f in &response.failures {
+            println!("rejected item {} ({}): {}: {}", f.index, f.subject_id, f.code, f.message);
+        }
+    }
+    if response.rejected > 0 {
+        anyhow::bail!("{} of {total} enrolments were rejected", response.rejected);
+    }
+    Ok(())
+}
+
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let mut client = IngestServiceClient::new(args.client.channel()?);
+    let request = DeleteSubjectRequest {
+        gallery: args.gallery,
+        subject_id: args.subject.clone(),
+        idempotency_key: String::new(),
+    };
+    let r = client.delete_subject(args.client.request(request)?).await.map_err(rpc_error)?.into_inner();
+    if args.client.json {
+        println!("{}", serde_json::json!({"deleted": args.subject, "audit_leaf_index": r.audit_leaf_index}));
+    } else {
+        println!("deleted subject {} (audit leaf {})", args.subject, r.audit_leaf_index);
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `biomatch gallery create|list|delete`.
+
+use super::{ClientArgs, rpc_error};
+use anyhow::Context;
+use biomatch_domain::IndexKind;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::{CreateGalleryRequest, DeleteGalleryRequest, Gallery, ListGalleriesRequest};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum GalleryCommand {
+    /// Create a gallery.
+    Create(CreateArgs),
+    /// List galleries with their sizes.
+    List(ClientOnly),
+    /// Delete a gallery and every template in it.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClientOnly {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    name: String,
+    /// Template dimension, e.g. 128 or 512.
+    #[arg(long)]
+    dim: u32,
+    /// Number of shards (subjects are spread by a stable hash of their id).
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// Index kind: flat (exact). Approximate kinds arrive with the matcher-at-scale work.
+    #[arg(long, default_value = "flat")]
+    index: IndexKind,
+    /// Cosine similarity at or above which a candidate is a mate.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Purpose codes this gallery may be searched for (comma-separated); empty allows any.
+    #[arg(long, value_delimiter = ',')]
+    purposes: Vec<String>,
+    /// Time to live of enrolled subjects, e.g. 12h, 30d, 5y; 0 for none.
+    #[arg(long, default_value = "0")]
+    retention: String,
+    /// Model id of the templates (vectors computed outside the cluster by default).
+    #[arg(long, default_value = "external")]
+    model: String,
+    /// Default number of candidates.
+    #[arg(long, default_value_t = 10)]
+    k: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    name: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// "90", "90s", "15m", "12h", "30d", "5y" to seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = number.parse().with_context(|| format!("invalid duration {s:?}"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "y" => 365 * 86_400,
+        _ => anyhow::bail!("invalid duration {s:?}: use s, m, h, d or y"),
+    };
+    n.checked_mul(scale).context("duration too long")
+}
+
+fn print_gallery(g: &Gallery) {
+    let retention = g.retention.as_ref().map_or(0, |d| d.seconds);
+    println!(
+        "{}\tdim={}\tshards={}\tsubjects={}\ttemplates={}\tthreshold={:.3}\tmodel={}\tretention={}s\tpurposes={}",
+        g.name,
+        g.dimension,
+        g.shard_count,
+        g.subject_count,
+        g.template_count,
+        g.threshold,
+        g.model_id,
+        retention,
+        if g.allowed_purposes.is_empty() { "any".to_owned() } else { g.allowed_purposes.join(",") }
+    );
+}
+
+fn gallery_json(g: &Gallery) -> serde_json::Value {
+    serde_json::json!({
+        "name": g.name,
+        "dimension": g.dimension,
+        "shards": g.shard_count,
+        "subjects": g.subject_count,
+        "templates": g.template_count,
+        "threshold": g.threshold,
+        "model_id": g.model_id,
+        "allowed_purposes": g.allowed_purposes,
+        "retention_seconds": g.retention.as_ref().map_or(0, |d| d.seconds),
+    })
+}
+
+pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
+    match command {
+        GalleryCommand::Create(a) => {
+            let request = CreateGalleryRequest {
+                name: a.name,
+                dimension: a.dim,
+                shard_count: a.shards,
+                index: Some(biomatch_proto::index_spec_to_proto(&biomatch_domain::IndexSpec::of(a.index))),
+                model_id: a.model,
+                model_version: String::new(),
+                threshold: a.threshold,
+                allowed_purposes: a.purposes,
+                retention: Some(prost_types::Duration { seconds: parse_duration(&a.retention)?, nanos: 0 }),
+                default_k: a.k,
+            };
+            let mut client = IngestServiceClient::new(a.client.channel()?);
+            let g = client.create_gallery(a.client.request(request)?).await.map_err(rpc_error)?.into_inner();
+            if a.client.json {
+                println!("{}", gallery_json(&g));
+            } else {
+                println!("created gallery {}", g.name);
+            }
+        }
+        GalleryCommand::List(a) => {
+            let mut client = IngestServiceClient::new(a.client.channel()?);
+            let list = client
+                .list_galleries(a.client.request(ListGalleriesRequest {})?)
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            if a.client.json {
+                println!("{}", serde_json::Value::Array(list.galleries.iter().map(gallery_json).collect()));
+            } else if list.galleries.is_empty() {
+                println!("no galleries");
+            } else {
+                list.galleries.iter().for_each(print_gallery);
+            }
+        }
+        GalleryCommand::Delete(a) => {
+            let mut client = IngestServiceClient::new(a.client.channel()?);
+            let request = DeleteGalleryRequest { name: a.name.clone(), idempotency_key: String::new() };
+            let r = client.delete_gallery(a.client.request(request)?).await.map_err(rpc_error)?.into_inner();
+            if a.client.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"deleted": a.name, "audit_leaf_index": r.audit_leaf_index})
+                );
+            } else {
+                println!("deleted gallery {} (audit leaf {})", a.name, r.audit_leaf_index);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").expect("ok"), 0);
+        assert_eq!(parse_duration("12h").expect("ok"), 43_200);
+        assert_eq!(parse_duration("30d").expect("ok"), 2_592_000);
+        assert!(parse_duration("12x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! `biomatch identify` and `biomatch verify`.
+
+use super::{ClientArgs, rpc_error};
+use anyhow::Context;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, VerifyRequest, probe};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// A file holding one JSON array of floats.
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    vector: Option<PathBuf>,
+    /// A photo (needs the face pipeline).
+    #[arg(long)]
+    image: Option<PathBuf>,
+}
+
+impl ProbeArgs {
+    fn probe(&self) -> anyhow::Result<Probe> {
+        let kind = match (&self.vector, &self.image) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let values: Vec<f32> = serde_json::from_str(&text)
+                    .with_context(|| format!("{} must hold one JSON array of numbers", path.display()))?;
+                probe::Kind::Embedding(Embedding { values, ..Default::default() })
+            }
+            (None, Some(path)) => probe::Kind::Image(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            (None, None) => anyhow::bail!("give --vector FILE or --image PATH"),
+        };
+        Ok(Probe { kind: Some(kind) })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    #[arg(long)]
+    gallery: String,
+    #[command(flatten)]
+    probe: ProbeArgs,
+    /// Number of candidates (default: the gallery's).
+    #[arg(long, default_value_t = 0)]
+    k: u32,
+    /// Override the gallery's threshold for this search.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Purpose code of the search.
+    #[arg(long, default_value = "")]
+    purpose: String,
+    /// Case or trip reference.
+    #[arg(long, default_value = "")]
+    case_ref: String,
+    /// Answer even if some shards are unreachable.
+    #[arg(long)]
+    allow_partial: bool,
+    /// Wait until the matchers have applied the change log up to here.
+    #[arg(long, default_value_t = 0)]
+    min_change_seq: u64,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    gallery: String,
+    #[arg(long)]
+    subject: String,
+    #[command(flatten)]
+    probe: ProbeArgs,
+    #[arg(long)]
+    threshold: Option<f32>,
+    #[arg(long, default_value = "")]
+    purpose: String,
+    #[arg(long, default_value = "")]
+    case_ref: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::Mate => "mate",
+        Decision::NoMate | Decision::Unspecified => "no_mate",
+    }
+}
+
+pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
+    let request = IdentifyRequest {
+        gallery: args.gallery,
+        probe: Some(args.probe.probe()?),
+        k: args.k,
+        threshold: args.threshold,
+        purpose: args.purpose,
+        case_ref: args.case_ref,
+        allow_partial: args.allow_partial,
+        min_change_seq: args.min_change_seq,
+    };
+    let mut client = SearchServiceClient::new(args.client.channel()?);
+    let r = client.identify(args.client.request(request)?).await.map_err(rpc_error)?.into_inner();
+    let decision = decision_name(r.decision());
+    if args.client.json {
+        let candidates: Vec<serde_json::Value> = r
+            .candidates
+            .iter()
+            .map(|c| serde_json::json!({"subject_id": c.subject_id, "score": c.score, "rank": c.rank}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "decision": decision,
+                "candidates": candidates,
+                "threshold": r.threshold,
+                "search_id": r.search_id,
+                "partial": r.partial,
+                "missing_shards": r.missing_shards,
+                "audit_leaf_index": r.audit_leaf_index,
+            })
+        );
+        return Ok(());
+    }
+    println!("decision: {decision} (threshold {:.3})", r.threshold);
+    if r.partial {
+        println!("PARTIAL: shards {:?} did not answer", r.missing_shards);
+    }
+    if r.candidates.is_empty() {
+        println!("no candidates");
+    } else {
+        println!("{:<5} {:<40} {:>8}", "rank", "subject", "score");
+        for c in &r.candidates {
+            println!("{:<5} {:<40} {:>8.4}", c.rank, c.subject_id, c.score);
+        }
+    }
+    println!("search {} (audit leaf {})", r.search_id, r.audit_leaf_index);
+    Ok(())
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let request = VerifyRequest {
+        gallery: args.gallery,
+        subject_id: args.subject.clone(),
+        probe: Some(args.probe.probe()?),
+        threshold: args.threshold,
+        purpose: args.purpose,
+        case_ref: args.case_ref,
+        min_change_seq: 0,
+    };
+    let mut client = SearchServiceClient::new(args.client.channel()?);
+    let r = client.verify(args.client.request(request)?).await.map_err(rpc_error)?.into_inner();
+    let decision = decision_name(r.decision());
+    if args.client.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "decision": decision,
+                "subject_id": args.subject,
+                "score": r.score,
+                "threshold": r.threshold,
+                "verification_id": r.verification_id,
+                "audit_leaf_index": r.audit_leaf_index,
+            })
+        );
+    } else {
+        let verdict = if decision == "mate" { "MATCH" } else { "NO MATCH" };
+        println!("{verdict}: subject {} score {:.4} (threshold {:.3})", args.subject, r.score, r.threshold);
+        println!("verification {} (audit leaf {})", r.verification_id, r.audit_leaf_index);
+    }
+    Ok(())
+}

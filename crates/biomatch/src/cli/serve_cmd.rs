@@ -1,0 +1,147 @@
+//! `biomatch serve`.
+
+use biomatch_config::{Role, ServeConfig};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Roles to run: all, or a comma-separated list of embed, ingest, matcher, search, audit, gateway.
+    #[arg(long = "role", value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Directory for SQLite stores (embedded default) and local state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]; port 0 picks a free port.
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// REST listen address of the gateway role [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// PostgreSQL URL for the gallery and audit stores instead of SQLite files.
+    #[arg(long, env = "BIOMATCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// TOML configuration file (flags and BIOMATCH__* variables override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Shards this matcher holds, as gallery:shard[,gallery:shard...]; default all.
+    #[arg(long, value_delimiter = ',')]
+    shards: Vec<String>,
+    #[arg(long)]
+    ingest_endpoint: Option<String>,
+    #[arg(long)]
+    audit_endpoint: Option<String>,
+    #[arg(long)]
+    embed_endpoint: Option<String>,
+    #[arg(long)]
+    search_endpoint: Option<String>,
+    /// Matcher endpoints the search role fans out to (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    matcher_endpoints: Vec<String>,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+/// The flags that were given, as a configuration layer.
+#[derive(Serialize, Default)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<Vec<Role>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    log_json: bool,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    endpoints: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    matcher: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ServeArgs {
+    fn overrides(self) -> anyhow::Result<Overrides> {
+        let roles = if self.roles.is_empty() {
+            None
+        } else {
+            Some(self.roles.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>()?)
+        };
+        let mut endpoints = serde_json::Map::new();
+        for (key, value) in [
+            ("ingest", self.ingest_endpoint),
+            ("audit", self.audit_endpoint),
+            ("embed", self.embed_endpoint),
+            ("search", self.search_endpoint),
+        ] {
+            if let Some(v) = value {
+                endpoints.insert(key.into(), v.into());
+            }
+        }
+        if !self.matcher_endpoints.is_empty() {
+            endpoints.insert("matchers".into(), self.matcher_endpoints.into());
+        }
+        let mut matcher = serde_json::Map::new();
+        if !self.shards.is_empty() {
+            matcher.insert("shards".into(), self.shards.into());
+        }
+        Ok(Overrides {
+            roles,
+            data_dir: self.data_dir,
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            database_url: self.database_url,
+            log_json: self.log_json,
+            endpoints,
+            matcher,
+        })
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = args.config.clone();
+    let config = ServeConfig::load(file.as_deref(), args.overrides()?)?;
+    biomatch_telemetry::init(if config.log_json {
+        biomatch_telemetry::LogFormat::Json
+    } else {
+        biomatch_telemetry::LogFormat::Text
+    });
+    biomatch_index::set_omp_threads(1);
+    if config.demo() {
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            "demo mode: the whole cluster in one process; requests without a principal act as demo-admin"
+        );
+    }
+    let running = crate::serve::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

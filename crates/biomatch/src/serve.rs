@@ -1,0 +1,242 @@
+//! Starting the roles of one process.
+
+use anyhow::Context;
+use biomatch_audit::AuditServer;
+use biomatch_auth::Authenticator;
+use biomatch_config::{Role, ServeConfig};
+use biomatch_domain::{Clock, system_clock};
+use biomatch_embed::EmbedServer;
+use biomatch_gateway::Gateway;
+use biomatch_ingest::IngestServer;
+use biomatch_matcher::{Assignment, MatcherServer, Syncer};
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::audit_service_server::AuditServiceServer;
+use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
+use biomatch_proto::v1::embed_service_server::EmbedServiceServer;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::ingest_service_server::IngestServiceServer;
+use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
+use biomatch_proto::v1::matcher_service_server::MatcherServiceServer;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::search_service_server::SearchServiceServer;
+use biomatch_search::{Router, SearchServer};
+use biomatch_store::SqlStore;
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+
+/// A running process: its addresses, and a handle to stop it.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    stores: Vec<SqlStore>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and closes the stores.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        for store in &self.stores {
+            store.close().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Database URLs: PostgreSQL when configured, otherwise SQLite files in the data directory
+/// (the gallery store and the audit store in separate files).
+fn store_urls(config: &ServeConfig) -> anyhow::Result<(String, String)> {
+    if let Some(url) = &config.database_url {
+        let url = url.expose_secret().to_owned();
+        return Ok((url.clone(), url));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let file = |name: &str| format!("sqlite://{}", config.data_dir.join(name).display());
+    Ok((file("gallery.db"), file("audit.db")))
+}
+
+fn client_channel(url: &Option<String>, own: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let url = url.as_deref().unwrap_or(own);
+    biomatch_client::channel(url).map_err(anyhow::Error::msg)
+}
+
+/// Starts the configured roles. Returns once every role is ready to answer.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    start_with_clock(config, system_clock()).await
+}
+
+pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Result<Running> {
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+    let grpc_addr = listener.local_addr()?;
+    let own = format!("http://{grpc_addr}");
+    let e = &config.endpoints;
+    let audit_client = AuditServiceClient::new(client_channel(&e.audit, &own)?);
+    let embed_client = EmbedServiceClient::new(client_channel(&e.embed, &own)?);
+    let ingest_client = IngestServiceClient::new(client_channel(&e.ingest, &own)?);
+    let search_client = SearchServiceClient::new(client_channel(&e.search, &own)?);
+    let matcher_urls = if e.matchers.is_empty() { vec![own.clone()] } else { e.matchers.clone() };
+
+    let needs_gallery_store = config.runs(Role::Ingest) || config.runs(Role::Matcher);
+    let (gallery_url, audit_url) = store_urls(&config)?;
+    let mut stores = Vec::new();
+    let gallery_store = if needs_gallery_store {
+        let store = SqlStore::connect(&gallery_url).await.context("cannot open the gallery store")?;
+        stores.push(store.clone());
+        Some(Arc::new(store))
+    } else {
+        None
+    };
+    let audit_store = if config.runs(Role::Audit) {
+        let store = SqlStore::connect(&audit_url).await.context("cannot open the audit store")?;
+        stores.push(store.clone());
+        Some(Arc::new(store))
+    } else {
+        None
+    };
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let changed = Arc::new(Notify::new());
+    let auth = Authenticator::new(config.demo());
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+
+    let matcher = match (&gallery_store, config.runs(Role::Matcher)) {
+        (Some(store), true) => {
+            let assignment = match config.matcher_shards()? {
+                list if list.is_empty() => Assignment::All,
+                list => Assignment::Only(list),
+            };
+            let syncer =
+                Syncer::start(store.clone(), assignment).await.context("cannot load matcher shards")?;
+            let tail =
+                syncer.clone().tail(changed.clone(), Duration::from_millis(config.matcher.poll_interval_ms));
+            tasks.push(spawn_until_stopped(tail, stopped.clone()));
+            health_reporter.set_serving::<MatcherServiceServer<MatcherServer>>().await;
+            Some(intercept(auth, MatcherServiceServer::new(MatcherServer::new(syncer))))
+        }
+        _ => None,
+    };
+    let ingest = match (&gallery_store, config.runs(Role::Ingest)) {
+        (Some(store), true) => {
+            health_reporter.set_serving::<IngestServiceServer<IngestServer>>().await;
+            let server = IngestServer::new(
+                store.clone(),
+                audit_client.clone(),
+                embed_client.clone(),
+                changed.clone(),
+                clock.clone(),
+            );
+            Some(intercept(auth, IngestServiceServer::new(server)))
+        }
+        _ => None,
+    };
+    let audit = match audit_store {
+        Some(store) => {
+            health_reporter.set_serving::<AuditServiceServer<AuditServer>>().await;
+            Some(intercept(auth, AuditServiceServer::new(AuditServer::new(store, clock.clone()))))
+        }
+        None => None,
+    };
+    let search = if config.runs(Role::Search) {
+        health_reporter.set_serving::<SearchServiceServer<SearchServer>>().await;
+        let matchers = matcher_urls
+            .iter()
+            .map(|url| {
+                biomatch_client::channel(url).map(MatcherServiceClient::new).map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let server = SearchServer::new(
+            ingest_client,
+            audit_client,
+            embed_client,
+            Router::new(matchers),
+            Duration::from_millis(config.search.shard_timeout_ms),
+        );
+        Some(intercept(auth, SearchServiceServer::new(server)))
+    } else {
+        None
+    };
+    let embed = if config.runs(Role::Embed) {
+        health_reporter.set_serving::<EmbedServiceServer<EmbedServer>>().await;
+        Some(intercept(auth, EmbedServiceServer::new(EmbedServer)))
+    } else {
+        None
+    };
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_optional_service(embed)
+        .add_optional_service(ingest)
+        .add_optional_service(matcher)
+        .add_optional_service(search)
+        .add_optional_service(audit);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut grpc_stopped = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = grpc_stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "grpc server failed");
+        }
+    }));
+    let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+    tracing::info!(addr = %grpc_addr, roles = %roles.join(","), "grpc listening");
+
+    let http_addr = if config.runs(Role::Gateway) {
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let addr = listener.local_addr()?;
+        let app = Gateway::new(search_client, auth).router();
+        let mut http_stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        }));
+        tracing::info!(addr = %addr, "http listening");
+        Some(addr)
+    } else {
+        None
+    };
+
+    Ok(Running { grpc_addr, http_addr, stop, tasks, stores })
+}
+
+/// Puts the authentication step in front of a service: handlers find the principal in the
+/// request's extensions.
+fn intercept<S>(
+    auth: Authenticator,
+    service: S,
+) -> InterceptedService<S, impl tonic::service::Interceptor + Clone> {
+    InterceptedService::new(service, auth.interceptor())
+}
+
+fn spawn_until_stopped(
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = work => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+    })
+}
