@@ -4,3 +4,4 @@
 
 pub mod cli;
 pub mod serve;
+pub mod synthetic;
