@@ -1,0 +1,204 @@
+//! The cluster as separate processes on loopback, driven through the CLI: a matcher killed with
+//! SIGKILL comes back with the same answers, and `audit verify` catches a leaf edited in the
+//! database.
+
+use biomatch::synthetic::Synthetic;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_biomatch");
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `biomatch serve ARGS` and waits for the line that says where it listens.
+fn serve(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn biomatch serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("grpc listening addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("process reports its address");
+    Proc { child, addr }
+}
+
+fn cli(endpoint: &str, principal: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("BIOMATCH_ENDPOINT", format!("http://{endpoint}"))
+        .env("BIOMATCH_PRINCIPAL", principal)
+        .output()
+        .expect("run biomatch")
+}
+
+fn ok_json(output: Output) -> serde_json::Value {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json output")
+}
+
+fn write_gallery(dir: &Path, n: usize) -> (Synthetic, Vec<Vec<f32>>) {
+    let mut synthetic = Synthetic::new(128, 77);
+    let centres: Vec<Vec<f32>> = (0..n).map(|_| synthetic.identity()).collect();
+    let mut file = std::fs::File::create(dir.join("gallery.jsonl")).expect("create");
+    for (i, c) in centres.iter().enumerate() {
+        let line = serde_json::json!({"subject_id": format!("p{i:04}"), "vector": synthetic.sample(c)});
+        writeln!(file, "{line}").expect("write");
+    }
+    (synthetic, centres)
+}
+
+#[test]
+fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let any = "127.0.0.1:0";
+
+    let audit = serve(&["--role", "audit", "--data-dir", data, "--grpc-addr", any]);
+    let audit_url = format!("http://{}", audit.addr);
+    let ingest = serve(&[
+        "--role",
+        "ingest,embed",
+        "--data-dir",
+        data,
+        "--grpc-addr",
+        any,
+        "--audit-endpoint",
+        &audit_url,
+    ]);
+    let ingest_url = format!("http://{}", ingest.addr);
+    let matcher = serve(&["--role", "matcher", "--data-dir", data, "--grpc-addr", any]);
+    let matcher_addr = matcher.addr.clone();
+    let search = serve(&[
+        "--role",
+        "search",
+        "--grpc-addr",
+        any,
+        "--data-dir",
+        data,
+        "--audit-endpoint",
+        &audit_url,
+        "--ingest-endpoint",
+        &ingest_url,
+        "--embed-endpoint",
+        &ingest_url,
+        "--matcher-endpoints",
+        &format!("http://{matcher_addr}"),
+    ]);
+
+    let created = cli(
+        &ingest.addr,
+        "ops:admin",
+        &["gallery", "create", "g", "--dim", "128", "--shards", "2", "--threshold", "0.45"],
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let (mut synthetic, centres) = write_gallery(dir.path(), 300);
+    let enrolled = ok_json(cli(
+        &ingest.addr,
+        "loader:enroller",
+        &[
+            "enroll",
+            "--gallery",
+            "g",
+            "--vectors",
+            dir.path().join("gallery.jsonl").to_str().expect("utf-8"),
+            "--json",
+        ],
+    ));
+    assert_eq!(enrolled["accepted"], 300);
+    let seq = enrolled["change_seq"].as_u64().expect("change_seq").to_string();
+
+    let identify = |probe: &Vec<f32>, min_seq: &str| {
+        let path = dir.path().join("probe.json");
+        std::fs::write(&path, serde_json::to_vec(probe).expect("json")).expect("write probe");
+        cli(
+            &search.addr,
+            "kiosk-9:kiosk:lane-4",
+            &[
+                "identify",
+                "--gallery",
+                "g",
+                "--vector",
+                path.to_str().expect("utf-8"),
+                "--min-change-seq",
+                min_seq,
+                "--json",
+            ],
+        )
+    };
+    let probes: Vec<Vec<f32>> = (0..12).map(|i| synthetic.sample(&centres[i * 20])).collect();
+    let mut before = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        let json = ok_json(identify(p, &seq));
+        assert_eq!(json["candidates"][0]["subject_id"], format!("p{:04}", i * 20));
+        assert_eq!(json["decision"], "mate");
+        before.push(json["candidates"].clone());
+    }
+
+    // SIGKILL the matcher: searches fail with a clear one-line error, then succeed as before.
+    drop(matcher);
+    let failed = identify(&probes[0], "0");
+    assert!(!failed.status.success());
+    let message = String::from_utf8_lossy(&failed.stderr);
+    assert!(message.starts_with("error: UNAVAILABLE"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one-line reason: {message}");
+    let _matcher = serve(&["--role", "matcher", "--data-dir", data, "--grpc-addr", &matcher_addr]);
+    for (p, expected) in probes.iter().zip(&before) {
+        let json = ok_json(identify(p, "0"));
+        assert_eq!(&json["candidates"], expected, "same answer after the matcher restarted");
+    }
+
+    let verified = ok_json(cli(&audit.addr, "auditor-1:auditor", &["audit", "verify", "--json"]));
+    assert_eq!(verified["intact"], true);
+    let leaves = verified["leaves"].as_u64().expect("leaves");
+    assert!(leaves >= 1 + 1 + 12 + 12, "gallery, enrolment and every identify are audited: {leaves}");
+
+    // An insider edits one leaf directly in the database: verification names it and fails.
+    drop(audit);
+    let db = format!("sqlite://{}", Path::new(data).join("audit.db").display());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("open audit.db");
+        let leaf: Vec<u8> = sqlx::query_scalar("SELECT leaf FROM audit_leaves WHERE idx = 5")
+            .fetch_one(&mut conn)
+            .await
+            .expect("leaf");
+        let edited = String::from_utf8(leaf).expect("utf-8").replace("kiosk-9", "kiosk-0");
+        sqlx::query("UPDATE audit_leaves SET leaf = $1 WHERE idx = 5")
+            .bind(edited.into_bytes())
+            .execute(&mut conn)
+            .await
+            .expect("edit");
+    });
+    let audit = serve(&["--role", "audit", "--data-dir", data, "--grpc-addr", any]);
+    let tampered = cli(&audit.addr, "auditor-1:auditor", &["audit", "verify"]);
+    assert_eq!(tampered.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&tampered.stderr);
+    assert!(message.contains("TAMPERED") && message.contains("leaf 5"), "{message}");
+    drop(search);
+}
