@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy (warnings are errors), and the whole test suite on
+# SQLite and PostgreSQL. Installs build dependencies and PostgreSQL/Redis when they are missing and
+# starts them when they are stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/biomatch/target}"
+# FAISS's OpenMP threads and OpenBLAS's threads must not oversubscribe the two cores.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+
+pg_up() { psql "$1" -Atqc 'select 1' >/dev/null 2>&1; }
+
+ensure_postgres() {
+    if [ -n "${BIOMATCH_TEST_DATABASE_URL:-}" ] && pg_up "$BIOMATCH_TEST_DATABASE_URL"; then return; fi
+    local tcp="postgres://postgres@127.0.0.1:5432/postgres"
+    if command -v psql >/dev/null 2>&1 && pg_up "$tcp"; then
+        export BIOMATCH_TEST_DATABASE_URL="$tcp"; return
+    fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        echo "test: installing PostgreSQL"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
+    for _ in $(seq 1 30); do
+        pg_up "$tcp" && { export BIOMATCH_TEST_DATABASE_URL="$tcp"; return; }
+        su postgres -c "psql -Atqc 'select 1'" >/dev/null 2>&1 && break
+        sleep 1
+    done
+    # Password-less local access for this user over the socket (peer authentication).
+    su postgres -c "createuser -s $(id -un)" >/dev/null 2>&1 || true
+    local socket="postgres:///postgres?host=/var/run/postgresql&user=$(id -un)"
+    pg_up "$socket" || { echo "test: PostgreSQL is not reachable" >&2; exit 1; }
+    export BIOMATCH_TEST_DATABASE_URL="$socket"
+}
+
+ensure_redis() {
+    if command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then return; fi
+    command -v redis-server >/dev/null 2>&1 || {
+        echo "test: installing Redis"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    }
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return; sleep 0.2; done
+    echo "test: Redis did not start" >&2; exit 1
+}
+
+ensure_postgres
+ensure_redis
+export BIOMATCH_TEST_REDIS_URL="${BIOMATCH_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+# Databases left by earlier runs (each test makes its own).
+psql "$BIOMATCH_TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname like 'biomatch_test_%'" \
+    | while read -r db; do psql "$BIOMATCH_TEST_DATABASE_URL" -qc "drop database if exists $db" >/dev/null 2>&1 || true; done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
