@@ -31,14 +31,6 @@ fn operation_from_name(name: &str) -> Operation {
         .unwrap_or(Operation::Unspecified)
 }
 
-pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
-
-pub(crate) fn millis(t: &prost_types::Timestamp) -> i64 {
-    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
-}
-
 pub(crate) fn empty_record(principal: &Principal, op: Operation, time_ms: i64) -> AuditRecord {
     AuditRecord {
         time_ms,

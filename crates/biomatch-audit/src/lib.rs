@@ -67,19 +67,11 @@ impl AuditServer {
     }
 }
 
-fn require(principal: &Principal, allowed: &[Role]) -> Result<(), Status> {
-    if allowed.contains(&principal.role) {
-        Ok(())
-    } else {
-        Err(status_with(ErrorClass::PermissionDenied, format!("role {} may not do this", principal.role)))
-    }
-}
-
 fn to_proto_leaf(row: AuditLeafRow) -> AuditLeaf {
     let event = AuditRecord::decode(&row.leaf).ok().map(record_to_event);
     AuditLeaf {
         index: row.index,
-        appended_at: Some(convert::timestamp(row.appended_at_ms)),
+        appended_at: Some(biomatch_proto::timestamp_from_millis(row.appended_at_ms)),
         leaf: row.leaf,
         leaf_hash: row.leaf_hash,
         chain_hash: row.chain_hash,
@@ -93,7 +85,7 @@ const READERS: &[Role] = &[Role::Auditor, Role::Admin];
 impl AuditService for AuditServer {
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, &[Role::Service, Role::Admin])?;
+        biomatch_auth::require_role(&principal, &[Role::Service, Role::Admin])?;
         let AppendRequest { event, idempotency_key } = request.into_inner();
         let event = event.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "event is required"))?;
         let record = event_to_record(event, (self.clock)())?;
@@ -111,7 +103,7 @@ impl AuditService for AuditServer {
         request: Request<QueryAuditRequest>,
     ) -> Result<Response<QueryAuditResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, READERS)?;
+        biomatch_auth::require_role(&principal, READERS)?;
         let QueryAuditRequest {
             actor_subject,
             operation,
@@ -133,8 +125,8 @@ impl AuditService for AuditServer {
             operation,
             gallery,
             subject_id,
-            from_ms: from.map(|t| convert::millis(&t)),
-            to_ms: to.map(|t| convert::millis(&t)),
+            from_ms: from.map(|t| biomatch_proto::millis_from_timestamp(&t)),
+            to_ms: to.map(|t| biomatch_proto::millis_from_timestamp(&t)),
             after: (page_token > 0).then(|| page_token - 1),
             descending,
             limit: limit + 1,
@@ -157,7 +149,7 @@ impl AuditService for AuditServer {
         request: Request<ListLeavesRequest>,
     ) -> Result<Response<ListLeavesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, READERS)?;
+        biomatch_auth::require_role(&principal, READERS)?;
         let ListLeavesRequest { start, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(1000) };
         let tree_size = self.store.leaf_count().await.map_err(|e| status_from(&e))?;

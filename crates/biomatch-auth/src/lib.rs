@@ -63,6 +63,18 @@ impl Authenticator {
     }
 }
 
+/// Refuses a principal whose role is not among `allowed`.
+pub fn require_role(principal: &Principal, allowed: &[Role]) -> Result<(), tonic::Status> {
+    if allowed.contains(&principal.role) {
+        Ok(())
+    } else {
+        Err(biomatch_proto::status_with(
+            ErrorClass::PermissionDenied,
+            format!("role {} may not do this", principal.role),
+        ))
+    }
+}
+
 /// The principal the pipeline established for this request.
 pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
     request.extensions().get::<Principal>().cloned().ok_or_else(|| {

@@ -8,7 +8,7 @@ pub use probe::{GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
 use biomatch_domain::{ErrorClass, Principal};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
-use biomatch_proto::v1::{AppendRequest, AppendResponse, AuditEvent};
+use biomatch_proto::v1::{Actor, AppendRequest, AppendResponse, AuditEvent};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -20,6 +20,15 @@ pub fn channel(url: &str) -> Result<Channel, String> {
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     Ok(endpoint.connect_lazy())
+}
+
+/// The audit log's view of a principal.
+pub fn actor(principal: &Principal) -> Actor {
+    Actor {
+        subject: principal.subject.clone(),
+        role: principal.role.to_string(),
+        device_id: principal.device.clone(),
+    }
 }
 
 /// A request carrying `principal` in its metadata.

@@ -1,16 +1,9 @@
 //! Audit events of the ingest role.
 
+use biomatch_client::actor;
 use biomatch_domain::Principal;
-use biomatch_proto::v1::{Actor, AuditEvent, Operation};
+use biomatch_proto::v1::{AuditEvent, Operation};
 use biomatch_store::GalleryRecord;
-
-fn actor(principal: &Principal) -> Actor {
-    Actor {
-        subject: principal.subject.clone(),
-        role: principal.role.to_string(),
-        device_id: principal.device.clone(),
-    }
-}
 
 pub(crate) fn gallery_event(
     principal: &Principal,

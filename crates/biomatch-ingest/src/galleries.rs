@@ -1,12 +1,8 @@
 //! Store records to wire messages.
 
-use biomatch_proto::index_spec_to_proto;
 use biomatch_proto::v1::{Gallery, Subject};
+use biomatch_proto::{index_spec_to_proto, timestamp_from_millis as timestamp};
 use biomatch_store::{GalleryRecord, SubjectRecord};
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
 
 pub(crate) fn to_proto(g: &GalleryRecord) -> Gallery {
     Gallery {

@@ -102,14 +102,6 @@ impl IngestServer {
     }
 }
 
-fn require(principal: &Principal, allowed: &[Role]) -> Result<(), Status> {
-    if allowed.contains(&principal.role) {
-        Ok(())
-    } else {
-        Err(status_with(ErrorClass::PermissionDenied, format!("role {} may not do this", principal.role)))
-    }
-}
-
 const ENROLLERS: &[Role] = &[Role::Enroller, Role::Admin];
 const READERS: &[Role] =
     &[Role::Enroller, Role::Admin, Role::Analyst, Role::Kiosk, Role::Service, Role::Auditor];
@@ -130,7 +122,7 @@ impl IngestService for IngestServer {
         request: Request<CreateGalleryRequest>,
     ) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, &[Role::Admin])?;
+        biomatch_auth::require_role(&principal, &[Role::Admin])?;
         let spec = validate::gallery_spec(request.into_inner())?;
         let record = self.store.create_gallery(&spec, (self.clock)()).await.map_err(|e| status_from(&e))?;
         self.changed.notify_one();
@@ -141,7 +133,7 @@ impl IngestService for IngestServer {
 
     async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, READERS)?;
+        biomatch_auth::require_role(&principal, READERS)?;
         let record = self.gallery(&request.get_ref().name).await?;
         Ok(Response::new(galleries::to_proto(&record)))
     }
@@ -151,7 +143,7 @@ impl IngestService for IngestServer {
         request: Request<ListGalleriesRequest>,
     ) -> Result<Response<ListGalleriesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, READERS)?;
+        biomatch_auth::require_role(&principal, READERS)?;
         let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
         Ok(Response::new(ListGalleriesResponse {
             galleries: records.iter().map(galleries::to_proto).collect(),
@@ -163,7 +155,7 @@ impl IngestService for IngestServer {
         request: Request<DeleteGalleryRequest>,
     ) -> Result<Response<DeleteGalleryResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, &[Role::Admin])?;
+        biomatch_auth::require_role(&principal, &[Role::Admin])?;
         let DeleteGalleryRequest { name, idempotency_key } = request.into_inner();
         let record = self.gallery(&name).await?;
         let name = validate::gallery_name(&name)?;
@@ -177,7 +169,7 @@ impl IngestService for IngestServer {
 
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, ENROLLERS)?;
+        biomatch_auth::require_role(&principal, ENROLLERS)?;
         let request = request.into_inner();
         let gallery = self.gallery(&request.gallery).await?;
         let key = request.idempotency_key.clone();
@@ -210,7 +202,7 @@ impl IngestService for IngestServer {
         request: Request<Streaming<EnrollRequest>>,
     ) -> Result<Response<BatchEnrollResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, ENROLLERS)?;
+        biomatch_auth::require_role(&principal, ENROLLERS)?;
         let mut stream = request.into_inner();
         let mut batch = batch::Batch::default();
         let mut index = 0u32;
@@ -238,7 +230,7 @@ impl IngestService for IngestServer {
         request: Request<DeleteSubjectRequest>,
     ) -> Result<Response<DeleteSubjectResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, ENROLLERS)?;
+        biomatch_auth::require_role(&principal, ENROLLERS)?;
         let request = request.into_inner();
         let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
         let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request;
@@ -260,7 +252,7 @@ impl IngestService for IngestServer {
 
     async fn get_subject(&self, request: Request<GetSubjectRequest>) -> Result<Response<Subject>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, &[Role::Enroller, Role::Admin, Role::Analyst])?;
+        biomatch_auth::require_role(&principal, &[Role::Enroller, Role::Admin, Role::Analyst])?;
         let GetSubjectRequest { gallery, subject_id } = request.into_inner();
         let gallery = self.gallery(&gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;

@@ -13,7 +13,7 @@ mod sync;
 pub use shards::{Assignment, Shards};
 pub use sync::Syncer;
 
-use biomatch_domain::{ErrorClass, Principal, Role};
+use biomatch_domain::{ErrorClass, Role};
 use biomatch_proto::v1::matcher_service_server::MatcherService;
 use biomatch_proto::v1::{
     Candidate, DescribeMatcherRequest, DescribeMatcherResponse, QueryResult, ShardRef, ShardScoreRequest,
@@ -50,14 +50,6 @@ impl MatcherServer {
     }
 }
 
-fn require_service(principal: &Principal) -> Result<(), Status> {
-    if matches!(principal.role, Role::Service | Role::Admin) {
-        Ok(())
-    } else {
-        Err(status_with(ErrorClass::PermissionDenied, "the matcher answers other biomatch roles only"))
-    }
-}
-
 fn blocking_failed(e: tokio::task::JoinError) -> Status {
     tracing::error!(error = %e, "matcher search task failed");
     status_with(ErrorClass::Internal, "internal error")
@@ -69,7 +61,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<ShardSearchRequest>,
     ) -> Result<Response<ShardSearchResponse>, Status> {
-        require_service(&biomatch_auth::principal(&request)?)?;
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, &[Role::Service, Role::Admin])?;
         let ShardSearchRequest { shard, queries, k, min_change_seq } = request.into_inner();
         let (shard, applied) = self.shard_for(shard, min_change_seq).await?;
         if k == 0 || k > 1000 {
@@ -124,7 +116,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<ShardScoreRequest>,
     ) -> Result<Response<ShardScoreResponse>, Status> {
-        require_service(&biomatch_auth::principal(&request)?)?;
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, &[Role::Service, Role::Admin])?;
         let ShardScoreRequest { shard, subject_id, probe, min_change_seq } = request.into_inner();
         let (shard, _) = self.shard_for(shard, min_change_seq).await?;
         let probe =
@@ -151,7 +143,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<DescribeMatcherRequest>,
     ) -> Result<Response<DescribeMatcherResponse>, Status> {
-        require_service(&biomatch_auth::principal(&request)?)?;
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, &[Role::Service, Role::Admin])?;
         let applied = self.syncer.applied();
         let shards = self
             .syncer

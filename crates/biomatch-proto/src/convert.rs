@@ -74,6 +74,15 @@ pub fn index_spec_to_proto(spec: &IndexSpec) -> v1::IndexSpec {
     }
 }
 
+/// Milliseconds since the Unix epoch as a protobuf timestamp.
+pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn millis_from_timestamp(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +94,12 @@ mod tests {
         spec.hnsw_ef_search = 128;
         assert_eq!(index_spec_from_proto(Some(index_spec_to_proto(&spec))), spec);
         assert_eq!(index_spec_from_proto(None), IndexSpec::flat());
+    }
+
+    #[test]
+    fn timestamps_round_trip_including_before_1970() {
+        for ms in [0, 1, 999, 1_795_810_491_192, -1, -1001] {
+            assert_eq!(millis_from_timestamp(&timestamp_from_millis(ms)), ms);
+        }
     }
 }

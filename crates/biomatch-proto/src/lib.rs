@@ -6,7 +6,10 @@
 mod convert;
 mod status;
 
-pub use convert::{index_kind_from_proto, index_kind_to_proto, index_spec_from_proto, index_spec_to_proto};
+pub use convert::{
+    index_kind_from_proto, index_kind_to_proto, index_spec_from_proto, index_spec_to_proto,
+    millis_from_timestamp, timestamp_from_millis,
+};
 pub use status::{code_name, http_status, status_from, status_with};
 
 #[allow(clippy::all, clippy::unwrap_used, missing_docs)]

@@ -12,7 +12,7 @@ mod router;
 pub use merge::merge_top_k;
 pub use router::Router;
 
-use biomatch_client::{GalleryModel, ResolvedProbe, request, resolve_probe};
+use biomatch_client::{GalleryModel, ResolvedProbe, actor, request, resolve_probe};
 use biomatch_domain::{Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
@@ -20,7 +20,7 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    Actor, AuditEvent, Candidate, Gallery, GetGalleryRequest, IdentifyRequest, IdentifyResponse, Operation,
+    AuditEvent, Candidate, Gallery, GetGalleryRequest, IdentifyRequest, IdentifyResponse, Operation,
     QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome, ScoredSubject, ShardRef,
     ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
@@ -123,14 +123,6 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-fn require(principal: &Principal, allowed: &[Role]) -> Result<(), Status> {
-    if allowed.contains(&principal.role) {
-        Ok(())
-    } else {
-        Err(status_with(ErrorClass::PermissionDenied, format!("role {} may not search", principal.role)))
-    }
-}
-
 fn check_purpose(gallery: &Gallery, purpose: &str) -> Result<(), Status> {
     if gallery.allowed_purposes.is_empty() || gallery.allowed_purposes.iter().any(|p| p == purpose) {
         Ok(())
@@ -147,14 +139,6 @@ fn threshold(gallery: &Gallery, requested: Option<f32>) -> Result<f32, Status> {
         None => Ok(gallery.threshold),
         Some(t) if t.is_finite() && (-1.0..=1.0).contains(&t) => Ok(t),
         Some(_) => Err(status_with(ErrorClass::InvalidArgument, "threshold must be between -1 and 1")),
-    }
-}
-
-fn actor(principal: &Principal) -> Actor {
-    Actor {
-        subject: principal.subject.clone(),
-        role: principal.role.to_string(),
-        device_id: principal.device.clone(),
     }
 }
 
@@ -183,7 +167,7 @@ impl SearchService for SearchServer {
         request: Request<IdentifyRequest>,
     ) -> Result<Response<IdentifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, SEARCHERS)?;
+        biomatch_auth::require_role(&principal, SEARCHERS)?;
         let IdentifyRequest {
             gallery,
             probe,
@@ -257,7 +241,7 @@ impl SearchService for SearchServer {
 
     async fn verify(&self, request: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, SEARCHERS)?;
+        biomatch_auth::require_role(&principal, SEARCHERS)?;
         let VerifyRequest {
             gallery,
             subject_id,
@@ -324,7 +308,7 @@ impl SearchService for SearchServer {
         request: Request<ReviewCandidateRequest>,
     ) -> Result<Response<ReviewCandidateResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        require(&principal, &[Role::Analyst, Role::Admin])?;
+        biomatch_auth::require_role(&principal, &[Role::Analyst, Role::Admin])?;
         let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
             request.into_inner();
         if search_id.is_empty() {

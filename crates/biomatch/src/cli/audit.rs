@@ -38,6 +38,14 @@ fn leaf_json(leaf: &AuditLeaf) -> serde_json::Value {
     })
 }
 
+/// RFC 3339 time of a leaf, to the millisecond.
+fn when(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 fn print_leaf(leaf: &AuditLeaf) {
     match biomatch_auditlog::AuditRecord::decode(&leaf.leaf) {
         Ok(r) => {
@@ -51,7 +59,13 @@ fn print_leaf(leaf: &AuditLeaf) {
             };
             println!(
                 "{:>6}  {}  {:<16} {:<20} {:<12} {:<8} {}",
-                leaf.index, r.time_ms, r.operation, who, r.gallery, r.decision, what
+                leaf.index,
+                when(r.time_ms),
+                r.operation,
+                who,
+                r.gallery,
+                r.decision,
+                what
             );
         }
         Err(_) => println!("{:>6}  (undecodable leaf)", leaf.index),

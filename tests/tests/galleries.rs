@@ -1,0 +1,105 @@
+//! Gallery lifecycle, purposes, verify and reviews end to end.
+
+use biomatch_proto::v1::{
+    CreateGalleryRequest, Decision, DeleteGalleryRequest, GetGalleryRequest, ListLeavesRequest, Operation,
+    ReviewCandidateRequest, ReviewOutcome, VerifyRequest,
+};
+use biomatch_tests::{TestCluster, backends, embedding, enrolled_gallery, identify};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_purposes_reviews_and_gallery_deletion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let cluster = TestCluster::all(&backend, dir.path()).await;
+    let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 128, 2, 300, 4).await;
+    let mut search = cluster.search();
+
+    // Verify: the enrolled subject matches, another does not.
+    let verify = |subject: &str, probe: Vec<f32>| VerifyRequest {
+        gallery: "g".into(),
+        subject_id: subject.into(),
+        probe: embedding(probe),
+        min_change_seq: seq,
+        ..Default::default()
+    };
+    let genuine =
+        search.verify(verify("s00010", synthetic.sample(&centres[10]))).await.expect("verify").into_inner();
+    assert_eq!(genuine.decision(), Decision::Mate);
+    assert!(genuine.score > 0.45);
+    let impostor =
+        search.verify(verify("s00011", synthetic.sample(&centres[10]))).await.expect("verify").into_inner();
+    assert_eq!(impostor.decision(), Decision::NoMate);
+
+    // An analyst's review is audited against its search.
+    let found = identify(&cluster, "g", synthetic.sample(&centres[5]), seq).await.expect("identify");
+    let review = ReviewCandidateRequest {
+        search_id: found.search_id.clone(),
+        gallery: "g".into(),
+        subject_id: "s00005".into(),
+        outcome: ReviewOutcome::Confirmed.into(),
+        case_ref: "case-1".into(),
+    };
+    let receipt = search.review_candidate(review.clone()).await.expect("review").into_inner();
+    let leaves = cluster
+        .audit()
+        .list_leaves(ListLeavesRequest { start: receipt.audit_leaf_index, count: 1 })
+        .await
+        .expect("leaves")
+        .into_inner()
+        .leaves;
+    let event = leaves[0].event.as_ref().expect("event");
+    assert_eq!(event.operation(), Operation::Review);
+    assert_eq!(event.request_id, found.search_id);
+    assert_eq!(event.decision, "confirmed");
+    let unspecified = ReviewCandidateRequest { outcome: 0, ..review };
+    assert_eq!(
+        search.review_candidate(unspecified).await.expect_err("refused").code(),
+        Code::InvalidArgument
+    );
+
+    // A gallery that lists purposes refuses searches for any other.
+    let mut ingest = cluster.ingest();
+    ingest
+        .create_gallery(CreateGalleryRequest {
+            name: "watch".into(),
+            dimension: 128,
+            allowed_purposes: vec!["border".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    let probe = synthetic.sample(&centres[0]);
+    let mut request = biomatch_proto::v1::IdentifyRequest {
+        gallery: "watch".into(),
+        probe: embedding(probe.clone()),
+        purpose: "marketing".into(),
+        ..Default::default()
+    };
+    assert_eq!(search.identify(request.clone()).await.expect_err("refused").code(), Code::PermissionDenied);
+    request.purpose = String::new();
+    assert_eq!(search.identify(request.clone()).await.expect_err("refused").code(), Code::PermissionDenied);
+    request.purpose = "border".into();
+    let empty = search.identify(request).await.expect("allowed purpose").into_inner();
+    assert!(empty.candidates.is_empty());
+    assert_eq!(empty.decision(), Decision::NoMate);
+
+    // Deleting a gallery removes it from search; its name can be reused.
+    let deleted = ingest
+        .delete_gallery(DeleteGalleryRequest { name: "g".into(), idempotency_key: String::new() })
+        .await
+        .expect("deleted")
+        .into_inner();
+    let err = identify(&cluster, "g", probe.clone(), deleted.change_seq).await.expect_err("gone");
+    assert_eq!(err.code(), Code::NotFound);
+    ingest
+        .create_gallery(CreateGalleryRequest { name: "g".into(), dimension: 128, ..Default::default() })
+        .await
+        .expect("name reused");
+    let fresh =
+        ingest.get_gallery(GetGalleryRequest { name: "g".into() }).await.expect("gallery").into_inner();
+    assert_eq!(fresh.subject_count, 0);
+    let r = identify(&cluster, "g", probe, deleted.change_seq + 1).await.expect("identify");
+    assert!(r.candidates.is_empty(), "nothing of the deleted gallery comes back");
+    cluster.running.shutdown().await;
+}
