@@ -1,45 +1,57 @@
 //! The audit role: [`AuditServer`] implements `AuditService` over an [`AuditStore`].
 //!
-//! `Append` commits a leaf durably (SQLite WAL with full sync, PostgreSQL with synchronous commit)
-//! before it answers; callers answer their own clients only after that, so no result leaves
-//! unaudited. Reads of the log are themselves appended as `audit_read` leaves. Merkle proofs and
-//! signed checkpoints are not implemented yet and answer `UNIMPLEMENTED`.
+//! `Append` answers only after its leaf is durably committed (SQLite WAL with full sync, PostgreSQL
+//! with synchronous commit); concurrent appends share one commit (group commit). Leaves form an
+//! RFC 6962 Merkle tree held in memory (rebuilt from the stored leaf hashes at start), so roots and
+//! proofs at any size cost O(log n); its heads are signed as C2SP checkpoints every
+//! `checkpoint_interval` when new leaves exist, and on demand. Reads of the log are themselves
+//! appended as `audit_read` leaves.
 
 mod convert;
+pub mod keys;
+mod log;
 
-use biomatch_auditlog::{AuditRecord, chain_hash, leaf_hash};
+pub use convert::{event_to_record, record_to_event};
+pub use log::Log;
+
+use biomatch_auditlog::AuditRecord;
+use biomatch_auditlog::checkpoint::key_id;
 use biomatch_domain::{Clock, ErrorClass, Principal, Role};
 use biomatch_proto::v1::audit_service_server::AuditService;
 use biomatch_proto::v1::{
     AppendRequest, AppendResponse, AuditLeaf, Checkpoint, ConsistencyProof, ConsistencyProofRequest,
-    GetCheckpointRequest, GetPublicKeyRequest, InclusionProof, InclusionProofRequest, ListLeavesRequest,
-    ListLeavesResponse, Operation, PublicKey, QueryAuditRequest, QueryAuditResponse,
+    GetCheckpointRequest, GetPublicKeyRequest, InclusionProof, InclusionProofRequest, ListCheckpointsRequest,
+    ListCheckpointsResponse, ListLeavesRequest, ListLeavesResponse, Operation, PublicKey, QueryAuditRequest,
+    QueryAuditResponse,
 };
-use biomatch_proto::{status_from, status_with};
-use biomatch_store::{AuditLeafRow, AuditQuery, AuditStore, NewAuditLeaf};
+use biomatch_proto::{status_from, status_with, timestamp_from_millis};
+use biomatch_store::{AuditLeafRow, AuditQuery, CheckpointRow, NewAuditLeaf};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub use convert::{event_to_record, record_to_event};
-
 pub struct AuditServer {
-    store: Arc<dyn AuditStore>,
+    log: Arc<Log>,
     clock: Clock,
 }
 
+const READERS: &[Role] = &[Role::Auditor, Role::Admin];
+/// Checkpoints, proofs and the public key are for anyone who can authenticate.
+const ANYONE: &[Role] =
+    &[Role::Kiosk, Role::Analyst, Role::Enroller, Role::Auditor, Role::Admin, Role::Service];
+
 impl AuditServer {
-    pub fn new(store: Arc<dyn AuditStore>, clock: Clock) -> Self {
-        Self { store, clock }
+    pub fn new(log: Arc<Log>, clock: Clock) -> Self {
+        Self { log, clock }
     }
 
     async fn append_record(
         &self,
         record: AuditRecord,
         idempotency_key: Option<String>,
-    ) -> Result<biomatch_store::Written<AuditLeafRow>, Status> {
+    ) -> Result<(u64, Vec<u8>, bool), Status> {
         let leaf = record.encode();
         let new = NewAuditLeaf {
-            leaf_hash: leaf_hash(&leaf),
+            leaf_hash: biomatch_auditlog::leaf_hash(&leaf).to_vec(),
             leaf,
             idempotency_key,
             appended_at_ms: record.time_ms,
@@ -53,10 +65,12 @@ impl AuditServer {
                 .cloned()
                 .collect(),
         };
-        self.store.append_leaf(new, chain_hash).await.map_err(|e| {
-            tracing::error!(error = %e, "audit append failed");
-            status_with(ErrorClass::Unavailable, "audit log cannot commit")
-        })
+        let written = self
+            .log
+            .append(new)
+            .await
+            .map_err(|_| status_with(ErrorClass::Unavailable, "audit log cannot commit"))?;
+        Ok((written.value.index, written.value.leaf_hash, written.replayed))
     }
 
     /// Records that `principal` read the log.
@@ -65,13 +79,36 @@ impl AuditServer {
         record.detail = detail;
         self.append_record(record, None).await.map(|_| ())
     }
+
+    fn to_proto_checkpoint(&self, row: CheckpointRow) -> Checkpoint {
+        let signature = row.note.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+        Checkpoint {
+            origin: self.log.origin().to_owned(),
+            tree_size: row.tree_size,
+            root_hash: row.root_hash,
+            signature: signature.into_bytes(),
+            signed_at: Some(timestamp_from_millis(row.signed_at_ms)),
+            note: row.note,
+        }
+    }
+
+    /// The tree size a proof is asked for: 0 means the latest checkpoint's.
+    async fn proof_size(&self, size: u64) -> Result<u64, Status> {
+        if size > 0 {
+            return Ok(size);
+        }
+        let latest = self.log.store().latest_checkpoint().await.map_err(|e| status_from(&e))?;
+        latest
+            .map(|c| c.tree_size)
+            .ok_or_else(|| status_with(ErrorClass::FailedPrecondition, "no checkpoint has been signed yet"))
+    }
 }
 
 fn to_proto_leaf(row: AuditLeafRow) -> AuditLeaf {
     let event = AuditRecord::decode(&row.leaf).ok().map(record_to_event);
     AuditLeaf {
         index: row.index,
-        appended_at: Some(biomatch_proto::timestamp_from_millis(row.appended_at_ms)),
+        appended_at: Some(timestamp_from_millis(row.appended_at_ms)),
         leaf: row.leaf,
         leaf_hash: row.leaf_hash,
         chain_hash: row.chain_hash,
@@ -79,7 +116,9 @@ fn to_proto_leaf(row: AuditLeafRow) -> AuditLeaf {
     }
 }
 
-const READERS: &[Role] = &[Role::Auditor, Role::Admin];
+fn proof_error(e: biomatch_auditlog::merkle::ProofError) -> Status {
+    status_with(ErrorClass::InvalidArgument, e.to_string())
+}
 
 #[tonic::async_trait]
 impl AuditService for AuditServer {
@@ -90,12 +129,8 @@ impl AuditService for AuditServer {
         let event = event.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "event is required"))?;
         let record = event_to_record(event, (self.clock)())?;
         let key = (!idempotency_key.is_empty()).then_some(idempotency_key);
-        let written = self.append_record(record, key).await?;
-        Ok(Response::new(AppendResponse {
-            leaf_index: written.value.index,
-            leaf_hash: written.value.leaf_hash,
-            replayed: written.replayed,
-        }))
+        let (leaf_index, leaf_hash, replayed) = self.append_record(record, key).await?;
+        Ok(Response::new(AppendResponse { leaf_index, leaf_hash, replayed }))
     }
 
     async fn query(
@@ -132,7 +167,7 @@ impl AuditService for AuditServer {
             limit: limit + 1,
         };
         self.audit_read(&principal, format!("query page of {limit}")).await?;
-        let mut rows = self.store.query_leaves(&query).await.map_err(|e| status_from(&e))?;
+        let mut rows = self.log.store().query_leaves(&query).await.map_err(|e| status_from(&e))?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         // The token is the last index + 1 so that 0 can mean "from the start".
@@ -152,37 +187,84 @@ impl AuditService for AuditServer {
         biomatch_auth::require_role(&principal, READERS)?;
         let ListLeavesRequest { start, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(1000) };
-        let tree_size = self.store.leaf_count().await.map_err(|e| status_from(&e))?;
-        let rows = self.store.leaves(start, count).await.map_err(|e| status_from(&e))?;
+        let store = self.log.store();
+        let tree_size = store.leaf_count().await.map_err(|e| status_from(&e))?;
+        let rows = store.leaves(start, count).await.map_err(|e| status_from(&e))?;
         Ok(Response::new(ListLeavesResponse {
             leaves: rows.into_iter().map(to_proto_leaf).collect(),
             tree_size,
         }))
     }
 
-    async fn get_checkpoint(&self, _: Request<GetCheckpointRequest>) -> Result<Response<Checkpoint>, Status> {
-        Err(not_yet())
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<Checkpoint>, Status> {
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        let row = if request.get_ref().sign_now {
+            Some(self.log.sign_checkpoint().await.map_err(|e| status_from(&e))?)
+        } else {
+            self.log.store().latest_checkpoint().await.map_err(|e| status_from(&e))?
+        };
+        let row =
+            row.ok_or_else(|| status_with(ErrorClass::NotFound, "no checkpoint has been signed yet"))?;
+        Ok(Response::new(self.to_proto_checkpoint(row)))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: Request<ListCheckpointsRequest>,
+    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        let ListCheckpointsRequest { after_size, count } = request.into_inner();
+        let count = if count == 0 { 1000 } else { count.min(10_000) };
+        let rows = self.log.store().checkpoints(after_size, count).await.map_err(|e| status_from(&e))?;
+        Ok(Response::new(ListCheckpointsResponse {
+            checkpoints: rows.into_iter().map(|r| self.to_proto_checkpoint(r)).collect(),
+        }))
     }
 
     async fn get_inclusion_proof(
         &self,
-        _: Request<InclusionProofRequest>,
+        request: Request<InclusionProofRequest>,
     ) -> Result<Response<InclusionProof>, Status> {
-        Err(not_yet())
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        let InclusionProofRequest { leaf_index, tree_size } = request.into_inner();
+        let tree_size = self.proof_size(tree_size).await?;
+        let hashes = self.log.inclusion_proof(leaf_index, tree_size).map_err(proof_error)?;
+        Ok(Response::new(InclusionProof {
+            leaf_index,
+            tree_size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
     }
 
     async fn get_consistency_proof(
         &self,
-        _: Request<ConsistencyProofRequest>,
+        request: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProof>, Status> {
-        Err(not_yet())
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        let ConsistencyProofRequest { from_size, to_size } = request.into_inner();
+        let to_size = self.proof_size(to_size).await?;
+        let hashes = self.log.consistency_proof(from_size, to_size).map_err(proof_error)?;
+        Ok(Response::new(ConsistencyProof {
+            from_size,
+            to_size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
     }
 
-    async fn get_public_key(&self, _: Request<GetPublicKeyRequest>) -> Result<Response<PublicKey>, Status> {
-        Err(not_yet())
+    async fn get_public_key(
+        &self,
+        request: Request<GetPublicKeyRequest>,
+    ) -> Result<Response<PublicKey>, Status> {
+        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        let key = self.log.key().verifying_key();
+        Ok(Response::new(PublicKey {
+            algorithm: "Ed25519".into(),
+            key: key.as_bytes().to_vec(),
+            key_id: hex::encode(key_id(self.log.origin(), &key)),
+            origin: self.log.origin().to_owned(),
+        }))
     }
-}
-
-fn not_yet() -> Status {
-    status_with(ErrorClass::Unimplemented, "Merkle proofs and signed checkpoints are not implemented yet")
 }

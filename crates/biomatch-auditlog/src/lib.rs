@@ -3,10 +3,14 @@
 //!
 //! A leaf is an [`AuditRecord`] encoded as canonical JSON (fields in declaration order, no
 //! whitespace, floats in shortest round-trip form) and stored verbatim, so verification hashes
-//! exactly the stored bytes. Leaf hashes use RFC 6962's domain separation (`SHA-256(0x00 || leaf)`),
-//! ready for the Merkle tree; until then leaves are chained: `chain_i = SHA-256(chain_{i-1} ||
-//! leaf_hash_i)` with an empty `chain_{-1}`. [`verify`] recomputes both and names the first leaf
-//! that was edited, dropped, inserted or reordered.
+//! exactly the stored bytes. Leaves form an RFC 6962 Merkle tree ([`merkle`]) whose heads are
+//! signed as C2SP checkpoints ([`checkpoint`]); every leaf is also chained to the one before
+//! (`chain_i = SHA-256(chain_{i-1} || leaf_hash_i)`, empty `chain_{-1}`), so [`Verifier`] can name
+//! the first leaf that was edited, dropped, inserted or reordered, while signed checkpoints catch
+//! an editor who rewrote every later hash too.
+
+pub mod checkpoint;
+pub mod merkle;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -56,13 +60,7 @@ impl AuditRecord {
     }
 }
 
-/// RFC 6962 leaf hash: `SHA-256(0x00 || leaf)`.
-pub fn leaf_hash(leaf: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(leaf);
-    h.finalize().to_vec()
-}
+pub use merkle::leaf_hash;
 
 /// The next link of the hash chain.
 pub fn chain_hash(previous: &[u8], leaf_hash: &[u8]) -> Vec<u8> {
@@ -121,7 +119,7 @@ impl Verifier {
         if leaf.index != index {
             return Err(VerifyError::Sequence { index, found: leaf.index });
         }
-        if leaf_hash(&leaf.leaf) != leaf.leaf_hash {
+        if leaf_hash(&leaf.leaf)[..] != leaf.leaf_hash[..] {
             return Err(VerifyError::LeafHash { index });
         }
         if AuditRecord::decode(&leaf.leaf).is_err() {
@@ -192,7 +190,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let leaf = record(i).encode();
-                let lh = leaf_hash(&leaf);
+                let lh = leaf_hash(&leaf).to_vec();
                 chain = chain_hash(&chain, &lh);
                 StoredLeaf { index: i as u64, leaf, leaf_hash: lh, chain_hash: chain.clone() }
             })
@@ -229,7 +227,7 @@ mod tests {
         assert_eq!(verify(&edited), Err(VerifyError::LeafHash { index: 4 }));
 
         // An editor who also fixes the leaf hash still breaks the chain.
-        edited[4].leaf_hash = leaf_hash(&edited[4].leaf);
+        edited[4].leaf_hash = leaf_hash(&edited[4].leaf).to_vec();
         assert_eq!(verify(&edited), Err(VerifyError::Chain { index: 4 }));
 
         let mut dropped = log(10);

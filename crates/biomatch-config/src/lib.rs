@@ -84,6 +84,23 @@ impl Default for SearchConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct AuditConfig {
+    /// The log's name: the first line of every checkpoint and the signing key's name.
+    pub origin: String,
+    /// Ed25519 signing key (hex seed); default `DATA_DIR/audit-signing.key`, created if absent.
+    pub signing_key_file: Option<PathBuf>,
+    /// How often to sign a checkpoint when new leaves exist.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { origin: "biomatch/audit".into(), signing_key_file: None, checkpoint_interval_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServeConfig {
     pub roles: Vec<Role>,
     pub data_dir: PathBuf,
@@ -97,6 +114,7 @@ pub struct ServeConfig {
     pub endpoints: Endpoints,
     pub matcher: MatcherConfig,
     pub search: SearchConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for ServeConfig {
@@ -111,6 +129,7 @@ impl Default for ServeConfig {
             endpoints: Endpoints::default(),
             matcher: MatcherConfig::default(),
             search: SearchConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -149,10 +168,16 @@ impl ServeConfig {
         if self.roles.contains(&Role::All) && self.roles.len() > 1 {
             return Err(ConfigError::Invalid("role all runs every role; do not combine it".into()));
         }
-        if self.matcher.poll_interval_ms == 0 || self.search.shard_timeout_ms == 0 {
+        if self.matcher.poll_interval_ms == 0
+            || self.search.shard_timeout_ms == 0
+            || self.audit.checkpoint_interval_ms == 0
+        {
             return Err(ConfigError::Invalid("intervals and timeouts must be positive".into()));
         }
         self.matcher_shards()?;
+        if self.audit.origin.is_empty() || self.audit.origin.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid("audit.origin must be non-empty without whitespace".into()));
+        }
         Ok(())
     }
 

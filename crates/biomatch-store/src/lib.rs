@@ -17,8 +17,8 @@ pub mod testing;
 
 pub use error::StoreError;
 pub use model::{
-    AuditLeafRow, AuditQuery, Change, ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, Idempotency,
-    NewAuditLeaf, SubjectRecord, TemplateRow, Written,
+    AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, EnrollResult, EnrollWrite, GalleryRecord,
+    Idempotency, NewAuditLeaf, SubjectRecord, TemplateRow, Written,
 };
 pub use sql::{Backend, SqlStore};
 
@@ -68,18 +68,26 @@ pub trait GalleryStore: Send + Sync + 'static {
     ) -> Result<Vec<TemplateRow>, StoreError>;
 }
 
-/// The audit log's leaves. Append-only: there is no update or delete.
+/// The audit log's leaves and signed checkpoints. Append-only: there is no update or delete
+/// (and the database refuses them too).
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Appends a leaf at the next index, its chain hash computed by `chain` from the previous
-    /// leaf's chain hash (empty for the first leaf) and this leaf's hash; a repeated idempotency
-    /// key returns the existing leaf instead.
-    async fn append_leaf(
+    /// Appends leaves at the next indexes in one transaction (one durable commit for the batch).
+    /// Each leaf's chain hash is computed by `chain` from the previous leaf's chain hash (empty
+    /// before the first leaf) and its own hash. A leaf whose idempotency key was used before,
+    /// in an earlier batch or earlier in this one, is not appended: the existing leaf is returned.
+    async fn append_leaves(
         &self,
-        leaf: NewAuditLeaf,
+        leaves: Vec<NewAuditLeaf>,
         chain: for<'h> fn(previous: &'h [u8], leaf_hash: &'h [u8]) -> Vec<u8>,
-    ) -> Result<Written<AuditLeafRow>, StoreError>;
+    ) -> Result<Vec<Written<AuditLeafRow>>, StoreError>;
     async fn leaves(&self, start: u64, count: u32) -> Result<Vec<AuditLeafRow>, StoreError>;
+    /// Only the leaf hashes, for rebuilding the Merkle tree.
+    async fn leaf_hashes(&self, start: u64, count: u32) -> Result<Vec<Vec<u8>>, StoreError>;
     async fn leaf_count(&self) -> Result<u64, StoreError>;
     async fn query_leaves(&self, query: &AuditQuery) -> Result<Vec<AuditLeafRow>, StoreError>;
+    async fn add_checkpoint(&self, checkpoint: &CheckpointRow) -> Result<(), StoreError>;
+    /// Checkpoints with a tree size above `after_size`, smallest first.
+    async fn checkpoints(&self, after_size: u64, limit: u32) -> Result<Vec<CheckpointRow>, StoreError>;
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
 }

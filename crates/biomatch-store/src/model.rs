@@ -163,3 +163,13 @@ pub struct AuditQuery {
     pub descending: bool,
     pub limit: u32,
 }
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRow {
+    pub tree_size: u64,
+    pub root_hash: Vec<u8>,
+    /// The signed note.
+    pub note: String,
+    pub signed_at_ms: i64,
+}

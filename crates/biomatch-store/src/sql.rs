@@ -15,6 +15,7 @@ pub enum Backend {
 /// A store over one database. Cheap to clone.
 #[derive(Clone)]
 pub struct SqlStore {
+    url: String,
     /// Writers: one connection for SQLite; the shared pool for PostgreSQL.
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
@@ -62,7 +63,7 @@ impl SqlStore {
                 };
                 let write = pool(1).await?;
                 let read = pool(4).await?;
-                Self { write, read, backend }
+                Self { url: url.clone(), write, read, backend }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -76,11 +77,16 @@ impl SqlStore {
                     })
                     .connect(url)
                     .await?;
-                Self { write: pool.clone(), read: pool, backend }
+                Self { url: url.to_owned(), write: pool.clone(), read: pool, backend }
             }
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The URL the store was opened with (may hold a password: never log it).
+    pub fn url(&self) -> String {
+        self.url.clone()
     }
 
     pub fn backend(&self) -> Backend {

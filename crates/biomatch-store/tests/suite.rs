@@ -3,9 +3,10 @@
 use biomatch_domain::{GalleryName, GallerySpec, IndexSpec, SubjectId, Template};
 use biomatch_store::testing::backend_urls;
 use biomatch_store::{
-    AuditQuery, AuditStore, ChangeOp, EnrollWrite, GalleryStore, Idempotency, NewAuditLeaf, SqlStore,
-    StoreError,
+    AuditQuery, AuditStore, Backend, ChangeOp, CheckpointRow, EnrollWrite, GalleryStore, Idempotency,
+    NewAuditLeaf, SqlStore, StoreError,
 };
+use sqlx::Connection;
 
 fn spec(name: &str) -> GallerySpec {
     GallerySpec {
@@ -175,32 +176,84 @@ fn leaf(n: u8, key: Option<&str>) -> NewAuditLeaf {
 #[tokio::test]
 async fn audit_leaves_are_append_only_chained_and_queryable() {
     each_backend(|store| async move {
-        for n in 0..5u8 {
-            let w = store.append_leaf(leaf(n, Some(&format!("key{n}"))), chain).await.expect("append");
-            assert_eq!(w.value.index, u64::from(n));
-            assert!(!w.replayed);
-        }
-        let replay = store.append_leaf(leaf(9, Some("key2")), chain).await.expect("replay");
-        assert!(replay.replayed);
-        assert_eq!(replay.value.index, 2);
-        assert_eq!(store.leaf_count().await.expect("count"), 5);
+        let first = store.append_leaves(vec![leaf(0, Some("key0"))], chain).await.expect("append");
+        assert_eq!((first[0].value.index, first[0].replayed), (0, false));
+        let batch =
+            (1..5u8).map(|n| leaf(n, Some(&format!("key{n}")))).chain([leaf(9, Some("key3"))]).collect();
+        let written = store.append_leaves(batch, chain).await.expect("append batch");
+        let indexes: Vec<(u64, bool)> = written.iter().map(|w| (w.value.index, w.replayed)).collect();
+        assert_eq!(
+            indexes,
+            vec![(1, false), (2, false), (3, false), (4, false), (3, true)],
+            "a key repeated in a batch"
+        );
+        let replay =
+            store.append_leaves(vec![leaf(9, Some("key2")), leaf(5, None)], chain).await.expect("replay");
+        assert_eq!((replay[0].value.index, replay[0].replayed), (2, true));
+        assert_eq!((replay[1].value.index, replay[1].replayed), (5, false));
+        assert_eq!(store.leaf_count().await.expect("count"), 6);
         let leaves = store.leaves(0, 100).await.expect("leaves");
         assert_eq!(leaves[4].chain_hash, vec![0, 1, 2, 3, 4]);
+        assert_eq!(store.leaf_hashes(4, 10).await.expect("hashes"), vec![vec![4], vec![5]]);
 
         let q = AuditQuery { actor_subject: "user1".into(), limit: 10, ..Default::default() };
         let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
-        assert_eq!(got, vec![1, 3]);
+        assert_eq!(got, vec![1, 3, 5]);
         let q = AuditQuery { subject_id: "s4".into(), limit: 10, ..Default::default() };
         assert_eq!(store.query_leaves(&q).await.expect("query")[0].index, 4);
         let q = AuditQuery { descending: true, limit: 2, ..Default::default() };
         let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
-        assert_eq!(got, vec![4, 3]);
+        assert_eq!(got, vec![5, 4]);
         let q = AuditQuery { descending: true, limit: 2, after: Some(3), ..Default::default() };
         let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
         assert_eq!(got, vec![2, 1]);
         let q = AuditQuery { from_ms: Some(150), to_ms: Some(350), limit: 10, ..Default::default() };
         let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
         assert_eq!(got, vec![2, 3]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_audit_log_refuses_updates_and_deletes_even_for_its_owner() {
+    each_backend(|store| async move {
+        store.append_leaves(vec![leaf(0, None), leaf(1, None)], chain).await.expect("append");
+        let checkpoint =
+            CheckpointRow { tree_size: 2, root_hash: vec![1; 32], note: "n".into(), signed_at_ms: 5 };
+        store.add_checkpoint(&checkpoint).await.expect("checkpoint");
+        store.add_checkpoint(&checkpoint).await.expect("a repeated checkpoint is ignored");
+        assert_eq!(store.latest_checkpoint().await.expect("latest"), Some(checkpoint.clone()));
+        assert_eq!(store.checkpoints(0, 10).await.expect("list"), vec![checkpoint]);
+        assert!(store.checkpoints(2, 10).await.expect("list").is_empty());
+
+        let url = store.url();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+        for sql in [
+            "UPDATE audit_leaves SET leaf = leaf WHERE idx = 0",
+            "DELETE FROM audit_leaves WHERE idx = 1",
+            "UPDATE audit_checkpoints SET note = 'x'",
+            "DELETE FROM audit_leaf_subjects",
+        ] {
+            let err = sqlx::query(sql).execute(&mut conn).await.expect_err("refused");
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        if store.backend() == Backend::Postgres {
+            let err = sqlx::query("TRUNCATE audit_leaves").execute(&mut conn).await.expect_err("refused");
+            assert!(err.to_string().contains("append-only"), "{err}");
+            // The audit service's role may read and append, and nothing else.
+            sqlx::query("SET ROLE biomatch_audit").execute(&mut conn).await.expect("set role");
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_leaves")
+                .fetch_one(&mut conn)
+                .await
+                .expect("select");
+            assert_eq!(n, 2);
+            let err = sqlx::query("DELETE FROM galleries").execute(&mut conn).await.expect_err("no access");
+            assert!(err.to_string().contains("permission denied"), "{err}");
+            let err =
+                sqlx::query("DROP TABLE audit_leaves").execute(&mut conn).await.expect_err("not the owner");
+            assert!(err.to_string().contains("owner") || err.to_string().contains("permission"), "{err}");
+        }
+        assert_eq!(store.leaf_count().await.expect("count"), 2);
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! Starting the roles of one process.
 
 use anyhow::Context;
-use biomatch_audit::AuditServer;
+use biomatch_audit::{AuditServer, Log};
 use biomatch_auth::Authenticator;
 use biomatch_config::{Role, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
@@ -145,8 +145,19 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     };
     let audit = match audit_store {
         Some(store) => {
+            let key_file = config
+                .audit
+                .signing_key_file
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("audit-signing.key"));
+            let key = biomatch_audit::keys::load_or_create(&key_file)?;
+            let interval = Duration::from_millis(config.audit.checkpoint_interval_ms);
+            let (log, worker) = Log::open(store, key, config.audit.origin.clone(), clock.clone(), interval)
+                .await
+                .context("cannot open the audit log")?;
+            tasks.push(spawn_until_stopped(worker, stopped.clone()));
             health_reporter.set_serving::<AuditServiceServer<AuditServer>>().await;
-            Some(intercept(auth, AuditServiceServer::new(AuditServer::new(store, clock.clone()))))
+            Some(intercept(auth, AuditServiceServer::new(AuditServer::new(log, clock.clone()))))
         }
         None => None,
     };

@@ -184,6 +184,10 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
     runtime.block_on(async {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("open audit.db");
+        sqlx::query("DROP TRIGGER audit_leaves_no_update")
+            .execute(&mut conn)
+            .await
+            .expect("insider drops the guard");
         let leaf: Vec<u8> = sqlx::query_scalar("SELECT leaf FROM audit_leaves WHERE idx = 5")
             .fetch_one(&mut conn)
             .await

@@ -1,17 +1,25 @@
 //! `biomatch audit tail|verify`.
 
-use super::{ClientArgs, ExitWith, rpc_error};
-use biomatch_auditlog::{StoredLeaf, Verifier};
+mod proofs;
+
+use super::{ClientArgs, rpc_error};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
-use biomatch_proto::v1::{AuditLeaf, ListLeavesRequest, QueryAuditRequest};
+use biomatch_proto::v1::{AuditLeaf, QueryAuditRequest};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Print the newest audit leaves.
     Tail(TailArgs),
-    /// Recompute the hash chain over every leaf; exit 0 only when the log is intact.
-    Verify(VerifyArgs),
+    /// Recompute the log from every stored leaf and check it against every signed checkpoint;
+    /// exit 0 only when the log is intact, 2 when it was tampered with.
+    Verify(proofs::VerifyArgs),
+    /// Print the log's public key (hex), its key id and origin.
+    Key(proofs::KeyArgs),
+    /// Print an inclusion proof of one leaf against the latest signed checkpoint (JSON).
+    Prove(proofs::ProveArgs),
+    /// Check a proof printed by `audit prove`, offline, against a pinned public key.
+    VerifyProof(proofs::VerifyProofArgs),
 }
 
 #[derive(Debug, Args)]
@@ -19,12 +27,6 @@ pub struct TailArgs {
     /// How many leaves.
     #[arg(long, short = 'n', default_value_t = 20)]
     n: u32,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -87,54 +89,9 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AuditCommand::Verify(a) => verify(&a.client).await,
+        AuditCommand::Verify(a) => proofs::verify(a).await,
+        AuditCommand::Key(a) => proofs::key(a).await,
+        AuditCommand::Prove(a) => proofs::prove(a).await,
+        AuditCommand::VerifyProof(a) => proofs::verify_proof(a),
     }
-}
-
-async fn verify(client_args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = AuditServiceClient::new(client_args.channel()?);
-    let mut verifier = Verifier::default();
-    let mut size = 0;
-    loop {
-        let request = ListLeavesRequest { start: verifier.verified(), count: 1000 };
-        let page = client.list_leaves(client_args.request(request)?).await.map_err(rpc_error)?.into_inner();
-        if size == 0 {
-            size = page.tree_size;
-        }
-        if page.leaves.is_empty() {
-            break;
-        }
-        for leaf in page.leaves {
-            let stored = StoredLeaf {
-                index: leaf.index,
-                leaf: leaf.leaf,
-                leaf_hash: leaf.leaf_hash,
-                chain_hash: leaf.chain_hash,
-            };
-            verifier.push(&stored).map_err(|e| ExitWith(2, format!("audit log TAMPERED: {e}")))?;
-        }
-    }
-    if verifier.verified() < size {
-        return Err(ExitWith(
-            2,
-            format!(
-                "audit log TAMPERED: {size} leaves counted but only {} form a chain",
-                verifier.verified()
-            ),
-        )
-        .into());
-    }
-    if client_args.json {
-        println!(
-            "{}",
-            serde_json::json!({"intact": true, "leaves": verifier.verified(), "head": hex::encode(verifier.head())})
-        );
-    } else {
-        println!(
-            "audit log intact: {} leaves, chain head {}",
-            verifier.verified(),
-            hex::encode(verifier.head())
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,214 @@
+//! The log behind the service: the Merkle tree in memory, group commit of appends, and signed
+//! checkpoints.
+
+use biomatch_auditlog::checkpoint::{self, Checkpoint};
+use biomatch_auditlog::merkle::{Hash, Tree};
+use biomatch_domain::Clock;
+use biomatch_store::{AuditLeafRow, AuditStore, CheckpointRow, NewAuditLeaf, StoreError, Written};
+use ed25519_dalek::SigningKey;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// Appends queued while a commit is in flight go into the next commit, up to this many.
+const MAX_BATCH: usize = 512;
+const PAGE: u32 = 10_000;
+
+type Reply = oneshot::Sender<Result<Written<AuditLeafRow>, Arc<StoreError>>>;
+
+pub struct Log {
+    store: Arc<dyn AuditStore>,
+    tree: RwLock<Tree>,
+    key: SigningKey,
+    origin: String,
+    clock: Clock,
+    signing: Mutex<()>,
+    queue: mpsc::Sender<(NewAuditLeaf, Reply)>,
+}
+
+/// The chain link, with the exact higher-ranked type the store asks for.
+fn chain(previous: &[u8], leaf_hash: &[u8]) -> Vec<u8> {
+    biomatch_auditlog::chain_hash(previous, leaf_hash)
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt("leaf hash is not 32 bytes".into()))
+}
+
+impl Log {
+    /// Rebuilds the tree from the stored leaf hashes and starts the committer. The returned
+    /// future commits queued appends (and signs checkpoints on `interval`) until it is dropped.
+    pub async fn open(
+        store: Arc<dyn AuditStore>,
+        key: SigningKey,
+        origin: String,
+        clock: Clock,
+        interval: Duration,
+    ) -> Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static), StoreError> {
+        let tree = Self::load_tree(store.as_ref()).await?;
+        tracing::info!(leaves = tree.size(), "audit log loaded");
+        let (queue, receiver) = mpsc::channel(4 * MAX_BATCH);
+        let log = Arc::new(Self {
+            store,
+            tree: RwLock::new(tree),
+            key,
+            origin,
+            clock,
+            signing: Mutex::new(()),
+            queue,
+        });
+        let worker = {
+            let log = log.clone();
+            async move {
+                tokio::join!(log.clone().commit_loop(receiver), log.checkpoint_loop(interval));
+            }
+        };
+        Ok((log, worker))
+    }
+
+    async fn load_tree(store: &dyn AuditStore) -> Result<Tree, StoreError> {
+        let mut tree = Tree::default();
+        loop {
+            let page = store.leaf_hashes(tree.size(), PAGE).await?;
+            if page.is_empty() {
+                return Ok(tree);
+            }
+            for h in page {
+                tree.push(to_hash(&h)?);
+            }
+        }
+    }
+
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
+        self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    pub fn size(&self) -> u64 {
+        self.tree().size()
+    }
+
+    /// Queues a leaf and waits until the batch holding it is durably committed.
+    pub async fn append(&self, leaf: NewAuditLeaf) -> Result<Written<AuditLeafRow>, Arc<StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || Arc::new(StoreError::Corrupt("audit committer stopped".into()));
+        self.queue.send((leaf, reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn commit_loop(self: Arc<Self>, mut receiver: mpsc::Receiver<(NewAuditLeaf, Reply)>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (leaves, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match self.store.append_leaves(leaves, chain).await {
+                Ok(written) => {
+                    self.extend_tree(&written).await;
+                    for (reply, w) in replies.into_iter().zip(written) {
+                        let _ = reply.send(Ok(w));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit commit failed");
+                    let e = Arc::new(e);
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn extend_tree(&self, written: &[Written<AuditLeafRow>]) {
+        let mut first = None;
+        let mut fresh = Vec::new();
+        for w in written.iter().filter(|w| !w.replayed) {
+            first.get_or_insert(w.value.index);
+            match to_hash(&w.value.leaf_hash) {
+                Ok(h) => fresh.push(h),
+                Err(e) => tracing::error!(error = %e, "unusable leaf hash"),
+            }
+        }
+        if first.is_none_or(|i| i == self.size()) {
+            let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            fresh.into_iter().for_each(|h| tree.push(h));
+            return;
+        }
+        // Someone else appended to the store: rebuild from it.
+        tracing::warn!("audit store grew outside this process; reloading the tree");
+        match Self::load_tree(self.store.as_ref()).await {
+            Ok(tree) => *self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tree,
+            Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
+        }
+    }
+
+    async fn checkpoint_loop(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.size() == 0 {
+                continue;
+            }
+            if let Err(e) = self.sign_checkpoint().await {
+                tracing::warn!(error = %e, "signing a checkpoint failed");
+            }
+        }
+    }
+
+    /// Signs and stores a checkpoint of the whole tree, unless the latest one already covers it.
+    pub async fn sign_checkpoint(&self) -> Result<CheckpointRow, StoreError> {
+        let _one = self.signing.lock().await;
+        let (size, root) = {
+            let tree = self.tree();
+            (tree.size(), tree.root(tree.size()).unwrap_or_else(biomatch_auditlog::merkle::empty_root))
+        };
+        if let Some(latest) = self.store.latest_checkpoint().await?
+            && latest.tree_size >= size
+        {
+            return Ok(latest);
+        }
+        let note = checkpoint::sign(&Checkpoint { origin: self.origin.clone(), size, root }, &self.key);
+        let row =
+            CheckpointRow { tree_size: size, root_hash: root.to_vec(), note, signed_at_ms: (self.clock)() };
+        self.store.add_checkpoint(&row).await?;
+        tracing::info!(tree_size = size, "signed audit checkpoint");
+        Ok(row)
+    }
+
+    pub fn root(&self, size: u64) -> Option<Hash> {
+        self.tree().root(size)
+    }
+
+    pub fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, biomatch_auditlog::merkle::ProofError> {
+        self.tree().inclusion_proof(index, size)
+    }
+
+    pub fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, biomatch_auditlog::merkle::ProofError> {
+        self.tree().consistency_proof(first, second)
+    }
+
+    pub fn store(&self) -> &dyn AuditStore {
+        self.store.as_ref()
+    }
+}
