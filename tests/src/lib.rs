@@ -97,16 +97,14 @@ pub async fn enrolled_gallery(
     seed: u64,
 ) -> (Synthetic, Vec<Vec<f32>>, u64) {
     let mut ingest = cluster.ingest();
-    ingest
-        .create_gallery(CreateGalleryRequest {
-            name: name.into(),
-            dimension,
-            shard_count: shards,
-            threshold: Some(0.45),
-            ..Default::default()
-        })
-        .await
-        .expect("gallery created");
+    let create = CreateGalleryRequest {
+        name: name.into(),
+        dimension,
+        shard_count: shards,
+        threshold: Some(0.45),
+        ..Default::default()
+    };
+    ingest.create_gallery(as_admin(create)).await.expect("gallery created");
     let mut synthetic = Synthetic::new(dimension as usize, seed);
     let centres: Vec<Vec<f32>> = (0..subjects).map(|_| synthetic.identity()).collect();
     let requests: Vec<EnrollRequest> = centres
@@ -120,9 +118,16 @@ pub async fn enrolled_gallery(
             idempotency_key: format!("{name}-{i}"),
         })
         .collect();
-    let response = ingest.batch_enroll(tokio_stream::iter(requests)).await.expect("enrolled").into_inner();
+    let response =
+        ingest.batch_enroll(as_admin(tokio_stream::iter(requests))).await.expect("enrolled").into_inner();
     assert_eq!(response.accepted as usize, subjects, "{:?}", response.failures.first());
     (synthetic, centres, response.last_change_seq)
+}
+
+/// A request from an administrator (needed outside demo mode).
+pub fn as_admin<T>(message: T) -> tonic::Request<T> {
+    let admin = Principal { subject: "ops-1".into(), role: DomainRole::Admin, device: String::new() };
+    biomatch_client::request(message, &admin)
 }
 
 pub fn subject_id(i: usize) -> String {

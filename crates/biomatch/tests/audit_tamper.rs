@@ -10,7 +10,9 @@ use sqlx::{Any, AnyConnection, Connection, Row};
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_biomatch");
+mod common;
+
+use common::{BIN, admin};
 
 struct Log {
     running: Running,
@@ -29,15 +31,6 @@ async fn start(dir: &Path, postgres: Option<String>) -> Log {
     let running = biomatch::serve::start(config).await.expect("audit role starts");
     let database = postgres.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("audit.db").display()));
     Log { running, database, postgres: postgres.is_some() }
-}
-
-fn admin<T>(message: T) -> tonic::Request<T> {
-    let admin = biomatch_domain::Principal {
-        subject: "ops".into(),
-        role: biomatch_domain::Role::Admin,
-        device: String::new(),
-    };
-    biomatch_client::request(message, &admin)
 }
 
 /// 20 leaves with checkpoints signed at 10 and 20.

@@ -3,48 +3,13 @@
 //! database.
 
 use biomatch::synthetic::Synthetic;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_biomatch");
+mod common;
 
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `biomatch serve ARGS` and waits for the line that says where it listens.
-fn serve(args: &[&str]) -> Proc {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn biomatch serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("grpc listening addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("process reports its address");
-    Proc { child, addr }
-}
+use common::{BIN, serve};
 
 fn cli(endpoint: &str, principal: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -160,7 +125,7 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
     }
 
     // SIGKILL the matcher: searches fail with a clear one-line error, then succeed as before.
-    drop(matcher);
+    matcher.kill();
     let failed = identify(&probes[0], "0");
     assert!(!failed.status.success());
     let message = String::from_utf8_lossy(&failed.stderr);

@@ -1,0 +1,64 @@
+//! Helpers shared by the binary's integration tests (a `mod.rs` so cargo does not run it as a test).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_biomatch");
+
+/// A `biomatch serve` process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Proc {
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `biomatch serve ARGS` and waits for the line that says where it listens.
+pub fn serve(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn biomatch serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("grpc listening addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("process reports its address");
+    Proc { child, addr }
+}
+
+/// A request from an administrator.
+pub fn admin<T>(message: T) -> tonic::Request<T> {
+    let admin = biomatch_domain::Principal {
+        subject: "ops".into(),
+        role: biomatch_domain::Role::Admin,
+        device: String::new(),
+    };
+    biomatch_client::request(message, &admin)
+}
