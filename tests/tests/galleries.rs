@@ -2,7 +2,7 @@
 
 use biomatch_proto::v1::{
     CreateGalleryRequest, Decision, DeleteGalleryRequest, GetGalleryRequest, ListLeavesRequest, Operation,
-    ReviewCandidateRequest, ReviewOutcome, VerifyRequest,
+    QueryAuditRequest, ReviewCandidateRequest, ReviewOutcome, VerifyRequest,
 };
 use biomatch_tests::{TestCluster, backends, embedding, enrolled_gallery, identify};
 use tonic::Code;
@@ -52,6 +52,18 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
     assert_eq!(event.operation(), Operation::Review);
     assert_eq!(event.request_id, found.search_id);
     assert_eq!(event.decision, "confirmed");
+    // Auditors query the log by subject, paginated; the read itself becomes a leaf.
+    let mut audit = cluster.audit();
+    let query = QueryAuditRequest { subject_id: "s00005".into(), page_size: 1, ..Default::default() };
+    let page = audit.query(query.clone()).await.expect("query").into_inner();
+    assert_eq!(page.leaves.len(), 1);
+    assert!(page.has_more, "enrolment, identify and review name s00005");
+    let next =
+        audit.query(QueryAuditRequest { page_token: page.next_page_token, ..query }).await.expect("page 2");
+    assert!(next.into_inner().leaves[0].index > page.leaves[0].index);
+    let reads = QueryAuditRequest { operation: Operation::AuditRead.into(), ..Default::default() };
+    let reads = audit.query(reads).await.expect("query").into_inner().leaves;
+    assert!(reads.len() >= 2, "both earlier reads were audited");
     let unspecified = ReviewCandidateRequest { outcome: 0, ..review };
     assert_eq!(
         search.review_candidate(unspecified).await.expect_err("refused").code(),

@@ -1,6 +1,7 @@
 //! Command-line interface: `serve` and the client subcommands that talk gRPC to a cluster.
 
 mod audit;
+mod bench;
 mod enroll;
 mod gallery;
 mod search;
@@ -40,6 +41,9 @@ pub enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Benchmarks, printed as tables.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// How a client reaches the cluster and who it says it is.
@@ -111,5 +115,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Identify(args) => search::identify(args).await,
         Command::Verify(args) => search::verify(args).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -1,0 +1,172 @@
+//! `biomatch bench ...`: measurements printed as tables. Speed goals are checked here, never by
+//! timed unit tests.
+
+use anyhow::Context;
+use biomatch_auditlog::merkle::{Tree, leaf_hash, verify_consistency, verify_inclusion};
+use biomatch_config::{Role, ServeConfig};
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::{Actor, AppendRequest, AuditEvent, Operation};
+use biomatch_store::{AuditStore, NewAuditLeaf, SqlStore};
+use clap::{Args, Subcommand};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable audit appends per second (group commit through gRPC vs one commit per append)
+    /// and Merkle proof generation at a large tree size.
+    Audit(AuditBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditBenchArgs {
+    /// PostgreSQL URL (a scratch database: the benchmark appends to its audit log);
+    /// default: a SQLite file in a temporary directory.
+    #[arg(long, env = "BIOMATCH_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Appends per measurement.
+    #[arg(long, default_value_t = 4000)]
+    appends: usize,
+    /// Concurrent clients for the gRPC measurement (comma-separated list).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Tree size for the proof measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    proof_leaves: u64,
+}
+
+fn event(i: usize) -> AuditEvent {
+    AuditEvent {
+        actor: Some(Actor {
+            subject: format!("kiosk-{}", i % 50),
+            role: "kiosk".into(),
+            device_id: "lane-1".into(),
+        }),
+        operation: Operation::Identify.into(),
+        gallery: "travelers".into(),
+        purpose: "border".into(),
+        request_id: format!("bench-{i}"),
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}
+
+fn row(name: &str, n: usize, elapsed: Duration) {
+    println!("| {name} | {n} | {:.2} | {:.0} |", elapsed.as_secs_f64(), n as f64 / elapsed.as_secs_f64());
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Audit(args) => audit(args).await,
+    }
+}
+
+async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("audit.db").display()));
+    let backend = if url.starts_with("sqlite") {
+        "SQLite (WAL, synchronous=FULL)"
+    } else {
+        "PostgreSQL (synchronous_commit=on)"
+    };
+    println!("audit appends, {backend}, {} appends each\n", args.appends);
+    println!("| path | appends | seconds | appends/s |");
+    println!("|---|---|---|---|");
+
+    // Baseline: one transaction (one durable commit) per append, straight to the store.
+    let store = SqlStore::connect(&url).await.context("cannot open the benchmark database")?;
+    let started = Instant::now();
+    for i in 0..args.appends {
+        let record =
+            biomatch_audit::event_to_record(event(i), 0).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let leaf = record.encode();
+        let new = NewAuditLeaf {
+            leaf_hash: leaf_hash(&leaf).to_vec(),
+            leaf,
+            idempotency_key: Some(format!("baseline-{i}")),
+            appended_at_ms: 0,
+            actor_subject: record.actor_subject,
+            operation: record.operation,
+            gallery: record.gallery,
+            subject_ids: Vec::new(),
+        };
+        store.append_leaves(vec![new], biomatch_auditlog::chain_hash).await?;
+    }
+    row("store, 1 commit per append (baseline)", args.appends, started.elapsed());
+    store.close().await;
+
+    // The service: gRPC appends from concurrent clients, group-committed.
+    let mut config = ServeConfig {
+        roles: vec![Role::Audit],
+        data_dir: dir.path().to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse()?,
+        ..ServeConfig::default()
+    };
+    config.database_url = Some(url.clone().into());
+    let running = crate::serve::start(config).await?;
+    let channel =
+        biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
+    let me = biomatch_auth::service_principal("bench");
+    for (round, clients) in args.clients.iter().copied().enumerate() {
+        let per_client = args.appends.div_ceil(clients.max(1));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let client = AuditServiceClient::new(channel.clone());
+                let me = me.clone();
+                tokio::spawn(async move {
+                    for j in 0..per_client {
+                        let i = (round * 1_000_000) + c * per_client + j;
+                        let request =
+                            AppendRequest { event: Some(event(i)), idempotency_key: format!("svc-{i}") };
+                        client.clone().append(biomatch_client::request(request, &me)).await?;
+                    }
+                    Ok::<(), tonic::Status>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await?.map_err(|s| anyhow::anyhow!("append failed: {}", s.message()))?;
+        }
+        row(
+            &format!("gRPC Append, {clients} clients, group commit"),
+            per_client * clients,
+            started.elapsed(),
+        );
+    }
+    running.shutdown().await;
+
+    // Proofs at a large tree size, in memory as the service holds the tree.
+    let n = args.proof_leaves;
+    let started = Instant::now();
+    let tree = Tree::from_leaf_hashes((0..n).map(|i| leaf_hash(&i.to_le_bytes())));
+    let build = started.elapsed();
+    let root = tree.root(n).context("root")?;
+    let samples = 10_000u64;
+    let started = Instant::now();
+    for s in 0..samples {
+        let index = (s * 7919) % n;
+        let proof = tree.inclusion_proof(index, n)?;
+        verify_inclusion(index, n, &tree.leaf(index).context("leaf")?, &proof, &root)?;
+    }
+    let inclusion = started.elapsed();
+    let started = Instant::now();
+    for s in 0..samples {
+        let first = 1 + (s * 104_729) % (n - 1);
+        let proof = tree.consistency_proof(first, n)?;
+        verify_consistency(first, n, &tree.root(first).context("root")?, &root, &proof)?;
+    }
+    let consistency = started.elapsed();
+    println!("\nMerkle tree of {n} leaves (in memory)\n");
+    println!("| operation | time |");
+    println!("|---|---|");
+    println!("| build from leaf hashes | {:.2} s |", build.as_secs_f64());
+    println!("| inclusion proof + verify | {:.1} µs |", inclusion.as_secs_f64() * 1e6 / samples as f64);
+    println!(
+        "| root at old size + consistency proof + verify | {:.1} µs |",
+        consistency.as_secs_f64() * 1e6 / samples as f64
+    );
+    Ok(())
+}
