@@ -4,8 +4,9 @@
 
 use biomatch::serve::Running;
 use biomatch::synthetic::Synthetic;
+use biomatch_auth::{TokenSigner, TokenSpec};
 use biomatch_config::{Role, ServeConfig};
-use biomatch_domain::{Principal, Role as DomainRole};
+use biomatch_domain::Role as DomainRole;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
@@ -32,8 +33,15 @@ pub async fn backends(dir: &Path) -> Vec<Backend> {
     all
 }
 
+/// The test key pair in `data_dir/keys` (kid `test`), created on first use.
+fn test_keys(data_dir: &Path) -> (PathBuf, PathBuf) {
+    biomatch_auth::keys::generate(&data_dir.join("keys"), "test").expect("test keys")
+}
+
 /// A configuration for `roles` on loopback port 0 over `backend`; `data_dir` holds local state.
+/// Every process trusts the test key and signs its own calls with it.
 pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig {
+    let (private, public) = test_keys(data_dir);
     let mut config = ServeConfig {
         roles: roles.to_vec(),
         data_dir: data_dir.to_path_buf(),
@@ -41,6 +49,8 @@ pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig
         http_addr: "127.0.0.1:0".parse().expect("address"),
         ..ServeConfig::default()
     };
+    config.auth.public_keys = vec![public];
+    config.auth.service_key_file = Some(private);
     match backend {
         Backend::Sqlite(dir) => config.data_dir = dir.clone(),
         Backend::Postgres(url) => config.database_url = Some(url.clone().into()),
@@ -48,16 +58,53 @@ pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig
     config
 }
 
+/// Adds a bearer token to requests that carry none.
+#[derive(Clone)]
+pub struct WithToken(String);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !request.metadata().contains_key(biomatch_auth::AUTHORIZATION) {
+            let value = format!("Bearer {}", self.0).parse().map_err(|_| tonic::Status::internal("token"))?;
+            request.metadata_mut().insert(biomatch_auth::AUTHORIZATION, value);
+        }
+        Ok(request)
+    }
+}
+
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, WithToken>;
+
 pub struct TestCluster {
     pub running: Running,
     pub channel: Channel,
+    pub signer: TokenSigner,
 }
 
 impl TestCluster {
     pub async fn start(config: ServeConfig) -> Self {
+        let keys = config.auth.service_key_file.clone().expect("test config names the test key");
+        let signer = TokenSigner::from_file(&keys, "biomatch", "biomatch").expect("signer");
         let running = biomatch::serve::start(config).await.expect("cluster starts");
         let channel = biomatch_client_channel(&format!("http://{}", running.grpc_addr));
-        Self { running, channel }
+        Self { running, channel, signer }
+    }
+
+    /// A token of `role` for `subject`, valid ten minutes.
+    pub fn token(&self, role: DomainRole, subject: &str) -> String {
+        self.signer.issue(&TokenSpec::new(subject, role, std::time::Duration::from_secs(600))).expect("token")
+    }
+
+    /// A kiosk token scoped to `gallery` for purpose `border`.
+    pub fn kiosk_token(&self, gallery: &str) -> String {
+        let mut spec = TokenSpec::new("kiosk-1", DomainRole::Kiosk, std::time::Duration::from_secs(600));
+        spec.device = "lane-1".into();
+        spec.galleries = Some(vec![gallery.to_owned()]);
+        spec.purposes = Some(vec![PURPOSE.to_owned()]);
+        self.signer.issue(&spec).expect("token")
+    }
+
+    fn as_role(&self, role: DomainRole, subject: &str) -> WithToken {
+        WithToken(self.token(role, subject))
     }
 
     /// The whole cluster in one process, as `serve --role all` runs it.
@@ -65,16 +112,32 @@ impl TestCluster {
         Self::start(config(backend, data_dir, &[Role::All])).await
     }
 
-    pub fn ingest(&self) -> IngestServiceClient<Channel> {
-        IngestServiceClient::new(self.channel.clone())
+    /// Clients acting in the role each service is for, unless a request carries its own token:
+    /// galleries as an administrator, subjects as an enroller, searches as an analyst, the log
+    /// as an auditor.
+    pub fn galleries(&self) -> IngestServiceClient<Authed> {
+        IngestServiceClient::with_interceptor(self.channel.clone(), self.as_role(DomainRole::Admin, "ops-1"))
     }
 
-    pub fn search(&self) -> SearchServiceClient<Channel> {
-        SearchServiceClient::new(self.channel.clone())
+    pub fn ingest(&self) -> IngestServiceClient<Authed> {
+        IngestServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.as_role(DomainRole::Enroller, "loader-1"),
+        )
     }
 
-    pub fn audit(&self) -> AuditServiceClient<Channel> {
-        AuditServiceClient::new(self.channel.clone())
+    pub fn search(&self) -> SearchServiceClient<Authed> {
+        SearchServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.as_role(DomainRole::Analyst, "analyst-1"),
+        )
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Authed> {
+        AuditServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.as_role(DomainRole::Auditor, "auditor-1"),
+        )
     }
 }
 
@@ -102,9 +165,10 @@ pub async fn enrolled_gallery(
         dimension,
         shard_count: shards,
         threshold: Some(0.45),
+        allowed_purposes: vec![PURPOSE.into()],
         ..Default::default()
     };
-    ingest.create_gallery(as_admin(create)).await.expect("gallery created");
+    cluster.galleries().create_gallery(create).await.expect("gallery created");
     let mut synthetic = Synthetic::new(dimension as usize, seed);
     let centres: Vec<Vec<f32>> = (0..subjects).map(|_| synthetic.identity()).collect();
     let requests: Vec<EnrollRequest> = centres
@@ -118,17 +182,13 @@ pub async fn enrolled_gallery(
             idempotency_key: format!("{name}-{i}"),
         })
         .collect();
-    let response =
-        ingest.batch_enroll(as_admin(tokio_stream::iter(requests))).await.expect("enrolled").into_inner();
+    let response = ingest.batch_enroll(tokio_stream::iter(requests)).await.expect("enrolled").into_inner();
     assert_eq!(response.accepted as usize, subjects, "{:?}", response.failures.first());
     (synthetic, centres, response.last_change_seq)
 }
 
-/// A request from an administrator (needed outside demo mode).
-pub fn as_admin<T>(message: T) -> tonic::Request<T> {
-    let admin = Principal { subject: "ops-1".into(), role: DomainRole::Admin, device: String::new() };
-    biomatch_client::request(message, &admin)
-}
+/// The purpose every test gallery allows.
+pub const PURPOSE: &str = "border";
 
 pub fn subject_id(i: usize) -> String {
     format!("s{i:05}")
@@ -145,9 +205,10 @@ pub async fn identify(
         probe: embedding(probe),
         k: 5,
         min_change_seq,
+        purpose: PURPOSE.into(),
         ..Default::default()
     };
-    let kiosk = Principal { subject: "kiosk-1".into(), role: DomainRole::Kiosk, device: "lane-1".into() };
+    let kiosk = cluster.kiosk_token(gallery);
     cluster
         .search()
         .identify(biomatch_client::request(request, &kiosk))

@@ -3,7 +3,7 @@
 
 use biomatch_config::Role;
 use biomatch_proto::v1::ListLeavesRequest;
-use biomatch_tests::{TestCluster, as_admin, backends, config, enrolled_gallery, identify};
+use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
 use std::collections::HashMap;
 use tonic::Code;
 
@@ -63,7 +63,7 @@ async fn no_answer_leaves_without_a_committed_leaf() {
         loop {
             let page = audit
                 .audit()
-                .list_leaves(as_admin(ListLeavesRequest { start, count: 1000 }))
+                .list_leaves(ListLeavesRequest { start, count: 1000 })
                 .await
                 .expect("leaves")
                 .into_inner()

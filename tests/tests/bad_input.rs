@@ -5,9 +5,8 @@ use biomatch_proto::v1::{
     CreateGalleryRequest, EnrollMode, EnrollRequest, Gallery, GetGalleryRequest, IdentifyRequest, Probe,
     VerifyRequest, probe,
 };
-use biomatch_tests::{TestCluster, backends, embedding, enrolled_gallery};
+use biomatch_tests::{Authed, PURPOSE, TestCluster, backends, embedding, enrolled_gallery};
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn enroll(gallery: &str, subject: &str, values: Vec<f32>, key: &str) -> EnrollRequest {
     EnrollRequest {
@@ -23,7 +22,7 @@ fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
     result.map(|_| ()).expect_err("refused").code()
 }
 
-async fn gallery(ingest: &mut IngestServiceClient<Channel>) -> Gallery {
+async fn gallery(ingest: &mut IngestServiceClient<Authed>) -> Gallery {
     ingest.get_gallery(GetGalleryRequest { name: "g".into() }).await.expect("gallery").into_inner()
 }
 
@@ -76,12 +75,18 @@ async fn bad_requests_get_precise_statuses_and_write_nothing() {
         let create = |name: &str, dimension: u32| CreateGalleryRequest {
             name: name.into(),
             dimension,
+            allowed_purposes: vec![PURPOSE.into()],
             ..Default::default()
         };
-        assert_eq!(code(ingest.create_gallery(create("", 8)).await), Code::InvalidArgument);
-        assert_eq!(code(ingest.create_gallery(create("bad name", 8)).await), Code::InvalidArgument);
-        assert_eq!(code(ingest.create_gallery(create("z", 0)).await), Code::InvalidArgument);
-        assert_eq!(code(ingest.create_gallery(create("g", 64)).await), Code::AlreadyExists);
+        assert_eq!(code(cluster.galleries().create_gallery(create("", 8)).await), Code::InvalidArgument);
+        assert_eq!(
+            code(cluster.galleries().create_gallery(create("bad name", 8)).await),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(cluster.galleries().create_gallery(create("z", 0)).await), Code::InvalidArgument);
+        assert_eq!(code(cluster.galleries().create_gallery(create("g", 64)).await), Code::AlreadyExists);
+        let no_purpose = CreateGalleryRequest { allowed_purposes: vec![], ..create("p", 8) };
+        assert_eq!(code(cluster.galleries().create_gallery(no_purpose).await), Code::InvalidArgument);
 
         // Identify and verify
         let identify = |gallery: &str, values: Vec<f32>, k: u32| IdentifyRequest {
@@ -89,6 +94,7 @@ async fn bad_requests_get_precise_statuses_and_write_nothing() {
             probe: embedding(values),
             k,
             min_change_seq: seq,
+            purpose: PURPOSE.into(),
             ..Default::default()
         };
         let good = synthetic.sample(&centres[0]);
@@ -106,6 +112,7 @@ async fn bad_requests_get_precise_statuses_and_write_nothing() {
             gallery: "g".into(),
             subject_id: "never-enrolled".into(),
             probe: embedding(good.clone()),
+            purpose: PURPOSE.into(),
             ..Default::default()
         };
         assert_eq!(code(search.verify(verify).await), Code::NotFound);

@@ -4,7 +4,7 @@ use biomatch_proto::v1::{
     CreateGalleryRequest, Decision, DeleteGalleryRequest, GetGalleryRequest, ListLeavesRequest, Operation,
     QueryAuditRequest, ReviewCandidateRequest, ReviewOutcome, VerifyRequest,
 };
-use biomatch_tests::{TestCluster, backends, embedding, enrolled_gallery, identify};
+use biomatch_tests::{PURPOSE, TestCluster, backends, embedding, enrolled_gallery, identify};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,6 +21,7 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
         subject_id: subject.into(),
         probe: embedding(probe),
         min_change_seq: seq,
+        purpose: PURPOSE.into(),
         ..Default::default()
     };
     let genuine =
@@ -71,7 +72,7 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
     );
 
     // A gallery that lists purposes refuses searches for any other.
-    let mut ingest = cluster.ingest();
+    let mut ingest = cluster.galleries();
     ingest
         .create_gallery(CreateGalleryRequest {
             name: "watch".into(),
@@ -105,7 +106,12 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
     let err = identify(&cluster, "g", probe.clone(), deleted.change_seq).await.expect_err("gone");
     assert_eq!(err.code(), Code::NotFound);
     ingest
-        .create_gallery(CreateGalleryRequest { name: "g".into(), dimension: 128, ..Default::default() })
+        .create_gallery(CreateGalleryRequest {
+            name: "g".into(),
+            dimension: 128,
+            allowed_purposes: vec![PURPOSE.into()],
+            ..Default::default()
+        })
         .await
         .expect("name reused");
     let fresh =

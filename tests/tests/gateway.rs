@@ -10,35 +10,67 @@ async fn rest_identify_and_errors() {
     let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 64, 2, 200, 21).await;
     let base = format!("http://{}", cluster.running.http_addr.expect("gateway runs"));
     let http = reqwest::Client::new();
+    let analyst = format!("Bearer {}", cluster.token(biomatch_domain::Role::Analyst, "analyst-1"));
 
     let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
     assert_eq!(health.status(), 200);
 
     let probe = synthetic.sample(&centres[42]);
     let body = serde_json::json!({"embedding": probe, "k": 3, "min_change_seq": seq, "purpose": "border"});
-    let r = http.post(format!("{base}/v1/galleries/g/identify")).json(&body).send().await.expect("identify");
+    let r = http
+        .post(format!("{base}/v1/galleries/g/identify"))
+        .json(&body)
+        .header("authorization", &analyst)
+        .send()
+        .await
+        .expect("identify");
     assert_eq!(r.status(), 200);
     let json: serde_json::Value = r.json().await.expect("json");
     assert_eq!(json["decision"], "mate");
     assert_eq!(json["candidates"][0]["subject_id"], "s00042");
     assert_eq!(json["candidates"].as_array().map(Vec::len), Some(3));
 
-    let wrong = serde_json::json!({"embedding": [1.0, 2.0]});
-    let r = http.post(format!("{base}/v1/galleries/g/identify")).json(&wrong).send().await.expect("identify");
+    let wrong = serde_json::json!({"embedding": [1.0, 2.0], "purpose": "border"});
+    let r = http
+        .post(format!("{base}/v1/galleries/g/identify"))
+        .json(&wrong)
+        .header("authorization", &analyst)
+        .send()
+        .await
+        .expect("identify");
     assert_eq!(r.status(), 400);
     let json: serde_json::Value = r.json().await.expect("json");
     assert_eq!(json["error"]["code"], "INVALID_ARGUMENT");
 
-    let r =
-        http.post(format!("{base}/v1/galleries/nope/identify")).json(&body).send().await.expect("identify");
+    let r = http
+        .post(format!("{base}/v1/galleries/nope/identify"))
+        .json(&body)
+        .header("authorization", &analyst)
+        .send()
+        .await
+        .expect("identify");
     assert_eq!(r.status(), 404);
     let r = http
         .post(format!("{base}/v1/galleries/g/identify"))
         .header("content-type", "application/json")
+        .header("authorization", &analyst)
         .body("{not json")
         .send()
         .await
         .expect("identify");
     assert_eq!(r.status(), 400);
+    // No token, or a forged one: 401 with a JSON error.
+    let r = http.post(format!("{base}/v1/galleries/g/identify")).json(&body).send().await.expect("identify");
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{base}/v1/galleries/g/identify"))
+        .json(&body)
+        .header("authorization", "Bearer eyJhbGciOiJub25lIn0.e30.")
+        .send()
+        .await
+        .expect("identify");
+    assert_eq!(r.status(), 401);
+    let json: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(json["error"]["code"], "UNAUTHENTICATED");
     cluster.running.shutdown().await;
 }

@@ -34,7 +34,8 @@ pub struct AuditServer {
     clock: Clock,
 }
 
-const READERS: &[Role] = &[Role::Auditor, Role::Admin];
+/// Separation of duties: only auditors read the log.
+const READERS: &[Role] = &[Role::Auditor];
 /// Checkpoints, proofs and the public key are for anyone who can authenticate.
 const ANYONE: &[Role] =
     &[Role::Kiosk, Role::Analyst, Role::Enroller, Role::Auditor, Role::Admin, Role::Service];
@@ -78,6 +79,21 @@ impl AuditServer {
         let mut record = convert::empty_record(principal, Operation::AuditRead, (self.clock)());
         record.detail = detail;
         self.append_record(record, None).await.map(|_| ())
+    }
+
+    /// The audited role check: a refusal becomes an `access_denied` leaf.
+    async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
+        if allowed.contains(&principal.role) {
+            return Ok(());
+        }
+        let what = format!("role {} may not call {rpc}", principal.role);
+        let mut record = convert::empty_record(principal, Operation::AccessDenied, (self.clock)());
+        record.outcome = "PERMISSION_DENIED".into();
+        record.detail = what.clone();
+        if self.append_record(record, None).await.is_err() {
+            tracing::warn!("a refusal could not be audited");
+        }
+        Err(status_with(ErrorClass::PermissionDenied, what))
     }
 
     fn to_proto_checkpoint(&self, row: CheckpointRow) -> Checkpoint {
@@ -124,7 +140,7 @@ fn proof_error(e: biomatch_auditlog::merkle::ProofError) -> Status {
 impl AuditService for AuditServer {
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, &[Role::Service, Role::Admin])?;
+        self.require(&principal, &[Role::Service], "AuditService/Append").await?;
         let AppendRequest { event, idempotency_key } = request.into_inner();
         let event = event.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "event is required"))?;
         let record = event_to_record(event, (self.clock)())?;
@@ -138,7 +154,7 @@ impl AuditService for AuditServer {
         request: Request<QueryAuditRequest>,
     ) -> Result<Response<QueryAuditResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, READERS)?;
+        self.require(&principal, READERS, "AuditService/Query").await?;
         let QueryAuditRequest {
             actor_subject,
             operation,
@@ -184,7 +200,7 @@ impl AuditService for AuditServer {
         request: Request<ListLeavesRequest>,
     ) -> Result<Response<ListLeavesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, READERS)?;
+        self.require(&principal, READERS, "AuditService/ListLeaves").await?;
         let ListLeavesRequest { start, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(1000) };
         let store = self.log.store();
@@ -200,7 +216,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<Checkpoint>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetCheckpoint").await?;
         let row = if request.get_ref().sign_now {
             Some(self.log.sign_checkpoint().await.map_err(|e| status_from(&e))?)
         } else {
@@ -215,7 +231,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<ListCheckpointsRequest>,
     ) -> Result<Response<ListCheckpointsResponse>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/ListCheckpoints").await?;
         let ListCheckpointsRequest { after_size, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(10_000) };
         let rows = self.log.store().checkpoints(after_size, count).await.map_err(|e| status_from(&e))?;
@@ -228,7 +244,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<InclusionProofRequest>,
     ) -> Result<Response<InclusionProof>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetInclusionProof").await?;
         let InclusionProofRequest { leaf_index, tree_size } = request.into_inner();
         let tree_size = self.proof_size(tree_size).await?;
         let hashes = self.log.inclusion_proof(leaf_index, tree_size).map_err(proof_error)?;
@@ -243,7 +259,8 @@ impl AuditService for AuditServer {
         &self,
         request: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProof>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetConsistencyProof")
+            .await?;
         let ConsistencyProofRequest { from_size, to_size } = request.into_inner();
         let to_size = self.proof_size(to_size).await?;
         let hashes = self.log.consistency_proof(from_size, to_size).map_err(proof_error)?;
@@ -258,7 +275,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<GetPublicKeyRequest>,
     ) -> Result<Response<PublicKey>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, ANYONE)?;
+        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetPublicKey").await?;
         let key = self.log.key().verifying_key();
         Ok(Response::new(PublicKey {
             algorithm: "Ed25519".into(),

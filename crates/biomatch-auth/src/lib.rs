@@ -1,53 +1,96 @@
-//! The one place in the request pipeline where a request's [`Principal`] is established, for gRPC
-//! (a tonic interceptor) and REST (the gateway calls [`Authenticator::authenticate`] with its
-//! headers). Handlers only ever read the principal from the request's extensions.
+//! Who is asking: the one place in the request pipeline where a request's [`Principal`] is
+//! established, for gRPC (a tonic interceptor) and REST (the gateway calls
+//! [`Authenticator::authenticate`] with its headers). Handlers only read the principal from the
+//! request's extensions and check it with [`require_role`].
 //!
-//! Today the principal comes from request metadata (`x-biomatch-subject`, `x-biomatch-role`,
-//! `x-biomatch-device`). In `--role all` demo mode a request without them is the clearly named
-//! demo administrator; outside demo mode it is refused. JWT validation replaces the metadata
-//! reading here, without touching any handler.
+//! Every call carries `authorization: Bearer <JWT>`. One algorithm is pinned (EdDSA / Ed25519);
+//! the key is chosen by the token's `kid` among the trusted public keys; `exp`, `iss`, `aud` and
+//! `sub` are required, with at most 30 s of leeway; a token marked `single_use` is refused the second
+//! time its `jti` is seen. Services call each other with short-lived service tokens minted by
+//! [`ServiceCredentials`]. Keys: [`keys`]; tokens: [`token`].
+
+pub mod keys;
+pub mod token;
+
+pub use keys::{KeyError, KeySet, TokenSigner};
+pub use token::{Claims, ReplayGuard, ServiceCredentials, TokenSpec};
 
 use biomatch_domain::{ErrorClass, Principal, Role};
-use tonic::metadata::MetadataMap;
+use std::sync::Arc;
 
-pub const SUBJECT_HEADER: &str = "x-biomatch-subject";
-pub const ROLE_HEADER: &str = "x-biomatch-role";
-pub const DEVICE_HEADER: &str = "x-biomatch-device";
+pub const AUTHORIZATION: &str = "authorization";
 
-#[derive(Debug, Clone, Copy)]
+/// Validates bearer tokens against a set of trusted keys.
+#[derive(Clone)]
 pub struct Authenticator {
-    demo: bool,
+    keys: Arc<KeySet>,
+    issuer: String,
+    audience: String,
+    leeway_secs: u64,
+    replay: Arc<ReplayGuard>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+fn unauthenticated(message: impl Into<String>) -> tonic::Status {
+    biomatch_proto::status_with(ErrorClass::Unauthenticated, message)
 }
 
 impl Authenticator {
-    /// `demo`: requests that name no principal act as [`Principal::demo`].
-    pub fn new(demo: bool) -> Self {
-        Self { demo }
+    pub fn new(keys: KeySet, issuer: &str, audience: &str, leeway_secs: u64) -> Self {
+        Self {
+            keys: Arc::new(keys),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_secs: leeway_secs.min(30),
+            replay: Arc::new(ReplayGuard::default()),
+        }
     }
 
-    /// Reads the principal from request headers (`get` looks one up by lower-case name).
+    /// Validates the bearer token in the headers (`get` looks one up by lower-case name).
     pub fn authenticate<'a>(
         &self,
         get: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Principal, tonic::Status> {
-        let Some(subject) = get(SUBJECT_HEADER).filter(|s| !s.is_empty()) else {
-            if self.demo {
-                return Ok(Principal::demo());
+        self.check(get, true)
+    }
+
+    /// As [`Self::authenticate`], without spending a single-use token: for a front (the gateway)
+    /// that forwards the token to the service that spends it.
+    pub fn authenticate_forwarded<'a>(
+        &self,
+        get: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Principal, tonic::Status> {
+        self.check(get, false)
+    }
+
+    fn check<'a>(
+        &self,
+        get: impl Fn(&str) -> Option<&'a str>,
+        spend: bool,
+    ) -> Result<Principal, tonic::Status> {
+        let header = get(AUTHORIZATION).ok_or_else(|| unauthenticated("a bearer token is required"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| unauthenticated("authorization must be a bearer token"))?;
+        let claims = token::validate(token, &self.keys, &self.issuer, &self.audience, self.leeway_secs)
+            .map_err(|e| unauthenticated(e.to_string()))?;
+        if claims.single_use {
+            let jti = claims.jti.as_deref().filter(|j| !j.is_empty());
+            let jti = jti.ok_or_else(|| unauthenticated("a single-use token needs a jti"))?;
+            if spend && !self.replay.first_use(jti, claims.exp) {
+                return Err(unauthenticated("token was already used"));
             }
-            return Err(biomatch_proto::status_with(
-                ErrorClass::Unauthenticated,
-                "request names no principal",
-            ));
-        };
-        let role: Role = get(ROLE_HEADER)
-            .ok_or_else(|| biomatch_proto::status_with(ErrorClass::Unauthenticated, "request names no role"))?
-            .parse()
-            .map_err(|e: String| biomatch_proto::status_with(ErrorClass::Unauthenticated, e))?;
-        Ok(Principal {
-            subject: subject.to_owned(),
-            role,
-            device: get(DEVICE_HEADER).unwrap_or("").to_owned(),
-        })
+        }
+        claims.principal().map_err(unauthenticated)
     }
 
     /// A tonic interceptor that puts the principal into the request's extensions.
@@ -63,6 +106,15 @@ impl Authenticator {
     }
 }
 
+/// The principal the pipeline established for this request.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| unauthenticated("request was not authenticated"))
+}
+
 /// Refuses a principal whose role is not among `allowed`.
 pub fn require_role(principal: &Principal, allowed: &[Role]) -> Result<(), tonic::Status> {
     if allowed.contains(&principal.role) {
@@ -75,73 +127,14 @@ pub fn require_role(principal: &Principal, allowed: &[Role]) -> Result<(), tonic
     }
 }
 
-/// The principal the pipeline established for this request.
-pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
-    request.extensions().get::<Principal>().cloned().ok_or_else(|| {
-        biomatch_proto::status_with(ErrorClass::Unauthenticated, "request was not authenticated")
-    })
-}
-
-/// Names `principal` in outgoing request metadata (clients and service-to-service calls).
-pub fn attach(metadata: &mut MetadataMap, principal: &Principal) {
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = value.parse() {
-            metadata.insert(name, v);
-        }
-    };
-    put(SUBJECT_HEADER, &principal.subject);
-    put(ROLE_HEADER, principal.role.as_str());
-    if !principal.device.is_empty() {
-        put(DEVICE_HEADER, &principal.device);
+/// A request carrying a bearer token.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert(AUTHORIZATION, value);
     }
-}
-
-/// The principal a service uses for its own calls to other roles.
-pub fn service_principal(role_name: &str) -> Principal {
-    Principal { subject: format!("biomatch-{role_name}"), role: Role::Service, device: String::new() }
+    request
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
-    #[test]
-    fn reads_principal_from_headers() {
-        let h = headers(&[(SUBJECT_HEADER, "kiosk-7"), (ROLE_HEADER, "kiosk"), (DEVICE_HEADER, "lane-2")]);
-        let p = Authenticator::new(false).authenticate(|n| h.get(n).map(String::as_str)).expect("ok");
-        assert_eq!(p, Principal { subject: "kiosk-7".into(), role: Role::Kiosk, device: "lane-2".into() });
-    }
-
-    #[test]
-    fn demo_default_only_in_demo_mode() {
-        let h = headers(&[]);
-        let demo = Authenticator::new(true).authenticate(|n| h.get(n).map(String::as_str)).expect("demo");
-        assert_eq!(demo, Principal::demo());
-        let err =
-            Authenticator::new(false).authenticate(|n| h.get(n).map(String::as_str)).expect_err("refused");
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    }
-
-    #[test]
-    fn unknown_role_is_refused() {
-        let h = headers(&[(SUBJECT_HEADER, "x"), (ROLE_HEADER, "root")]);
-        let err =
-            Authenticator::new(true).authenticate(|n| h.get(n).map(String::as_str)).expect_err("refused");
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    }
-
-    #[test]
-    fn attach_round_trips() {
-        let mut request = tonic::Request::new(());
-        let p = Principal { subject: "a".into(), role: Role::Analyst, device: String::new() };
-        attach(request.metadata_mut(), &p);
-        let mut intercept = Authenticator::new(false).interceptor();
-        let request = intercept(request).expect("authenticated");
-        assert_eq!(principal(&request).expect("present"), p);
-    }
-}
+mod tests;

@@ -1,14 +1,16 @@
-//! Connecting to other biomatch roles: lazily connected channels, requests that carry a principal,
-//! and the fail-closed audit append every writing or searching role uses before it answers.
+//! Connecting to other biomatch roles: lazily connected channels, requests that carry a bearer
+//! token, the fail-closed audit append every writing or searching role uses before it answers, and
+//! the audited refusal of a request.
 
 mod probe;
 
 pub use probe::{GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
 
-use biomatch_domain::{ErrorClass, Principal};
+use biomatch_auth::ServiceCredentials;
+use biomatch_domain::{ErrorClass, Principal, Role};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
-use biomatch_proto::v1::{Actor, AppendRequest, AppendResponse, AuditEvent};
+use biomatch_proto::v1::{Actor, AppendRequest, AppendResponse, AuditEvent, Operation};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -22,6 +24,11 @@ pub fn channel(url: &str) -> Result<Channel, String> {
     Ok(endpoint.connect_lazy())
 }
 
+/// A request carrying `token` as its bearer token.
+pub fn request<T>(message: T, token: &str) -> tonic::Request<T> {
+    biomatch_auth::bearer(message, token)
+}
+
 /// The audit log's view of a principal.
 pub fn actor(principal: &Principal) -> Actor {
     Actor {
@@ -31,23 +38,19 @@ pub fn actor(principal: &Principal) -> Actor {
     }
 }
 
-/// A request carrying `principal` in its metadata.
-pub fn request<T>(message: T, principal: &Principal) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    biomatch_auth::attach(request.metadata_mut(), principal);
-    request
-}
-
 /// Appends an audit event and waits for the commit. Any failure is `UNAVAILABLE`: the caller must
 /// then answer its own client with that error and no result.
 pub async fn append_audit(
     client: &AuditServiceClient<Channel>,
-    service: &Principal,
+    service: &ServiceCredentials,
     event: AuditEvent,
     idempotency_key: String,
 ) -> Result<AppendResponse, tonic::Status> {
     let mut client = client.clone();
-    match client.append(request(AppendRequest { event: Some(event), idempotency_key }, service)).await {
+    match client
+        .append(request(AppendRequest { event: Some(event), idempotency_key }, &service.token()))
+        .await
+    {
         Ok(response) => Ok(response.into_inner()),
         Err(status) => {
             tracing::warn!(code = ?status.code(), "audit append failed, refusing to answer");
@@ -56,5 +59,61 @@ pub async fn append_audit(
                 "audit log unavailable: no unaudited result is returned",
             ))
         }
+    }
+}
+
+/// Refuses a request with `PERMISSION_DENIED` after recording the refusal in the audit log
+/// (best effort: the refusal stands even when the log cannot be reached).
+pub async fn deny(
+    audit: &AuditServiceClient<Channel>,
+    service: &ServiceCredentials,
+    principal: &Principal,
+    gallery: &str,
+    what: String,
+) -> tonic::Status {
+    let event = AuditEvent {
+        actor: Some(actor(principal)),
+        operation: Operation::AccessDenied.into(),
+        gallery: gallery.to_owned(),
+        outcome: "PERMISSION_DENIED".into(),
+        detail: what.clone(),
+        ..Default::default()
+    };
+    let key = format!("denied:{}", uuid::Uuid::new_v4());
+    if append_audit(audit, service, event, key).await.is_err() {
+        tracing::warn!("a refusal could not be audited");
+    }
+    status_with(ErrorClass::PermissionDenied, what)
+}
+
+/// Checks the caller's role; a refusal is audited.
+pub async fn require(
+    audit: &AuditServiceClient<Channel>,
+    service: &ServiceCredentials,
+    principal: &Principal,
+    allowed: &[Role],
+    rpc: &str,
+) -> Result<(), tonic::Status> {
+    if allowed.contains(&principal.role) {
+        return Ok(());
+    }
+    Err(deny(audit, service, principal, "", format!("role {} may not call {rpc}", principal.role)).await)
+}
+
+/// The audited role check for roles that otherwise never talk to the audit log.
+#[derive(Clone)]
+pub struct Guard {
+    pub audit: AuditServiceClient<Channel>,
+    pub creds: std::sync::Arc<ServiceCredentials>,
+}
+
+impl Guard {
+    pub async fn require(
+        &self,
+        principal: &Principal,
+        allowed: &[Role],
+        rpc: &str,
+    ) -> Result<(), tonic::Status> {
+        require(&self.audit, &self.creds, principal, allowed, rpc).await
     }
 }

@@ -1,6 +1,7 @@
 //! Turning a probe (photo or vector) into a template of a gallery's model and dimension.
 
-use biomatch_domain::{Classified, ErrorClass, Principal, Template};
+use biomatch_auth::ServiceCredentials;
+use biomatch_domain::{Classified, ErrorClass, Template};
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::{EmbedOptions, EmbedRequest, Embedding, Probe, probe};
 use biomatch_proto::{status_from, status_with};
@@ -27,7 +28,7 @@ pub struct ResolvedProbe {
 /// Images are kept in memory for this call only.
 pub async fn resolve_probe(
     embed: &EmbedServiceClient<Channel>,
-    service: &Principal,
+    service: &ServiceCredentials,
     probe: Option<Probe>,
     gallery: &GalleryModel,
 ) -> Result<ResolvedProbe, Status> {
@@ -43,7 +44,7 @@ pub async fn resolve_probe(
             let options = EmbedOptions { max_faces: 1, min_face_size: 0, largest_face_only: true };
             let mut client = embed.clone();
             let response = client
-                .embed(crate::request(EmbedRequest { image, options: Some(options) }, service))
+                .embed(crate::request(EmbedRequest { image, options: Some(options) }, &service.token()))
                 .await?
                 .into_inner();
             let face = response.faces.into_iter().next().ok_or_else(|| {

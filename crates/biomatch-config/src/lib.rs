@@ -82,6 +82,37 @@ impl Default for SearchConfig {
     }
 }
 
+/// Token validation. Outside `--role all` demo mode, `public_keys` or `jwks_file`, and
+/// `service_key_file`, are required: there is no default key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Trusted Ed25519 public keys (PEM); each file's name is its key id (`KID.pub.pem`).
+    pub public_keys: Vec<PathBuf>,
+    /// Trusted keys as a JWKS file (OKP / Ed25519 keys with a `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// This process's private key (`KID.key.pem`) for the service tokens it sends to other roles;
+    /// its public key must be among the trusted keys.
+    pub service_key_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp`, at most 30 s.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "biomatch".into(),
+            audience: "biomatch".into(),
+            public_keys: Vec::new(),
+            jwks_file: None,
+            service_key_file: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuditConfig {
@@ -115,6 +146,7 @@ pub struct ServeConfig {
     pub matcher: MatcherConfig,
     pub search: SearchConfig,
     pub audit: AuditConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for ServeConfig {
@@ -130,6 +162,7 @@ impl Default for ServeConfig {
             matcher: MatcherConfig::default(),
             search: SearchConfig::default(),
             audit: AuditConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -175,6 +208,9 @@ impl ServeConfig {
             return Err(ConfigError::Invalid("intervals and timeouts must be positive".into()));
         }
         self.matcher_shards()?;
+        if self.auth.leeway_secs > 30 {
+            return Err(ConfigError::Invalid("auth.leeway_secs must be at most 30".into()));
+        }
         if self.audit.origin.is_empty() || self.audit.origin.contains(char::is_whitespace) {
             return Err(ConfigError::Invalid("audit.origin must be non-empty without whitespace".into()));
         }

@@ -44,17 +44,51 @@ impl FromStr for Role {
     }
 }
 
-/// The authenticated caller: token subject, role and (for kiosks) the device it runs on.
+/// The authenticated caller: token subject, role, the device it runs on (kiosks), and the
+/// galleries and purposes its token is limited to (`None`: not limited by the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub subject: String,
     pub role: Role,
     pub device: String,
+    pub galleries: Option<Vec<String>>,
+    pub purposes: Option<Vec<String>>,
 }
 
 impl Principal {
-    /// The principal used in `--role all` demo mode when a request names none.
-    pub fn demo() -> Self {
-        Self { subject: "demo-admin".to_owned(), role: Role::Admin, device: String::new() }
+    pub fn new(subject: &str, role: Role) -> Self {
+        Self { subject: subject.to_owned(), role, device: String::new(), galleries: None, purposes: None }
+    }
+
+    /// Another biomatch role.
+    pub fn service(subject: &str) -> Self {
+        Self::new(subject, Role::Service)
+    }
+
+    /// Whether the token lets this caller search `gallery` for `purpose`. Kiosk tokens must name
+    /// both their galleries and their purposes.
+    pub fn may_search(&self, gallery: &str, purpose: &str) -> bool {
+        let listed = |scope: &Option<Vec<String>>, value: &str| match scope {
+            Some(list) => list.iter().any(|v| v == value),
+            None => self.role != Role::Kiosk,
+        };
+        listed(&self.galleries, gallery) && listed(&self.purposes, purpose)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kiosks_search_only_what_their_token_names() {
+        let mut kiosk = Principal::new("k", Role::Kiosk);
+        assert!(!kiosk.may_search("g", "border"), "a kiosk token without scopes may search nothing");
+        kiosk.galleries = Some(vec!["g".into()]);
+        kiosk.purposes = Some(vec!["border".into()]);
+        assert!(kiosk.may_search("g", "border"));
+        assert!(!kiosk.may_search("other", "border"));
+        assert!(!kiosk.may_search("g", "marketing"));
+        assert!(Principal::new("a", Role::Analyst).may_search("g", "border"));
     }
 }

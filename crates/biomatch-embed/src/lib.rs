@@ -3,14 +3,25 @@
 //! No face model is wired in yet, so both RPCs answer `UNIMPLEMENTED` with a message saying what
 //! works instead (sending embeddings). Galleries and probes built from vectors work end to end.
 
-use biomatch_domain::ErrorClass;
+use biomatch_client::Guard;
+use biomatch_domain::{ErrorClass, Role};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::embed_service_server::EmbedService;
 use biomatch_proto::v1::{DescribeModelRequest, EmbedRequest, EmbedResponse, ModelInfo};
 use tonic::{Request, Response, Status};
 
-#[derive(Debug, Default)]
-pub struct EmbedServer;
+pub struct EmbedServer {
+    guard: Guard,
+}
+
+impl EmbedServer {
+    pub fn new(guard: Guard) -> Self {
+        Self { guard }
+    }
+}
+
+/// Photos reach the embed role only through ingest and search.
+const CALLERS: &[Role] = &[Role::Service];
 
 fn not_yet() -> Status {
     status_with(
@@ -22,7 +33,7 @@ fn not_yet() -> Status {
 #[tonic::async_trait]
 impl EmbedService for EmbedServer {
     async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
-        biomatch_auth::principal(&request)?;
+        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "EmbedService/Embed").await?;
         Err(not_yet())
     }
 
@@ -30,7 +41,9 @@ impl EmbedService for EmbedServer {
         &self,
         request: Request<DescribeModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
-        biomatch_auth::principal(&request)?;
+        self.guard
+            .require(&biomatch_auth::principal(&request)?, CALLERS, "EmbedService/DescribeModel")
+            .await?;
         Err(not_yet())
     }
 }

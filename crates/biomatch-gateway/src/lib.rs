@@ -2,8 +2,8 @@
 //! admins. So far: `GET /healthz`, `GET /readyz` and
 //! `POST /v1/galleries/{gallery}/identify` with an embedding.
 //!
-//! The caller's principal is established by [`biomatch_auth::Authenticator`] from the same headers
-//! as on gRPC and forwarded; errors come back as `{"error": {"code", "message"}}` with the HTTP
+//! The caller's bearer token is validated by [`biomatch_auth::Authenticator`] and forwarded to the
+//! gRPC service, which establishes the principal; errors come back as `{"error": {"code", "message"}}` with the HTTP
 //! status that [`biomatch_proto::http_status`] assigns.
 
 use axum::extract::{Path, State};
@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use biomatch_auth::Authenticator;
-use biomatch_domain::Principal;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, probe};
 use serde::{Deserialize, Serialize};
@@ -37,8 +36,13 @@ impl Gateway {
             .with_state(self)
     }
 
-    fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        self.auth.authenticate(|name| headers.get(name).and_then(|v| v.to_str().ok())).map_err(ApiError)
+    /// Validates the caller's bearer token and returns it for forwarding: the service behind
+    /// the gateway checks it again and spends it if it is single-use.
+    fn caller<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, ApiError> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        self.auth.authenticate_forwarded(get).map_err(ApiError)?;
+        let header = get(biomatch_auth::AUTHORIZATION).unwrap_or_default();
+        Ok(header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or_default())
     }
 }
 
@@ -101,7 +105,7 @@ async fn identify(
     headers: HeaderMap,
     body: Result<Json<IdentifyBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<IdentifyJson>, ApiError> {
-    let principal = gateway.principal(&headers)?;
+    let token = gateway.caller(&headers)?;
     let Json(body) = body.map_err(|e| {
         ApiError(biomatch_proto::status_with(biomatch_domain::ErrorClass::InvalidArgument, e.body_text()))
     })?;
@@ -122,7 +126,7 @@ async fn identify(
         min_change_seq: body.min_change_seq,
     };
     let mut search = gateway.search.clone();
-    let response = search.identify(biomatch_client::request(message, &principal)).await.map_err(ApiError)?;
+    let response = search.identify(biomatch_client::request(message, token)).await.map_err(ApiError)?;
     let r = response.into_inner();
     let decision = match r.decision() {
         Decision::Mate => "mate",

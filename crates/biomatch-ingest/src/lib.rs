@@ -12,6 +12,7 @@ mod events;
 mod galleries;
 mod validate;
 
+use biomatch_auth::ServiceCredentials;
 use biomatch_client::GalleryModel;
 use biomatch_domain::{Clock, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
@@ -43,7 +44,7 @@ pub struct IngestServer {
     /// Wakes in-process matchers after a commit; others poll or listen elsewhere.
     changed: Arc<Notify>,
     clock: Clock,
-    me: Principal,
+    creds: Arc<ServiceCredentials>,
 }
 
 impl IngestServer {
@@ -53,8 +54,13 @@ impl IngestServer {
         embed: EmbedServiceClient<Channel>,
         changed: Arc<Notify>,
         clock: Clock,
+        creds: Arc<ServiceCredentials>,
     ) -> Self {
-        Self { store, audit, embed, changed, clock, me: biomatch_auth::service_principal("ingest") }
+        Self { store, audit, embed, changed, clock, creds }
+    }
+
+    async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
+        biomatch_client::require(&self.audit, &self.creds, principal, allowed, rpc).await
     }
 
     async fn gallery(&self, name: &str) -> Result<GalleryRecord, Status> {
@@ -81,7 +87,7 @@ impl IngestServer {
         let mut templates = Vec::with_capacity(samples.len());
         for sample in samples {
             let resolved =
-                biomatch_client::resolve_probe(&self.embed, &self.me, Some(sample), &model).await?;
+                biomatch_client::resolve_probe(&self.embed, &self.creds, Some(sample), &model).await?;
             templates.push(resolved.template);
         }
         let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
@@ -98,13 +104,14 @@ impl IngestServer {
     }
 
     async fn audit(&self, event: biomatch_proto::v1::AuditEvent, key: String) -> Result<u64, Status> {
-        biomatch_client::append_audit(&self.audit, &self.me, event, key).await.map(|r| r.leaf_index)
+        biomatch_client::append_audit(&self.audit, &self.creds, event, key).await.map(|r| r.leaf_index)
     }
 }
 
-const ENROLLERS: &[Role] = &[Role::Enroller, Role::Admin];
-const READERS: &[Role] =
-    &[Role::Enroller, Role::Admin, Role::Analyst, Role::Kiosk, Role::Service, Role::Auditor];
+/// Separation of duties: administrators manage galleries, enrollers manage subjects.
+const ENROLLERS: &[Role] = &[Role::Enroller];
+/// Gallery settings are for staff and other roles; kiosks only search.
+const READERS: &[Role] = &[Role::Enroller, Role::Admin, Role::Analyst, Role::Service, Role::Auditor];
 
 /// The audit key of a write: derived from its idempotency key so a retry finds the same leaf.
 fn audit_key(kind: &str, idempotency_key: &str) -> String {
@@ -122,7 +129,7 @@ impl IngestService for IngestServer {
         request: Request<CreateGalleryRequest>,
     ) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, &[Role::Admin])?;
+        self.require(&principal, &[Role::Admin], "IngestService/CreateGallery").await?;
         let spec = validate::gallery_spec(request.into_inner())?;
         let record = self.store.create_gallery(&spec, (self.clock)()).await.map_err(|e| status_from(&e))?;
         self.changed.notify_one();
@@ -133,7 +140,7 @@ impl IngestService for IngestServer {
 
     async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, READERS)?;
+        self.require(&principal, READERS, "IngestService/GetGallery").await?;
         let record = self.gallery(&request.get_ref().name).await?;
         Ok(Response::new(galleries::to_proto(&record)))
     }
@@ -143,7 +150,7 @@ impl IngestService for IngestServer {
         request: Request<ListGalleriesRequest>,
     ) -> Result<Response<ListGalleriesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, READERS)?;
+        self.require(&principal, READERS, "IngestService/ListGalleries").await?;
         let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
         Ok(Response::new(ListGalleriesResponse {
             galleries: records.iter().map(galleries::to_proto).collect(),
@@ -155,7 +162,7 @@ impl IngestService for IngestServer {
         request: Request<DeleteGalleryRequest>,
     ) -> Result<Response<DeleteGalleryResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, &[Role::Admin])?;
+        self.require(&principal, &[Role::Admin], "IngestService/DeleteGallery").await?;
         let DeleteGalleryRequest { name, idempotency_key } = request.into_inner();
         let record = self.gallery(&name).await?;
         let name = validate::gallery_name(&name)?;
@@ -169,7 +176,7 @@ impl IngestService for IngestServer {
 
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, ENROLLERS)?;
+        self.require(&principal, ENROLLERS, "IngestService/Enroll").await?;
         let request = request.into_inner();
         let gallery = self.gallery(&request.gallery).await?;
         let key = request.idempotency_key.clone();
@@ -202,7 +209,7 @@ impl IngestService for IngestServer {
         request: Request<Streaming<EnrollRequest>>,
     ) -> Result<Response<BatchEnrollResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, ENROLLERS)?;
+        self.require(&principal, ENROLLERS, "IngestService/BatchEnroll").await?;
         let mut stream = request.into_inner();
         let mut batch = batch::Batch::default();
         let mut index = 0u32;
@@ -230,7 +237,7 @@ impl IngestService for IngestServer {
         request: Request<DeleteSubjectRequest>,
     ) -> Result<Response<DeleteSubjectResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, ENROLLERS)?;
+        self.require(&principal, ENROLLERS, "IngestService/DeleteSubject").await?;
         let request = request.into_inner();
         let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
         let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request;
@@ -252,7 +259,7 @@ impl IngestService for IngestServer {
 
     async fn get_subject(&self, request: Request<GetSubjectRequest>) -> Result<Response<Subject>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, &[Role::Enroller, Role::Admin, Role::Analyst])?;
+        self.require(&principal, &[Role::Enroller, Role::Analyst], "IngestService/GetSubject").await?;
         let GetSubjectRequest { gallery, subject_id } = request.into_inner();
         let gallery = self.gallery(&gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;

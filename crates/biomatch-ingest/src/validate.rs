@@ -52,6 +52,11 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
     if default_k > 1000 {
         return Err(invalid("default_k must be at most 1000"));
     }
+    if allowed_purposes.is_empty() {
+        return Err(invalid(
+            "allowed_purposes is required: the purpose codes this gallery may be searched for",
+        ));
+    }
     if allowed_purposes.iter().any(|p| p.is_empty() || p.len() > 64 || p.chars().any(char::is_whitespace)) {
         return Err(invalid("purpose codes must be 1 to 64 characters without whitespace"));
     }
@@ -79,7 +84,12 @@ mod tests {
     use super::*;
 
     fn request() -> CreateGalleryRequest {
-        CreateGalleryRequest { name: "g".into(), dimension: 128, ..Default::default() }
+        CreateGalleryRequest {
+            name: "g".into(),
+            dimension: 128,
+            allowed_purposes: vec!["border".into()],
+            ..Default::default()
+        }
     }
 
     #[test]

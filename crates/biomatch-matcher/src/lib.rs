@@ -13,6 +13,7 @@ mod sync;
 pub use shards::{Assignment, Shards};
 pub use sync::Syncer;
 
+use biomatch_client::Guard;
 use biomatch_domain::{ErrorClass, Role};
 use biomatch_proto::v1::matcher_service_server::MatcherService;
 use biomatch_proto::v1::{
@@ -25,11 +26,15 @@ use tonic::{Request, Response, Status};
 
 pub struct MatcherServer {
     syncer: Arc<Syncer>,
+    guard: Guard,
 }
 
+/// Only other biomatch roles query shards directly.
+const CALLERS: &[Role] = &[Role::Service];
+
 impl MatcherServer {
-    pub fn new(syncer: Arc<Syncer>) -> Self {
-        Self { syncer }
+    pub fn new(syncer: Arc<Syncer>, guard: Guard) -> Self {
+        Self { syncer, guard }
     }
 
     async fn shard_for(
@@ -61,7 +66,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<ShardSearchRequest>,
     ) -> Result<Response<ShardSearchResponse>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, &[Role::Service, Role::Admin])?;
+        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "MatcherService/Search").await?;
         let ShardSearchRequest { shard, queries, k, min_change_seq } = request.into_inner();
         let (shard, applied) = self.shard_for(shard, min_change_seq).await?;
         if k == 0 || k > 1000 {
@@ -116,7 +121,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<ShardScoreRequest>,
     ) -> Result<Response<ShardScoreResponse>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, &[Role::Service, Role::Admin])?;
+        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "MatcherService/Score").await?;
         let ShardScoreRequest { shard, subject_id, probe, min_change_seq } = request.into_inner();
         let (shard, _) = self.shard_for(shard, min_change_seq).await?;
         let probe =
@@ -143,7 +148,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<DescribeMatcherRequest>,
     ) -> Result<Response<DescribeMatcherResponse>, Status> {
-        biomatch_auth::require_role(&biomatch_auth::principal(&request)?, &[Role::Service, Role::Admin])?;
+        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "MatcherService/Describe").await?;
         let applied = self.syncer.applied();
         let shards = self
             .syncer

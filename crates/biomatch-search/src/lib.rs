@@ -12,6 +12,7 @@ mod router;
 pub use merge::merge_top_k;
 pub use router::Router;
 
+use biomatch_auth::ServiceCredentials;
 use biomatch_client::{GalleryModel, ResolvedProbe, actor, request, resolve_probe};
 use biomatch_domain::{Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::status_with;
@@ -24,6 +25,7 @@ use biomatch_proto::v1::{
     QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome, ScoredSubject, ShardRef,
     ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -34,10 +36,11 @@ pub struct SearchServer {
     embed: EmbedServiceClient<Channel>,
     router: Router,
     shard_timeout: Duration,
-    me: Principal,
+    creds: Arc<ServiceCredentials>,
 }
 
-const SEARCHERS: &[Role] = &[Role::Kiosk, Role::Analyst, Role::Admin];
+/// Administrators manage galleries but do not search them.
+const SEARCHERS: &[Role] = &[Role::Kiosk, Role::Analyst];
 
 impl SearchServer {
     pub fn new(
@@ -46,8 +49,38 @@ impl SearchServer {
         embed: EmbedServiceClient<Channel>,
         router: Router,
         shard_timeout: Duration,
+        creds: Arc<ServiceCredentials>,
     ) -> Self {
-        Self { ingest, audit, embed, router, shard_timeout, me: biomatch_auth::service_principal("search") }
+        Self { ingest, audit, embed, router, shard_timeout, creds }
+    }
+
+    async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
+        biomatch_client::require(&self.audit, &self.creds, principal, allowed, rpc).await
+    }
+
+    /// Purpose binding: a search names a purpose the gallery allows and the caller's token covers.
+    /// A refusal is audited.
+    async fn check_purpose(
+        &self,
+        principal: &Principal,
+        gallery: &Gallery,
+        purpose: &str,
+    ) -> Result<(), Status> {
+        let refusal = if purpose.is_empty() {
+            Some(format!("a search of gallery {} must name its purpose", gallery.name))
+        } else if !gallery.allowed_purposes.iter().any(|p| p == purpose) {
+            Some(format!("gallery {} may not be searched for purpose {purpose:?}", gallery.name))
+        } else if !principal.may_search(&gallery.name, purpose) {
+            Some(format!("this token does not cover gallery {} for purpose {purpose:?}", gallery.name))
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(()),
+            Some(what) => {
+                Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery.name, what).await)
+            }
+        }
     }
 
     async fn gallery(&self, name: &str) -> Result<Gallery, Status> {
@@ -55,8 +88,9 @@ impl SearchServer {
             return Err(status_with(ErrorClass::InvalidArgument, "gallery name must not be empty"));
         }
         let mut ingest = self.ingest.clone();
-        let gallery =
-            ingest.get_gallery(request(GetGalleryRequest { name: name.to_owned() }, &self.me)).await?;
+        let gallery = ingest
+            .get_gallery(request(GetGalleryRequest { name: name.to_owned() }, &self.creds.token()))
+            .await?;
         Ok(gallery.into_inner())
     }
 
@@ -70,7 +104,7 @@ impl SearchServer {
             model_id: gallery.model_id.clone(),
             model_version: gallery.model_version.clone(),
         };
-        resolve_probe(&self.embed, &self.me, probe, &model).await
+        resolve_probe(&self.embed, &self.creds, probe, &model).await
     }
 
     /// Asks the matchers holding one shard, in turn, until one answers within the deadline.
@@ -90,7 +124,7 @@ impl SearchServer {
                 k,
                 min_change_seq,
             };
-            let mut call = biomatch_client::request(message, &self.me);
+            let mut call = biomatch_client::request(message, &self.creds.token());
             call.set_timeout(self.shard_timeout);
             match matcher.search(call).await {
                 Ok(response) => {
@@ -106,12 +140,12 @@ impl SearchServer {
                 Err(status) => return Err(status),
             }
         }
-        self.router.refresh(&self.me).await;
+        self.router.refresh(&self.creds.token()).await;
         Err(last)
     }
 
     async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, Status> {
-        biomatch_client::append_audit(&self.audit, &self.me, event, key).await.map(|r| r.leaf_index)
+        biomatch_client::append_audit(&self.audit, &self.creds, event, key).await.map(|r| r.leaf_index)
     }
 }
 
@@ -121,17 +155,6 @@ fn retryable(status: &Status) -> bool {
         status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::NotFound | Code::Unknown | Code::Cancelled
     )
-}
-
-fn check_purpose(gallery: &Gallery, purpose: &str) -> Result<(), Status> {
-    if gallery.allowed_purposes.is_empty() || gallery.allowed_purposes.iter().any(|p| p == purpose) {
-        Ok(())
-    } else {
-        Err(status_with(
-            ErrorClass::PermissionDenied,
-            format!("gallery {} may not be searched for purpose {purpose:?}", gallery.name),
-        ))
-    }
 }
 
 fn threshold(gallery: &Gallery, requested: Option<f32>) -> Result<f32, Status> {
@@ -167,7 +190,7 @@ impl SearchService for SearchServer {
         request: Request<IdentifyRequest>,
     ) -> Result<Response<IdentifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, SEARCHERS)?;
+        self.require(&principal, SEARCHERS, "SearchService/Identify").await?;
         let IdentifyRequest {
             gallery,
             probe,
@@ -179,7 +202,7 @@ impl SearchService for SearchServer {
             min_change_seq,
         } = request.into_inner();
         let gallery = self.gallery(&gallery).await?;
-        check_purpose(&gallery, &purpose)?;
+        self.check_purpose(&principal, &gallery, &purpose).await?;
         let k = if k == 0 { gallery.default_k } else { k };
         if k > 1000 {
             return Err(status_with(ErrorClass::InvalidArgument, "k must be at most 1000"));
@@ -241,7 +264,7 @@ impl SearchService for SearchServer {
 
     async fn verify(&self, request: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, SEARCHERS)?;
+        self.require(&principal, SEARCHERS, "SearchService/Verify").await?;
         let VerifyRequest {
             gallery,
             subject_id,
@@ -252,7 +275,7 @@ impl SearchService for SearchServer {
             min_change_seq,
         } = request.into_inner();
         let gallery = self.gallery(&gallery).await?;
-        check_purpose(&gallery, &purpose)?;
+        self.check_purpose(&principal, &gallery, &purpose).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
         let threshold = threshold(&gallery, requested)?;
         let probe = self.probe(&gallery, probe).await?;
@@ -266,7 +289,7 @@ impl SearchService for SearchServer {
                 probe: Some(QueryVector { values: probe.template.values().to_vec() }),
                 min_change_seq,
             };
-            let mut call = biomatch_client::request(message, &self.me);
+            let mut call = biomatch_client::request(message, &self.creds.token());
             call.set_timeout(self.shard_timeout);
             answer = matcher.score(call).await.map(Response::into_inner);
             if !answer.as_ref().is_err_and(retryable) {
@@ -308,7 +331,7 @@ impl SearchService for SearchServer {
         request: Request<ReviewCandidateRequest>,
     ) -> Result<Response<ReviewCandidateResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        biomatch_auth::require_role(&principal, &[Role::Analyst, Role::Admin])?;
+        self.require(&principal, &[Role::Analyst], "SearchService/ReviewCandidate").await?;
         let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
             request.into_inner();
         if search_id.is_empty() {

@@ -1,7 +1,6 @@
 //! Finding the matcher that holds a shard.
 
 use biomatch_client::request;
-use biomatch_domain::Principal;
 use biomatch_proto::v1::DescribeMatcherRequest;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use std::collections::HashMap;
@@ -29,11 +28,11 @@ impl Router {
     }
 
     /// Asks every matcher what it holds.
-    pub async fn refresh(&self, service: &Principal) {
+    pub async fn refresh(&self, token: &str) {
         let mut held: HashMap<(String, u32), Vec<usize>> = HashMap::new();
         for (i, matcher) in self.matchers.iter().enumerate() {
             let mut client = matcher.clone();
-            match client.describe(request(DescribeMatcherRequest {}, service)).await {
+            match client.describe(request(DescribeMatcherRequest {}, token)).await {
                 Ok(response) => {
                     for status in response.into_inner().shards {
                         if let Some(s) = status.shard {

@@ -6,9 +6,9 @@ mod enroll;
 mod gallery;
 mod search;
 mod serve_cmd;
+mod token;
 
 use anyhow::Context;
-use biomatch_domain::Principal;
 use clap::{Args, Parser, Subcommand};
 use tonic::transport::Channel;
 
@@ -41,6 +41,9 @@ pub enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Issue tokens and make signing keys.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Benchmarks, printed as tables.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -52,10 +55,10 @@ pub struct ClientArgs {
     /// gRPC endpoint of the cluster.
     #[arg(long, env = "BIOMATCH_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
     pub endpoint: String,
-    /// Caller as SUBJECT:ROLE[:DEVICE]; unset acts as the demo administrator of a `--role all`
-    /// cluster. Replaced by signed tokens when JWT authentication lands.
-    #[arg(long, env = "BIOMATCH_PRINCIPAL", global = true)]
-    pub principal: Option<String>,
+    /// Bearer token (JWT) of the caller. A `--role all` cluster writes an admin token to
+    /// DATA_DIR/demo-admin.token; `biomatch token issue` makes others.
+    #[arg(long, env = "BIOMATCH_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -66,22 +69,13 @@ impl ClientArgs {
         biomatch_client::channel(&self.endpoint).map_err(anyhow::Error::msg)
     }
 
-    /// A request naming the caller (nothing, in demo mode).
+    /// A request carrying the caller's token.
     pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
-        match self.principal()? {
-            Some(p) => Ok(biomatch_client::request(message, &p)),
-            None => Ok(tonic::Request::new(message)),
-        }
-    }
-
-    fn principal(&self) -> anyhow::Result<Option<Principal>> {
-        let Some(spec) = &self.principal else { return Ok(None) };
-        let mut parts = spec.splitn(3, ':');
-        let subject = parts.next().filter(|s| !s.is_empty()).context("--principal needs SUBJECT:ROLE")?;
-        let role =
-            parts.next().context("--principal needs SUBJECT:ROLE")?.parse().map_err(anyhow::Error::msg)?;
-        let device = parts.next().unwrap_or("").to_owned();
-        Ok(Some(Principal { subject: subject.to_owned(), role, device }))
+        let token = self.token.as_deref().map(str::trim).filter(|t| !t.is_empty()).context(
+            "no token: pass --token or set BIOMATCH_TOKEN (a demo cluster writes one: \
+             export BIOMATCH_TOKEN=$(cat DATA_DIR/demo-admin.token))",
+        )?;
+        Ok(biomatch_client::request(message, token))
     }
 }
 
@@ -116,5 +110,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => search::verify(args).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd),
     }
 }

@@ -3,5 +3,6 @@
 //! `main.rs` only parses arguments and dispatches.
 
 pub mod cli;
+pub mod identity;
 pub mod serve;
 pub mod synthetic;

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use biomatch_audit::{AuditServer, Log};
 use biomatch_auth::Authenticator;
+use biomatch_client::Guard;
 use biomatch_config::{Role, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
@@ -110,7 +111,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     let changed = Arc::new(Notify::new());
-    let auth = Authenticator::new(config.demo());
+    let identity = crate::identity::load(&config)?;
+    let auth = identity.auth.clone();
+    let creds = identity.creds.clone();
+    let guard = Guard { audit: audit_client.clone(), creds: creds.clone() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
     let matcher = match (&gallery_store, config.runs(Role::Matcher)) {
@@ -125,7 +129,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 syncer.clone().tail(changed.clone(), Duration::from_millis(config.matcher.poll_interval_ms));
             tasks.push(spawn_until_stopped(tail, stopped.clone()));
             health_reporter.set_serving::<MatcherServiceServer<MatcherServer>>().await;
-            Some(intercept(auth, MatcherServiceServer::new(MatcherServer::new(syncer))))
+            Some(intercept(
+                auth.clone(),
+                MatcherServiceServer::new(MatcherServer::new(syncer, guard.clone())),
+            ))
         }
         _ => None,
     };
@@ -138,8 +145,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 embed_client.clone(),
                 changed.clone(),
                 clock.clone(),
+                creds.clone(),
             );
-            Some(intercept(auth, IngestServiceServer::new(server)))
+            Some(intercept(auth.clone(), IngestServiceServer::new(server)))
         }
         _ => None,
     };
@@ -157,7 +165,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 .context("cannot open the audit log")?;
             tasks.push(spawn_until_stopped(worker, stopped.clone()));
             health_reporter.set_serving::<AuditServiceServer<AuditServer>>().await;
-            Some(intercept(auth, AuditServiceServer::new(AuditServer::new(log, clock.clone()))))
+            Some(intercept(auth.clone(), AuditServiceServer::new(AuditServer::new(log, clock.clone()))))
         }
         None => None,
     };
@@ -175,14 +183,15 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             embed_client,
             Router::new(matchers),
             Duration::from_millis(config.search.shard_timeout_ms),
+            creds.clone(),
         );
-        Some(intercept(auth, SearchServiceServer::new(server)))
+        Some(intercept(auth.clone(), SearchServiceServer::new(server)))
     } else {
         None
     };
     let embed = if config.runs(Role::Embed) {
         health_reporter.set_serving::<EmbedServiceServer<EmbedServer>>().await;
-        Some(intercept(auth, EmbedServiceServer::new(EmbedServer)))
+        Some(intercept(auth.clone(), EmbedServiceServer::new(EmbedServer::new(guard.clone()))))
     } else {
         None
     };

@@ -16,7 +16,8 @@ use tonic::transport::Channel;
 
 mod common;
 
-use common::{admin, serve};
+use biomatch_domain::Role;
+use common::{Keys, serve};
 
 const WRITERS: usize = 4;
 const PER_WRITER: usize = 120;
@@ -31,16 +32,14 @@ fn event(key: &str) -> AuditEvent {
 }
 
 /// Appends until acknowledged, retrying the same key through crashes; returns (key, index).
-async fn writer(client: AuditServiceClient<Channel>, w: usize) -> Vec<(String, u64)> {
+async fn writer(client: AuditServiceClient<Channel>, w: usize, token: String) -> Vec<(String, u64)> {
     let mut acked = Vec::new();
     for n in 0..PER_WRITER {
         let key = format!("w{w}-{n}");
         loop {
             let mut c = client.clone();
-            match c
-                .append(admin(AppendRequest { event: Some(event(&key)), idempotency_key: key.clone() }))
-                .await
-            {
+            let request = AppendRequest { event: Some(event(&key)), idempotency_key: key.clone() };
+            match c.append(biomatch_client::request(request, &token)).await {
                 Ok(r) => {
                     acked.push((key.clone(), r.into_inner().leaf_index));
                     break;
@@ -57,7 +56,14 @@ fn acknowledged_leaves_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8").to_owned();
-    let mut audit = serve(&["--role", "audit", "--data-dir", &data, "--grpc-addr", "127.0.0.1:0"]);
+    let keys = Keys::new(&dir.path().join("keys"));
+    let flags = keys.flags();
+    let start = |addr: &str| {
+        let mut args = vec!["--role", "audit", "--data-dir", &data, "--grpc-addr", addr];
+        args.extend(flags.iter().map(String::as_str));
+        serve(&args)
+    };
+    let mut audit = start("127.0.0.1:0");
     let addr = audit.addr.clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let channel = runtime.block_on(async {
@@ -67,22 +73,26 @@ fn acknowledged_leaves_survive_sigkill_exactly_once() {
             .connect_lazy()
     });
     let client = AuditServiceClient::new(channel);
-    let writers: Vec<_> = (0..WRITERS).map(|w| runtime.spawn(writer(client.clone(), w))).collect();
+    let service = keys.token(biomatch_domain::Role::Service, "biomatch-search");
+    let writers: Vec<_> =
+        (0..WRITERS).map(|w| runtime.spawn(writer(client.clone(), w, service.clone()))).collect();
 
     let mut signed: Vec<(u64, Hash)> = Vec::new();
     let mut rng = rand::rng();
     for _ in 0..3 {
         // Let some appends through, sign a checkpoint, then kill at a random moment.
         std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));
-        if let Ok(c) =
-            runtime.block_on(client.clone().get_checkpoint(admin(GetCheckpointRequest { sign_now: true })))
-        {
+        if let Ok(c) = runtime.block_on(
+            client
+                .clone()
+                .get_checkpoint(keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true })),
+        ) {
             let c = c.into_inner();
             signed.push((c.tree_size, c.root_hash.try_into().expect("32 bytes")));
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
         audit.kill();
-        audit = serve(&["--role", "audit", "--data-dir", &data, "--grpc-addr", &addr]);
+        audit = start(&addr);
     }
     let acked: Vec<(String, u64)> =
         writers.into_iter().flat_map(|w| runtime.block_on(w).expect("writer")).collect();
@@ -95,7 +105,7 @@ fn acknowledged_leaves_survive_sigkill_exactly_once() {
         loop {
             let start = by_index.len() as u64;
             let page = c
-                .list_leaves(admin(ListLeavesRequest { start, count: 1000 }))
+                .list_leaves(keys.as_role(Role::Auditor, ListLeavesRequest { start, count: 1000 }))
                 .await
                 .expect("leaves")
                 .into_inner();
@@ -114,16 +124,28 @@ fn acknowledged_leaves_survive_sigkill_exactly_once() {
             assert_eq!(by_index.get(index), Some(key), "{key} is where its acknowledgement said");
         }
         let size = by_index.len() as u64;
-        let now =
-            c.get_checkpoint(admin(GetCheckpointRequest { sign_now: true })).await.expect("cp").into_inner();
+        let now = c
+            .get_checkpoint(keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true }))
+            .await
+            .expect("cp")
+            .into_inner();
         assert_eq!(now.tree_size, size);
-        let key = c.get_public_key(admin(GetPublicKeyRequest {})).await.expect("key").into_inner();
+        let key = c
+            .get_public_key(keys.as_role(Role::Auditor, GetPublicKeyRequest {}))
+            .await
+            .expect("key")
+            .into_inner();
         let key = ed25519_dalek::VerifyingKey::from_bytes(&key.key.try_into().expect("32")).expect("key");
         let now_root: Hash = checkpoint::open(&now.note, &key).expect("signed").root;
         assert!(!signed.is_empty(), "checkpoints were signed before the crashes");
         for (old_size, old_root) in signed {
             let proof = c
-                .get_consistency_proof(admin(ConsistencyProofRequest { from_size: old_size, to_size: size }))
+                .get_consistency_proof(
+                    keys.as_role(
+                        Role::Auditor,
+                        ConsistencyProofRequest { from_size: old_size, to_size: size },
+                    ),
+                )
                 .await
                 .expect("proof")
                 .into_inner();

@@ -12,10 +12,12 @@ use std::process::Command;
 
 mod common;
 
-use common::{BIN, admin};
+use biomatch_domain::Role as Caller;
+use common::{BIN, Keys};
 
 struct Log {
     running: Running,
+    keys: Keys,
     database: String,
     postgres: bool,
 }
@@ -28,9 +30,12 @@ async fn start(dir: &Path, postgres: Option<String>) -> Log {
         ..ServeConfig::default()
     };
     config.database_url = postgres.clone().map(Into::into);
+    let keys = Keys::new(&dir.join("keys"));
+    config.auth.public_keys = vec![keys.public.clone()];
+    config.auth.service_key_file = Some(keys.private.clone());
     let running = biomatch::serve::start(config).await.expect("audit role starts");
     let database = postgres.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("audit.db").display()));
-    Log { running, database, postgres: postgres.is_some() }
+    Log { running, keys, database, postgres: postgres.is_some() }
 }
 
 /// 20 leaves with checkpoints signed at 10 and 20.
@@ -53,11 +58,17 @@ async fn fill(log: &Log) {
             ..Default::default()
         };
         client
-            .append(admin(AppendRequest { event: Some(event), idempotency_key: format!("k{i}") }))
+            .append(log.keys.as_role(
+                Caller::Service,
+                AppendRequest { event: Some(event), idempotency_key: format!("k{i}") },
+            ))
             .await
             .expect("append");
         if i == 9 || i == 19 {
-            client.get_checkpoint(admin(GetCheckpointRequest { sign_now: true })).await.expect("checkpoint");
+            client
+                .get_checkpoint(log.keys.as_role(Caller::Auditor, GetCheckpointRequest { sign_now: true }))
+                .await
+                .expect("checkpoint");
         }
     }
 }
@@ -65,7 +76,7 @@ async fn fill(log: &Log) {
 fn verify(log: &Log) -> (Option<i32>, String) {
     let out = Command::new(BIN)
         .args(["audit", "verify", "--endpoint", &format!("http://{}", log.running.grpc_addr)])
-        .env("BIOMATCH_PRINCIPAL", "auditor-1:auditor")
+        .env("BIOMATCH_TOKEN", log.keys.token(biomatch_domain::Role::Auditor, "auditor-1"))
         .output()
         .expect("run verify");
     (

@@ -9,13 +9,14 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{BIN, serve};
+use biomatch_domain::Role;
+use common::{BIN, Keys, serve};
 
-fn cli(endpoint: &str, principal: &str, args: &[&str]) -> Output {
+fn cli(endpoint: &str, token: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("BIOMATCH_ENDPOINT", format!("http://{endpoint}"))
-        .env("BIOMATCH_PRINCIPAL", principal)
+        .env("BIOMATCH_TOKEN", token)
         .output()
         .expect("run biomatch")
 }
@@ -42,6 +43,13 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
     let any = "127.0.0.1:0";
+    let keys = Keys::new(&dir.path().join("keys"));
+    let key_flags = keys.flags();
+    let serve = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(key_flags.iter().map(String::as_str));
+        serve(&all)
+    };
 
     let audit = serve(&["--role", "audit", "--data-dir", data, "--grpc-addr", any]);
     let audit_url = format!("http://{}", audit.addr);
@@ -77,14 +85,26 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
 
     let created = cli(
         &ingest.addr,
-        "ops:admin",
-        &["gallery", "create", "g", "--dim", "128", "--shards", "2", "--threshold", "0.45"],
+        &keys.token(Role::Admin, "ops"),
+        &[
+            "gallery",
+            "create",
+            "g",
+            "--dim",
+            "128",
+            "--shards",
+            "2",
+            "--threshold",
+            "0.45",
+            "--purposes",
+            "border",
+        ],
     );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let (mut synthetic, centres) = write_gallery(dir.path(), 300);
     let enrolled = ok_json(cli(
         &ingest.addr,
-        "loader:enroller",
+        &keys.token(Role::Enroller, "loader"),
         &[
             "enroll",
             "--gallery",
@@ -97,16 +117,27 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
     assert_eq!(enrolled["accepted"], 300);
     let seq = enrolled["change_seq"].as_u64().expect("change_seq").to_string();
 
+    // The kiosk's token comes from the CLI, scoped to its gallery, purpose and lane.
+    let issued = Command::new(BIN)
+        .args(["token", "issue", "--role", "kiosk", "--sub", "kiosk-9", "--device", "lane-4"])
+        .args(["--galleries", "g", "--purposes", "border", "--ttl", "10m", "--key"])
+        .arg(&keys.private)
+        .output()
+        .expect("token issue");
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let kiosk = String::from_utf8(issued.stdout).expect("utf-8").trim().to_owned();
     let identify = |probe: &Vec<f32>, min_seq: &str| {
         let path = dir.path().join("probe.json");
         std::fs::write(&path, serde_json::to_vec(probe).expect("json")).expect("write probe");
         cli(
             &search.addr,
-            "kiosk-9:kiosk:lane-4",
+            &kiosk,
             &[
                 "identify",
                 "--gallery",
                 "g",
+                "--purpose",
+                "border",
                 "--vector",
                 path.to_str().expect("utf-8"),
                 "--min-change-seq",
@@ -137,7 +168,8 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
         assert_eq!(&json["candidates"], expected, "same answer after the matcher restarted");
     }
 
-    let verified = ok_json(cli(&audit.addr, "auditor-1:auditor", &["audit", "verify", "--json"]));
+    let verified =
+        ok_json(cli(&audit.addr, &keys.token(Role::Auditor, "auditor-1"), &["audit", "verify", "--json"]));
     assert_eq!(verified["intact"], true);
     let leaves = verified["leaves"].as_u64().expect("leaves");
     assert!(leaves >= 1 + 1 + 12 + 12, "gallery, enrolment and every identify are audited: {leaves}");
@@ -165,7 +197,7 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
             .expect("edit");
     });
     let audit = serve(&["--role", "audit", "--data-dir", data, "--grpc-addr", any]);
-    let tampered = cli(&audit.addr, "auditor-1:auditor", &["audit", "verify"]);
+    let tampered = cli(&audit.addr, &keys.token(Role::Auditor, "auditor-1"), &["audit", "verify"]);
     assert_eq!(tampered.status.code(), Some(2));
     let message = String::from_utf8_lossy(&tampered.stderr);
     assert!(message.contains("TAMPERED") && message.contains("leaf 5"), "{message}");

@@ -98,6 +98,8 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     store.close().await;
 
     // The service: gRPC appends from concurrent clients, group-committed.
+    let (private, public) = biomatch_auth::keys::generate(&dir.path().join("keys"), "bench")?;
+    let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch")?;
     let mut config = ServeConfig {
         roles: vec![Role::Audit],
         data_dir: dir.path().to_path_buf(),
@@ -105,10 +107,12 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
         ..ServeConfig::default()
     };
     config.database_url = Some(url.clone().into());
+    config.auth.public_keys = vec![public];
+    config.auth.service_key_file = Some(private);
     let running = crate::serve::start(config).await?;
     let channel =
         biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
-    let me = biomatch_auth::service_principal("bench");
+    let me = biomatch_auth::ServiceCredentials::new(signer, "bench").token();
     for (round, clients) in args.clients.iter().copied().enumerate() {
         let per_client = args.appends.div_ceil(clients.max(1));
         let started = Instant::now();

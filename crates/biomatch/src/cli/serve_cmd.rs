@@ -39,6 +39,15 @@ pub struct ServeArgs {
     /// Matcher endpoints the search role fans out to (comma-separated).
     #[arg(long, value_delimiter = ',')]
     matcher_endpoints: Vec<String>,
+    /// Trusted token public keys (KID.pub.pem files, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    public_keys: Vec<PathBuf>,
+    /// Trusted token keys as a JWKS file.
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+    /// This process's private key (KID.key.pem) for its calls to other roles.
+    #[arg(long)]
+    service_key: Option<PathBuf>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -63,6 +72,8 @@ struct Overrides {
     endpoints: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     matcher: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    auth: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ServeArgs {
@@ -90,6 +101,17 @@ impl ServeArgs {
         if !self.shards.is_empty() {
             matcher.insert("shards".into(), self.shards.into());
         }
+        let mut auth = serde_json::Map::new();
+        let path = |p: PathBuf| serde_json::Value::from(p.display().to_string());
+        if !self.public_keys.is_empty() {
+            auth.insert("public_keys".into(), self.public_keys.into_iter().map(path).collect());
+        }
+        if let Some(p) = self.jwks_file {
+            auth.insert("jwks_file".into(), path(p));
+        }
+        if let Some(p) = self.service_key {
+            auth.insert("service_key_file".into(), path(p));
+        }
         Ok(Overrides {
             roles,
             data_dir: self.data_dir,
@@ -99,6 +121,7 @@ impl ServeArgs {
             log_json: self.log_json,
             endpoints,
             matcher,
+            auth,
         })
     }
 }
@@ -115,7 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.demo() {
         tracing::info!(
             data_dir = %config.data_dir.display(),
-            "demo mode: the whole cluster in one process; requests without a principal act as demo-admin"
+            "demo mode: the whole cluster in one process on SQLite files in data_dir"
         );
     }
     let running = crate::serve::start(config).await?;

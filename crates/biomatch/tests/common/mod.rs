@@ -53,12 +53,37 @@ pub fn serve(args: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
-/// A request from an administrator.
-pub fn admin<T>(message: T) -> tonic::Request<T> {
-    let admin = biomatch_domain::Principal {
-        subject: "ops".into(),
-        role: biomatch_domain::Role::Admin,
-        device: String::new(),
-    };
-    biomatch_client::request(message, &admin)
+/// A test key pair in `dir` (kid `test`): every process trusts it and signs its calls with it.
+pub struct Keys {
+    pub private: std::path::PathBuf,
+    pub public: std::path::PathBuf,
+    signer: biomatch_auth::TokenSigner,
+}
+
+impl Keys {
+    pub fn new(dir: &std::path::Path) -> Self {
+        let (private, public) = biomatch_auth::keys::generate(dir, "test").expect("keys");
+        let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer");
+        Self { private, public, signer }
+    }
+
+    /// The `serve` flags that make a process trust and use these keys.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--public-keys".into(),
+            self.public.display().to_string(),
+            "--service-key".into(),
+            self.private.display().to_string(),
+        ]
+    }
+
+    pub fn token(&self, role: biomatch_domain::Role, subject: &str) -> String {
+        let spec = biomatch_auth::TokenSpec::new(subject, role, Duration::from_secs(600));
+        self.signer.issue(&spec).expect("token")
+    }
+
+    /// A request from `role`.
+    pub fn as_role<T>(&self, role: biomatch_domain::Role, message: T) -> tonic::Request<T> {
+        biomatch_client::request(message, &self.token(role, "someone"))
+    }
 }

@@ -1,0 +1,188 @@
+//! Token claims, validation, issuing, replay protection and service credentials.
+
+use crate::keys::{KeySet, TokenSigner};
+use biomatch_domain::{Principal, Role};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The claims biomatch reads. `galleries` and `purposes` scope a token (kiosks must carry both).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub iss: String,
+    pub aud: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub iat: u64,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub galleries: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purposes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_use: bool,
+}
+
+impl Claims {
+    pub fn principal(&self) -> Result<Principal, String> {
+        if self.sub.is_empty() {
+            return Err("token has an empty subject".into());
+        }
+        let role: Role = self.role.parse()?;
+        Ok(Principal {
+            subject: self.sub.clone(),
+            role,
+            device: self.device.clone(),
+            galleries: self.galleries.clone(),
+            purposes: self.purposes.clone(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token must be signed with EdDSA")]
+    Algorithm,
+    #[error("token names no key id")]
+    NoKid,
+    #[error("token is signed by an unknown key")]
+    UnknownKid,
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Checks signature (EdDSA only, key by kid), expiry, issuer, audience and the required claims.
+pub fn validate(
+    token: &str,
+    keys: &KeySet,
+    issuer: &str,
+    audience: &str,
+    leeway: u64,
+) -> Result<Claims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Algorithm);
+    }
+    let kid = header.kid.ok_or(TokenError::NoKid)?;
+    let key = keys.get(&kid).ok_or(TokenError::UnknownKid)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.leeway = leeway.min(30);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map_err(|e| TokenError::Invalid(e.to_string()))?;
+    Ok(data.claims)
+}
+
+/// What to put in a token.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub subject: String,
+    pub role: Role,
+    pub device: String,
+    pub galleries: Option<Vec<String>>,
+    pub purposes: Option<Vec<String>>,
+    pub ttl: Duration,
+    pub single_use: bool,
+}
+
+impl TokenSpec {
+    pub fn new(subject: &str, role: Role, ttl: Duration) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            role,
+            device: String::new(),
+            galleries: None,
+            purposes: None,
+            ttl,
+            single_use: false,
+        }
+    }
+}
+
+impl TokenSigner {
+    pub fn issue(&self, spec: &TokenSpec) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = now_secs();
+        let claims = Claims {
+            sub: spec.subject.clone(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now + spec.ttl.as_secs(),
+            iat: now,
+            role: spec.role.to_string(),
+            device: spec.device.clone(),
+            galleries: spec.galleries.clone(),
+            purposes: spec.purposes.clone(),
+            jti: Some(format!("{:032x}", rand::random::<u128>())),
+            single_use: spec.single_use,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, self.key())
+    }
+}
+
+/// Remembers the `jti` of single-use tokens until they expire.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl ReplayGuard {
+    /// True the first time `jti` is seen.
+    pub fn first_use(&self, jti: &str, exp: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = now_secs();
+        if seen.len() > 100_000 {
+            seen.retain(|_, e| *e + 60 >= now);
+        }
+        seen.insert(jti.to_owned(), exp).is_none()
+    }
+}
+
+/// A role's own identity when it calls another role: short-lived service tokens, re-minted
+/// before they expire.
+pub struct ServiceCredentials {
+    signer: TokenSigner,
+    subject: String,
+    cached: Mutex<(String, u64)>,
+}
+
+const SERVICE_TTL: Duration = Duration::from_secs(300);
+
+impl ServiceCredentials {
+    pub fn new(signer: TokenSigner, role_name: &str) -> Self {
+        Self { signer, subject: format!("biomatch-{role_name}"), cached: Mutex::new((String::new(), 0)) }
+    }
+
+    /// A valid service token (at least a minute left).
+    pub fn token(&self) -> String {
+        let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached.1 <= now_secs() + 60 {
+            let spec = TokenSpec::new(&self.subject, Role::Service, SERVICE_TTL);
+            match self.signer.issue(&spec) {
+                Ok(token) => *cached = (token, now_secs() + SERVICE_TTL.as_secs()),
+                Err(e) => tracing::error!(error = %e, "cannot mint a service token"),
+            }
+        }
+        cached.0.clone()
+    }
+
+    pub fn principal(&self) -> Principal {
+        Principal::service(&self.subject)
+    }
+}

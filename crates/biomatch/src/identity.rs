@@ -1,0 +1,83 @@
+//! Who this process trusts and who it is when it calls other roles.
+
+use anyhow::Context;
+use biomatch_auth::{Authenticator, KeySet, ServiceCredentials, TokenSigner, TokenSpec, keys};
+use biomatch_config::ServeConfig;
+use biomatch_domain::Role;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Identity {
+    pub auth: Authenticator,
+    pub creds: Arc<ServiceCredentials>,
+}
+
+/// The demo key pair of a data directory, created on first use.
+pub fn demo_keys(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    keys::generate(&data_dir.join("jwt"), "demo").context("cannot create the demo signing key")
+}
+
+/// Where `serve --role all` writes its administrator token.
+pub fn demo_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("demo-admin.token")
+}
+
+pub fn load(config: &ServeConfig) -> anyhow::Result<Identity> {
+    let a = &config.auth;
+    let mut set = KeySet::default();
+    for path in &a.public_keys {
+        set.add_pem_file(path)?;
+    }
+    if let Some(path) = &a.jwks_file {
+        set.add_jwks_file(path)?;
+    }
+    let signer = if config.demo() {
+        let (private, public) = demo_keys(&config.data_dir)?;
+        set.add_pem_file(&public)?;
+        let signer = TokenSigner::from_file(&private, &a.issuer, &a.audience)?;
+        let token =
+            signer.issue(&TokenSpec::new("demo-admin", Role::Admin, Duration::from_secs(12 * 3600)))?;
+        write_private(&demo_token_path(&config.data_dir), &token)?;
+        tracing::info!(
+            token_file = %demo_token_path(&config.data_dir).display(),
+            "demo mode: an admin token valid 12 h is in token_file; export BIOMATCH_TOKEN=$(cat token_file)"
+        );
+        signer
+    } else {
+        if set.is_empty() {
+            anyhow::bail!(
+                "no token keys configured (auth.public_keys or auth.jwks_file): outside --role all demo mode \
+                 biomatch refuses to start without explicitly configured keys"
+            );
+        }
+        set.refuse_demo_keys()?;
+        let path = a.service_key_file.as_ref().context(
+            "auth.service_key_file is required outside demo mode: the key this role signs its calls to other roles with",
+        )?;
+        let signer = TokenSigner::from_file(path, &a.issuer, &a.audience)?;
+        if signer.kid.starts_with("demo") {
+            anyhow::bail!("service key {} is a demo key; refused outside demo mode", path.display());
+        }
+        if set.get(&signer.kid).is_none() {
+            anyhow::bail!("the service key's public half ({}) is not among the trusted keys", signer.kid);
+        }
+        signer
+    };
+    let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+    Ok(Identity {
+        auth: Authenticator::new(set, &a.issuer, &a.audience, a.leeway_secs),
+        creds: Arc::new(ServiceCredentials::new(signer, &roles.join("+"))),
+    })
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Every role against every RPC: the allow/deny matrix, and every denial is an audit leaf.
+
+use biomatch_config::Role as ProcessRole;
+use biomatch_domain::Role;
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::*;
+use biomatch_tests::{PURPOSE, TestCluster, backends, config};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const ROLES: [Role; 6] =
+    [Role::Kiosk, Role::Analyst, Role::Enroller, Role::Auditor, Role::Admin, Role::Service];
+
+/// (RPC, roles allowed to call it)
+fn matrix() -> Vec<(&'static str, Vec<Role>)> {
+    use Role::*;
+    let staff = vec![Enroller, Admin, Analyst, Service, Auditor];
+    vec![
+        ("IngestService/CreateGallery", vec![Admin]),
+        ("IngestService/GetGallery", staff.clone()),
+        ("IngestService/ListGalleries", staff),
+        ("IngestService/DeleteGallery", vec![Admin]),
+        ("IngestService/Enroll", vec![Enroller]),
+        ("IngestService/BatchEnroll", vec![Enroller]),
+        ("IngestService/DeleteSubject", vec![Enroller]),
+        ("IngestService/GetSubject", vec![Enroller, Analyst]),
+        ("SearchService/Identify", vec![Kiosk, Analyst]),
+        ("SearchService/Verify", vec![Kiosk, Analyst]),
+        ("SearchService/ReviewCandidate", vec![Analyst]),
+        ("AuditService/Append", vec![Service]),
+        ("AuditService/Query", vec![Auditor]),
+        ("AuditService/ListLeaves", vec![Auditor]),
+        ("AuditService/GetCheckpoint", ROLES.to_vec()),
+        ("AuditService/ListCheckpoints", ROLES.to_vec()),
+        ("AuditService/GetInclusionProof", ROLES.to_vec()),
+        ("AuditService/GetConsistencyProof", ROLES.to_vec()),
+        ("AuditService/GetPublicKey", ROLES.to_vec()),
+        ("MatcherService/Search", vec![Service]),
+        ("MatcherService/Score", vec![Service]),
+        ("MatcherService/Describe", vec![Service]),
+        ("EmbedService/Embed", vec![Service]),
+        ("EmbedService/DescribeModel", vec![Service]),
+    ]
+}
+
+/// Calls one RPC with a harmless request (unknown names, empty bodies) as the token's bearer.
+async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
+    macro_rules! r {
+        ($m:expr) => {
+            biomatch_client::request($m, token)
+        };
+    }
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let mut search = SearchServiceClient::new(channel.clone());
+    let mut audit = AuditServiceClient::new(channel.clone());
+    let mut matcher = MatcherServiceClient::new(channel.clone());
+    let mut embed = EmbedServiceClient::new(channel.clone());
+    let nope = || "no-such-gallery".to_owned();
+    let result = match rpc {
+        "IngestService/CreateGallery" => {
+            ingest.create_gallery(r!(CreateGalleryRequest::default())).await.map(|_| ())
+        }
+        "IngestService/GetGallery" => {
+            ingest.get_gallery(r!(GetGalleryRequest { name: nope() })).await.map(|_| ())
+        }
+        "IngestService/ListGalleries" => ingest.list_galleries(r!(ListGalleriesRequest {})).await.map(|_| ()),
+        "IngestService/DeleteGallery" => ingest
+            .delete_gallery(r!(DeleteGalleryRequest { name: nope(), ..Default::default() }))
+            .await
+            .map(|_| ()),
+        "IngestService/Enroll" => {
+            ingest.enroll(r!(EnrollRequest { gallery: nope(), ..Default::default() })).await.map(|_| ())
+        }
+        "IngestService/BatchEnroll" => {
+            ingest.batch_enroll(r!(tokio_stream::iter(Vec::<EnrollRequest>::new()))).await.map(|_| ())
+        }
+        "IngestService/DeleteSubject" => ingest
+            .delete_subject(r!(DeleteSubjectRequest { gallery: nope(), ..Default::default() }))
+            .await
+            .map(|_| ()),
+        "IngestService/GetSubject" => ingest
+            .get_subject(r!(GetSubjectRequest { gallery: nope(), ..Default::default() }))
+            .await
+            .map(|_| ()),
+        "SearchService/Identify" => search
+            .identify(r!(IdentifyRequest {
+                gallery: "g".into(),
+                purpose: PURPOSE.into(),
+                ..Default::default()
+            }))
+            .await
+            .map(|_| ()),
+        "SearchService/Verify" => search
+            .verify(r!(VerifyRequest { gallery: "g".into(), purpose: PURPOSE.into(), ..Default::default() }))
+            .await
+            .map(|_| ()),
+        "SearchService/ReviewCandidate" => {
+            search.review_candidate(r!(ReviewCandidateRequest::default())).await.map(|_| ())
+        }
+        "AuditService/Append" => audit.append(r!(AppendRequest::default())).await.map(|_| ()),
+        "AuditService/Query" => {
+            audit.query(r!(QueryAuditRequest { page_size: 1, ..Default::default() })).await.map(|_| ())
+        }
+        "AuditService/ListLeaves" => {
+            audit.list_leaves(r!(ListLeavesRequest { start: 0, count: 1 })).await.map(|_| ())
+        }
+        "AuditService/GetCheckpoint" => {
+            audit.get_checkpoint(r!(GetCheckpointRequest::default())).await.map(|_| ())
+        }
+        "AuditService/ListCheckpoints" => {
+            audit.list_checkpoints(r!(ListCheckpointsRequest::default())).await.map(|_| ())
+        }
+        "AuditService/GetInclusionProof" => audit
+            .get_inclusion_proof(r!(InclusionProofRequest { leaf_index: 0, tree_size: 1 }))
+            .await
+            .map(|_| ()),
+        "AuditService/GetConsistencyProof" => audit
+            .get_consistency_proof(r!(ConsistencyProofRequest { from_size: 1, to_size: 1 }))
+            .await
+            .map(|_| ()),
+        "AuditService/GetPublicKey" => audit.get_public_key(r!(GetPublicKeyRequest {})).await.map(|_| ()),
+        "MatcherService/Search" => matcher.search(r!(ShardSearchRequest::default())).await.map(|_| ()),
+        "MatcherService/Score" => matcher.score(r!(ShardScoreRequest::default())).await.map(|_| ()),
+        "MatcherService/Describe" => matcher.describe(r!(DescribeMatcherRequest {})).await.map(|_| ()),
+        "EmbedService/Embed" => embed.embed(r!(EmbedRequest::default())).await.map(|_| ()),
+        "EmbedService/DescribeModel" => embed.describe_model(r!(DescribeModelRequest {})).await.map(|_| ()),
+        other => panic!("no call for {other}"),
+    };
+    result.err().map_or(Code::Ok, |s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_rpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    // Outside demo mode: the matrix is the cluster's, not the demo's.
+    let roles = [
+        ProcessRole::Embed,
+        ProcessRole::Ingest,
+        ProcessRole::Matcher,
+        ProcessRole::Search,
+        ProcessRole::Audit,
+    ];
+    let cluster = TestCluster::start(config(&backend, dir.path(), &roles)).await;
+    let mut denials = 0;
+    for (rpc, allowed) in matrix() {
+        for role in ROLES {
+            let token =
+                if role == Role::Kiosk { cluster.kiosk_token("g") } else { cluster.token(role, "someone") };
+            let code = call(&cluster.channel, rpc, &token).await;
+            if allowed.contains(&role) {
+                assert!(
+                    !matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+                    "{role} should be allowed {rpc}, got {code:?}"
+                );
+            } else {
+                assert_eq!(code, Code::PermissionDenied, "{role} must be refused {rpc}");
+                denials += 1;
+            }
+        }
+        assert_eq!(
+            call(&cluster.channel, rpc, "not-a-token").await,
+            Code::Unauthenticated,
+            "{rpc} without a token"
+        );
+    }
+    // Every denial left an access_denied leaf naming the RPC.
+    let mut audit = cluster.audit();
+    let query = QueryAuditRequest {
+        operation: Operation::AccessDenied.into(),
+        page_size: 1000,
+        ..Default::default()
+    };
+    let leaves = audit.query(query).await.expect("query").into_inner().leaves;
+    assert_eq!(leaves.len(), denials, "one leaf per denial");
+    assert!(
+        leaves.iter().all(|l| l
+            .event
+            .as_ref()
+            .is_some_and(|e| e.outcome == "PERMISSION_DENIED" && !e.detail.is_empty()))
+    );
+    cluster.running.shutdown().await;
+}
