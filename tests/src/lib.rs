@@ -51,6 +51,9 @@ pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig
     };
     config.auth.public_keys = vec![public];
     config.auth.service_key_file = Some(private);
+    let master = data_dir.join("keys/master.key");
+    biomatch_crypto::MasterKey::load_or_create(&master).expect("master key");
+    config.crypto.master_key_file = Some(master);
     match backend {
         Backend::Sqlite(dir) => config.data_dir = dir.clone(),
         Backend::Postgres(url) => config.database_url = Some(url.clone().into()),

@@ -82,6 +82,17 @@ impl Default for SearchConfig {
     }
 }
 
+/// Encryption at rest. Outside demo mode the master key must be given, as a file or as
+/// `BIOMATCH_MASTER_KEY` (64 hex characters); demo mode creates `DATA_DIR/master.key`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CryptoConfig {
+    pub master_key_file: Option<PathBuf>,
+    /// Where wrapped gallery data keys are kept; default `DATA_DIR/keys`. Keep it out of
+    /// database backups: deleting a gallery destroys its key here.
+    pub key_dir: Option<PathBuf>,
+}
+
 /// Token validation. Outside `--role all` demo mode, `public_keys` or `jwks_file`, and
 /// `service_key_file`, are required: there is no default key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +158,7 @@ pub struct ServeConfig {
     pub search: SearchConfig,
     pub audit: AuditConfig,
     pub auth: AuthConfig,
+    pub crypto: CryptoConfig,
 }
 
 impl Default for ServeConfig {
@@ -163,6 +175,7 @@ impl Default for ServeConfig {
             search: SearchConfig::default(),
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
+            crypto: CryptoConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod validate;
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_client::GalleryModel;
+use biomatch_crypto::KeyStore;
 use biomatch_domain::{Clock, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
@@ -45,6 +46,7 @@ pub struct IngestServer {
     changed: Arc<Notify>,
     clock: Clock,
     creds: Arc<ServiceCredentials>,
+    keys: Arc<dyn KeyStore>,
 }
 
 impl IngestServer {
@@ -55,8 +57,9 @@ impl IngestServer {
         changed: Arc<Notify>,
         clock: Clock,
         creds: Arc<ServiceCredentials>,
+        keys: Arc<dyn KeyStore>,
     ) -> Self {
-        Self { store, audit, embed, changed, clock, creds }
+        Self { store, audit, embed, changed, clock, creds, keys }
     }
 
     async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
@@ -84,11 +87,16 @@ impl IngestServer {
             model_id: gallery.model_id.clone(),
             model_version: gallery.model_version.clone(),
         };
-        let mut templates = Vec::with_capacity(samples.len());
+        let key = self.keys.get(&gallery.key_ref).map_err(|e| {
+            tracing::error!(error = %e, gallery = %gallery.name, "gallery data key unavailable");
+            status_with(ErrorClass::Unavailable, "the gallery's data key is unavailable")
+        })?;
+        let context = biomatch_crypto::template_context(&gallery.key_ref, subject.as_str());
+        let mut sealed_templates = Vec::with_capacity(samples.len());
         for sample in samples {
             let resolved =
                 biomatch_client::resolve_probe(&self.embed, &self.creds, Some(sample), &model).await?;
-            templates.push(resolved.template);
+            sealed_templates.push(key.seal(&resolved.template.to_le_bytes(), &context));
         }
         let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
         let idempotency = (!idempotency_key.is_empty())
@@ -97,7 +105,7 @@ impl IngestServer {
             shard: shard_of(&subject, gallery.shard_count),
             subject,
             model_id: gallery.model_id.clone(),
-            templates,
+            sealed_templates,
             replace,
             idempotency,
         })
@@ -131,7 +139,19 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/CreateGallery").await?;
         let spec = validate::gallery_spec(request.into_inner())?;
-        let record = self.store.create_gallery(&spec, (self.clock)()).await.map_err(|e| status_from(&e))?;
+        // The data key exists before the gallery does, so no gallery is ever without one.
+        let key_ref = uuid::Uuid::new_v4().simple().to_string();
+        self.keys.create(&key_ref).map_err(|e| {
+            tracing::error!(error = %e, "cannot create a gallery data key");
+            status_with(ErrorClass::Unavailable, "cannot create the gallery's data key")
+        })?;
+        let record = match self.store.create_gallery(&spec, &key_ref, (self.clock)()).await {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = self.keys.destroy(&key_ref);
+                return Err(status_from(&e));
+            }
+        };
         self.changed.notify_one();
         let event = events::gallery_event(&principal, Operation::CreateGallery, &record);
         self.audit(event, audit_key("create-gallery", "")).await?;
@@ -169,7 +189,16 @@ impl IngestService for IngestServer {
         let change_seq =
             self.store.delete_gallery(&name, (self.clock)()).await.map_err(|e| status_from(&e))?;
         self.changed.notify_one();
-        let event = events::gallery_event(&principal, Operation::DeleteGallery, &record);
+        // Crypto-shredding: without its data key no copy of the gallery's templates opens again.
+        let shredded = self.keys.destroy(&record.key_ref);
+        if let Err(e) = &shredded {
+            tracing::error!(error = %e, gallery = %record.name, "destroying the gallery data key failed");
+        }
+        let mut event = events::gallery_event(&principal, Operation::DeleteGallery, &record);
+        event.detail = match shredded {
+            Ok(()) => "rows deleted; data key destroyed".into(),
+            Err(_) => "rows deleted; destroying the data key FAILED".into(),
+        };
         let audit_leaf_index = self.audit(event, audit_key("delete-gallery", &idempotency_key)).await?;
         Ok(Response::new(DeleteGalleryResponse { change_seq, audit_leaf_index }))
     }

@@ -85,6 +85,7 @@ impl Shard {
 /// A gallery as a matcher knows it.
 struct GalleryShards {
     name: String,
+    key_ref: String,
     dimension: usize,
     shards: HashMap<u32, Arc<Shard>>,
 }
@@ -124,10 +125,12 @@ impl Shards {
     }
 
     /// Creates empty shards for the assigned part of a gallery.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_gallery(
         &self,
         id: i64,
         name: &str,
+        key_ref: &str,
         dimension: usize,
         spec: &IndexSpec,
         shard_count: u32,
@@ -146,7 +149,10 @@ impl Shards {
             shards.insert(number, Arc::new(shard));
         }
         let created = shards.values().cloned().collect();
-        self.write().insert(id, GalleryShards { name: name.to_owned(), dimension, shards });
+        self.write().insert(
+            id,
+            GalleryShards { name: name.to_owned(), key_ref: key_ref.to_owned(), dimension, shards },
+        );
         Ok(created)
     }
 
@@ -154,7 +160,8 @@ impl Shards {
         self.write().remove(&id);
     }
 
-    pub(crate) fn dimension_of(&self, id: i64) -> Option<usize> {
-        self.read().get(&id).map(|g| g.dimension)
+    /// (dimension, data key reference) of a gallery held here.
+    pub(crate) fn gallery_of(&self, id: i64) -> Option<(usize, String)> {
+        self.read().get(&id).map(|g| (g.dimension, g.key_ref.clone()))
     }
 }

@@ -1,6 +1,7 @@
 //! Loading shards from the store and applying the change log.
 
 use crate::shards::{Assignment, Shards};
+use biomatch_crypto::KeyStore;
 use biomatch_domain::{ErrorClass, Template};
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{Change, ChangeOp, GalleryRecord, GalleryStore, StoreError, TemplateRow};
@@ -16,6 +17,7 @@ const PAGE: u32 = 4096;
 /// Keeps a matcher's shards equal to the store as of `applied()`.
 pub struct Syncer {
     store: Arc<dyn GalleryStore>,
+    keys: Arc<dyn KeyStore>,
     assignment: Assignment,
     shards: Shards,
     applied: AtomicU64,
@@ -28,10 +30,12 @@ impl Syncer {
     /// Loads every assigned shard from the store; the matcher is ready when this returns.
     pub async fn start(
         store: Arc<dyn GalleryStore>,
+        keys: Arc<dyn KeyStore>,
         assignment: Assignment,
     ) -> Result<Arc<Self>, StoreError> {
         let syncer = Arc::new(Self {
             store,
+            keys,
             assignment,
             shards: Shards::default(),
             applied: AtomicU64::new(0),
@@ -118,14 +122,14 @@ impl Syncer {
             }
             ChangeOp::CreateGallery => {}
             ChangeOp::Upsert => {
-                let (Some(shard), Some(dimension)) = (
+                let (Some(shard), Some((dimension, key_ref))) = (
                     self.shards.get_by_id(change.gallery_id, change.shard),
-                    self.shards.dimension_of(change.gallery_id),
+                    self.shards.gallery_of(change.gallery_id),
                 ) else {
                     return Ok(());
                 };
                 let rows = self.store.subject_templates(change.gallery_id, &change.subject_id).await?;
-                let decoded = decode(&rows, dimension)?;
+                let decoded = self.decode(&rows, &key_ref, dimension)?;
                 let refs: Vec<(i64, &[f32])> = decoded.iter().map(|(id, t)| (*id, t.values())).collect();
                 shard.replace_subject(&change.subject_id, &refs).map_err(index_failed)?;
             }
@@ -147,6 +151,7 @@ impl Syncer {
             .add_gallery(
                 gallery.id,
                 &gallery.name,
+                &gallery.key_ref,
                 dimension,
                 &gallery.index,
                 gallery.shard_count,
@@ -161,7 +166,9 @@ impl Syncer {
                 let page = self.store.shard_templates(gallery.id, shard.number(), after, PAGE).await?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
-                for (row, (id, template)) in page.iter().zip(decode(&page, dimension)?) {
+                for (row, (id, template)) in
+                    page.iter().zip(self.decode(&page, &gallery.key_ref, dimension)?)
+                {
                     by_subject.entry(row.subject_id.clone()).or_default().push((id, template));
                 }
             }
@@ -175,14 +182,28 @@ impl Syncer {
     }
 }
 
-fn decode(rows: &[TemplateRow], dimension: usize) -> Result<Vec<(i64, Template)>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            Template::from_le_bytes(&row.vector, dimension)
-                .map(|t| (row.id, t))
-                .ok_or_else(|| StoreError::Corrupt(format!("template {} has the wrong length", row.id)))
-        })
-        .collect()
+impl Syncer {
+    /// Opens sealed template rows with the gallery's data key (the context binds each row to its
+    /// gallery and subject) and decodes them.
+    fn decode(
+        &self,
+        rows: &[TemplateRow],
+        key_ref: &str,
+        dimension: usize,
+    ) -> Result<Vec<(i64, Template)>, StoreError> {
+        let key = self.keys.get(key_ref).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        rows.iter()
+            .map(|row| {
+                let context = biomatch_crypto::template_context(key_ref, &row.subject_id);
+                let plain = key
+                    .open(&row.vector, &context)
+                    .map_err(|e| StoreError::Corrupt(format!("template {}: {e}", row.id)))?;
+                Template::from_le_bytes(&plain, dimension)
+                    .map(|t| (row.id, t))
+                    .ok_or_else(|| StoreError::Corrupt(format!("template {} has the wrong length", row.id)))
+            })
+            .collect()
+    }
 }
 
 fn index_failed(e: biomatch_index::IndexError) -> StoreError {

@@ -10,7 +10,7 @@ use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-const GALLERY_COLUMNS: &str = "g.id, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
+const GALLERY_COLUMNS: &str = "g.id, g.key_ref, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
      g.model_version, g.threshold, g.threshold_version, g.allowed_purposes, g.retention_seconds, \
      g.default_k, g.created_at, \
      (SELECT COUNT(*) FROM subjects s WHERE s.gallery_id = g.id) AS subject_count, \
@@ -21,6 +21,7 @@ fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
     let purposes: String = row.try_get("allowed_purposes")?;
     Ok(GalleryRecord {
         id: row.try_get("id")?,
+        key_ref: row.try_get("key_ref")?,
         name: row.try_get("name")?,
         dimension: to_u32(row.try_get("dimension")?)?,
         shard_count: to_u32(row.try_get("shard_count")?)?,
@@ -170,14 +171,14 @@ async fn enroll_one(
             .execute(&mut **tx)
             .await?;
     }
-    for template in &item.templates {
+    for template in &item.sealed_templates {
         sqlx::query(
             "INSERT INTO templates (gallery_id, subject_id, shard, vector, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(gallery.id)
         .bind(subject)
         .bind(i64::from(item.shard))
-        .bind(template.to_le_bytes())
+        .bind(template)
         .bind(now_ms)
         .execute(&mut **tx)
         .await?;
@@ -191,7 +192,7 @@ async fn enroll_one(
     let change_seq = append_change(tx, gallery.id, item.shard, subject, ChangeOp::Upsert, now_ms).await?;
     let result = EnrollResult {
         subject_id: subject.to_owned(),
-        templates_added: u32::try_from(item.templates.len()).unwrap_or(u32::MAX),
+        templates_added: u32::try_from(item.sealed_templates.len()).unwrap_or(u32::MAX),
         template_count: to_u32(count)?,
         change_seq,
     };
@@ -203,7 +204,12 @@ async fn enroll_one(
 
 #[async_trait]
 impl GalleryStore for SqlStore {
-    async fn create_gallery(&self, spec: &GallerySpec, now_ms: i64) -> Result<GalleryRecord, StoreError> {
+    async fn create_gallery(
+        &self,
+        spec: &GallerySpec,
+        key_ref: &str,
+        now_ms: i64,
+    ) -> Result<GalleryRecord, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
         let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
             .bind(spec.name.as_str())
@@ -214,8 +220,8 @@ impl GalleryStore for SqlStore {
         }
         sqlx::query(
             "INSERT INTO galleries (name, dimension, shard_count, index_spec, model_id, model_version, \
-             threshold, threshold_version, allowed_purposes, retention_seconds, default_k, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11)",
+             threshold, threshold_version, allowed_purposes, retention_seconds, default_k, created_at, key_ref) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11, $12)",
         )
         .bind(spec.name.as_str())
         .bind(i64::from(spec.dimension))
@@ -228,6 +234,7 @@ impl GalleryStore for SqlStore {
         .bind(spec.retention_seconds)
         .bind(i64::from(spec.default_k))
         .bind(now_ms)
+        .bind(key_ref)
         .execute(&mut *tx)
         .await?;
         let id: i64 = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")

@@ -28,7 +28,13 @@ use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
 /// Galleries and their templates. Only the ingest role writes; matchers read the change log.
 #[async_trait]
 pub trait GalleryStore: Send + Sync + 'static {
-    async fn create_gallery(&self, spec: &GallerySpec, now_ms: i64) -> Result<GalleryRecord, StoreError>;
+    /// Creates a gallery whose data key the key store knows as `key_ref`.
+    async fn create_gallery(
+        &self,
+        spec: &GallerySpec,
+        key_ref: &str,
+        now_ms: i64,
+    ) -> Result<GalleryRecord, StoreError>;
     async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError>;
     async fn gallery_by_id(&self, id: i64) -> Result<Option<GalleryRecord>, StoreError>;
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;

@@ -1,11 +1,13 @@
 //! Rows and write requests of the stores.
 
-use biomatch_domain::{IndexSpec, SubjectId, Template};
+use biomatch_domain::{IndexSpec, SubjectId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryRecord {
     pub id: i64,
+    /// Names the gallery's data key in the key store.
+    pub key_ref: String,
     pub name: String,
     pub dimension: u32,
     pub shard_count: u32,
@@ -46,7 +48,8 @@ pub struct EnrollWrite {
     pub subject: SubjectId,
     pub shard: u32,
     pub model_id: String,
-    pub templates: Vec<Template>,
+    /// Templates sealed under the gallery's data key; the store never sees a plaintext vector.
+    pub sealed_templates: Vec<Vec<u8>>,
     /// Replace the subject's templates instead of adding to them.
     pub replace: bool,
     pub idempotency: Option<Idempotency>,

@@ -28,7 +28,10 @@ fn write(subject: &str, values: &[[f32; 4]], key: Option<(&str, &str)>) -> Enrol
         subject: SubjectId::parse(subject).expect("valid"),
         shard: 1,
         model_id: "external".into(),
-        templates: values.iter().map(|v| Template::new(v.to_vec(), 4).expect("valid")).collect(),
+        sealed_templates: values
+            .iter()
+            .map(|v| Template::new(v.to_vec(), 4).expect("valid").to_le_bytes())
+            .collect(),
         replace: false,
         idempotency: key.map(|(k, h)| Idempotency { key: k.into(), request_hash: h.into() }),
     }
@@ -50,10 +53,13 @@ where
 #[tokio::test]
 async fn galleries_are_created_listed_and_deleted() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g1"), 1000).await.expect("create");
+        let g = store.create_gallery(&spec("g1"), "k1", 1000).await.expect("create");
         assert_eq!(g.name, "g1");
         assert_eq!(g.allowed_purposes, vec!["border".to_owned()]);
-        assert!(matches!(store.create_gallery(&spec("g1"), 1000).await, Err(StoreError::GalleryExists(_))));
+        assert!(matches!(
+            store.create_gallery(&spec("g1"), "k1", 1000).await,
+            Err(StoreError::GalleryExists(_))
+        ));
         assert_eq!(store.galleries().await.expect("list").len(), 1);
         let name = GalleryName::parse("g1").expect("valid");
         let before = store.head_seq().await.expect("head");
@@ -69,7 +75,7 @@ async fn galleries_are_created_listed_and_deleted() {
 #[tokio::test]
 async fn enrolment_writes_templates_and_change_log_in_order() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), 0).await.expect("create");
+        let g = store.create_gallery(&spec("g"), "k", 0).await.expect("create");
         let items = vec![
             write("a", &[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], None),
             write("b", &[[0.0, 0.0, 1.0, 0.0]], None),
@@ -115,7 +121,7 @@ async fn enrolment_writes_templates_and_change_log_in_order() {
 #[tokio::test]
 async fn idempotency_keys_replay_or_conflict_without_half_writes() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), 0).await.expect("create");
+        let g = store.create_gallery(&spec("g"), "k", 0).await.expect("create");
         let first = store
             .enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], Some(("k1", "h1")))], 1)
             .await

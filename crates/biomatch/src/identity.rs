@@ -13,6 +13,25 @@ pub struct Identity {
     pub creds: Arc<ServiceCredentials>,
 }
 
+/// The store of gallery data keys, under the configured master key.
+pub fn key_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn biomatch_crypto::KeyStore>> {
+    use biomatch_crypto::{FileKeyStore, MasterKey};
+    let c = &config.crypto;
+    let master = match (&c.master_key_file, std::env::var("BIOMATCH_MASTER_KEY")) {
+        (Some(path), _) => {
+            MasterKey::from_file(path).with_context(|| format!("master key {}", path.display()))?
+        }
+        (None, Ok(hex)) => MasterKey::from_hex(&hex).context("BIOMATCH_MASTER_KEY")?,
+        (None, Err(_)) if config.demo() => MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
+        (None, Err(_)) => anyhow::bail!(
+            "no master key (crypto.master_key_file or BIOMATCH_MASTER_KEY): outside --role all demo mode \
+             biomatch refuses to start without explicitly configured keys"
+        ),
+    };
+    let dir = c.key_dir.clone().unwrap_or_else(|| config.data_dir.join("keys"));
+    Ok(Arc::new(FileKeyStore::new(&dir, master).context("cannot open the key store")?))
+}
+
 /// The demo key pair of a data directory, created on first use.
 pub fn demo_keys(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     keys::generate(&data_dir.join("jwt"), "demo").context("cannot create the demo signing key")

@@ -117,14 +117,17 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let guard = Guard { audit: audit_client.clone(), creds: creds.clone() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
+    // One key store per process, shared by ingest and matcher.
+    let keys = if needs_gallery_store { Some(crate::identity::key_store(&config)?) } else { None };
     let matcher = match (&gallery_store, config.runs(Role::Matcher)) {
         (Some(store), true) => {
             let assignment = match config.matcher_shards()? {
                 list if list.is_empty() => Assignment::All,
                 list => Assignment::Only(list),
             };
+            let keys = keys.clone().context("key store")?;
             let syncer =
-                Syncer::start(store.clone(), assignment).await.context("cannot load matcher shards")?;
+                Syncer::start(store.clone(), keys, assignment).await.context("cannot load matcher shards")?;
             let tail =
                 syncer.clone().tail(changed.clone(), Duration::from_millis(config.matcher.poll_interval_ms));
             tasks.push(spawn_until_stopped(tail, stopped.clone()));
@@ -146,6 +149,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 changed.clone(),
                 clock.clone(),
                 creds.clone(),
+                keys.clone().context("key store")?,
             );
             Some(intercept(auth.clone(), IngestServiceServer::new(server)))
         }

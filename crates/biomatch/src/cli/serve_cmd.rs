@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// This process's private key (KID.key.pem) for its calls to other roles.
     #[arg(long)]
     service_key: Option<PathBuf>,
+    /// Master key file (64 hex characters) wrapping the galleries' data keys.
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -74,6 +77,8 @@ struct Overrides {
     matcher: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     auth: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    crypto: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ServeArgs {
@@ -112,6 +117,10 @@ impl ServeArgs {
         if let Some(p) = self.service_key {
             auth.insert("service_key_file".into(), path(p));
         }
+        let mut crypto = serde_json::Map::new();
+        if let Some(p) = self.master_key_file {
+            crypto.insert("master_key_file".into(), path(p));
+        }
         Ok(Overrides {
             roles,
             data_dir: self.data_dir,
@@ -122,6 +131,7 @@ impl ServeArgs {
             endpoints,
             matcher,
             auth,
+            crypto,
         })
     }
 }

@@ -57,6 +57,7 @@ pub fn serve(args: &[&str]) -> Proc {
 pub struct Keys {
     pub private: std::path::PathBuf,
     pub public: std::path::PathBuf,
+    pub master: std::path::PathBuf,
     signer: biomatch_auth::TokenSigner,
 }
 
@@ -64,7 +65,9 @@ impl Keys {
     pub fn new(dir: &std::path::Path) -> Self {
         let (private, public) = biomatch_auth::keys::generate(dir, "test").expect("keys");
         let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer");
-        Self { private, public, signer }
+        let master = dir.join("master.key");
+        biomatch_crypto::MasterKey::load_or_create(&master).expect("master key");
+        Self { private, public, master, signer }
     }
 
     /// The `serve` flags that make a process trust and use these keys.
@@ -74,6 +77,8 @@ impl Keys {
             self.public.display().to_string(),
             "--service-key".into(),
             self.private.display().to_string(),
+            "--master-key-file".into(),
+            self.master.display().to_string(),
         ]
     }
 

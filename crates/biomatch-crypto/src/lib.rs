@@ -1,0 +1,160 @@
+//! Templates encrypted at rest, by envelope encryption.
+//!
+//! Every gallery has its own 256-bit data key; templates are sealed with AES-256-GCM under it,
+//! with associated data naming the gallery and subject, so a ciphertext moved to another row does
+//! not open. Data keys are stored only wrapped (AES-256-GCM under the master key) by a
+//! [`KeyStore`], outside the gallery store: a stolen database or backup holds ciphertext only, and
+//! destroying a gallery's data key (crypto-shredding) makes every copy of its templates, backups
+//! included, unreadable. [`FileKeyStore`] keeps wrapped keys as files under a directory, wrapped by a
+//! [`MasterKey`] from a file or the environment; a KMS implements the same trait.
+
+mod keystore;
+
+pub use keystore::{FileKeyStore, KeyStore};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use zeroize::Zeroizing;
+
+const NONCE: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("ciphertext does not open with this key and context (wrong key, wrong row, or tampered)")]
+    Open,
+    #[error(
+        "no data key for gallery key {0}: the gallery was deleted (crypto-shredded) or its key is missing"
+    )]
+    NoKey(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("key store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A 256-bit AES key that is wiped from memory when dropped and never printed.
+#[derive(Clone)]
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    pub fn generate() -> Self {
+        Self(Zeroizing::new(rand::random()))
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.0.as_ref().into())
+    }
+
+    /// `nonce || ciphertext+tag`, bound to `context`.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE] = rand::random();
+        let sealed = self
+            .cipher()
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
+            .unwrap_or_default();
+        [nonce.as_slice(), &sealed].concat()
+    }
+
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if sealed.len() < NONCE + 16 {
+            return Err(CryptoError::Open);
+        }
+        let (nonce, body) = sealed.split_at(NONCE);
+        self.cipher()
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: context })
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Open)
+    }
+}
+
+/// The key that wraps data keys. From a file or `BIOMATCH_MASTER_KEY` (64 hex characters).
+#[derive(Clone)]
+pub struct MasterKey(DataKey);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_hex(hex_key: &str) -> Result<Self, CryptoError> {
+        let bytes = Zeroizing::new(
+            hex::decode(hex_key.trim())
+                .map_err(|_| CryptoError::MasterKey("must be 64 hex characters".into()))?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::MasterKey("must be 64 hex characters".into()))?;
+        Ok(Self(DataKey(Zeroizing::new(key))))
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Self, CryptoError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path)?);
+        Self::from_hex(&text)
+    }
+
+    /// Loads the key at `path`, creating a random one (mode 0600) when the file does not exist.
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self, CryptoError> {
+        if path.exists() {
+            return Self::from_file(path);
+        }
+        let key = DataKey::generate();
+        keystore::write_private(path, hex::encode(key.0.as_ref()).as_bytes())?;
+        tracing::info!(path = %path.display(), "created a new master key");
+        Ok(Self(key))
+    }
+
+    fn wrap(&self, key: &DataKey, key_ref: &str) -> Vec<u8> {
+        self.0.seal(key.0.as_ref(), &wrap_context(key_ref))
+    }
+
+    fn unwrap(&self, wrapped: &[u8], key_ref: &str) -> Result<DataKey, CryptoError> {
+        let bytes = self.0.open(wrapped, &wrap_context(key_ref))?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| CryptoError::Open)?;
+        Ok(DataKey(Zeroizing::new(key)))
+    }
+}
+
+fn wrap_context(key_ref: &str) -> Vec<u8> {
+    format!("biomatch-data-key:v1:{key_ref}").into_bytes()
+}
+
+/// The associated data of one subject's templates in one gallery.
+pub fn template_context(gallery_key_ref: &str, subject_id: &str) -> Vec<u8> {
+    format!("biomatch-template:v1:{gallery_key_ref}:{subject_id}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_data_opens_only_with_its_key_and_context() {
+        let key = DataKey::generate();
+        let sealed = key.seal(b"template bytes", b"g1:s1");
+        assert_eq!(key.open(&sealed, b"g1:s1").expect("opens").as_slice(), b"template bytes");
+        assert!(matches!(key.open(&sealed, b"g1:s2"), Err(CryptoError::Open)), "moved to another subject");
+        assert!(DataKey::generate().open(&sealed, b"g1:s1").is_err(), "another gallery's key");
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(key.open(&tampered, b"g1:s1").is_err());
+        assert!(key.open(&sealed[..10], b"g1:s1").is_err(), "truncated");
+        assert_ne!(key.seal(b"x", b"c"), key.seal(b"x", b"c"), "fresh nonce each time");
+        assert_eq!(format!("{key:?}"), "DataKey(..)");
+    }
+
+    #[test]
+    fn master_keys_parse_strictly() {
+        assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
+        assert!(MasterKey::from_hex("abcd").is_err());
+        assert!(MasterKey::from_hex(&"zz".repeat(32)).is_err());
+    }
+}
