@@ -19,7 +19,7 @@ fn plaintext_hits(bytes: &[u8], templates: &[Vec<f32>]) -> usize {
             .collect();
         for window in floats.windows(d) {
             let norm = window.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if !(norm > 1e-6) {
+            if norm <= 1e-6 {
                 continue;
             }
             if templates.iter().any(|t| t.iter().zip(window).map(|(a, b)| a * b).sum::<f32>() / norm > 0.99) {
