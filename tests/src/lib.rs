@@ -85,9 +85,14 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn start(config: ServeConfig) -> Self {
+        Self::start_with_clock(config, biomatch_domain::system_clock()).await
+    }
+
+    /// A cluster whose stores and audit log read time from `clock` (milliseconds).
+    pub async fn start_with_clock(config: ServeConfig, clock: biomatch_domain::Clock) -> Self {
         let keys = config.auth.service_key_file.clone().expect("test config names the test key");
         let signer = TokenSigner::from_file(&keys, "biomatch", "biomatch").expect("signer");
-        let running = biomatch::serve::start(config).await.expect("cluster starts");
+        let running = biomatch::serve::start_with_clock(config, clock).await.expect("cluster starts");
         let channel = biomatch_client_channel(&format!("http://{}", running.grpc_addr));
         Self { running, channel, signer }
     }
@@ -169,6 +174,7 @@ pub async fn enrolled_gallery(
         shard_count: shards,
         threshold: Some(0.45),
         allowed_purposes: vec![PURPOSE.into()],
+        retention: Some(prost_types::Duration { seconds: RETENTION_SECS, nanos: 0 }),
         ..Default::default()
     };
     cluster.galleries().create_gallery(create).await.expect("gallery created");
@@ -192,6 +198,8 @@ pub async fn enrolled_gallery(
 
 /// The purpose every test gallery allows.
 pub const PURPOSE: &str = "border";
+/// How long test galleries keep their subjects.
+pub const RETENTION_SECS: i64 = 3600;
 
 pub fn subject_id(i: usize) -> String {
     format!("s{i:05}")

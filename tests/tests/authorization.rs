@@ -28,6 +28,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("IngestService/BatchEnroll", vec![Enroller]),
         ("IngestService/DeleteSubject", vec![Enroller]),
         ("IngestService/GetSubject", vec![Enroller, Analyst]),
+        ("IngestService/PurgeExpired", vec![Admin]),
         ("SearchService/Identify", vec![Kiosk, Analyst]),
         ("SearchService/Verify", vec![Kiosk, Analyst]),
         ("SearchService/ReviewCandidate", vec![Analyst]),
@@ -86,6 +87,7 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
             .get_subject(r!(GetSubjectRequest { gallery: nope(), ..Default::default() }))
             .await
             .map(|_| ()),
+        "IngestService/PurgeExpired" => ingest.purge_expired(r!(PurgeExpiredRequest {})).await.map(|_| ()),
         "SearchService/Identify" => search
             .identify(r!(IdentifyRequest {
                 gallery: "g".into(),

@@ -71,6 +71,19 @@ impl Default for MatcherConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct IngestConfig {
+    /// How often subjects whose retention ended are purged.
+    pub purge_interval_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { purge_interval_ms: 60_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SearchConfig {
     /// Deadline of one shard's answer before another replica is tried.
     pub shard_timeout_ms: u64,
@@ -155,6 +168,7 @@ pub struct ServeConfig {
     pub log_json: bool,
     pub endpoints: Endpoints,
     pub matcher: MatcherConfig,
+    pub ingest: IngestConfig,
     pub search: SearchConfig,
     pub audit: AuditConfig,
     pub auth: AuthConfig,
@@ -172,6 +186,7 @@ impl Default for ServeConfig {
             log_json: false,
             endpoints: Endpoints::default(),
             matcher: MatcherConfig::default(),
+            ingest: IngestConfig::default(),
             search: SearchConfig::default(),
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
@@ -214,7 +229,8 @@ impl ServeConfig {
         if self.roles.contains(&Role::All) && self.roles.len() > 1 {
             return Err(ConfigError::Invalid("role all runs every role; do not combine it".into()));
         }
-        if self.matcher.poll_interval_ms == 0
+        if self.ingest.purge_interval_ms == 0
+            || self.matcher.poll_interval_ms == 0
             || self.search.shard_timeout_ms == 0
             || self.audit.checkpoint_interval_ms == 0
         {

@@ -23,6 +23,18 @@ pub(crate) fn gallery_event(
     }
 }
 
+pub(crate) fn purge_event(principal: &Principal, gallery: &str, subject_ids: Vec<String>) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor(principal)),
+        operation: Operation::Purge.into(),
+        gallery: gallery.to_owned(),
+        subject_ids,
+        detail: "retention ended".into(),
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn enroll_event(
     principal: &Principal,
     gallery: &GalleryRecord,

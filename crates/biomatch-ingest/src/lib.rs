@@ -23,7 +23,7 @@ use biomatch_proto::v1::{
     BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
     DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollMode, EnrollRequest, EnrollResponse,
     Gallery, GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
-    Subject,
+    PurgeExpiredRequest, PurgeExpiredResponse, Subject,
 };
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{EnrollWrite, GalleryRecord, GalleryStore, Idempotency, StoreError};
@@ -76,6 +76,12 @@ impl IngestServer {
         let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
         let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
+        if gallery.retention_seconds <= 0 {
+            return Err(status_with(
+                ErrorClass::FailedPrecondition,
+                format!("gallery {} has no retention policy; enrolment is refused", gallery.name),
+            ));
+        }
         if samples.is_empty() {
             return Err(status_with(ErrorClass::InvalidArgument, "at least one sample is required"));
         }
@@ -109,6 +115,47 @@ impl IngestServer {
             replace,
             idempotency,
         })
+    }
+
+    /// Removes every subject whose retention has ended, everywhere (store, change log, and
+    /// through it every matcher), and audits each gallery's purge.
+    pub async fn purge_expired(&self, actor: &Principal) -> Result<PurgeExpiredResponse, Status> {
+        let mut response = PurgeExpiredResponse::default();
+        loop {
+            let purged = self.store.purge_expired((self.clock)(), 1000).await.map_err(|e| status_from(&e))?;
+            if purged.is_empty() {
+                return Ok(response);
+            }
+            self.changed.notify_one();
+            let mut by_gallery: Vec<(String, Vec<String>)> = Vec::new();
+            for p in purged {
+                response.purged += 1;
+                response.last_change_seq = response.last_change_seq.max(p.change_seq);
+                match by_gallery.iter_mut().find(|(g, _)| *g == p.gallery) {
+                    Some((_, ids)) => ids.push(p.subject_id),
+                    None => by_gallery.push((p.gallery, vec![p.subject_id])),
+                }
+            }
+            for (gallery, subject_ids) in by_gallery {
+                let event = events::purge_event(actor, &gallery, subject_ids);
+                response.audit_leaf_indexes.push(self.audit(event, audit_key("purge", "")).await?);
+            }
+        }
+    }
+
+    /// Purges on a schedule, as this role's own service principal.
+    pub async fn purge_loop(self: Arc<Self>, interval: std::time::Duration) {
+        let me = self.creds.principal();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.purge_expired(&me).await {
+                Ok(r) if r.purged > 0 => tracing::info!(purged = r.purged, "expired subjects purged"),
+                Ok(_) => {}
+                Err(status) => tracing::warn!(code = ?status.code(), "purge failed, retrying later"),
+            }
+        }
     }
 
     async fn audit(&self, event: biomatch_proto::v1::AuditEvent, key: String) -> Result<u64, Status> {
@@ -294,6 +341,15 @@ impl IngestService for IngestServer {
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
         let record = self.store.subject(&gallery, &subject).await.map_err(|e| status_from(&e))?;
         Ok(Response::new(galleries::subject_to_proto(&gallery, &record)))
+    }
+
+    async fn purge_expired(
+        &self,
+        request: Request<PurgeExpiredRequest>,
+    ) -> Result<Response<PurgeExpiredResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        self.require(&principal, &[Role::Admin], "IngestService/PurgeExpired").await?;
+        Ok(Response::new(IngestServer::purge_expired(self, &principal).await?))
     }
 }
 

@@ -2,8 +2,8 @@
 
 use crate::sql::{WriteLock, to_i64, to_u32, to_u64};
 use crate::{
-    Change, ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, GalleryStore, Idempotency, SqlStore,
-    StoreError, SubjectRecord, TemplateRow, Written,
+    Change, ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, GalleryStore, Idempotency, PurgedSubject,
+    SqlStore, StoreError, SubjectRecord, TemplateRow, Written,
 };
 use async_trait::async_trait;
 use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
@@ -385,6 +385,36 @@ impl GalleryStore for SqlStore {
             updated_at_ms: row.try_get("updated_at")?,
             expires_at_ms: row.try_get("expires_at")?,
         })
+    }
+
+    async fn purge_expired(&self, now_ms: i64, limit: u32) -> Result<Vec<PurgedSubject>, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let rows = sqlx::query(
+            "SELECT s.gallery_id, g.name, s.subject_id, s.shard FROM subjects s JOIN galleries g ON g.id = s.gallery_id \
+             WHERE s.expires_at IS NOT NULL AND s.expires_at <= $1 ORDER BY s.expires_at LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut purged = Vec::with_capacity(rows.len());
+        for row in rows {
+            let gallery_id: i64 = row.try_get("gallery_id")?;
+            let subject: String = row.try_get("subject_id")?;
+            for table in ["templates", "subjects"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE gallery_id = $1 AND subject_id = $2"))
+                    .bind(gallery_id)
+                    .bind(&subject)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let shard = to_u32(row.try_get("shard")?)?;
+            let change_seq =
+                append_change(&mut tx, gallery_id, shard, &subject, ChangeOp::Delete, now_ms).await?;
+            purged.push(PurgedSubject { gallery: row.try_get("name")?, subject_id: subject, change_seq });
+        }
+        tx.commit().await?;
+        Ok(purged)
     }
 
     async fn head_seq(&self) -> Result<u64, StoreError> {

@@ -18,7 +18,7 @@ pub mod testing;
 pub use error::StoreError;
 pub use model::{
     AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, EnrollResult, EnrollWrite, GalleryRecord,
-    Idempotency, NewAuditLeaf, SubjectRecord, TemplateRow, Written,
+    Idempotency, NewAuditLeaf, PurgedSubject, SubjectRecord, TemplateRow, Written,
 };
 pub use sql::{Backend, SqlStore};
 
@@ -59,6 +59,9 @@ pub trait GalleryStore: Send + Sync + 'static {
         gallery: &GalleryRecord,
         subject: &SubjectId,
     ) -> Result<SubjectRecord, StoreError>;
+    /// Deletes up to `limit` subjects whose retention ended at or before `now_ms`, with their
+    /// templates, appending a change-log entry for each; returns what was removed.
+    async fn purge_expired(&self, now_ms: i64, limit: u32) -> Result<Vec<PurgedSubject>, StoreError>;
     /// The highest change-log sequence number committed.
     async fn head_seq(&self) -> Result<u64, StoreError>;
     async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError>;

@@ -167,6 +167,14 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// A subject removed because its retention ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurgedSubject {
+    pub gallery: String,
+    pub subject_id: String,
+    pub change_seq: u64,
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {

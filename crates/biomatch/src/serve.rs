@@ -151,7 +151,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 creds.clone(),
                 keys.clone().context("key store")?,
             );
-            Some(intercept(auth.clone(), IngestServiceServer::new(server)))
+            let server = Arc::new(server);
+            let purge = server.clone().purge_loop(Duration::from_millis(config.ingest.purge_interval_ms));
+            tasks.push(spawn_until_stopped(purge, stopped.clone()));
+            Some(intercept(auth.clone(), IngestServiceServer::from_arc(server)))
         }
         _ => None,
     };

@@ -98,6 +98,8 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
             "0.45",
             "--purposes",
             "border",
+            "--retention",
+            "12h",
         ],
     );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
