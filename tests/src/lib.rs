@@ -54,6 +54,9 @@ pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig
     let master = data_dir.join("keys/master.key");
     biomatch_crypto::MasterKey::load_or_create(&master).expect("master key");
     config.crypto.master_key_file = Some(master);
+    // Scenarios run many searches a minute from one kiosk; the budget test sets its own limits.
+    config.search.kiosk_per_minute = 100_000;
+    config.search.analyst_per_minute = 100_000;
     match backend {
         Backend::Sqlite(dir) => config.data_dir = dir.clone(),
         Backend::Postgres(url) => config.database_url = Some(url.clone().into()),

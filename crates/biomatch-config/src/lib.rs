@@ -87,11 +87,22 @@ impl Default for IngestConfig {
 pub struct SearchConfig {
     /// Deadline of one shard's answer before another replica is tried.
     pub shard_timeout_ms: u64,
+    /// Query budgets per principal (identify and verify count alike).
+    pub kiosk_per_minute: u32,
+    pub kiosk_per_day: u32,
+    pub analyst_per_minute: u32,
+    pub analyst_per_day: u32,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { shard_timeout_ms: 2000 }
+        Self {
+            shard_timeout_ms: 2000,
+            kiosk_per_minute: 120,
+            kiosk_per_day: 20_000,
+            analyst_per_minute: 60,
+            analyst_per_day: 2_000,
+        }
     }
 }
 

@@ -6,15 +6,17 @@
 //! `UNAVAILABLE` and no candidates. Verify scores the probe against the one shard that holds the
 //! subject. The search role keeps no state.
 
+mod budget;
 mod merge;
 mod router;
 
+pub use budget::{BudgetPolicy, Budgets, Exceeded, Limits};
 pub use merge::merge_top_k;
 pub use router::Router;
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_client::{GalleryModel, ResolvedProbe, actor, request, resolve_probe};
-use biomatch_domain::{Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
+use biomatch_domain::{Clock, Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
@@ -37,6 +39,8 @@ pub struct SearchServer {
     router: Router,
     shard_timeout: Duration,
     creds: Arc<ServiceCredentials>,
+    budgets: Budgets,
+    clock: Clock,
 }
 
 /// Administrators manage galleries but do not search them.
@@ -50,8 +54,35 @@ impl SearchServer {
         router: Router,
         shard_timeout: Duration,
         creds: Arc<ServiceCredentials>,
+        budgets: Budgets,
+        clock: Clock,
     ) -> Self {
-        Self { ingest, audit, embed, router, shard_timeout, creds }
+        Self { ingest, audit, embed, router, shard_timeout, creds, budgets, clock }
+    }
+
+    /// Spends one search from the caller's budget; an exhausted budget is refused and audited.
+    async fn spend_budget(&self, principal: &Principal, gallery: &str) -> Result<(), Status> {
+        let Err(window) = self.budgets.take(principal, (self.clock)()) else {
+            return Ok(());
+        };
+        let what = match window {
+            Exceeded::Minute => "per-minute",
+            Exceeded::Day => "per-day",
+        };
+        tracing::warn!(role = %principal.role, window = what, "query budget exceeded");
+        let event = AuditEvent {
+            actor: Some(actor(principal)),
+            operation: Operation::BudgetExceeded.into(),
+            gallery: gallery.to_owned(),
+            outcome: "RESOURCE_EXHAUSTED".into(),
+            detail: format!("{what} query budget exhausted"),
+            ..Default::default()
+        };
+        let _ = self.audit(event, format!("budget:{}", uuid::Uuid::new_v4())).await;
+        Err(status_with(
+            ErrorClass::ResourceExhausted,
+            format!("{what} query budget exhausted for this caller"),
+        ))
     }
 
     async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
@@ -201,6 +232,7 @@ impl SearchService for SearchServer {
             allow_partial,
             min_change_seq,
         } = request.into_inner();
+        self.spend_budget(&principal, &gallery).await?;
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
         let k = if k == 0 { gallery.default_k } else { k };
@@ -274,6 +306,7 @@ impl SearchService for SearchServer {
             case_ref,
             min_change_seq,
         } = request.into_inner();
+        self.spend_budget(&principal, &gallery).await?;
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;

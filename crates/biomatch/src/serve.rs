@@ -20,7 +20,7 @@ use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::matcher_service_server::MatcherServiceServer;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
-use biomatch_search::{Router, SearchServer};
+use biomatch_search::{BudgetPolicy, Budgets, Limits, Router, SearchServer};
 use biomatch_store::SqlStore;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
@@ -191,6 +191,17 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             Router::new(matchers),
             Duration::from_millis(config.search.shard_timeout_ms),
             creds.clone(),
+            Budgets::new(BudgetPolicy {
+                kiosk: Limits {
+                    per_minute: config.search.kiosk_per_minute,
+                    per_day: config.search.kiosk_per_day,
+                },
+                analyst: Limits {
+                    per_minute: config.search.analyst_per_minute,
+                    per_day: config.search.analyst_per_day,
+                },
+            }),
+            clock.clone(),
         );
         Some(intercept(auth.clone(), SearchServiceServer::new(server)))
     } else {

@@ -1,0 +1,37 @@
+//! A kiosk that searches faster than its budget allows is refused, and the refusal is audited.
+
+use biomatch_proto::v1::{Operation, QueryAuditRequest};
+use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
+use std::sync::Arc;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_budgets_are_enforced_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let mut c = config(&backend, dir.path(), &[biomatch_config::Role::All]);
+    c.search.kiosk_per_minute = 5;
+    // A fixed clock: all searches fall in one minute, whatever the machine's speed.
+    let cluster = TestCluster::start_with_clock(c, Arc::new(|| 1_800_000_000_000)).await;
+    let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 32, 1, 10, 2).await;
+    for i in 0..5 {
+        identify(&cluster, "g", synthetic.sample(&centres[i]), seq).await.expect("within budget");
+    }
+    let refused = identify(&cluster, "g", synthetic.sample(&centres[0]), seq).await.expect_err("over budget");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let query = QueryAuditRequest { operation: Operation::BudgetExceeded.into(), ..Default::default() };
+    let leaves = cluster.audit().query(query).await.expect("query").into_inner().leaves;
+    assert_eq!(leaves.len(), 1);
+    let event = leaves[0].event.as_ref().expect("event");
+    assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("kiosk-1"));
+    // An analyst has a budget of their own.
+    let mut analyst = cluster.search();
+    let request = biomatch_proto::v1::IdentifyRequest {
+        gallery: "g".into(),
+        probe: biomatch_tests::embedding(synthetic.sample(&centres[1])),
+        purpose: biomatch_tests::PURPOSE.into(),
+        ..Default::default()
+    };
+    assert!(analyst.identify(request).await.is_ok());
+    cluster.running.shutdown().await;
+}
