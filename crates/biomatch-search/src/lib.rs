@@ -46,18 +46,21 @@ pub struct SearchServer {
 /// Administrators manage galleries but do not search them.
 const SEARCHERS: &[Role] = &[Role::Kiosk, Role::Analyst];
 
+/// The roles a search role talks to, and how.
+pub struct Peers {
+    pub ingest: IngestServiceClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
+    pub embed: EmbedServiceClient<Channel>,
+    pub matchers: Router,
+    /// Deadline of one shard's answer before another replica is tried.
+    pub shard_timeout: Duration,
+    pub creds: Arc<ServiceCredentials>,
+}
+
 impl SearchServer {
-    pub fn new(
-        ingest: IngestServiceClient<Channel>,
-        audit: AuditServiceClient<Channel>,
-        embed: EmbedServiceClient<Channel>,
-        router: Router,
-        shard_timeout: Duration,
-        creds: Arc<ServiceCredentials>,
-        budgets: Budgets,
-        clock: Clock,
-    ) -> Self {
-        Self { ingest, audit, embed, router, shard_timeout, creds, budgets, clock }
+    pub fn new(peers: Peers, budgets: Budgets, clock: Clock) -> Self {
+        let Peers { ingest, audit, embed, matchers, shard_timeout, creds } = peers;
+        Self { ingest, audit, embed, router: matchers, shard_timeout, creds, budgets, clock }
     }
 
     /// Spends one search from the caller's budget; an exhausted budget is refused and audited.

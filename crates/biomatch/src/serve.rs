@@ -20,7 +20,7 @@ use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::matcher_service_server::MatcherServiceServer;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
-use biomatch_search::{BudgetPolicy, Budgets, Limits, Router, SearchServer};
+use biomatch_search::{BudgetPolicy, Budgets, Limits, Peers, Router, SearchServer};
 use biomatch_store::SqlStore;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
@@ -184,13 +184,16 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 biomatch_client::channel(url).map(MatcherServiceClient::new).map_err(anyhow::Error::msg)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let peers = Peers {
+            ingest: ingest_client,
+            audit: audit_client,
+            embed: embed_client,
+            matchers: Router::new(matchers),
+            shard_timeout: Duration::from_millis(config.search.shard_timeout_ms),
+            creds: creds.clone(),
+        };
         let server = SearchServer::new(
-            ingest_client,
-            audit_client,
-            embed_client,
-            Router::new(matchers),
-            Duration::from_millis(config.search.shard_timeout_ms),
-            creds.clone(),
+            peers,
             Budgets::new(BudgetPolicy {
                 kiosk: Limits {
                     per_minute: config.search.kiosk_per_minute,
