@@ -14,8 +14,8 @@ async fn query_budgets_are_enforced_and_audited() {
     // A fixed clock: all searches fall in one minute, whatever the machine's speed.
     let cluster = TestCluster::start_with_clock(c, Arc::new(|| 1_800_000_000_000)).await;
     let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 32, 1, 10, 2).await;
-    for i in 0..5 {
-        identify(&cluster, "g", synthetic.sample(&centres[i]), seq).await.expect("within budget");
+    for centre in &centres[..5] {
+        identify(&cluster, "g", synthetic.sample(centre), seq).await.expect("within budget");
     }
     let refused = identify(&cluster, "g", synthetic.sample(&centres[0]), seq).await.expect_err("over budget");
     assert_eq!(refused.code(), Code::ResourceExhausted);
