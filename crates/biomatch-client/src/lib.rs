@@ -3,8 +3,10 @@
 //! the audited refusal of a request.
 
 mod probe;
+mod tls;
 
 pub use probe::{GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
+pub use tls::{MutualTls, TlsFileError};
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::{ErrorClass, Principal, Role};
@@ -17,10 +19,22 @@ use tonic::transport::{Channel, Endpoint};
 /// A channel to `url` (e.g. `http://127.0.0.1:50051`) that connects on first use and reconnects
 /// after failures, so roles can start in any order.
 pub fn channel(url: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    channel_with(url, None)
+}
+
+/// As [`channel`], over mutual TLS when `tls` is given (an `http://` URL becomes `https://`).
+pub fn channel_with(url: &str, tls: Option<&MutualTls>) -> Result<Channel, String> {
+    let url = match (tls, url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => url.to_owned(),
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| format!("invalid endpoint {url:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.client()).map_err(|e| format!("TLS for {url:?}: {e}"))?;
+    }
     Ok(endpoint.connect_lazy())
 }
 

@@ -117,6 +117,23 @@ pub struct CryptoConfig {
     pub key_dir: Option<PathBuf>,
 }
 
+/// Mutual TLS between roles (and for clients). All three files or none: with them, every role
+/// serves TLS and accepts only clients whose certificate chains to `ca_file`, and calls the other
+/// roles over TLS with its own certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+}
+
 /// Token validation. Outside `--role all` demo mode, `public_keys` or `jwks_file`, and
 /// `service_key_file`, are required: there is no default key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +201,7 @@ pub struct ServeConfig {
     pub audit: AuditConfig,
     pub auth: AuthConfig,
     pub crypto: CryptoConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for ServeConfig {
@@ -202,6 +220,7 @@ impl Default for ServeConfig {
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
             crypto: CryptoConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -248,6 +267,10 @@ impl ServeConfig {
             return Err(ConfigError::Invalid("intervals and timeouts must be positive".into()));
         }
         self.matcher_shards()?;
+        let t = &self.tls;
+        if t.enabled() && (t.ca_file.is_none() || t.cert_file.is_none() || t.key_file.is_none()) {
+            return Err(ConfigError::Invalid("tls needs ca_file, cert_file and key_file together".into()));
+        }
         if self.auth.leeway_secs > 30 {
             return Err(ConfigError::Invalid("auth.leeway_secs must be at most 30".into()));
         }

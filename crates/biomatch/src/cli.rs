@@ -41,12 +41,27 @@ pub enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Development certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Issue tokens and make signing keys.
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// Benchmarks, printed as tables.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A development CA, one certificate for every role (server and client) and one for clients.
+    Dev {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Names the roles are reached by (DNS names or IP addresses).
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        names: Vec<String>,
+    },
 }
 
 /// How a client reaches the cluster and who it says it is.
@@ -62,11 +77,23 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Mutual TLS to the cluster: its CA, and this client's certificate and key.
+    #[arg(long, env = "BIOMATCH_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    #[arg(long, env = "BIOMATCH_TLS_CERT", global = true)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "BIOMATCH_TLS_KEY", global = true)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     pub fn channel(&self) -> anyhow::Result<Channel> {
-        biomatch_client::channel(&self.endpoint).map_err(anyhow::Error::msg)
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(biomatch_client::MutualTls::from_files(ca, cert, key)?),
+            (None, None, None) => None,
+            _ => anyhow::bail!("mutual TLS needs --tls-ca, --tls-cert and --tls-key together"),
+        };
+        biomatch_client::channel_with(&self.endpoint, tls.as_ref()).map_err(anyhow::Error::msg)
     }
 
     /// A request carrying the caller's token.
@@ -111,5 +138,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::Certs(CertsCommand::Dev { out, names }) => {
+            let certs = crate::certs::dev(&out, &names)?;
+            println!("CA       {}", certs.ca.display());
+            println!("node     {} {}", certs.node_cert.display(), certs.node_key.display());
+            println!("client   {} {}", certs.client_cert.display(), certs.client_key.display());
+            Ok(())
+        }
     }
 }

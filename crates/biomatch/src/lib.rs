@@ -2,6 +2,7 @@
 //! start real clusters in process on port 0), and [`cli`] holds the client subcommands.
 //! `main.rs` only parses arguments and dispatches.
 
+pub mod certs;
 pub mod cli;
 pub mod identity;
 pub mod serve;

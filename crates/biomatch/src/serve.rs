@@ -66,9 +66,13 @@ fn store_urls(config: &ServeConfig) -> anyhow::Result<(String, String)> {
     Ok((file("gallery.db"), file("audit.db")))
 }
 
-fn client_channel(url: &Option<String>, own: &str) -> anyhow::Result<tonic::transport::Channel> {
+fn client_channel(
+    url: &Option<String>,
+    own: &str,
+    tls: Option<&biomatch_client::MutualTls>,
+) -> anyhow::Result<tonic::transport::Channel> {
     let url = url.as_deref().unwrap_or(own);
-    biomatch_client::channel(url).map_err(anyhow::Error::msg)
+    biomatch_client::channel_with(url, tls).map_err(anyhow::Error::msg)
 }
 
 /// Starts the configured roles. Returns once every role is ready to answer.
@@ -82,12 +86,16 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
+    let tls = match (&config.tls.ca_file, &config.tls.cert_file, &config.tls.key_file) {
+        (Some(ca), Some(cert), Some(key)) => Some(biomatch_client::MutualTls::from_files(ca, cert, key)?),
+        _ => None,
+    };
     let own = format!("http://{grpc_addr}");
     let e = &config.endpoints;
-    let audit_client = AuditServiceClient::new(client_channel(&e.audit, &own)?);
-    let embed_client = EmbedServiceClient::new(client_channel(&e.embed, &own)?);
-    let ingest_client = IngestServiceClient::new(client_channel(&e.ingest, &own)?);
-    let search_client = SearchServiceClient::new(client_channel(&e.search, &own)?);
+    let audit_client = AuditServiceClient::new(client_channel(&e.audit, &own, tls.as_ref())?);
+    let embed_client = EmbedServiceClient::new(client_channel(&e.embed, &own, tls.as_ref())?);
+    let ingest_client = IngestServiceClient::new(client_channel(&e.ingest, &own, tls.as_ref())?);
+    let search_client = SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?);
     let matcher_urls = if e.matchers.is_empty() { vec![own.clone()] } else { e.matchers.clone() };
 
     let needs_gallery_store = config.runs(Role::Ingest) || config.runs(Role::Matcher);
@@ -181,7 +189,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         let matchers = matcher_urls
             .iter()
             .map(|url| {
-                biomatch_client::channel(url).map(MatcherServiceClient::new).map_err(anyhow::Error::msg)
+                biomatch_client::channel_with(url, tls.as_ref())
+                    .map(MatcherServiceClient::new)
+                    .map_err(anyhow::Error::msg)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let peers = Peers {
@@ -217,7 +227,12 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         None
     };
 
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.server()).context("invalid TLS configuration")?;
+        tracing::info!("mutual TLS: only clients with a certificate from the configured CA are accepted");
+    }
+    let router = builder
         .add_service(health_service)
         .add_optional_service(embed)
         .add_optional_service(ingest)

@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// This process's private key (KID.key.pem) for its calls to other roles.
     #[arg(long)]
     service_key: Option<PathBuf>,
+    /// Mutual TLS: the CA every role's certificate chains to, and this process's certificate and key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Master key file (64 hex characters) wrapping the galleries' data keys.
     #[arg(long)]
     master_key_file: Option<PathBuf>,
@@ -79,6 +86,8 @@ struct Overrides {
     auth: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     crypto: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    tls: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ServeArgs {
@@ -121,6 +130,14 @@ impl ServeArgs {
         if let Some(p) = self.master_key_file {
             crypto.insert("master_key_file".into(), path(p));
         }
+        let mut tls = serde_json::Map::new();
+        for (key, value) in
+            [("ca_file", self.tls_ca), ("cert_file", self.tls_cert), ("key_file", self.tls_key)]
+        {
+            if let Some(p) = value {
+                tls.insert(key.into(), path(p));
+            }
+        }
         Ok(Overrides {
             roles,
             data_dir: self.data_dir,
@@ -132,6 +149,7 @@ impl ServeArgs {
             matcher,
             auth,
             crypto,
+            tls,
         })
     }
 }

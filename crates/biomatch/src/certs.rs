@@ -1,0 +1,71 @@
+//! `biomatch certs dev`: a development CA and certificates for mutual TLS between roles.
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::path::{Path, PathBuf};
+
+/// The files `dev` writes.
+#[derive(Debug, Clone)]
+pub struct DevCerts {
+    pub ca: PathBuf,
+    /// Every role's certificate (server and client use), valid for `names`.
+    pub node_cert: PathBuf,
+    pub node_key: PathBuf,
+    /// A client-only certificate for the CLI and tests.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    let mut file = options.open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(path)
+}
+
+/// Writes a new CA, a node certificate for `names` (DNS names or IP addresses) and a client
+/// certificate into `out`. For development and tests only: the CA key is discarded.
+pub fn dev(out: &Path, names: &[String]) -> anyhow::Result<DevCerts> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "biomatch development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let leaf = |cn: &str,
+                sans: Vec<String>,
+                usages: Vec<ExtendedKeyUsagePurpose>|
+     -> anyhow::Result<(String, String)> {
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = usages;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (node_pem, node_key) = leaf(
+        "biomatch node",
+        names.to_vec(),
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    )?;
+    let (client_pem, client_key) =
+        leaf("biomatch client", Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth])?;
+    Ok(DevCerts {
+        ca: write(out, "ca.pem", &ca.pem(), false)?,
+        node_cert: write(out, "node.pem", &node_pem, false)?,
+        node_key: write(out, "node.key.pem", &node_key, true)?,
+        client_cert: write(out, "client.pem", &client_pem, false)?,
+        client_key: write(out, "client.key.pem", &client_key, true)?,
+    })
+}

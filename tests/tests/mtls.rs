@@ -1,0 +1,91 @@
+//! Mutual TLS between roles: a cluster run with certificates serves TLS, its roles call each other
+//! over it, and a caller without a client certificate from the cluster's CA is refused.
+
+use biomatch_client::MutualTls;
+use biomatch_config::Role;
+use biomatch_domain::Role as Caller;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::{
+    CreateGalleryRequest, Decision, EnrollRequest, IdentifyRequest, ListGalleriesRequest,
+};
+use biomatch_tests::{PURPOSE, TestCluster, backends, config, embedding};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_talk_mutual_tls_and_refuse_callers_without_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certs = biomatch::certs::dev(&dir.path().join("tls"), &names).expect("dev certs");
+    let mut c =
+        config(&backend, dir.path(), &[Role::Embed, Role::Ingest, Role::Matcher, Role::Search, Role::Audit]);
+    c.tls.ca_file = Some(certs.ca.clone());
+    c.tls.cert_file = Some(certs.node_cert.clone());
+    c.tls.key_file = Some(certs.node_key.clone());
+    let cluster = TestCluster::start(c).await;
+    let url = format!("http://{}", cluster.running.grpc_addr);
+
+    // With a client certificate from the cluster's CA: the whole path works, role to role over TLS.
+    let tls = MutualTls::from_files(&certs.ca, &certs.client_cert, &certs.client_key).expect("client tls");
+    let channel = biomatch_client::channel_with(&url, Some(&tls)).expect("channel");
+    let admin = cluster.token(Caller::Admin, "ops");
+    let enroller = cluster.token(Caller::Enroller, "loader");
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let gallery = CreateGalleryRequest {
+        name: "g".into(),
+        dimension: 8,
+        allowed_purposes: vec![PURPOSE.into()],
+        retention: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        ..Default::default()
+    };
+    ingest.create_gallery(biomatch_client::request(gallery, &admin)).await.expect("create over TLS");
+    let vector = vec![1.0, 0.5, 0.0, 0.0, 0.2, 0.0, 0.0, 0.1];
+    let enroll = EnrollRequest {
+        gallery: "g".into(),
+        subject_id: "s1".into(),
+        samples: vec![embedding(vector.clone()).expect("probe")],
+        ..Default::default()
+    };
+    let seq = ingest
+        .enroll(biomatch_client::request(enroll, &enroller))
+        .await
+        .expect("enroll")
+        .into_inner()
+        .change_seq;
+    let identify = IdentifyRequest {
+        gallery: "g".into(),
+        probe: embedding(vector),
+        purpose: PURPOSE.into(),
+        min_change_seq: seq,
+        ..Default::default()
+    };
+    let analyst = cluster.token(Caller::Analyst, "analyst");
+    let found = SearchServiceClient::new(channel)
+        .identify(biomatch_client::request(identify, &analyst))
+        .await
+        .expect("identify over TLS")
+        .into_inner();
+    assert_eq!(found.decision(), Decision::Mate);
+
+    // Refused: plain text, TLS without a client certificate, a certificate from another CA.
+    let list = || biomatch_client::request(ListGalleriesRequest {}, &admin);
+    let plain = Endpoint::from_shared(url.clone()).expect("url").connect_lazy();
+    assert!(IngestServiceClient::new(plain).list_galleries(list()).await.is_err(), "plain text");
+    let ca = Certificate::from_pem(std::fs::read(&certs.ca).expect("ca"));
+    let https = url.replace("http://", "https://");
+    let no_cert = Endpoint::from_shared(https.clone())
+        .expect("url")
+        .tls_config(ClientTlsConfig::new().ca_certificate(ca))
+        .expect("tls")
+        .connect_lazy();
+    assert!(IngestServiceClient::new(no_cert).list_galleries(list()).await.is_err(), "no client certificate");
+    let other = biomatch::certs::dev(&dir.path().join("other"), &names).expect("another CA");
+    let foreign = MutualTls::from_files(&certs.ca, &other.client_cert, &other.client_key).expect("tls");
+    let foreign = biomatch_client::channel_with(&url, Some(&foreign)).expect("channel");
+    assert!(
+        IngestServiceClient::new(foreign).list_galleries(list()).await.is_err(),
+        "a foreign client certificate"
+    );
+    cluster.running.shutdown().await;
+}
