@@ -35,3 +35,57 @@ async fn query_budgets_are_enforced_and_audited() {
     assert!(analyst.identify(request).await.is_ok());
     cluster.running.shutdown().await;
 }
+
+/// The Redis of the test machine, or `None` outside CI when none is configured.
+fn test_redis() -> Option<String> {
+    match std::env::var("BIOMATCH_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but BIOMATCH_TEST_REDIS_URL is not set"
+            );
+            eprintln!("BIOMATCH_TEST_REDIS_URL not set: skipping the shared-budget test");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_search_replicas_share_one_budget_through_redis() {
+    let Some(redis) = test_redis() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("biomatch-test-{}", uuid_like());
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let backend = biomatch_tests::Backend::Sqlite(dir.path().join(name));
+        let mut c = config(&backend, dir.path(), &[biomatch_config::Role::All]);
+        c.search.kiosk_per_minute = 5;
+        c.redis_url = Some(redis.clone().into());
+        c.redis_key_prefix = prefix.clone();
+        let cluster = TestCluster::start_with_clock(c, Arc::new(|| 1_800_000_000_000)).await;
+        let gallery = enrolled_gallery(&cluster, "g", 32, 1, 10, 2).await;
+        replicas.push((cluster, gallery));
+    }
+    let mut answered = 0;
+    for i in 0..6 {
+        let (cluster, (synthetic, centres, seq)) = &mut replicas[i % 2];
+        match identify(cluster, "g", synthetic.sample(&centres[i]), *seq).await {
+            Ok(_) => answered += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert_eq!(i, 5, "refused only past the shared budget of 5");
+            }
+        }
+    }
+    assert_eq!(answered, 5, "the two replicas counted together");
+    for (cluster, _) in replicas {
+        cluster.running.shutdown().await;
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}

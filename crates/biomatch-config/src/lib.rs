@@ -193,6 +193,12 @@ pub struct ServeConfig {
     /// Never serialised, so it cannot end up in a dump of the configuration.
     #[serde(skip_serializing)]
     pub database_url: Option<SecretString>,
+    /// Redis for state shared between replicas (query budgets); unset keeps it in process.
+    /// Never serialised (it may hold a password).
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key this cluster writes.
+    pub redis_key_prefix: String,
     pub log_json: bool,
     pub endpoints: Endpoints,
     pub matcher: MatcherConfig,
@@ -212,6 +218,8 @@ impl Default for ServeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: None,
+            redis_url: None,
+            redis_key_prefix: "biomatch".into(),
             log_json: false,
             endpoints: Endpoints::default(),
             matcher: MatcherConfig::default(),

@@ -36,12 +36,29 @@ pub enum Exceeded {
     Day,
 }
 
-/// Counts searches per principal in fixed minute and day windows, in process. (A cluster with
-/// several search replicas needs the counts shared; Redis is the intended home.)
-#[derive(Debug, Default)]
+/// Why a search was not allowed to spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Exceeded(Exceeded),
+    /// The shared counter (Redis) could not be reached: fail closed.
+    Unavailable,
+}
+
+/// Counts searches per principal in fixed minute and day windows: in Redis when configured, so
+/// every search replica shares the counts, otherwise in this process.
 pub struct Budgets {
     policy: BudgetPolicy,
     used: Mutex<HashMap<String, Usage>>,
+    redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+impl std::fmt::Debug for Budgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budgets")
+            .field("policy", &self.policy)
+            .field("shared", &self.redis.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -53,17 +70,64 @@ struct Usage {
 }
 
 impl Budgets {
+    /// Counts in this process.
     pub fn new(policy: BudgetPolicy) -> Self {
-        Self { policy, used: Mutex::new(HashMap::new()) }
+        Self { policy, used: Mutex::new(HashMap::new()), redis: None }
     }
 
-    /// Spends one search of `principal` at `now_ms`, or says which budget is exhausted.
-    pub fn take(&self, principal: &Principal, now_ms: i64) -> Result<(), Exceeded> {
-        let limits = match principal.role {
-            Role::Kiosk => self.policy.kiosk,
-            Role::Analyst => self.policy.analyst,
-            _ => return Ok(()),
+    /// Counts in Redis under `prefix`, shared by every search replica.
+    pub async fn shared(policy: BudgetPolicy, url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = redis::aio::ConnectionManager::new(client).await?;
+        Ok(Self { policy, used: Mutex::new(HashMap::new()), redis: Some((conn, prefix.to_owned())) })
+    }
+
+    fn limits(&self, role: Role) -> Option<Limits> {
+        match role {
+            Role::Kiosk => Some(self.policy.kiosk),
+            Role::Analyst => Some(self.policy.analyst),
+            _ => None,
+        }
+    }
+
+    /// Spends one search of `principal` at `now_ms`, or says why not.
+    pub async fn take(&self, principal: &Principal, now_ms: i64) -> Result<(), Refusal> {
+        let Some(limits) = self.limits(principal.role) else { return Ok(()) };
+        let Some((conn, prefix)) = &self.redis else {
+            return self.take_local(principal, limits, now_ms).map_err(Refusal::Exceeded);
         };
+        let (minute, day) = (now_ms.div_euclid(60_000), now_ms.div_euclid(86_400_000));
+        let who = format!("{prefix}:budget:{}:{}", principal.role, principal.subject);
+        let (minute_key, day_key) = (format!("{who}:m{minute}"), format!("{who}:d{day}"));
+        // Refused attempts count too: a caller hammering past its budget stays refused.
+        let counts: Result<(u64, u64), _> = redis::pipe()
+            .atomic()
+            .incr(&minute_key, 1)
+            .cmd("EXPIRE")
+            .arg(&minute_key)
+            .arg(120)
+            .ignore()
+            .incr(&day_key, 1)
+            .cmd("EXPIRE")
+            .arg(&day_key)
+            .arg(2 * 86_400)
+            .ignore()
+            .query_async(&mut conn.clone())
+            .await;
+        match counts {
+            Err(e) => {
+                tracing::error!(error = %e, "query budget store unreachable; refusing");
+                Err(Refusal::Unavailable)
+            }
+            Ok((_, in_day)) if in_day > u64::from(limits.per_day) => Err(Refusal::Exceeded(Exceeded::Day)),
+            Ok((in_minute, _)) if in_minute > u64::from(limits.per_minute) => {
+                Err(Refusal::Exceeded(Exceeded::Minute))
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn take_local(&self, principal: &Principal, limits: Limits, now_ms: i64) -> Result<(), Exceeded> {
         let (minute, day) = (now_ms.div_euclid(60_000), now_ms.div_euclid(86_400_000));
         let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = format!("{}\u{0}{}", principal.role, principal.subject);
@@ -90,8 +154,8 @@ impl Budgets {
 mod tests {
     use super::*;
 
-    #[test]
-    fn budgets_refuse_past_the_limit_and_reset_with_the_window() {
+    #[tokio::test]
+    async fn budgets_refuse_past_the_limit_and_reset_with_the_window() {
         let policy = BudgetPolicy {
             kiosk: Limits { per_minute: 3, per_day: 5 },
             analyst: Limits { per_minute: 1, per_day: 1 },
@@ -100,14 +164,18 @@ mod tests {
         let kiosk = Principal::new("k1", Role::Kiosk);
         let t = 1_800_000_000_000;
         for _ in 0..3 {
-            assert_eq!(budgets.take(&kiosk, t), Ok(()));
+            assert_eq!(budgets.take(&kiosk, t).await, Ok(()));
         }
-        assert_eq!(budgets.take(&kiosk, t + 1_000), Err(Exceeded::Minute));
-        assert_eq!(budgets.take(&Principal::new("k2", Role::Kiosk), t), Ok(()), "budgets are per principal");
-        assert_eq!(budgets.take(&kiosk, t + 60_000), Ok(()), "a new minute");
-        assert_eq!(budgets.take(&kiosk, t + 61_000), Ok(()));
-        assert_eq!(budgets.take(&kiosk, t + 120_000), Err(Exceeded::Day));
-        assert_eq!(budgets.take(&kiosk, t + 86_400_000), Ok(()), "a new day");
-        assert_eq!(budgets.take(&Principal::new("ops", Role::Admin), t), Ok(()));
+        assert_eq!(budgets.take(&kiosk, t + 1_000).await, Err(Refusal::Exceeded(Exceeded::Minute)));
+        assert_eq!(
+            budgets.take(&Principal::new("k2", Role::Kiosk), t).await,
+            Ok(()),
+            "budgets are per principal"
+        );
+        assert_eq!(budgets.take(&kiosk, t + 60_000).await, Ok(()), "a new minute");
+        assert_eq!(budgets.take(&kiosk, t + 61_000).await, Ok(()));
+        assert_eq!(budgets.take(&kiosk, t + 120_000).await, Err(Refusal::Exceeded(Exceeded::Day)));
+        assert_eq!(budgets.take(&kiosk, t + 86_400_000).await, Ok(()), "a new day");
+        assert_eq!(budgets.take(&Principal::new("ops", Role::Admin), t).await, Ok(()));
     }
 }

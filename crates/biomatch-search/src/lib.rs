@@ -10,7 +10,7 @@ mod budget;
 mod merge;
 mod router;
 
-pub use budget::{BudgetPolicy, Budgets, Exceeded, Limits};
+pub use budget::{BudgetPolicy, Budgets, Exceeded, Limits, Refusal};
 pub use merge::merge_top_k;
 pub use router::Router;
 
@@ -65,12 +65,13 @@ impl SearchServer {
 
     /// Spends one search from the caller's budget; an exhausted budget is refused and audited.
     async fn spend_budget(&self, principal: &Principal, gallery: &str) -> Result<(), Status> {
-        let Err(window) = self.budgets.take(principal, (self.clock)()) else {
-            return Ok(());
-        };
-        let what = match window {
-            Exceeded::Minute => "per-minute",
-            Exceeded::Day => "per-day",
+        let what = match self.budgets.take(principal, (self.clock)()).await {
+            Ok(()) => return Ok(()),
+            Err(Refusal::Unavailable) => {
+                return Err(status_with(ErrorClass::Unavailable, "query budgets cannot be checked"));
+            }
+            Err(Refusal::Exceeded(Exceeded::Minute)) => "per-minute",
+            Err(Refusal::Exceeded(Exceeded::Day)) => "per-day",
         };
         tracing::warn!(role = %principal.role, window = what, "query budget exceeded");
         let event = AuditEvent {

@@ -202,20 +202,23 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             shard_timeout: Duration::from_millis(config.search.shard_timeout_ms),
             creds: creds.clone(),
         };
-        let server = SearchServer::new(
-            peers,
-            Budgets::new(BudgetPolicy {
-                kiosk: Limits {
-                    per_minute: config.search.kiosk_per_minute,
-                    per_day: config.search.kiosk_per_day,
-                },
-                analyst: Limits {
-                    per_minute: config.search.analyst_per_minute,
-                    per_day: config.search.analyst_per_day,
-                },
-            }),
-            clock.clone(),
-        );
+        let policy = BudgetPolicy {
+            kiosk: Limits {
+                per_minute: config.search.kiosk_per_minute,
+                per_day: config.search.kiosk_per_day,
+            },
+            analyst: Limits {
+                per_minute: config.search.analyst_per_minute,
+                per_day: config.search.analyst_per_day,
+            },
+        };
+        let budgets = match &config.redis_url {
+            Some(url) => Budgets::shared(policy, url.expose_secret(), &config.redis_key_prefix)
+                .await
+                .context("cannot connect to Redis for the query budgets")?,
+            None => Budgets::new(policy),
+        };
+        let server = SearchServer::new(peers, budgets, clock.clone());
         Some(intercept(auth.clone(), SearchServiceServer::new(server)))
     } else {
         None

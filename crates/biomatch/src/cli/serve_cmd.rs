@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// PostgreSQL URL for the gallery and audit stores instead of SQLite files.
     #[arg(long, env = "BIOMATCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Redis for state shared by replicas (query budgets); default: in process.
+    #[arg(long, env = "BIOMATCH_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// TOML configuration file (flags and BIOMATCH__* variables override it).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -76,6 +79,8 @@ struct Overrides {
     http_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     log_json: bool,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
@@ -144,6 +149,7 @@ impl ServeArgs {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
             database_url: self.database_url,
+            redis_url: self.redis_url,
             log_json: self.log_json,
             endpoints,
             matcher,
