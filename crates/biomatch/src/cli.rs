@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one or more roles (`--role all` runs the whole cluster on embedded storage).
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Create, list and delete galleries.
     #[command(subcommand)]
     Gallery(gallery::GalleryCommand),
@@ -129,7 +129,7 @@ impl std::error::Error for ExitWith {}
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve_cmd::run(args).await,
+        Command::Serve(args) => serve_cmd::run(*args).await,
         Command::Gallery(cmd) => gallery::run(cmd).await,
         Command::Enroll(args) => enroll::run(args).await,
         Command::Delete(args) => enroll::delete(args).await,
