@@ -191,6 +191,10 @@ impl Syncer {
         key_ref: &str,
         dimension: usize,
     ) -> Result<Vec<(i64, Template)>, StoreError> {
+        // A subject deleted with its gallery has no rows, and its key may be destroyed already.
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let key = self.keys.get(key_ref).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         rows.iter()
             .map(|row| {
