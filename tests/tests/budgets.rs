@@ -24,6 +24,12 @@ async fn query_budgets_are_enforced_and_audited() {
     assert_eq!(leaves.len(), 1);
     let event = leaves[0].event.as_ref().expect("event");
     assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("kiosk-1"));
+    // And a metric an alert can watch, labelled by role, never by subject.
+    let url = format!("http://{}/metrics", cluster.running.http_addr.expect("gateway"));
+    let text = reqwest::get(url).await.expect("metrics").text().await.expect("body");
+    let line = text.lines().find(|l| l.starts_with("biomatch_budget_refusals_total{")).expect("the counter");
+    assert!(line.contains("role=\"kiosk\"") && line.contains("window=\"per-minute\""), "{line}");
+    assert!(!text.contains("kiosk-1"), "no subject in metrics");
     // An analyst has a budget of their own.
     let mut analyst = cluster.search();
     let request = biomatch_proto::v1::IdentifyRequest {

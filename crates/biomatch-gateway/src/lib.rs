@@ -1,6 +1,6 @@
 //! The gateway role: a REST/JSON API (axum) over the gRPC services, for analysts, auditors and
-//! admins. So far: `GET /healthz`, `GET /readyz` and
-//! `POST /v1/galleries/{gallery}/identify` with an embedding.
+//! admins. So far: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text; the process's
+//! counters, no subject ids) and `POST /v1/galleries/{gallery}/identify` with an embedding.
 //!
 //! The caller's bearer token is validated by [`biomatch_auth::Authenticator`] and forwarded to the
 //! gRPC service, which establishes the principal; errors come back as `{"error": {"code", "message"}}` with the HTTP
@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use biomatch_auth::Authenticator;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, probe};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
@@ -21,17 +22,30 @@ use tonic::transport::Channel;
 pub struct Gateway {
     search: SearchServiceClient<Channel>,
     auth: Authenticator,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Gateway {
-    pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator) -> Self {
-        Self { search, auth }
+    pub fn new(
+        search: SearchServiceClient<Channel>,
+        auth: Authenticator,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        Self { search, auth, metrics }
     }
 
     pub fn router(self) -> Router {
+        let metrics = self.metrics.clone();
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ready" }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move { metrics.map(|m| m.render()).unwrap_or_default() }
+                }),
+            )
             .route("/v1/galleries/{gallery}/identify", post(identify))
             .with_state(self)
     }

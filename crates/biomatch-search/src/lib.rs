@@ -74,6 +74,10 @@ impl SearchServer {
             Err(Refusal::Exceeded(Exceeded::Day)) => "per-day",
         };
         tracing::warn!(role = %principal.role, window = what, "query budget exceeded");
+        // Alert on this: a role's account hammering the gallery. Labels name the role and window,
+        // never the subject.
+        metrics::counter!("biomatch_budget_refusals_total", "role" => principal.role.as_str(), "window" => what)
+            .increment(1);
         let event = AuditEvent {
             actor: Some(actor(principal)),
             operation: Operation::BudgetExceeded.into(),

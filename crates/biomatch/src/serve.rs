@@ -82,6 +82,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
 pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Result<Running> {
     config.validate()?;
+    // Counters accumulate from the start, whichever roles run; the gateway serves them.
+    let metrics = metrics_handle();
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
@@ -260,7 +262,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
         let addr = listener.local_addr()?;
-        let app = Gateway::new(search_client, auth).router();
+        let app = Gateway::new(search_client, auth, metrics).router();
         let mut http_stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
@@ -277,6 +279,21 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     };
 
     Ok(Running { grpc_addr, http_addr, stop, tasks, stores })
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every role in the process).
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        })
+        .clone()
 }
 
 /// Puts the authentication step in front of a service: handlers find the principal in the
