@@ -40,10 +40,6 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.keys().map(String::as_str)
-    }
-
     pub fn get(&self, kid: &str) -> Option<&DecodingKey> {
         self.keys.get(kid)
     }

@@ -20,16 +20,12 @@ pub struct DevCerts {
 }
 
 fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
     let path = dir.join(name);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
     if private {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        crate::identity::write_private(&path, contents)?;
+    } else {
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let mut file = options.open(&path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
     Ok(path)
 }
 

@@ -90,7 +90,8 @@ pub fn load(config: &ServeConfig) -> anyhow::Result<Identity> {
     })
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes a file only its owner can read (mode 0600 on Unix).
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
