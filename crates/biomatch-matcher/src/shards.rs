@@ -1,7 +1,8 @@
 //! The shards a matcher holds.
 
-use biomatch_domain::{IndexKind, IndexSpec};
+use biomatch_domain::IndexKind;
 use biomatch_index::{IndexError, ScoredSubject, ShardIndex};
+use biomatch_store::GalleryRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -125,34 +126,28 @@ impl Shards {
     }
 
     /// Creates empty shards for the assigned part of a gallery.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_gallery(
         &self,
-        id: i64,
-        name: &str,
-        key_ref: &str,
-        dimension: usize,
-        spec: &IndexSpec,
-        shard_count: u32,
+        gallery: &GalleryRecord,
         assignment: &Assignment,
     ) -> Result<Vec<Arc<Shard>>, IndexError> {
+        let dimension = gallery.dimension as usize;
         let mut shards = HashMap::new();
-        for number in (0..shard_count).filter(|s| assignment.holds(name, *s)) {
-            let index = ShardIndex::new(dimension, spec)?;
+        for number in (0..gallery.shard_count).filter(|s| assignment.holds(&gallery.name, *s)) {
+            let index = ShardIndex::new(dimension, &gallery.index)?;
             let shard = Shard {
-                gallery: name.to_owned(),
+                gallery: gallery.name.clone(),
                 number,
                 dimension,
-                kind: spec.kind,
+                kind: gallery.index.kind,
                 index: Mutex::new(index),
             };
             shards.insert(number, Arc::new(shard));
         }
         let created = shards.values().cloned().collect();
-        self.write().insert(
-            id,
-            GalleryShards { name: name.to_owned(), key_ref: key_ref.to_owned(), dimension, shards },
-        );
+        let entry =
+            GalleryShards { name: gallery.name.clone(), key_ref: gallery.key_ref.clone(), dimension, shards };
+        self.write().insert(gallery.id, entry);
         Ok(created)
     }
 

@@ -146,18 +146,7 @@ impl Syncer {
     /// Creates the assigned shards of a gallery and fills them from the store.
     async fn load_gallery(&self, gallery: &GalleryRecord) -> Result<usize, StoreError> {
         let dimension = gallery.dimension as usize;
-        let shards = self
-            .shards
-            .add_gallery(
-                gallery.id,
-                &gallery.name,
-                &gallery.key_ref,
-                dimension,
-                &gallery.index,
-                gallery.shard_count,
-                &self.assignment,
-            )
-            .map_err(index_failed)?;
+        let shards = self.shards.add_gallery(gallery, &self.assignment).map_err(index_failed)?;
         let mut loaded = 0;
         for shard in shards {
             let mut by_subject: HashMap<String, Vec<(i64, Template)>> = HashMap::new();
