@@ -1,15 +1,24 @@
-//! A kiosk that searches faster than its budget allows is refused, and the refusal is audited.
+//! A kiosk that searches faster than its budget allows is refused, and the refusal is audited;
+//! replicas share budgets and spent single-use tokens through Redis.
 
-use biomatch_proto::v1::{Operation, QueryAuditRequest};
-use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
+use biomatch_auth::{TokenSpec, bearer};
+use biomatch_domain::Role as DomainRole;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::{IdentifyRequest, Operation, QueryAuditRequest};
+use biomatch_tests::{PURPOSE, TestCluster, backends, config, embedding, enrolled_gallery, identify};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_budgets_are_enforced_and_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    let mut c = config(&backend, dir.path(), &[biomatch_config::Role::All]);
+    // Every role but the gateway: the process serves its metrics on `metrics_addr`.
+    use biomatch_config::Role;
+    let mut c =
+        config(&backend, dir.path(), &[Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
+    c.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     c.search.kiosk_per_minute = 5;
     // A fixed clock: all searches fall in one minute, whatever the machine's speed.
     let cluster = TestCluster::start_with_clock(c, Arc::new(|| 1_800_000_000_000)).await;
@@ -25,7 +34,7 @@ async fn query_budgets_are_enforced_and_audited() {
     let event = leaves[0].event.as_ref().expect("event");
     assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("kiosk-1"));
     // And a metric an alert can watch, labelled by role, never by subject.
-    let url = format!("http://{}/metrics", cluster.running.http_addr.expect("gateway"));
+    let url = format!("http://{}/metrics", cluster.running.http_addr.expect("metrics address"));
     let text = reqwest::get(url).await.expect("metrics").text().await.expect("body");
     let line = text.lines().find(|l| l.starts_with("biomatch_budget_refusals_total{")).expect("the counter");
     assert!(line.contains("role=\"kiosk\"") && line.contains("window=\"per-minute\""), "{line}");
@@ -85,6 +94,30 @@ async fn two_search_replicas_share_one_budget_through_redis() {
         }
     }
     assert_eq!(answered, 5, "the two replicas counted together");
+
+    // A single-use token spent at one replica is refused at the other.
+    let mut spec = TokenSpec::new("kiosk-2", DomainRole::Kiosk, Duration::from_secs(60));
+    spec.galleries = Some(vec!["g".into()]);
+    spec.purposes = Some(vec![PURPOSE.into()]);
+    spec.single_use = true;
+    let token = replicas[0].0.signer.issue(&spec).expect("token");
+    let mut spend = |i: usize| {
+        let (cluster, (synthetic, centres, seq)) = &mut replicas[i];
+        let request = IdentifyRequest {
+            gallery: "g".into(),
+            probe: embedding(synthetic.sample(&centres[0])),
+            purpose: PURPOSE.into(),
+            min_change_seq: *seq,
+            ..Default::default()
+        };
+        let mut client = SearchServiceClient::new(cluster.channel.clone());
+        let request = bearer(request, &token);
+        async move { client.identify(request).await }
+    };
+    spend(0).await.expect("first use");
+    let replay = spend(1).await.expect_err("replayed at the other replica");
+    assert_eq!(replay.code(), Code::Unauthenticated, "{replay:?}");
+    assert!(replay.message().contains("already used"), "{replay:?}");
     for (cluster, _) in replicas {
         cluster.running.shutdown().await;
     }

@@ -1,19 +1,23 @@
 //! Who is asking: the one place in the request pipeline where a request's [`Principal`] is
-//! established, for gRPC (a tonic interceptor) and REST (the gateway calls
+//! established, for gRPC (the tower layer [`AuthLayer`]) and REST (the gateway calls
 //! [`Authenticator::authenticate`] with its headers). Handlers only read the principal from the
 //! request's extensions and check it with [`require_role`].
 //!
 //! Every call carries `authorization: Bearer <JWT>`. One algorithm is pinned (EdDSA / Ed25519);
 //! the key is chosen by the token's `kid` among the trusted public keys; `exp`, `iss`, `aud` and
 //! `sub` are required, with at most 30 s of leeway; a token marked `single_use` is refused the second
-//! time its `jti` is seen. Services call each other with short-lived service tokens minted by
+//! time its `jti` is seen ([`ReplayStore`]: in process, or Redis shared by replicas). Services call each other with short-lived service tokens minted by
 //! [`ServiceCredentials`]. Keys: [`keys`]; tokens: [`token`].
 
 pub mod keys;
+mod layer;
+mod replay;
 pub mod token;
 
 pub use keys::{KeyError, KeySet, TokenSigner};
-pub use token::{Claims, ReplayGuard, ServiceCredentials, TokenSpec};
+pub use layer::{AuthLayer, AuthService};
+pub use replay::{ReplayStore, ReplayUnavailable};
+pub use token::{Claims, ServiceCredentials, TokenSpec};
 
 use biomatch_domain::{ErrorClass, Principal, Role};
 use std::sync::Arc;
@@ -27,7 +31,7 @@ pub struct Authenticator {
     issuer: String,
     audience: String,
     leeway_secs: u64,
-    replay: Arc<ReplayGuard>,
+    replay: Arc<ReplayStore>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -50,16 +54,35 @@ impl Authenticator {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_secs: leeway_secs.min(30),
-            replay: Arc::new(ReplayGuard::default()),
+            replay: Arc::new(ReplayStore::default()),
         }
     }
 
-    /// Validates the bearer token in the headers (`get` looks one up by lower-case name).
-    pub fn authenticate<'a>(
+    /// Remembers spent single-use tokens in `store` (Redis, shared by replicas) instead of this
+    /// process.
+    pub fn with_replay_store(mut self, store: ReplayStore) -> Self {
+        self.replay = Arc::new(store);
+        self
+    }
+
+    /// Validates the bearer token in the headers (`get` looks one up by lower-case name) and
+    /// spends it if it is single-use.
+    pub async fn authenticate<'a>(
         &self,
         get: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Principal, tonic::Status> {
-        self.check(get, true)
+        let (principal, single_use) = self.validate(get)?;
+        if let Some((jti, exp)) = single_use {
+            let first = self
+                .replay
+                .first_use(&jti, exp)
+                .await
+                .map_err(|e| biomatch_proto::status_with(ErrorClass::Unavailable, e.to_string()))?;
+            if !first {
+                return Err(unauthenticated("token was already used"));
+            }
+        }
+        Ok(principal)
     }
 
     /// As [`Self::authenticate`], without spending a single-use token: for a front (the gateway)
@@ -68,14 +91,14 @@ impl Authenticator {
         &self,
         get: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Principal, tonic::Status> {
-        self.check(get, false)
+        self.validate(get).map(|(principal, _)| principal)
     }
 
-    fn check<'a>(
+    /// The principal, and the `(jti, exp)` to spend when the token is single-use.
+    fn validate<'a>(
         &self,
         get: impl Fn(&str) -> Option<&'a str>,
-        spend: bool,
-    ) -> Result<Principal, tonic::Status> {
+    ) -> Result<(Principal, Option<(String, u64)>), tonic::Status> {
         let header = get(AUTHORIZATION).ok_or_else(|| unauthenticated("a bearer token is required"))?;
         let token = header
             .strip_prefix("Bearer ")
@@ -83,26 +106,15 @@ impl Authenticator {
             .ok_or_else(|| unauthenticated("authorization must be a bearer token"))?;
         let claims = token::validate(token, &self.keys, &self.issuer, &self.audience, self.leeway_secs)
             .map_err(|e| unauthenticated(e.to_string()))?;
-        if claims.single_use {
-            let jti = claims.jti.as_deref().filter(|j| !j.is_empty());
+        let single_use = if claims.single_use {
+            let jti = claims.jti.clone().filter(|j| !j.is_empty());
             let jti = jti.ok_or_else(|| unauthenticated("a single-use token needs a jti"))?;
-            if spend && !self.replay.first_use(jti, claims.exp) {
-                return Err(unauthenticated("token was already used"));
-            }
-        }
-        claims.principal().map_err(unauthenticated)
-    }
-
-    /// A tonic interceptor that puts the principal into the request's extensions.
-    pub fn interceptor(
-        self,
-    ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-        move |mut request: tonic::Request<()>| {
-            let principal =
-                self.authenticate(|name| request.metadata().get(name).and_then(|v| v.to_str().ok()))?;
-            request.extensions_mut().insert(principal);
-            Ok(request)
-        }
+            Some((jti, claims.exp))
+        } else {
+            None
+        };
+        let principal = claims.principal().map_err(unauthenticated)?;
+        Ok((principal, single_use))
     }
 }
 

@@ -30,7 +30,7 @@ fn fixture() -> Fixture {
 
 fn check(auth: &Authenticator, token: &str) -> Result<Principal, tonic::Status> {
     let headers: HashMap<&str, String> = HashMap::from([(AUTHORIZATION, format!("Bearer {token}"))]);
-    auth.authenticate(|n| headers.get(n).map(String::as_str))
+    futures::executor::block_on(auth.authenticate(|n| headers.get(n).map(String::as_str)))
 }
 
 /// Signs arbitrary claims with the trusted key; `kid` None leaves the header without one.
@@ -111,7 +111,7 @@ fn forged_expired_and_incomplete_tokens_are_refused() {
     refused(&parts.join("."), "payload swapped");
     refused("not-a-token", "garbage");
     let empty: HashMap<&str, String> = HashMap::new();
-    assert!(f.auth.authenticate(|n| empty.get(n).map(String::as_str)).is_err(), "no header");
+    assert!(f.auth.authenticate_forwarded(|n| empty.get(n).map(String::as_str)).is_err(), "no header");
 }
 
 #[test]
@@ -170,13 +170,29 @@ fn service_credentials_mint_service_tokens() {
     assert_eq!(creds.token(), creds.token(), "cached until close to expiry");
 }
 
-#[test]
-fn interceptor_puts_the_principal_in_extensions() {
+#[tokio::test]
+async fn layer_puts_the_principal_in_extensions_and_leaves_health_open() {
+    use tower::{Layer, Service, ServiceExt};
     let f = fixture();
     let token = f.signer.issue(&TokenSpec::new("a", Role::Auditor, Duration::from_secs(60))).expect("token");
-    let mut intercept = f.auth.clone().interceptor();
-    let request = intercept(bearer((), &token)).expect("authenticated");
-    assert_eq!(principal(&request).expect("present").role, Role::Auditor);
-    assert!(intercept(tonic::Request::new(())).is_err());
-    assert!(require_role(&principal(&request).expect("p"), &[Role::Admin]).is_err());
+    let inner = tower::service_fn(|request: http::Request<()>| async move {
+        let role = request.extensions().get::<Principal>().map(|p| p.role.to_string());
+        Ok::<_, std::convert::Infallible>(http::Response::new(role.unwrap_or_default()))
+    });
+    let mut service = AuthLayer::new(f.auth.clone()).layer(inner);
+    let call = |path: &str, token: Option<&str>| {
+        let mut request = http::Request::builder().uri(path);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(()).expect("request")
+    };
+    let ok = service.ready().await.expect("ready").call(call("/x.S/M", Some(&token))).await.expect("ok");
+    assert_eq!(ok.body(), "auditor");
+    let refused = service.ready().await.expect("ready").call(call("/x.S/M", None)).await.expect("resp");
+    assert_eq!(refused.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"16"[..]));
+    assert!(refused.body().is_empty(), "the inner service was not called");
+    let health = call("/grpc.health.v1.Health/Check", None);
+    let health = service.ready().await.expect("ready").call(health).await.expect("resp");
+    assert!(health.headers().get("grpc-status").is_none(), "health needs no token");
 }

@@ -1,10 +1,9 @@
-//! Token claims, validation, issuing, replay protection and service credentials.
+//! Token claims, validation, issuing and service credentials.
 
 use crate::keys::{KeySet, TokenSigner};
 use biomatch_domain::{Principal, Role};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,7 +59,7 @@ pub enum TokenError {
     Invalid(String),
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -133,24 +132,6 @@ impl TokenSigner {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, self.key())
-    }
-}
-
-/// Remembers the `jti` of single-use tokens until they expire.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: Mutex<HashMap<String, u64>>,
-}
-
-impl ReplayGuard {
-    /// True the first time `jti` is seen.
-    pub fn first_use(&self, jti: &str, exp: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = now_secs();
-        if seen.len() > 100_000 {
-            seen.retain(|_, e| *e + 60 >= now);
-        }
-        seen.insert(jti.to_owned(), exp).is_none()
     }
 }
 

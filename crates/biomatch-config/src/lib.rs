@@ -61,11 +61,27 @@ pub struct MatcherConfig {
     pub shards: Vec<String>,
     /// How often to look for new change-log entries when no notification arrives.
     pub poll_interval_ms: u64,
+    /// Concurrent searches of a shard are gathered for at most this long into one batch.
+    pub batch_wait_us: u64,
+    /// ... or until this many queries are waiting.
+    pub batch_max_queries: usize,
+    /// How often changed shards are written as encrypted snapshots (and once at shutdown);
+    /// 0: never (a restart rebuilds every shard from the store).
+    pub snapshot_interval_ms: u64,
+    /// Where snapshots go [default: DATA_DIR/snapshots].
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl Default for MatcherConfig {
     fn default() -> Self {
-        Self { shards: Vec::new(), poll_interval_ms: 500 }
+        Self {
+            shards: Vec::new(),
+            poll_interval_ms: 500,
+            batch_wait_us: 1_000,
+            batch_max_queries: 64,
+            snapshot_interval_ms: 60_000,
+            snapshot_dir: None,
+        }
     }
 }
 
@@ -189,6 +205,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where a process without the gateway role serves `/metrics`, `/healthz` and `/readyz`
+    /// (the gateway serves them on `http_addr`); unset: not served.
+    pub metrics_addr: Option<SocketAddr>,
     /// PostgreSQL for the gallery and audit stores; unset means SQLite files in `data_dir`.
     /// Never serialised, so it cannot end up in a dump of the configuration.
     #[serde(skip_serializing)]
@@ -217,6 +236,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("biomatch-data"),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: None,
             database_url: None,
             redis_url: None,
             redis_key_prefix: "biomatch".into(),

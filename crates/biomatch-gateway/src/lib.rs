@@ -35,19 +35,8 @@ impl Gateway {
     }
 
     pub fn router(self) -> Router {
-        let metrics = self.metrics.clone();
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ready" }))
-            .route(
-                "/metrics",
-                get(move || {
-                    let metrics = metrics.clone();
-                    async move { metrics.map(|m| m.render()).unwrap_or_default() }
-                }),
-            )
-            .route("/v1/galleries/{gallery}/identify", post(identify))
-            .with_state(self)
+        let ops = ops_router(self.metrics.clone());
+        Router::new().route("/v1/galleries/{gallery}/identify", post(identify)).with_state(self).merge(ops)
     }
 
     /// Validates the caller's bearer token and returns it for forwarding: the service behind
@@ -58,6 +47,18 @@ impl Gateway {
         let header = get(biomatch_auth::AUTHORIZATION).unwrap_or_default();
         Ok(header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or_default())
     }
+}
+
+/// What every process serves to its operators: `/healthz`, `/readyz` and `/metrics` (Prometheus
+/// text of the process's counters; no label carries a subject id).
+pub fn ops_router(metrics: Option<PrometheusHandle>) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(|| async { "ready" })).route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.map(|m| m.render()).unwrap_or_default() }
+        }),
+    )
 }
 
 /// A gRPC status as a JSON error response.

@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// REST listen address of the gateway role [default: 127.0.0.1:8080].
     #[arg(long)]
     http_addr: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here (roles without the gateway).
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// PostgreSQL URL for the gallery and audit stores instead of SQLite files.
     #[arg(long, env = "BIOMATCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -77,6 +80,8 @@ struct Overrides {
     grpc_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +153,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
+            metrics_addr: self.metrics_addr,
             database_url: self.database_url,
             redis_url: self.redis_url,
             log_json: self.log_json,
