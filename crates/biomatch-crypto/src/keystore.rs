@@ -42,7 +42,7 @@ impl FileKeyStore {
 }
 
 /// Writes a file only its owner can read: temp file, fsync, rename.
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -43,6 +43,13 @@ impl FromStr for IndexKind {
     }
 }
 
+/// Default HNSW graph degree and beam widths.
+const HNSW_M: u32 = 32;
+const HNSW_EF_CONSTRUCTION: u32 = 80;
+const HNSW_EF_SEARCH: u32 = 128;
+/// An IVF shard stays exact (Flat) until it holds this many templates, then trains on them.
+pub const IVF_TRAIN_THRESHOLD: u32 = 20_000;
+
 /// Index kind and its parameters; zero means "the default for the kind".
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IndexSpec {
@@ -79,6 +86,40 @@ impl IndexSpec {
             pq_m: 0,
             train_threshold: 0,
         }
+    }
+
+    /// This spec with every zero ("the default for the kind") filled in and every value checked
+    /// against the gallery's `dimension`.
+    pub fn resolved(&self, dimension: usize) -> Result<Self, String> {
+        let mut s = self.clone();
+        let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        match s.kind {
+            IndexKind::Flat => {}
+            IndexKind::Hnsw => {
+                s.hnsw_m = or(s.hnsw_m, HNSW_M);
+                s.hnsw_ef_construction = or(s.hnsw_ef_construction, HNSW_EF_CONSTRUCTION);
+                s.hnsw_ef_search = or(s.hnsw_ef_search, HNSW_EF_SEARCH);
+                if !(4..=128).contains(&s.hnsw_m) {
+                    return Err(format!("hnsw_m must be 4..=128, not {}", s.hnsw_m));
+                }
+            }
+            IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq => {
+                s.train_threshold = or(s.train_threshold, IVF_TRAIN_THRESHOLD);
+                if s.ivf_nlist > 0 && u64::from(s.train_threshold) < u64::from(s.ivf_nlist) * 39 {
+                    return Err(format!(
+                        "train_threshold {} is too small to train {} lists (at least 39 per list)",
+                        s.train_threshold, s.ivf_nlist
+                    ));
+                }
+                if s.kind == IndexKind::IvfPq {
+                    s.pq_m = or(s.pq_m, (dimension / 8).max(1) as u32);
+                    if !dimension.is_multiple_of(s.pq_m as usize) {
+                        return Err(format!("pq_m {} must divide the dimension {dimension}", s.pq_m));
+                    }
+                }
+            }
+        }
+        Ok(s)
     }
 }
 

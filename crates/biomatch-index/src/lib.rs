@@ -3,13 +3,18 @@
 //!
 //! A subject may have several templates; its score is its best template's score, so a search
 //! over-fetches templates until it has `k` distinct subjects. Scores are inner products of
-//! L2-normalised vectors (cosine). Only the exact kind (`IDMap2,Flat`) exists so far; the other kinds
-//! of [`biomatch_domain::IndexKind`] are refused with [`IndexError::Unsupported`].
+//! L2-normalised vectors (cosine). Kinds ([`biomatch_domain::IndexKind`]): exact `Flat`; `HNSW`
+//! (graph; removals are skipped at search time and the graph is rebuilt when a quarter is stale);
+//! `IVF` with `Flat`, `SQ8` or `PQ` codes, exact until the shard holds `train_threshold` templates,
+//! then trained on them ([`kinds`]). A shard round-trips through bytes for snapshots
+//! ([`ShardIndex::to_snapshot`]) without touching a file.
 
+mod io;
+pub mod kinds;
 mod shard;
+mod snapshot;
 
 pub use shard::{IndexError, ScoredSubject, ShardIndex};
-
 unsafe extern "C" {
     fn omp_set_num_threads(n: std::ffi::c_int);
 }

@@ -1,7 +1,9 @@
 //! The shard index.
 
+use crate::kinds::{ivf_description, nlist_for, nprobe_for};
 use biomatch_domain::{IndexKind, IndexSpec};
 use faiss::index::IndexImpl;
+use faiss::index::autotune::ParameterSpace;
 use faiss::selector::IdSelector;
 use faiss::{Idx, Index, MetricType};
 use std::collections::HashMap;
@@ -9,10 +11,12 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("index kind {0} is not implemented yet")]
-    Unsupported(IndexKind),
+    #[error("invalid index parameters: {0}")]
+    Spec(String),
     #[error("vector has {got} values, the shard's dimension is {want}")]
     Dimension { got: usize, want: usize },
+    #[error("snapshot refused: {0}")]
+    Snapshot(String),
     #[error("faiss: {0}")]
     Faiss(#[from] faiss::error::Error),
 }
@@ -20,9 +24,10 @@ pub enum IndexError {
 impl biomatch_domain::Classified for IndexError {
     fn class(&self) -> biomatch_domain::ErrorClass {
         match self {
-            IndexError::Unsupported(_) => biomatch_domain::ErrorClass::Unimplemented,
-            IndexError::Dimension { .. } => biomatch_domain::ErrorClass::InvalidArgument,
-            IndexError::Faiss(_) => biomatch_domain::ErrorClass::Internal,
+            IndexError::Spec(_) | IndexError::Dimension { .. } => {
+                biomatch_domain::ErrorClass::InvalidArgument
+            }
+            IndexError::Snapshot(_) | IndexError::Faiss(_) => biomatch_domain::ErrorClass::Internal,
         }
     }
 }
@@ -34,44 +39,107 @@ pub struct ScoredSubject {
     pub score: f32,
 }
 
+/// How the FAISS index of a shard is organised right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `IDMap2,Flat`: the exact kind.
+    Exact,
+    /// An IVF kind not trained yet: exact `IDMap2,Flat` until the shard reaches its training size.
+    Staging,
+    /// A trained IVF index (ids live in the inverted lists).
+    Ivf { nlist: u32 },
+    /// `IDMap2,HNSW`: removal leaves stale graph entries that searches skip; rebuilt when many.
+    Hnsw,
+}
+
 /// Templates of one shard. Not thread-safe by itself: the matcher wraps it in a lock.
 pub struct ShardIndex {
-    index: IndexImpl,
-    dimension: usize,
-    kind: IndexKind,
-    subject_of: HashMap<i64, Arc<str>>,
-    templates_of: HashMap<Arc<str>, Vec<i64>>,
+    pub(crate) index: IndexImpl,
+    pub(crate) dimension: usize,
+    pub(crate) spec: IndexSpec,
+    pub(crate) layout: Layout,
+    pub(crate) subject_of: HashMap<i64, Arc<str>>,
+    pub(crate) templates_of: HashMap<Arc<str>, Vec<i64>>,
+    /// HNSW entries of removed templates still in the graph.
+    pub(crate) stale: usize,
+    /// The HNSW `efSearch` currently set.
+    ef_search: u32,
 }
 
 impl std::fmt::Debug for ShardIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardIndex")
             .field("dimension", &self.dimension)
-            .field("kind", &self.kind)
+            .field("kind", &self.spec.kind)
+            .field("layout", &self.layout)
             .field("templates", &self.subject_of.len())
             .finish()
     }
 }
 
+fn factory(dimension: usize, description: &str) -> Result<IndexImpl, IndexError> {
+    let d = u32::try_from(dimension).map_err(|_| IndexError::Spec(format!("dimension {dimension}")))?;
+    Ok(faiss::index_factory(d, description, MetricType::InnerProduct)?)
+}
+
+fn set_parameter(index: &IndexImpl, name: &str, value: u32) -> Result<(), IndexError> {
+    Ok(ParameterSpace::new()?.set_index_parameter(index, name, value)?)
+}
+
+/// Stale HNSW entries tolerated before a rebuild: a quarter of the graph, and at least this many.
+const STALE_MIN: usize = 1024;
+
 impl ShardIndex {
     pub fn new(dimension: usize, spec: &IndexSpec) -> Result<Self, IndexError> {
-        let description = match spec.kind {
-            IndexKind::Flat => "IDMap2,Flat",
-            other => return Err(IndexError::Unsupported(other)),
-        };
-        let d = u32::try_from(dimension).map_err(|_| IndexError::Dimension { got: dimension, want: 0 })?;
-        let index = faiss::index_factory(d, description, MetricType::InnerProduct)?;
-        Ok(Self {
-            index,
-            dimension,
-            kind: spec.kind,
-            subject_of: HashMap::new(),
-            templates_of: HashMap::new(),
+        let spec = spec.resolved(dimension).map_err(IndexError::Spec)?;
+        let (index, layout) = Self::empty(dimension, &spec)?;
+        Ok(Self::assemble(index, dimension, spec, layout, HashMap::new(), 0))
+    }
+
+    pub(crate) fn assemble(
+        index: IndexImpl,
+        dimension: usize,
+        spec: IndexSpec,
+        layout: Layout,
+        templates_of: HashMap<Arc<str>, Vec<i64>>,
+        stale: usize,
+    ) -> Self {
+        let subject_of = templates_of
+            .iter()
+            .flat_map(|(subject, ids)| ids.iter().map(|id| (*id, subject.clone())))
+            .collect();
+        let ef_search = spec.hnsw_ef_search;
+        Self { index, dimension, spec, layout, subject_of, templates_of, stale, ef_search }
+    }
+
+    /// A new empty FAISS index for the spec (resolved).
+    fn empty(dimension: usize, spec: &IndexSpec) -> Result<(IndexImpl, Layout), IndexError> {
+        Ok(match spec.kind {
+            IndexKind::Flat => (factory(dimension, "IDMap2,Flat")?, Layout::Exact),
+            IndexKind::Hnsw => {
+                let index = factory(dimension, &format!("IDMap2,HNSW{}", spec.hnsw_m))?;
+                set_parameter(&index, "efConstruction", spec.hnsw_ef_construction)?;
+                set_parameter(&index, "efSearch", spec.hnsw_ef_search)?;
+                (index, Layout::Hnsw)
+            }
+            IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq => {
+                (factory(dimension, "IDMap2,Flat")?, Layout::Staging)
+            }
         })
     }
 
     pub fn kind(&self) -> IndexKind {
-        self.kind
+        self.spec.kind
+    }
+
+    /// The parameters in effect, defaults filled in.
+    pub fn spec(&self) -> &IndexSpec {
+        &self.spec
+    }
+
+    /// Whether the index is trained (IVF kinds) or needs no training.
+    pub fn is_trained(&self) -> bool {
+        self.layout != Layout::Staging
     }
 
     pub fn dimension(&self) -> usize {
@@ -103,6 +171,9 @@ impl ShardIndex {
             self.subject_of.insert(*id, subject.clone());
         }
         self.templates_of.insert(subject, templates.iter().map(|(id, _)| *id).collect());
+        if self.layout == Layout::Staging && self.template_count() >= self.spec.train_threshold as usize {
+            self.train()?;
+        }
         Ok(())
     }
 
@@ -111,13 +182,58 @@ impl ShardIndex {
         let Some(ids) = self.templates_of.remove(subject) else {
             return Ok(0);
         };
-        let idx: Vec<Idx> = ids.iter().map(|id| Idx::new(*id as u64)).collect();
-        let selector = IdSelector::batch(&idx)?;
-        self.index.remove_ids(&selector)?;
         for id in &ids {
             self.subject_of.remove(id);
         }
+        if self.layout == Layout::Hnsw {
+            // HNSW cannot remove: the entries stay in the graph, unnamed, and searches skip them.
+            self.stale += ids.len();
+            if self.stale >= STALE_MIN && self.stale * 4 >= self.stale + self.template_count() {
+                self.rebuild()?;
+            }
+        } else {
+            let idx: Vec<Idx> = ids.iter().map(|id| Idx::new(*id as u64)).collect();
+            self.index.remove_ids(&IdSelector::batch(&idx)?)?;
+        }
         Ok(ids.len())
+    }
+
+    /// Every live template's id and vector (exact for the kinds that are read back: Flat,
+    /// staging and HNSW).
+    fn live_vectors(&self) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
+        let mut ids: Vec<i64> = self.subject_of.keys().copied().collect();
+        ids.sort_unstable();
+        let mut data = vec![0.0f32; ids.len() * self.dimension];
+        for (id, out) in ids.iter().zip(data.chunks_mut(self.dimension)) {
+            self.index.reconstruct(Idx::new(*id as u64), out)?;
+        }
+        Ok((ids.into_iter().map(|id| Idx::new(id as u64)).collect(), data))
+    }
+
+    /// Trains the IVF index on the staged templates and moves them into it.
+    fn train(&mut self) -> Result<(), IndexError> {
+        let (ids, data) = self.live_vectors()?;
+        let nlist = nlist_for(&self.spec, ids.len());
+        let mut ivf = factory(self.dimension, &ivf_description(&self.spec, nlist))?;
+        ivf.train(&data)?;
+        ivf.add_with_ids(&data, &ids)?;
+        set_parameter(&ivf, "nprobe", nprobe_for(&self.spec, nlist))?;
+        self.index = ivf;
+        self.layout = Layout::Ivf { nlist };
+        Ok(())
+    }
+
+    /// A fresh HNSW graph of the live templates only.
+    fn rebuild(&mut self) -> Result<(), IndexError> {
+        let (ids, data) = self.live_vectors()?;
+        let (mut index, _) = Self::empty(self.dimension, &self.spec)?;
+        if !ids.is_empty() {
+            index.add_with_ids(&data, &ids)?;
+        }
+        self.index = index;
+        self.stale = 0;
+        self.ef_search = self.spec.hnsw_ef_search;
+        Ok(())
     }
 
     /// Top `k` distinct subjects for each query (`queries` holds `nq * dimension` values).
@@ -126,13 +242,15 @@ impl ShardIndex {
             return Err(IndexError::Dimension { got: queries.len(), want: self.dimension });
         }
         let nq = queries.len() / self.dimension;
-        let total = self.template_count();
-        if nq == 0 || k == 0 || total == 0 {
+        let total = self.template_count() + self.stale;
+        if nq == 0 || k == 0 || self.template_count() == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
-        // Templates per subject vary; fetch more until every query has k subjects or all templates.
-        let mut fetch = (k * 2).min(total);
+        // Templates per subject vary (and HNSW holds stale entries); fetch more until every query
+        // has k subjects or everything was fetched.
+        let mut fetch = (k * 2 + self.stale.min(k * 8)).min(total);
         loop {
+            self.widen_hnsw_beam(fetch)?;
             let result = self.index.search(queries, fetch)?;
             let per_query: Vec<Vec<ScoredSubject>> = result
                 .labels
@@ -146,6 +264,19 @@ impl ShardIndex {
             }
             fetch = (fetch * 4).min(total);
         }
+    }
+
+    /// HNSW returns at most `efSearch` results: keep it at least as wide as the fetch.
+    fn widen_hnsw_beam(&mut self, fetch: usize) -> Result<(), IndexError> {
+        if self.layout != Layout::Hnsw {
+            return Ok(());
+        }
+        let wanted = self.spec.hnsw_ef_search.max(u32::try_from(fetch).unwrap_or(u32::MAX));
+        if wanted != self.ef_search {
+            set_parameter(&self.index, "efSearch", wanted)?;
+            self.ef_search = wanted;
+        }
+        Ok(())
     }
 
     fn distinct_subjects(&self, labels: &[Idx], scores: &[f32], k: usize) -> Vec<ScoredSubject> {
@@ -165,19 +296,9 @@ impl ShardIndex {
         out
     }
 
-    /// Best score of the probe against the subject's templates; `None` if the subject is absent.
-    pub fn score(&self, subject: &str, probe: &[f32]) -> Result<Option<(f32, usize)>, IndexError> {
-        self.check_dimension(probe.len())?;
-        let Some(ids) = self.templates_of.get(subject) else {
-            return Ok(None);
-        };
-        let mut buf = vec![0.0f32; self.dimension];
-        let mut best = f32::NEG_INFINITY;
-        for id in ids {
-            self.index.reconstruct(Idx::new(*id as u64), &mut buf)?;
-            best = best.max(buf.iter().zip(probe).map(|(a, b)| a * b).sum());
-        }
-        Ok(Some((best, ids.len())))
+    /// Store ids of the subject's templates held here.
+    pub fn templates_of(&self, subject: &str) -> Option<&[i64]> {
+        self.templates_of.get(subject).map(Vec::as_slice)
     }
 
     fn check_dimension(&self, got: usize) -> Result<(), IndexError> {
@@ -186,72 +307,5 @@ impl ShardIndex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn unit(rng: &mut impl Rng, d: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
-
-    #[test]
-    fn finds_subjects_and_forgets_removed_ones() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let d = 32;
-        let mut index = ShardIndex::new(d, &IndexSpec::flat()).expect("flat");
-        let vectors: Vec<Vec<f32>> = (0..100).map(|_| unit(&mut rng, d)).collect();
-        for (i, v) in vectors.iter().enumerate() {
-            index.replace_subject(&format!("s{i}"), &[(i as i64, v)]).expect("add");
-        }
-        let hits = index.search(&vectors[42], 3).expect("search");
-        assert_eq!(&*hits[0][0].subject, "s42");
-        assert!((hits[0][0].score - 1.0).abs() < 1e-4);
-        assert_eq!(hits[0].len(), 3);
-
-        assert_eq!(index.remove_subject("s42").expect("remove"), 1);
-        let hits = index.search(&vectors[42], 100).expect("search");
-        assert!(hits[0].iter().all(|h| &*h.subject != "s42"));
-        assert_eq!(hits[0].len(), 99);
-        assert_eq!(index.score("s42", &vectors[42]).expect("score"), None);
-    }
-
-    #[test]
-    fn subject_score_is_best_template_and_subjects_are_distinct() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-        let d = 16;
-        let mut index = ShardIndex::new(d, &IndexSpec::flat()).expect("flat");
-        let a: Vec<Vec<f32>> = (0..5).map(|_| unit(&mut rng, d)).collect();
-        let refs: Vec<(i64, &[f32])> = a.iter().enumerate().map(|(i, v)| (i as i64, v.as_slice())).collect();
-        index.replace_subject("many", &refs).expect("add");
-        let other = unit(&mut rng, d);
-        index.replace_subject("one", &[(100, &other)]).expect("add");
-        let hits = index.search(&a[3], 2).expect("search");
-        assert_eq!(hits[0].len(), 2, "two distinct subjects despite five templates of one");
-        assert_eq!(&*hits[0][0].subject, "many");
-        let (score, n) = index.score("many", &a[3]).expect("score").expect("present");
-        assert!((score - 1.0).abs() < 1e-4);
-        assert_eq!(n, 5);
-
-        // Replacing keeps only the new templates.
-        index.replace_subject("many", &[(200, &a[0])]).expect("replace");
-        assert_eq!(index.template_count(), 2);
-        let (score, _) = index.score("many", &a[3]).expect("score").expect("present");
-        assert!(score < 0.99);
-    }
-
-    #[test]
-    fn refuses_wrong_dimension_and_unsupported_kinds() {
-        let mut index = ShardIndex::new(8, &IndexSpec::flat()).expect("flat");
-        assert!(matches!(
-            index.replace_subject("x", &[(1, &[0.0; 7])]),
-            Err(IndexError::Dimension { got: 7, want: 8 })
-        ));
-        assert!(matches!(index.search(&[0.0; 9], 1), Err(IndexError::Dimension { .. })));
-        assert!(matches!(
-            ShardIndex::new(8, &IndexSpec::of(IndexKind::Hnsw)),
-            Err(IndexError::Unsupported(IndexKind::Hnsw))
-        ));
-    }
-}
+#[path = "shard_tests.rs"]
+mod tests;

@@ -1,6 +1,6 @@
 //! Validation of gallery requests.
 
-use biomatch_domain::{ErrorClass, GalleryName, GallerySpec, IndexKind};
+use biomatch_domain::{ErrorClass, GalleryName, GallerySpec};
 use biomatch_proto::v1::CreateGalleryRequest;
 use biomatch_proto::{index_spec_from_proto, status_from, status_with};
 use tonic::Status;
@@ -38,12 +38,7 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
         return Err(invalid(format!("shard_count must be at most {MAX_SHARDS}")));
     }
     let index = index_spec_from_proto(index);
-    if index.kind != IndexKind::Flat {
-        return Err(status_with(
-            ErrorClass::Unimplemented,
-            format!("index kind {} is not implemented yet; use flat", index.kind),
-        ));
-    }
+    index.resolved(dimension as usize).map_err(|e| invalid(format!("index: {e}")))?;
     let threshold = threshold.unwrap_or(0.5);
     if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
         return Err(invalid("threshold must be a cosine similarity between -1 and 1"));
@@ -116,10 +111,11 @@ mod tests {
             code(CreateGalleryRequest { shard_count: 5000, ..request() }),
             tonic::Code::InvalidArgument
         );
-        let hnsw = biomatch_proto::v1::IndexSpec {
-            kind: biomatch_proto::v1::IndexKind::Hnsw.into(),
+        let pq = biomatch_proto::v1::IndexSpec {
+            kind: biomatch_proto::v1::IndexKind::IvfPq.into(),
+            pq_m: 7,
             ..Default::default()
         };
-        assert_eq!(code(CreateGalleryRequest { index: Some(hnsw), ..request() }), tonic::Code::Unimplemented);
+        assert_eq!(code(CreateGalleryRequest { index: Some(pq), ..request() }), tonic::Code::InvalidArgument);
     }
 }

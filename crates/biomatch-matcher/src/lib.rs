@@ -7,11 +7,15 @@
 //! an entry twice, or an old entry after a newer state, converges to the store's state. A search
 //! that carries `min_change_seq` first catches up to it (read-your-writes).
 
+mod batch;
 mod shards;
+mod snapshot;
 mod sync;
 
+pub use batch::Batching;
 pub use shards::{Assignment, Shards};
-pub use sync::Syncer;
+pub use snapshot::SnapshotStore;
+pub use sync::{MatcherOptions, Syncer};
 
 use biomatch_client::Guard;
 use biomatch_domain::{ErrorClass, Role};
@@ -20,7 +24,7 @@ use biomatch_proto::v1::{
     Candidate, DescribeMatcherRequest, DescribeMatcherResponse, QueryResult, ShardRef, ShardScoreRequest,
     ShardScoreResponse, ShardSearchRequest, ShardSearchResponse, ShardStatus,
 };
-use biomatch_proto::{index_kind_to_proto, status_from, status_with};
+use biomatch_proto::{index_kind_to_proto, status_with};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -55,11 +59,6 @@ impl MatcherServer {
     }
 }
 
-fn blocking_failed(e: tokio::task::JoinError) -> Status {
-    tracing::error!(error = %e, "matcher search task failed");
-    status_with(ErrorClass::Internal, "internal error")
-}
-
 #[tonic::async_trait]
 impl MatcherService for MatcherServer {
     async fn search(
@@ -91,10 +90,7 @@ impl MatcherService for MatcherServer {
         }
         let shard_no = shard.number();
         let kind = shard.kind();
-        let hits = tokio::task::spawn_blocking(move || shard.search(&flat, k as usize))
-            .await
-            .map_err(blocking_failed)?
-            .map_err(|e| status_from(&e))?;
+        let hits = shard.search(flat, k as usize).await?;
         let results = hits
             .into_iter()
             .map(|list| QueryResult {
@@ -129,10 +125,7 @@ impl MatcherService for MatcherServer {
         if probe.iter().any(|v| !v.is_finite()) {
             return Err(status_with(ErrorClass::InvalidArgument, "probe contains a NaN or infinite value"));
         }
-        let scored = tokio::task::spawn_blocking(move || shard.score(&subject_id, &probe))
-            .await
-            .map_err(blocking_failed)?
-            .map_err(|e| status_from(&e))?;
+        let scored = self.syncer.score(&shard, &subject_id, &probe).await?;
         let response = match scored {
             Some((score, templates)) => ShardScoreResponse {
                 found: true,
@@ -164,6 +157,7 @@ impl MatcherService for MatcherServer {
                     subject_count: subjects as u64,
                     applied_change_seq: applied,
                     ready: self.syncer.is_ready(),
+                    snapshot_change_seq: s.restored_from(),
                 }
             })
             .collect();

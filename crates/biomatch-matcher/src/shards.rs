@@ -1,9 +1,11 @@
 //! The shards a matcher holds.
 
+use crate::batch::{Batcher, Batching};
 use biomatch_domain::IndexKind;
 use biomatch_index::{IndexError, ScoredSubject, ShardIndex};
 use biomatch_store::GalleryRecord;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Which shards a matcher holds.
@@ -26,11 +28,14 @@ impl Assignment {
 
 /// One shard: its index behind a lock (FAISS's Rust binding searches through `&mut`).
 pub struct Shard {
+    gallery_id: i64,
     gallery: String,
     number: u32,
     dimension: usize,
     kind: IndexKind,
-    index: Mutex<ShardIndex>,
+    index: Arc<Mutex<ShardIndex>>,
+    batcher: Batcher,
+    restored_from: AtomicU64,
 }
 
 impl Shard {
@@ -38,6 +43,10 @@ impl Shard {
         // A panic while holding the lock cannot leave FAISS half-updated in a way we could repair;
         // keep serving what is there.
         self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn gallery_id(&self) -> i64 {
+        self.gallery_id
     }
 
     pub fn gallery(&self) -> &str {
@@ -62,12 +71,13 @@ impl Shard {
         (index.template_count(), index.subject_count())
     }
 
-    pub fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<ScoredSubject>>, IndexError> {
-        self.lock().search(queries, k)
-    }
-
-    pub fn score(&self, subject: &str, probe: &[f32]) -> Result<Option<(f32, usize)>, IndexError> {
-        self.lock().score(subject, probe)
+    /// Top `k` subjects per query, batched with concurrent searches of this shard.
+    pub async fn search(
+        &self,
+        queries: Vec<f32>,
+        k: usize,
+    ) -> Result<Vec<Vec<ScoredSubject>>, tonic::Status> {
+        self.batcher.search(queries, k).await
     }
 
     pub(crate) fn replace_subject(
@@ -76,6 +86,21 @@ impl Shard {
         templates: &[(i64, &[f32])],
     ) -> Result<(), IndexError> {
         self.lock().replace_subject(subject, templates)
+    }
+
+    /// Puts a shard restored from a snapshot at change `seq` in place of the empty index.
+    pub(crate) fn restore(&self, index: ShardIndex, seq: u64) {
+        *self.lock() = index;
+        self.restored_from.store(seq, Ordering::SeqCst);
+    }
+
+    /// The change position of the snapshot this shard was restored from; 0 if none.
+    pub fn restored_from(&self) -> u64 {
+        self.restored_from.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn snapshot_bytes(&self) -> Result<Vec<u8>, IndexError> {
+        self.lock().to_snapshot()
     }
 
     pub(crate) fn remove_subject(&self, subject: &str) -> Result<usize, IndexError> {
@@ -95,9 +120,14 @@ struct GalleryShards {
 #[derive(Default)]
 pub struct Shards {
     galleries: RwLock<HashMap<i64, GalleryShards>>,
+    batching: Batching,
 }
 
 impl Shards {
+    pub fn new(batching: Batching) -> Self {
+        Self { galleries: RwLock::default(), batching }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<i64, GalleryShards>> {
         self.galleries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -134,13 +164,16 @@ impl Shards {
         let dimension = gallery.dimension as usize;
         let mut shards = HashMap::new();
         for number in (0..gallery.shard_count).filter(|s| assignment.holds(&gallery.name, *s)) {
-            let index = ShardIndex::new(dimension, &gallery.index)?;
+            let index = Arc::new(Mutex::new(ShardIndex::new(dimension, &gallery.index)?));
             let shard = Shard {
+                batcher: Batcher::start(index.clone(), dimension, self.batching),
+                gallery_id: gallery.id,
                 gallery: gallery.name.clone(),
                 number,
                 dimension,
                 kind: gallery.index.kind,
-                index: Mutex::new(index),
+                index,
+                restored_from: AtomicU64::new(0),
             };
             shards.insert(number, Arc::new(shard));
         }

@@ -1,18 +1,36 @@
 //! Loading shards from the store and applying the change log.
 
-use crate::shards::{Assignment, Shards};
+use crate::batch::Batching;
+use crate::shards::{Assignment, Shard, Shards};
+use crate::snapshot::SnapshotStore;
 use biomatch_crypto::KeyStore;
 use biomatch_domain::{ErrorClass, Template};
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{Change, ChangeOp, GalleryRecord, GalleryStore, StoreError, TemplateRow};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tonic::Status;
 
 const PAGE: u32 = 4096;
+
+/// What a matcher holds and how it serves and persists it.
+#[derive(Debug, Clone)]
+pub struct MatcherOptions {
+    pub assignment: Assignment,
+    pub batching: Batching,
+    /// Where encrypted shard snapshots are kept; `None`: none (restart rebuilds from the store).
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+impl Default for MatcherOptions {
+    fn default() -> Self {
+        Self { assignment: Assignment::All, batching: Batching::default(), snapshot_dir: None }
+    }
+}
 
 /// Keeps a matcher's shards equal to the store as of `applied()`.
 pub struct Syncer {
@@ -20,6 +38,7 @@ pub struct Syncer {
     keys: Arc<dyn KeyStore>,
     assignment: Assignment,
     shards: Shards,
+    snapshots: Option<Arc<SnapshotStore>>,
     applied: AtomicU64,
     ready: AtomicBool,
     /// One catch-up at a time, so changes apply in order.
@@ -27,17 +46,21 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    /// Loads every assigned shard from the store; the matcher is ready when this returns.
+    /// Loads every assigned shard, from its snapshot when there is a good one, otherwise from the
+    /// store; then replays the change log from the oldest position loaded. The matcher is ready
+    /// when this returns.
     pub async fn start(
         store: Arc<dyn GalleryStore>,
         keys: Arc<dyn KeyStore>,
-        assignment: Assignment,
+        options: MatcherOptions,
     ) -> Result<Arc<Self>, StoreError> {
+        let snapshots = options.snapshot_dir.map(|dir| Arc::new(SnapshotStore::new(dir, keys.clone())));
         let syncer = Arc::new(Self {
             store,
             keys,
-            assignment,
-            shards: Shards::default(),
+            assignment: options.assignment,
+            shards: Shards::new(options.batching),
+            snapshots,
             applied: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             catching_up: tokio::sync::Mutex::new(()),
@@ -45,11 +68,14 @@ impl Syncer {
         // Everything committed up to `head` is in what we load next; later changes are replayed
         // by the tail, which is harmless for those already loaded.
         let head = syncer.store.head_seq().await?;
-        let mut templates = 0usize;
+        let (mut templates, mut from) = (0usize, head);
         for gallery in syncer.store.galleries().await? {
-            templates += syncer.load_gallery(&gallery).await?;
+            let (loaded, oldest) = syncer.load_gallery(&gallery, Some(head)).await?;
+            templates += loaded;
+            from = from.min(oldest);
         }
-        syncer.applied.store(head, Ordering::SeqCst);
+        // Replaying entries a shard already holds is harmless (entries name subjects).
+        syncer.applied.store(from, Ordering::SeqCst);
         syncer.catch_up().await?;
         syncer.ready.store(true, Ordering::SeqCst);
         tracing::info!(applied = syncer.applied(), templates, "matcher shards loaded");
@@ -117,7 +143,7 @@ impl Syncer {
                 // Unknown gallery: created after we loaded. If it is gone again, a later
                 // DropGallery entry follows and there is nothing to do.
                 if let Some(gallery) = self.store.gallery_by_id(change.gallery_id).await? {
-                    self.load_gallery(&gallery).await?;
+                    self.load_gallery(&gallery, None).await?;
                 }
             }
             ChangeOp::CreateGallery => {}
@@ -138,17 +164,40 @@ impl Syncer {
                     shard.remove_subject(&change.subject_id).map_err(index_failed)?;
                 }
             }
-            ChangeOp::DropGallery => self.shards.drop_gallery(change.gallery_id),
+            ChangeOp::DropGallery => {
+                self.shards.drop_gallery(change.gallery_id);
+                if let Some(snapshots) = &self.snapshots {
+                    snapshots.remove_gallery(change.gallery_id);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Creates the assigned shards of a gallery and fills them from the store.
-    async fn load_gallery(&self, gallery: &GalleryRecord) -> Result<usize, StoreError> {
+    /// Creates the assigned shards of a gallery and fills them, from snapshots no newer than
+    /// `snapshots_up_to` when given, otherwise from the store. Returns the templates loaded and
+    /// the oldest change position among the snapshots used (`u64::MAX` if none).
+    async fn load_gallery(
+        &self,
+        gallery: &GalleryRecord,
+        snapshots_up_to: Option<u64>,
+    ) -> Result<(usize, u64), StoreError> {
         let dimension = gallery.dimension as usize;
         let shards = self.shards.add_gallery(gallery, &self.assignment).map_err(index_failed)?;
-        let mut loaded = 0;
+        let (mut loaded, mut oldest) = (0, u64::MAX);
         for shard in shards {
+            if let (Some(snapshots), Some(head)) = (&self.snapshots, snapshots_up_to) {
+                let (snapshots, record, number) = (snapshots.clone(), gallery.clone(), shard.number());
+                let restored = tokio::task::spawn_blocking(move || snapshots.load(&record, number, head))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot task failed: {e}")))?;
+                if let Some((index, seq)) = restored {
+                    loaded += index.template_count();
+                    oldest = oldest.min(seq);
+                    shard.restore(index, seq);
+                    continue;
+                }
+            }
             let mut by_subject: HashMap<String, Vec<(i64, Template)>> = HashMap::new();
             let mut after = 0;
             loop {
@@ -167,11 +216,87 @@ impl Syncer {
                 loaded += refs.len();
             }
         }
-        Ok(loaded)
+        Ok((loaded, oldest))
+    }
+
+    /// Writes an encrypted snapshot of every shard, all at one change position (changes wait
+    /// meanwhile). Returns that position.
+    pub async fn snapshot_all(&self) -> std::io::Result<u64> {
+        let Some(snapshots) = &self.snapshots else { return Ok(self.applied()) };
+        let _one = self.catching_up.lock().await;
+        let seq = self.applied();
+        for shard in self.shards.all() {
+            let Some((_, key_ref)) = self.shards.gallery_of(shard.gallery_id()) else { continue };
+            let snapshots = snapshots.clone();
+            tokio::task::spawn_blocking(move || {
+                let bytes = shard.snapshot_bytes().map_err(std::io::Error::other)?;
+                snapshots.write((shard.gallery_id(), &key_ref), shard.number(), seq, &bytes)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        }
+        Ok(seq)
+    }
+
+    /// Snapshots every `interval` when something changed, and once more when `stopped` fires.
+    pub async fn snapshot_loop(self: Arc<Self>, interval: Duration, mut stopped: watch::Receiver<bool>) {
+        let mut written = None;
+        loop {
+            let stop = tokio::select! {
+                () = tokio::time::sleep(interval) => false,
+                _ = stopped.wait_for(|s| *s) => true,
+            };
+            if stop {
+                // A snapshot at shutdown holds everything committed, so the restart replays nothing.
+                if let Err(e) = self.catch_up().await {
+                    tracing::warn!(error = %e, "change log catch-up before the final snapshot failed");
+                }
+            }
+            if written != Some(self.applied()) {
+                match self.snapshot_all().await {
+                    Ok(seq) => {
+                        tracing::debug!(seq, "shard snapshots written");
+                        written = Some(seq);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "shard snapshots failed"),
+                }
+            }
+            if stop {
+                return;
+            }
+        }
     }
 }
 
 impl Syncer {
+    /// The probe's best cosine against the subject's enrolled templates, read from the store and
+    /// compared exactly whatever the shard's index kind (an IVF-PQ shard holds only codes);
+    /// `None` when the subject has no templates. Returns (score, templates).
+    pub async fn score(
+        &self,
+        shard: &Shard,
+        subject: &str,
+        probe: &[f32],
+    ) -> Result<Option<(f32, usize)>, Status> {
+        if probe.len() != shard.dimension() {
+            return Err(status_with(
+                ErrorClass::InvalidArgument,
+                format!("probe has {} values, the gallery's dimension is {}", probe.len(), shard.dimension()),
+            ));
+        }
+        let Some((dimension, key_ref)) = self.shards.gallery_of(shard.gallery_id()) else {
+            return Ok(None);
+        };
+        let rows =
+            self.store.subject_templates(shard.gallery_id(), subject).await.map_err(|e| status_from(&e))?;
+        let templates = self.decode(&rows, &key_ref, dimension).map_err(|e| status_from(&e))?;
+        let best = templates
+            .iter()
+            .map(|(_, t)| t.values().iter().zip(probe).map(|(a, b)| a * b).sum::<f32>())
+            .fold(None, |best: Option<f32>, s| Some(best.map_or(s, |b| b.max(s))));
+        Ok(best.map(|score| (score, templates.len())))
+    }
+
     /// Opens sealed template rows with the gallery's data key (the context binds each row to its
     /// gallery and subject) and decodes them.
     fn decode(

@@ -83,6 +83,11 @@ pub fn millis_from_timestamp(t: &prost_types::Timestamp) -> i64 {
     t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
 }
 
+/// A probe carrying an embedding.
+pub fn embedding_probe(values: Vec<f32>) -> v1::Probe {
+    v1::Probe { kind: Some(v1::probe::Kind::Embedding(v1::Embedding { values, ..Default::default() })) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,14 +2,14 @@
 
 use anyhow::Context;
 use biomatch_audit::{AuditServer, Log};
-use biomatch_auth::Authenticator;
+use biomatch_auth::{AuthLayer, ReplayStore};
 use biomatch_client::Guard;
 use biomatch_config::{Role, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
-use biomatch_gateway::Gateway;
+use biomatch_gateway::{Gateway, ops_router};
 use biomatch_ingest::IngestServer;
-use biomatch_matcher::{Assignment, MatcherServer, Syncer};
+use biomatch_matcher::{Assignment, Batching, MatcherOptions, MatcherServer, Syncer};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::audit_service_server::AuditServiceServer;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
 
 /// A running process: its addresses, and a handle to stop it.
 pub struct Running {
@@ -82,7 +81,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
 pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Result<Running> {
     config.validate()?;
-    // Counters accumulate from the start, whichever roles run; the gateway serves them.
+    // Counters accumulate from the start, whichever roles run; served by the gateway or at
+    // `metrics_addr`.
     let metrics = metrics_handle();
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -122,7 +122,15 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let mut tasks = Vec::new();
     let changed = Arc::new(Notify::new());
     let identity = crate::identity::load(&config)?;
-    let auth = identity.auth.clone();
+    let auth = match &config.redis_url {
+        // Replicas share spent single-use tokens, as they share query budgets.
+        Some(url) => identity.auth.clone().with_replay_store(
+            ReplayStore::shared(url.expose_secret(), &config.redis_key_prefix)
+                .await
+                .context("cannot connect to Redis for single-use tokens")?,
+        ),
+        None => identity.auth.clone(),
+    };
     let creds = identity.creds.clone();
     let guard = Guard { audit: audit_client.clone(), creds: creds.clone() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -131,21 +139,30 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let keys = if needs_gallery_store { Some(crate::identity::key_store(&config)?) } else { None };
     let matcher = match (&gallery_store, config.runs(Role::Matcher)) {
         (Some(store), true) => {
-            let assignment = match config.matcher_shards()? {
-                list if list.is_empty() => Assignment::All,
-                list => Assignment::Only(list),
+            let m = &config.matcher;
+            let options = MatcherOptions {
+                assignment: match config.matcher_shards()? {
+                    list if list.is_empty() => Assignment::All,
+                    list => Assignment::Only(list),
+                },
+                batching: Batching {
+                    wait: Duration::from_micros(m.batch_wait_us),
+                    max_queries: m.batch_max_queries.max(1),
+                },
+                snapshot_dir: (m.snapshot_interval_ms > 0)
+                    .then(|| m.snapshot_dir.clone().unwrap_or_else(|| config.data_dir.join("snapshots"))),
             };
             let keys = keys.clone().context("key store")?;
             let syncer =
-                Syncer::start(store.clone(), keys, assignment).await.context("cannot load matcher shards")?;
-            let tail =
-                syncer.clone().tail(changed.clone(), Duration::from_millis(config.matcher.poll_interval_ms));
+                Syncer::start(store.clone(), keys, options).await.context("cannot load matcher shards")?;
+            let tail = syncer.clone().tail(changed.clone(), Duration::from_millis(m.poll_interval_ms));
             tasks.push(spawn_until_stopped(tail, stopped.clone()));
+            if m.snapshot_interval_ms > 0 {
+                let interval = Duration::from_millis(m.snapshot_interval_ms);
+                tasks.push(tokio::spawn(syncer.clone().snapshot_loop(interval, stopped.clone())));
+            }
             health_reporter.set_serving::<MatcherServiceServer<MatcherServer>>().await;
-            Some(intercept(
-                auth.clone(),
-                MatcherServiceServer::new(MatcherServer::new(syncer, guard.clone())),
-            ))
+            Some(MatcherServiceServer::new(MatcherServer::new(syncer, guard.clone())))
         }
         _ => None,
     };
@@ -164,7 +181,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             let server = Arc::new(server);
             let purge = server.clone().purge_loop(Duration::from_millis(config.ingest.purge_interval_ms));
             tasks.push(spawn_until_stopped(purge, stopped.clone()));
-            Some(intercept(auth.clone(), IngestServiceServer::from_arc(server)))
+            Some(IngestServiceServer::from_arc(server))
         }
         _ => None,
     };
@@ -182,7 +199,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 .context("cannot open the audit log")?;
             tasks.push(spawn_until_stopped(worker, stopped.clone()));
             health_reporter.set_serving::<AuditServiceServer<AuditServer>>().await;
-            Some(intercept(auth.clone(), AuditServiceServer::new(AuditServer::new(log, clock.clone()))))
+            Some(AuditServiceServer::new(AuditServer::new(log, clock.clone())))
         }
         None => None,
     };
@@ -221,13 +238,13 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             None => Budgets::new(policy),
         };
         let server = SearchServer::new(peers, budgets, clock.clone());
-        Some(intercept(auth.clone(), SearchServiceServer::new(server)))
+        Some(SearchServiceServer::new(server))
     } else {
         None
     };
     let embed = if config.runs(Role::Embed) {
         health_reporter.set_serving::<EmbedServiceServer<EmbedServer>>().await;
-        Some(intercept(auth.clone(), EmbedServiceServer::new(EmbedServer::new(guard.clone()))))
+        Some(EmbedServiceServer::new(EmbedServer::new(guard.clone())))
     } else {
         None
     };
@@ -238,6 +255,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         tracing::info!("mutual TLS: only clients with a certificate from the configured CA are accepted");
     }
     let router = builder
+        .layer(AuthLayer::new(auth.clone()))
         .add_service(health_service)
         .add_optional_service(embed)
         .add_optional_service(ingest)
@@ -258,27 +276,37 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     tracing::info!(addr = %grpc_addr, roles = %roles.join(","), "grpc listening");
 
     let http_addr = if config.runs(Role::Gateway) {
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-        let addr = listener.local_addr()?;
         let app = Gateway::new(search_client, auth, metrics).router();
-        let mut http_stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        }));
-        tracing::info!(addr = %addr, "http listening");
-        Some(addr)
+        Some(serve_http(config.http_addr, app, stopped.clone(), &mut tasks).await?)
+    } else if let Some(addr) = config.metrics_addr {
+        Some(serve_http(addr, ops_router(metrics), stopped.clone(), &mut tasks).await?)
     } else {
         None
     };
 
     Ok(Running { grpc_addr, http_addr, stop, tasks, stores })
+}
+
+/// Serves `app` on `addr` until stopped; returns the bound address.
+async fn serve_http(
+    addr: SocketAddr,
+    app: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<SocketAddr> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "http server failed");
+        }
+    }));
+    tracing::info!(addr = %addr, "http listening");
+    Ok(addr)
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every role in the process).
@@ -294,15 +322,6 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
             }
         })
         .clone()
-}
-
-/// Puts the authentication step in front of a service: handlers find the principal in the
-/// request's extensions.
-fn intercept<S>(
-    auth: Authenticator,
-    service: S,
-) -> InterceptedService<S, impl tonic::service::Interceptor + Clone> {
-    InterceptedService::new(service, auth.interceptor())
 }
 
 fn spawn_until_stopped(

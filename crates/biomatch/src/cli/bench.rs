@@ -15,6 +15,9 @@ pub enum BenchCommand {
     /// Durable audit appends per second (group commit through gRPC vs one commit per append)
     /// and Merkle proof generation at a large tree size.
     Audit(AuditBenchArgs),
+    /// Search per index kind: build, memory, recall vs exact, latency and QPS in process and
+    /// through gRPC.
+    Search(crate::cli::bench_search::SearchBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +60,7 @@ fn row(name: &str, n: usize, elapsed: Duration) {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Audit(args) => audit(args).await,
+        BenchCommand::Search(args) => crate::cli::bench_search::run(args).await,
     }
 }
 

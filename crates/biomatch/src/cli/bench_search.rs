@@ -1,0 +1,267 @@
+//! `biomatch bench search`: per index kind, build time, memory per template, recall against exact
+//! search, and latency / throughput both in process (the FAISS shard index alone) and through the
+//! real gRPC path (search -> matcher -> audit), so the report shows the service overhead.
+
+use crate::synthetic::Synthetic;
+use anyhow::Context;
+use biomatch_config::{Role, ServeConfig};
+use biomatch_domain::{IndexKind, IndexSpec};
+use biomatch_index::ShardIndex;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest};
+use clap::Args;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct SearchBenchArgs {
+    /// Gallery sizes (templates, one per identity).
+    #[arg(long, value_delimiter = ',', default_value = "100000")]
+    sizes: Vec<usize>,
+    /// Template dimensions.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    dims: Vec<usize>,
+    /// Index kinds: flat, hnsw, ivf_flat, ivf_sq8, ivf_pq.
+    #[arg(long, value_delimiter = ',', default_value = "flat,hnsw,ivf_sq8")]
+    kinds: Vec<IndexKind>,
+    /// Mated probes per measurement.
+    #[arg(long, default_value_t = 400)]
+    queries: usize,
+    /// Concurrent gRPC clients for the throughput columns.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    clients: Vec<usize>,
+    /// IVF probes (0: the default, nlist/16).
+    #[arg(long, default_value_t = 0)]
+    nprobe: u32,
+    /// Skip the gRPC measurements (in process only).
+    #[arg(long)]
+    no_service: bool,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn spec(kind: IndexKind, nprobe: u32) -> IndexSpec {
+    let mut spec = IndexSpec::of(kind);
+    spec.ivf_nprobe = nprobe;
+    spec
+}
+
+struct Data {
+    enrolled: Vec<Vec<f32>>,
+    probes: Vec<Vec<f32>>,
+}
+
+fn data(size: usize, dim: usize, queries: usize) -> Data {
+    let mut synthetic = Synthetic::new(dim, 17);
+    let mut enrolled = Vec::with_capacity(size);
+    let mut probes = Vec::with_capacity(queries);
+    for i in 0..size {
+        let centre = synthetic.identity();
+        enrolled.push(synthetic.sample(&centre));
+        if i < queries {
+            probes.push(synthetic.sample(&centre));
+        }
+    }
+    Data { enrolled, probes }
+}
+
+fn build(data: &Data, spec: &IndexSpec) -> anyhow::Result<ShardIndex> {
+    let dim = data.enrolled[0].len();
+    let mut index = ShardIndex::new(dim, spec)?;
+    for (i, v) in data.enrolled.iter().enumerate() {
+        index.replace_subject(&format!("s{i}"), &[(i as i64, v)])?;
+    }
+    Ok(index)
+}
+
+/// Top-10 subject lists for every probe.
+fn top10(index: &mut ShardIndex, probes: &[Vec<f32>]) -> anyhow::Result<Vec<Vec<String>>> {
+    let flat: Vec<f32> = probes.iter().flatten().copied().collect();
+    Ok(index
+        .search(&flat, 10)?
+        .into_iter()
+        .map(|l| l.into_iter().map(|s| s.subject.to_string()).collect())
+        .collect())
+}
+
+fn recall(found: &[Vec<String>], truth: &[Vec<String>]) -> (f64, f64) {
+    let n = truth.len().max(1) as f64;
+    let at1 = found.iter().zip(truth).filter(|(f, t)| f.first() == t.first()).count() as f64 / n;
+    let at10 = found
+        .iter()
+        .zip(truth)
+        .map(|(f, t)| f.iter().filter(|s| t.contains(s)).count() as f64 / t.len().max(1) as f64)
+        .sum::<f64>()
+        / n;
+    (at1, at10)
+}
+
+pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
+    biomatch_index::set_omp_threads(1);
+    println!("search benchmark: face-like synthetic templates (unit centre + noise), one per identity");
+    println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit\n");
+    println!(
+        "| d | N | kind | build s | bytes/template | recall@1 | recall@10 | in-proc p50 ms | p99 ms | \
+         in-proc batch QPS | gRPC p50 ms | p99 ms | {} | gRPC/in-proc p50 |",
+        args.clients.iter().map(|c| format!("QPS@{c}")).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|{}", "---|".repeat(13 + args.clients.len()));
+    for &size in &args.sizes {
+        for &dim in &args.dims {
+            let data = data(size, dim, args.queries.min(size));
+            let mut exact = build(&data, &IndexSpec::flat())?;
+            let truth = top10(&mut exact, &data.probes)?;
+            drop(exact);
+            for &kind in &args.kinds {
+                let spec = spec(kind, args.nprobe);
+                let before = rss_bytes();
+                let started = Instant::now();
+                let mut index = build(&data, &spec)?;
+                let build_s = started.elapsed().as_secs_f64();
+                let per_template = rss_bytes().saturating_sub(before) as f64 / size as f64;
+                let (r1, r10) = recall(&top10(&mut index, &data.probes)?, &truth);
+                let mut single: Vec<Duration> = Vec::with_capacity(data.probes.len());
+                for p in &data.probes {
+                    let t = Instant::now();
+                    index.search(p, 10)?;
+                    single.push(t.elapsed());
+                }
+                single.sort_unstable();
+                let t = Instant::now();
+                top10(&mut index, &data.probes)?;
+                let batch_qps = data.probes.len() as f64 / t.elapsed().as_secs_f64();
+                drop(index);
+                let raw_p50 = percentile(&single, 0.5);
+                let mut row = format!(
+                    "| {dim} | {size} | {kind} | {build_s:.1} | {per_template:.0} | {r1:.3} | {r10:.3} | \
+                     {raw_p50:.2} | {:.2} | {batch_qps:.0} |",
+                    percentile(&single, 0.99)
+                );
+                if args.no_service {
+                    row.push_str(&" – |".repeat(3 + args.clients.len()));
+                } else {
+                    let (p50, p99, qps) = service(&data, &spec, &args.clients).await?;
+                    row.push_str(&format!(" {p50:.2} | {p99:.2} |"));
+                    for q in qps {
+                        row.push_str(&format!(" {q:.0} |"));
+                    }
+                    row.push_str(&format!(" {:.1} |", p50 / raw_p50.max(1e-6)));
+                }
+                println!("{row}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Through gRPC: (p50 ms, p99 ms of one client, QPS per client count).
+async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Result<(f64, f64, Vec<f64>)> {
+    let dir = tempfile::tempdir()?;
+    let (private, public) = biomatch_auth::keys::generate(&dir.path().join("jwt"), "bench")?;
+    let master = dir.path().join("master.key");
+    biomatch_crypto::MasterKey::load_or_create(&master)?;
+    let mut config = ServeConfig {
+        roles: vec![Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search],
+        data_dir: dir.path().to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse()?,
+        ..ServeConfig::default()
+    };
+    config.auth.public_keys = vec![public];
+    config.auth.service_key_file = Some(private.clone());
+    config.crypto.master_key_file = Some(master);
+    config.matcher.snapshot_interval_ms = 0;
+    config.search.analyst_per_minute = u32::MAX;
+    config.search.analyst_per_day = u32::MAX;
+    let running = crate::serve::start(config).await?;
+    let channel =
+        biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
+    let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch")?;
+    let token = |role, name: &str| {
+        signer.issue(&biomatch_auth::TokenSpec::new(name, role, Duration::from_secs(3600))).context("token")
+    };
+    let (admin, enroller, analyst) = (
+        token(biomatch_domain::Role::Admin, "bench-admin")?,
+        token(biomatch_domain::Role::Enroller, "bench-enroller")?,
+        token(biomatch_domain::Role::Analyst, "bench-analyst")?,
+    );
+    let dim = data.enrolled[0].len();
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let create = CreateGalleryRequest {
+        name: "bench".into(),
+        dimension: dim as u32,
+        shard_count: 1,
+        index: Some(biomatch_proto::index_spec_to_proto(spec)),
+        threshold: Some(0.3),
+        allowed_purposes: vec!["bench".into()],
+        retention: Some(prost_types::Duration { seconds: 86_400, nanos: 0 }),
+        ..Default::default()
+    };
+    ingest.create_gallery(biomatch_client::request(create, &admin)).await?;
+    let requests: Vec<EnrollRequest> = data
+        .enrolled
+        .iter()
+        .enumerate()
+        .map(|(i, v)| EnrollRequest {
+            gallery: "bench".into(),
+            subject_id: format!("s{i}"),
+            samples: vec![biomatch_proto::embedding_probe(v.clone())],
+            mode: EnrollMode::Add.into(),
+            idempotency_key: format!("bench-{i}"),
+        })
+        .collect();
+    let stream = biomatch_client::request(tokio_stream::iter(requests), &enroller);
+    let seq = ingest.batch_enroll(stream).await?.into_inner().last_change_seq;
+    let search = SearchServiceClient::new(channel);
+    let identify = |i: usize, min_change_seq: u64| {
+        let request = IdentifyRequest {
+            gallery: "bench".into(),
+            probe: Some(biomatch_proto::embedding_probe(data.probes[i % data.probes.len()].clone())),
+            k: 10,
+            min_change_seq,
+            purpose: "bench".into(),
+            ..Default::default()
+        };
+        biomatch_client::request(request, &analyst)
+    };
+    // The first search waits for the matcher to apply every enrolment.
+    search.clone().identify(identify(0, seq)).await?;
+    let mut single = Vec::new();
+    for i in 0..data.probes.len() {
+        let t = Instant::now();
+        search.clone().identify(identify(i, 0)).await?;
+        single.push(t.elapsed());
+    }
+    single.sort_unstable();
+    let mut qps = Vec::new();
+    for &n in clients {
+        let per_client = (data.probes.len() * 2).div_ceil(n.max(1)).max(4);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|c| {
+                let mut client = search.clone();
+                let requests: Vec<_> = (0..per_client).map(|j| identify(c * per_client + j, 0)).collect();
+                tokio::spawn(async move {
+                    for request in requests {
+                        client.identify(request).await?;
+                    }
+                    Ok::<(), tonic::Status>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await?.map_err(|s| anyhow::anyhow!("identify failed: {}", s.message()))?;
+        }
+        qps.push((n * per_client) as f64 / started.elapsed().as_secs_f64());
+    }
+    running.shutdown().await;
+    Ok((percentile(&single, 0.5), percentile(&single, 0.99), qps))
+}
