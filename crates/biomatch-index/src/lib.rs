@@ -19,11 +19,25 @@ unsafe extern "C" {
     fn omp_set_num_threads(n: std::ffi::c_int);
 }
 
-/// Sets the number of OpenMP threads FAISS uses for one search. OpenBLAS's own pool is set by the
-/// `OPENBLAS_NUM_THREADS` environment variable before the process starts threads; together they
-/// keep OpenMP and OpenBLAS from oversubscribing the cores.
-pub fn set_omp_threads(n: usize) {
-    let n = std::ffi::c_int::try_from(n.max(1)).unwrap_or(1);
-    // SAFETY: omp_set_num_threads only stores an integer in libgomp's global settings.
+/// Sets the number of OpenMP threads FAISS uses for work started on the calling thread (OpenMP
+/// keeps this per thread, so every thread that calls FAISS must set it), and, once per process,
+/// OpenBLAS's own pool to one thread. Both libraries read their environment variables when they
+/// are loaded, before `main`, so setting variables at run time changes nothing; unpinned, their
+/// pools fight over the cores (a 20-query batch over 100k x 512 took 1.9 s instead of 66 ms).
+pub fn pin_threads(omp_threads: usize) {
+    static OPENBLAS: std::sync::Once = std::sync::Once::new();
+    OPENBLAS.call_once(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up; the symbol, when OpenBLAS
+        // provides BLAS, has the signature `void openblas_set_num_threads(int)`.
+        unsafe {
+            let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"openblas_set_num_threads".as_ptr());
+            if !symbol.is_null() {
+                let set: extern "C" fn(std::ffi::c_int) = std::mem::transmute(symbol);
+                set(1);
+            }
+        }
+    });
+    let n = std::ffi::c_int::try_from(omp_threads.max(1)).unwrap_or(1);
+    // SAFETY: omp_set_num_threads only stores an integer in libgomp's settings for this thread.
     unsafe { omp_set_num_threads(n) }
 }

@@ -212,6 +212,7 @@ impl ShardIndex {
 
     /// Trains the IVF index on the staged templates and moves them into it.
     fn train(&mut self) -> Result<(), IndexError> {
+        crate::pin_threads(1);
         let (ids, data) = self.live_vectors()?;
         let nlist = nlist_for(&self.spec, ids.len());
         let mut ivf = factory(self.dimension, &ivf_description(&self.spec, nlist))?;
@@ -241,6 +242,7 @@ impl ShardIndex {
         if !queries.len().is_multiple_of(self.dimension) {
             return Err(IndexError::Dimension { got: queries.len(), want: self.dimension });
         }
+        crate::pin_threads(1);
         let nq = queries.len() / self.dimension;
         let total = self.template_count() + self.stale;
         if nq == 0 || k == 0 || self.template_count() == 0 {

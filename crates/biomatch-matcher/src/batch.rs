@@ -108,3 +108,45 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use biomatch_domain::IndexSpec;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_searches_are_batched_and_each_gets_its_own_answer() {
+        let d = 16;
+        let mut index = ShardIndex::new(d, &IndexSpec::flat()).expect("index");
+        let vectors: Vec<Vec<f32>> = (0..500)
+            .map(|i| {
+                let v: Vec<f32> =
+                    (0..d).map(|j| ((i * 7919 + j * j * 104_729) % 1009) as f32 - 504.0).collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.into_iter().map(|x| x / n).collect()
+            })
+            .collect();
+        for (i, v) in vectors.iter().enumerate() {
+            index.replace_subject(&format!("s{i}"), &[(i as i64, v)]).expect("add");
+        }
+        let batching = Batching { wait: Duration::from_millis(20), max_queries: 16 };
+        let batcher = Arc::new(Batcher::start(Arc::new(Mutex::new(index)), d, batching));
+        let searches: Vec<_> = (0..40)
+            .map(|i| {
+                let (batcher, query) = (batcher.clone(), vectors[i * 11].clone());
+                tokio::spawn(async move { (i, batcher.search(query, 1 + i % 5).await) })
+            })
+            .collect();
+        for search in searches {
+            let (i, answer) = search.await.expect("task");
+            let answer = answer.expect("answer");
+            assert_eq!(answer.len(), 1);
+            assert_eq!(answer[0].len(), 1 + i % 5, "each caller gets its own k");
+            assert_eq!(
+                &*answer[0][0].subject,
+                format!("s{}", i * 11),
+                "each caller gets its own query's answer"
+            );
+        }
+    }
+}

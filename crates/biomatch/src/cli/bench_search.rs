@@ -106,7 +106,7 @@ fn recall(found: &[Vec<String>], truth: &[Vec<String>]) -> (f64, f64) {
 }
 
 pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
-    biomatch_index::set_omp_threads(1);
+    biomatch_index::pin_threads(1);
     println!("search benchmark: face-like synthetic templates (unit centre + noise), one per identity");
     println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit\n");
     println!(

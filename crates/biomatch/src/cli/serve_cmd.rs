@@ -174,7 +174,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         biomatch_telemetry::LogFormat::Text
     });
-    biomatch_index::set_omp_threads(1);
+    biomatch_index::pin_threads(1);
     if config.demo() {
         tracing::info!(
             data_dir = %config.data_dir.display(),
