@@ -39,6 +39,10 @@ async fn query_budgets_are_enforced_and_audited() {
     let line = text.lines().find(|l| l.starts_with("biomatch_budget_refusals_total{")).expect("the counter");
     assert!(line.contains("role=\"kiosk\"") && line.contains("window=\"per-minute\""), "{line}");
     assert!(!text.contains("kiosk-1"), "no subject in metrics");
+    // The matcher in this process reports its shards and search batches.
+    assert!(text.contains("biomatch_matcher_shard_templates{gallery=\"g\",shard=\"0\"} 10"), "{text}");
+    assert!(text.contains("biomatch_matcher_batch_queries_count"), "{text}");
+    assert!(!text.contains("s00001"), "no subject id in metrics");
     // An analyst has a budget of their own.
     let mut analyst = cluster.search();
     let request = biomatch_proto::v1::IdentifyRequest {

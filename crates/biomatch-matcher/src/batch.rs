@@ -73,6 +73,7 @@ async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
+        metrics::histogram!("biomatch_matcher_batch_queries").record(queued as f64);
         let k = jobs.iter().map(|j| j.k).max().unwrap_or(1);
         let all: Vec<f32> = jobs.iter().flat_map(|j| j.queries.iter().copied()).collect();
         let index = index.clone();

@@ -77,6 +77,7 @@ impl Syncer {
         // Replaying entries a shard already holds is harmless (entries name subjects).
         syncer.applied.store(from, Ordering::SeqCst);
         syncer.catch_up().await?;
+        syncer.record_metrics();
         syncer.ready.store(true, Ordering::SeqCst);
         tracing::info!(applied = syncer.applied(), templates, "matcher shards loaded");
         Ok(syncer)
@@ -134,6 +135,7 @@ impl Syncer {
                 self.apply(&change).await?;
                 self.applied.store(change.seq, Ordering::SeqCst);
             }
+            self.record_metrics();
         }
     }
 
@@ -217,6 +219,18 @@ impl Syncer {
             }
         }
         Ok((loaded, oldest))
+    }
+
+    /// Gauges an alert can watch: the change position applied and each shard's size (labels are
+    /// gallery names and shard numbers, never subject ids).
+    fn record_metrics(&self) {
+        metrics::gauge!("biomatch_matcher_applied_change_seq").set(self.applied() as f64);
+        for shard in self.shards.all() {
+            let (templates, subjects) = shard.counts();
+            let labels = [("gallery", shard.gallery().to_owned()), ("shard", shard.number().to_string())];
+            metrics::gauge!("biomatch_matcher_shard_templates", &labels).set(templates as f64);
+            metrics::gauge!("biomatch_matcher_shard_subjects", &labels).set(subjects as f64);
+        }
     }
 
     /// Writes an encrypted snapshot of every shard, all at one change position (changes wait
