@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/biomatch/target}"
-# FAISS's OpenMP threads and OpenBLAS's threads must not oversubscribe the two cores.
+# FAISS's OpenMP threads and OpenBLAS's threads must not oversubscribe the two cores (the library
+# also pins them itself; these cover tests that call FAISS before it does).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 
 pg_up() { psql "$1" -Atqc 'select 1' >/dev/null 2>&1; }
@@ -47,12 +48,36 @@ ensure_redis() {
     echo "test: Redis did not start" >&2; exit 1
 }
 
+# Python modules for the deployment checks: PyYAML and jsonschema from Debian when missing,
+# kubernetes-validate (offline Kubernetes schemas) from PyPI.
+ensure_python_checks() {
+    python3 -c 'import yaml, jsonschema' 2>/dev/null || {
+        echo "test: installing python3-yaml and python3-jsonschema"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml python3-jsonschema >/dev/null
+    }
+    python3 -c 'import kubernetes_validate' 2>/dev/null && return
+    echo "test: installing kubernetes-validate from PyPI"
+    command -v pip3 >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    pip3 install -q kubernetes-validate==1.31.0 2>/dev/null \
+        || pip3 install -q --break-system-packages kubernetes-validate==1.31.0
+}
+
 ensure_postgres
 ensure_redis
+ensure_python_checks
 export BIOMATCH_TEST_REDIS_URL="${BIOMATCH_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 # Databases left by earlier runs (each test makes its own).
 psql "$BIOMATCH_TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname like 'biomatch_test_%'" \
     | while read -r db; do psql "$BIOMATCH_TEST_DATABASE_URL" -qc "drop database if exists $db" >/dev/null 2>&1 || true; done
+
+# Kubernetes manifests (rendered by kubectl's kustomize, validated against the schemas) and the
+# Helm chart (values schema and template structure; no helm binary exists here).
+if command -v kubectl >/dev/null 2>&1; then
+    python3 deploy/check.py
+else
+    echo "test: deploy check SKIPPED: kubectl (for kustomize rendering) is not installed" >&2
+fi
+python3 helm/check.py
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

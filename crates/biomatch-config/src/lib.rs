@@ -45,7 +45,7 @@ impl Role {
 
 /// Where the other roles are; unset means "this process" (its own gRPC address).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Endpoints {
     pub ingest: Option<String>,
     pub audit: Option<String>,
@@ -55,7 +55,7 @@ pub struct Endpoints {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MatcherConfig {
     /// `gallery:shard` pairs this matcher holds; empty means every shard of every gallery.
     pub shards: Vec<String>,
@@ -86,7 +86,7 @@ impl Default for MatcherConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     /// How often subjects whose retention ended are purged.
     pub purge_interval_ms: u64,
@@ -99,7 +99,7 @@ impl Default for IngestConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
     /// Deadline of one shard's answer before another replica is tried.
     pub shard_timeout_ms: u64,
@@ -125,7 +125,7 @@ impl Default for SearchConfig {
 /// Encryption at rest. Outside demo mode the master key must be given, as a file or as
 /// `BIOMATCH_MASTER_KEY` (64 hex characters); demo mode creates `DATA_DIR/master.key`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CryptoConfig {
     pub master_key_file: Option<PathBuf>,
     /// Where wrapped gallery data keys are kept; default `DATA_DIR/keys`. Keep it out of
@@ -137,7 +137,7 @@ pub struct CryptoConfig {
 /// serves TLS and accepts only clients whose certificate chains to `ca_file`, and calls the other
 /// roles over TLS with its own certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -153,7 +153,7 @@ impl TlsConfig {
 /// Token validation. Outside `--role all` demo mode, `public_keys` or `jwks_file`, and
 /// `service_key_file`, are required: there is no default key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
@@ -182,7 +182,7 @@ impl Default for AuthConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// The log's name: the first line of every checkpoint and the signing key's name.
     pub origin: String,
@@ -199,7 +199,7 @@ impl Default for AuditConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     pub roles: Vec<Role>,
     pub data_dir: PathBuf,
@@ -346,6 +346,29 @@ mod tests {
         grpc_addr: Option<String>,
     }
 
+    /// The configuration shipped in the Kubernetes manifests loads and validates.
+    #[test]
+    fn the_kubernetes_config_map_is_a_valid_configuration() {
+        let manifest = include_str!("../../../deploy/k8s/base/config.yaml");
+        let toml: String = manifest
+            .split_once("biomatch.toml: |\n")
+            .expect("the ConfigMap holds biomatch.toml")
+            .1
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("biomatch.toml", &toml)?;
+            let flags = serde_json::json!({"roles": ["matcher"]});
+            let c = ServeConfig::load(Some(Path::new("biomatch.toml")), flags).expect("loads");
+            assert_eq!(c.endpoints.matchers.len(), 4);
+            assert_eq!(c.matcher.snapshot_interval_ms, 60_000);
+            assert!(c.metrics_addr.is_some());
+            Ok(())
+        });
+    }
+
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
@@ -371,6 +394,17 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BIOMATCH__GRPC_ADDR", "not an address");
             assert!(ServeConfig::load(None, Flags::default()).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "typo.toml",
+                "[matcher]
+snapshot_intervall_ms = 5
+",
+            )?;
+            let e = ServeConfig::load(Some(Path::new("typo.toml")), Flags::default()).expect_err("typo");
+            assert!(e.to_string().contains("snapshot_intervall_ms"), "names the unknown key: {e}");
             Ok(())
         });
         let mut c = ServeConfig { roles: vec![Role::All, Role::Matcher], ..Default::default() };

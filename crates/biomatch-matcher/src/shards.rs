@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 pub enum Assignment {
     /// Every shard of every gallery (the single-process default).
     All,
-    /// Only these (gallery name, shard) pairs.
+    /// Only these (gallery name, shard) pairs; gallery `*` means every gallery (how a
+    /// StatefulSet pod takes "shard N of everything").
     Only(Vec<(String, u32)>),
 }
 
@@ -21,8 +22,21 @@ impl Assignment {
     pub fn holds(&self, gallery: &str, shard: u32) -> bool {
         match self {
             Assignment::All => true,
-            Assignment::Only(list) => list.iter().any(|(g, s)| g == gallery && *s == shard),
+            Assignment::Only(list) => list.iter().any(|(g, s)| (g == gallery || g == "*") && *s == shard),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Assignment;
+
+    #[test]
+    fn assignments_name_shards_of_one_gallery_or_of_every_gallery() {
+        let only = Assignment::Only(vec![("g".into(), 1), ("*".into(), 0)]);
+        assert!(only.holds("g", 1) && only.holds("g", 0) && only.holds("other", 0));
+        assert!(!only.holds("other", 1) && !only.holds("g", 2));
+        assert!(Assignment::All.holds("anything", 7));
     }
 }
 

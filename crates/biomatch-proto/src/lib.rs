@@ -19,3 +19,22 @@ pub mod v1 {
 
 /// The encoded file descriptor set, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("biomatch_descriptor");
+
+/// Every `/package.Service/Method` path of the contract, plus the standard health checks.
+pub fn rpc_paths() -> Vec<String> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap_or_default();
+    let mut paths: Vec<String> =
+        set.file
+            .iter()
+            .flat_map(|file| {
+                file.service.iter().flat_map(move |service| {
+                    service.method.iter().map(move |method| {
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                    })
+                })
+            })
+            .collect();
+    paths.extend(["/grpc.health.v1.Health/Check".to_owned(), "/grpc.health.v1.Health/Watch".to_owned()]);
+    paths
+}

@@ -2,6 +2,11 @@
 //! `RUST_LOG` (default `info`), as text or JSON lines.
 //!
 //! Log fields carry identifiers and counts, never templates, images or scores of named subjects.
+//! [`GrpcMetricsLayer`] counts and times every RPC for Prometheus.
+
+mod grpc_metrics;
+
+pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;

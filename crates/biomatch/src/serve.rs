@@ -22,6 +22,7 @@ use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
 use biomatch_search::{BudgetPolicy, Budgets, Limits, Peers, Router, SearchServer};
 use biomatch_store::SqlStore;
+use biomatch_telemetry::GrpcMetricsLayer;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -254,9 +255,15 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         builder = builder.tls_config(tls.server()).context("invalid TLS configuration")?;
         tracing::info!("mutual TLS: only clients with a certificate from the configured CA are accepted");
     }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(biomatch_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
     let router = builder
+        .layer(GrpcMetricsLayer::new(biomatch_proto::rpc_paths()))
         .layer(AuthLayer::new(auth.clone()))
         .add_service(health_service)
+        .add_service(reflection)
         .add_optional_service(embed)
         .add_optional_service(ingest)
         .add_optional_service(matcher)
@@ -309,16 +316,31 @@ async fn serve_http(
     Ok(addr)
 }
 
+/// Histogram buckets: seconds for latencies, queries for batch sizes.
+const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The process-wide Prometheus recorder (installed once, shared by every role in the process).
 fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();
     HANDLE
-        .get_or_init(|| match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed");
-                None
+        .get_or_init(|| {
+            match metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .and_then(|b| {
+                    let batch =
+                        metrics_exporter_prometheus::Matcher::Full("biomatch_matcher_batch_queries".into());
+                    b.set_buckets_for_metric(batch, &BATCH_BUCKETS)
+                })
+                .and_then(|b| b.install_recorder())
+            {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
             }
         })
         .clone()

@@ -31,7 +31,8 @@ pub struct ServeArgs {
     /// TOML configuration file (flags and BIOMATCH__* variables override it).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Shards this matcher holds, as gallery:shard[,gallery:shard...]; default all.
+    /// Shards this matcher holds, as gallery:shard[,gallery:shard...] (gallery `*`: that shard of
+    /// every gallery); default all.
     #[arg(long, value_delimiter = ',')]
     shards: Vec<String>,
     #[arg(long)]
