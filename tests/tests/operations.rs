@@ -1,5 +1,6 @@
 //! What operators rely on: every process answers gRPC health (per service) and reflection without
-//! a token, serves `/healthz`, `/readyz` and `/metrics`, and counts every RPC by method and status.
+//! a token, serves `/healthz`, `/readyz` and `/metrics`, counts every RPC by method and status, and
+//! drains (not ready, NOT_SERVING, still answering) before it stops.
 
 use biomatch_config::Role;
 use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
@@ -77,5 +78,19 @@ async fn health_reflection_and_rpc_metrics_without_a_gateway() {
     assert!(text.contains(
         "biomatch_grpc_requests_total{method=\"/biomatch.v1.SearchService/Identify\",code=\"16\"}"
     ));
+
+    // Draining (the first step of shutdown): probes say not ready, health says NOT_SERVING, and
+    // requests still arriving are answered.
+    cluster.running.drain().await;
+    let readyz = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    assert_eq!(readyz.status().as_u16(), 503);
+    let status = health
+        .check(HealthCheckRequest { service: "biomatch.v1.SearchService".into() })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    identify(&cluster, "g", synthetic.sample(&centres[2]), seq).await.expect("still answered while draining");
     cluster.running.shutdown().await;
 }

@@ -208,6 +208,8 @@ pub struct ServeConfig {
     /// Where a process without the gateway role serves `/metrics`, `/healthz` and `/readyz`
     /// (the gateway serves them on `http_addr`); unset: not served.
     pub metrics_addr: Option<SocketAddr>,
+    /// On SIGTERM, how long in-flight requests may take to finish before they are abandoned.
+    pub shutdown_grace_ms: u64,
     /// PostgreSQL for the gallery and audit stores; unset means SQLite files in `data_dir`.
     /// Never serialised, so it cannot end up in a dump of the configuration.
     #[serde(skip_serializing)]
@@ -237,6 +239,7 @@ impl Default for ServeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_addr: None,
+            shutdown_grace_ms: 20_000,
             database_url: None,
             redis_url: None,
             redis_key_prefix: "biomatch".into(),

@@ -16,26 +16,24 @@ use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, probe};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::transport::Channel;
 
 #[derive(Clone)]
 pub struct Gateway {
     search: SearchServiceClient<Channel>,
     auth: Authenticator,
-    metrics: Option<PrometheusHandle>,
+    ops: Ops,
 }
 
 impl Gateway {
-    pub fn new(
-        search: SearchServiceClient<Channel>,
-        auth: Authenticator,
-        metrics: Option<PrometheusHandle>,
-    ) -> Self {
-        Self { search, auth, metrics }
+    pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator, ops: Ops) -> Self {
+        Self { search, auth, ops }
     }
 
     pub fn router(self) -> Router {
-        let ops = ops_router(self.metrics.clone());
+        let ops = ops_router(self.ops.clone());
         Router::new().route("/v1/galleries/{gallery}/identify", post(identify)).with_state(self).merge(ops)
     }
 
@@ -51,14 +49,38 @@ impl Gateway {
 
 /// What every process serves to its operators: `/healthz`, `/readyz` and `/metrics` (Prometheus
 /// text of the process's counters; no label carries a subject id).
-pub fn ops_router(metrics: Option<PrometheusHandle>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(|| async { "ready" })).route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { metrics.map(|m| m.render()).unwrap_or_default() }
-        }),
-    )
+pub fn ops_router(ops: Ops) -> Router {
+    let Ops { metrics, ready } = ops;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { metrics.map(|m| m.render()).unwrap_or_default() }
+            }),
+        )
+}
+
+/// What the operator endpoints report: the process's metrics, and whether it takes traffic
+/// (false until every role is up, and again once shutdown begins).
+#[derive(Clone, Default)]
+pub struct Ops {
+    pub metrics: Option<PrometheusHandle>,
+    pub ready: Arc<AtomicBool>,
 }
 
 /// A gRPC status as a JSON error response.

@@ -7,7 +7,7 @@ use biomatch_client::Guard;
 use biomatch_config::{Role, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
-use biomatch_gateway::{Gateway, ops_router};
+use biomatch_gateway::{Gateway, Ops, ops_router};
 use biomatch_ingest::IngestServer;
 use biomatch_matcher::{Assignment, Batching, MatcherOptions, MatcherServer, Syncer};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
@@ -26,6 +26,7 @@ use biomatch_telemetry::GrpcMetricsLayer;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -37,14 +38,43 @@ pub struct Running {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     stores: Vec<SqlStore>,
+    ready: Arc<AtomicBool>,
+    health: tonic_health::server::HealthReporter,
+    grace: Duration,
 }
 
+/// Every service a process may report health for.
+const SERVICES: [&str; 5] = [
+    <AuditServiceServer<AuditServer> as tonic::server::NamedService>::NAME,
+    <EmbedServiceServer<EmbedServer> as tonic::server::NamedService>::NAME,
+    <IngestServiceServer<IngestServer> as tonic::server::NamedService>::NAME,
+    <MatcherServiceServer<MatcherServer> as tonic::server::NamedService>::NAME,
+    <SearchServiceServer<SearchServer> as tonic::server::NamedService>::NAME,
+];
+
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, and closes the stores.
+    /// Tells load balancers to send no more traffic: `/readyz` answers 503 and every gRPC health
+    /// check NOT_SERVING, while requests still arriving are served.
+    pub async fn drain(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        for name in SERVICES {
+            self.health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+        }
+        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    }
+
+    /// Drains, stops accepting, lets in-flight requests finish within the grace period (then
+    /// abandons them), writes final matcher snapshots, and closes the stores.
     pub async fn shutdown(self) {
+        self.drain().await;
         let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.grace;
         for task in self.tasks {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!("shutdown grace period over; abandoning in-flight work");
+                abort.abort();
+            }
         }
         for store in &self.stores {
             store.close().await;
@@ -84,7 +114,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     config.validate()?;
     // Counters accumulate from the start, whichever roles run; served by the gateway or at
     // `metrics_addr`.
-    let metrics = metrics_handle();
+    let ops = Ops { metrics: metrics_handle(), ready: Arc::new(AtomicBool::new(false)) };
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
@@ -283,15 +313,26 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     tracing::info!(addr = %grpc_addr, roles = %roles.join(","), "grpc listening");
 
     let http_addr = if config.runs(Role::Gateway) {
-        let app = Gateway::new(search_client, auth, metrics).router();
+        let app = Gateway::new(search_client, auth, ops.clone()).router();
         Some(serve_http(config.http_addr, app, stopped.clone(), &mut tasks).await?)
     } else if let Some(addr) = config.metrics_addr {
-        Some(serve_http(addr, ops_router(metrics), stopped.clone(), &mut tasks).await?)
+        Some(serve_http(addr, ops_router(ops.clone()), stopped.clone(), &mut tasks).await?)
     } else {
         None
     };
 
-    Ok(Running { grpc_addr, http_addr, stop, tasks, stores })
+    ops.ready.store(true, Ordering::SeqCst);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        stop,
+        tasks,
+        stores,
+        ready: ops.ready,
+        health: health_reporter,
+        grace,
+    })
 }
 
 /// Serves `app` on `addr` until stopped; returns the bound address.
