@@ -1,6 +1,6 @@
-//! Nothing biometric reaches the logs: the end-to-end path runs with every log line at debug level
-//! captured, and the capture holds no float array of 64 or more values, no base64 blob over 1 KiB
-//! and no image bytes.
+//! Nothing biometric reaches the logs or spans: the end-to-end path runs with every log line at
+//! debug level and every span (with its fields, on close) captured, and the capture holds no float
+//! array of 64 or more values, no base64 blob over 1 KiB and no image bytes.
 
 use biomatch_proto::v1::{EnrollRequest, IdentifyRequest, Probe, VerifyRequest, probe};
 use biomatch_tests::{PURPOSE, TestCluster, backends, embedding, enrolled_gallery, identify};
@@ -53,6 +53,8 @@ async fn logs_carry_nothing_biometric() {
         .with_env_filter("debug,h2=info,hyper=info,hyper_util=info,tower=info,sqlx=info")
         .with_writer(move || writer.clone())
         .with_ansi(false)
+        // Every span too, with its fields, when it closes: what a trace exporter would send.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber in this test binary");
 

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 mod common;
 
 use biomatch_domain::Role;
-use common::{Keys, serve};
+use common::Keys;
 
 const WRITERS: usize = 4;
 const PER_WRITER: usize = 120;
@@ -57,12 +57,7 @@ fn acknowledged_leaves_survive_sigkill_exactly_once() {
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8").to_owned();
     let keys = Keys::new(&dir.path().join("keys"));
-    let flags = keys.flags();
-    let start = |addr: &str| {
-        let mut args = vec!["--role", "audit", "--data-dir", &data, "--grpc-addr", addr];
-        args.extend(flags.iter().map(String::as_str));
-        serve(&args)
-    };
+    let start = |addr: &str| keys.serve(&["--role", "audit", "--data-dir", &data, "--grpc-addr", addr]);
     let mut audit = start("127.0.0.1:0");
     let addr = audit.addr.clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

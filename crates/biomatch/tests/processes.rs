@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 mod common;
 
 use biomatch_domain::Role;
-use common::{BIN, Keys, serve};
+use common::{BIN, Keys};
 
 fn cli(endpoint: &str, token: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -44,12 +44,7 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
     let data = data.to_str().expect("utf-8");
     let any = "127.0.0.1:0";
     let keys = Keys::new(&dir.path().join("keys"));
-    let key_flags = keys.flags();
-    let serve = |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(key_flags.iter().map(String::as_str));
-        serve(&all)
-    };
+    let serve = |args: &[&str]| keys.serve(args);
 
     let audit = serve(&["--role", "audit", "--data-dir", data, "--grpc-addr", any]);
     let audit_url = format!("http://{}", audit.addr);

@@ -14,7 +14,7 @@ use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{
     CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest, Operation, QueryAuditRequest,
 };
-use common::{Keys, serve};
+use common::Keys;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
@@ -37,13 +37,7 @@ fn a_killed_replica_costs_no_answer_and_a_lost_shard_is_reported() {
     let data = data.to_str().expect("utf-8");
     let any = "127.0.0.1:0";
     let keys = Keys::new(&dir.path().join("keys"));
-    let key_flags = keys.flags();
-    let serve = |args: &[&str]| {
-        let mut all: Vec<&str> = vec!["--data-dir", data, "--grpc-addr", any];
-        all.extend(args);
-        all.extend(key_flags.iter().map(String::as_str));
-        serve(&all)
-    };
+    let serve = |args: &[&str]| keys.serve(&[&["--data-dir", data, "--grpc-addr", any], args].concat());
     let audit = serve(&["--role", "audit"]);
     let audit_url = format!("http://{}", audit.addr);
     let ingest = serve(&["--role", "ingest,embed", "--audit-endpoint", &audit_url]);

@@ -82,6 +82,14 @@ impl Keys {
         ]
     }
 
+    /// Starts `biomatch serve ARGS` trusting and using these keys.
+    pub fn serve(&self, args: &[&str]) -> Proc {
+        let flags = self.flags();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        serve(&all)
+    }
+
     pub fn token(&self, role: biomatch_domain::Role, subject: &str) -> String {
         let spec = biomatch_auth::TokenSpec::new(subject, role, Duration::from_secs(600));
         self.signer.issue(&spec).expect("token")
