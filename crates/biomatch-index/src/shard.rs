@@ -132,11 +132,6 @@ impl ShardIndex {
         self.spec.kind
     }
 
-    /// The parameters in effect, defaults filled in.
-    pub fn spec(&self) -> &IndexSpec {
-        &self.spec
-    }
-
     /// Whether the index is trained (IVF kinds) or needs no training.
     pub fn is_trained(&self) -> bool {
         self.layout != Layout::Staging
@@ -156,6 +151,7 @@ impl ShardIndex {
 
     /// Makes `templates` (store id, normalised vector) the subject's only templates.
     pub fn replace_subject(&mut self, subject: &str, templates: &[(i64, &[f32])]) -> Result<(), IndexError> {
+        crate::pin_threads(1);
         for (_, v) in templates {
             self.check_dimension(v.len())?;
         }
@@ -179,6 +175,7 @@ impl ShardIndex {
 
     /// Removes every template of the subject; returns how many there were.
     pub fn remove_subject(&mut self, subject: &str) -> Result<usize, IndexError> {
+        crate::pin_threads(1);
         let Some(ids) = self.templates_of.remove(subject) else {
             return Ok(0);
         };
@@ -212,7 +209,6 @@ impl ShardIndex {
 
     /// Trains the IVF index on the staged templates and moves them into it.
     fn train(&mut self) -> Result<(), IndexError> {
-        crate::pin_threads(1);
         let (ids, data) = self.live_vectors()?;
         let nlist = nlist_for(&self.spec, ids.len());
         let mut ivf = factory(self.dimension, &ivf_description(&self.spec, nlist))?;

@@ -17,12 +17,6 @@ pub struct Batching {
     pub max_queries: usize,
 }
 
-impl Default for Batching {
-    fn default() -> Self {
-        Self { wait: Duration::from_millis(1), max_queries: 64 }
-    }
-}
-
 type Answer = Result<Vec<Vec<ScoredSubject>>, tonic::Status>;
 
 struct Job {

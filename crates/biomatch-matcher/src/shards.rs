@@ -27,19 +27,6 @@ impl Assignment {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Assignment;
-
-    #[test]
-    fn assignments_name_shards_of_one_gallery_or_of_every_gallery() {
-        let only = Assignment::Only(vec![("g".into(), 1), ("*".into(), 0)]);
-        assert!(only.holds("g", 1) && only.holds("g", 0) && only.holds("other", 0));
-        assert!(!only.holds("other", 1) && !only.holds("g", 2));
-        assert!(Assignment::All.holds("anything", 7));
-    }
-}
-
 /// One shard: its index behind a lock (FAISS's Rust binding searches through `&mut`).
 pub struct Shard {
     gallery_id: i64,
@@ -131,7 +118,6 @@ struct GalleryShards {
 }
 
 /// All shards held, by gallery id and by name.
-#[derive(Default)]
 pub struct Shards {
     galleries: RwLock<HashMap<i64, GalleryShards>>,
     batching: Batching,
@@ -205,5 +191,18 @@ impl Shards {
     /// (dimension, data key reference) of a gallery held here.
     pub(crate) fn gallery_of(&self, id: i64) -> Option<(usize, String)> {
         self.read().get(&id).map(|g| (g.dimension, g.key_ref.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Assignment;
+
+    #[test]
+    fn assignments_name_shards_of_one_gallery_or_of_every_gallery() {
+        let only = Assignment::Only(vec![("g".into(), 1), ("*".into(), 0)]);
+        assert!(only.holds("g", 1) && only.holds("g", 0) && only.holds("other", 0));
+        assert!(!only.holds("other", 1) && !only.holds("g", 2));
+        assert!(Assignment::All.holds("anything", 7));
     }
 }

@@ -26,12 +26,6 @@ pub struct MatcherOptions {
     pub snapshot_dir: Option<PathBuf>,
 }
 
-impl Default for MatcherOptions {
-    fn default() -> Self {
-        Self { assignment: Assignment::All, batching: Batching::default(), snapshot_dir: None }
-    }
-}
-
 /// Keeps a matcher's shards equal to the store as of `applied()`.
 pub struct Syncer {
     store: Arc<dyn GalleryStore>,
@@ -126,16 +120,19 @@ impl Syncer {
     /// Applies every committed change after `applied()`.
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
         let _one = self.catching_up.lock().await;
+        let from = self.applied();
         loop {
             let changes = self.store.changes_after(self.applied(), 512).await?;
             if changes.is_empty() {
+                if self.applied() != from {
+                    self.record_metrics();
+                }
                 return Ok(self.applied());
             }
             for change in changes {
                 self.apply(&change).await?;
                 self.applied.store(change.seq, Ordering::SeqCst);
             }
-            self.record_metrics();
         }
     }
 

@@ -53,6 +53,28 @@ fn event(i: usize) -> AuditEvent {
     }
 }
 
+/// A benchmark's own cluster: `roles` on a loopback port with state in `dir`, trusting a fresh
+/// token key (its signer is returned for the benchmark's tokens) and a fresh master key.
+pub(crate) fn scratch_config(
+    dir: &std::path::Path,
+    roles: Vec<Role>,
+) -> anyhow::Result<(ServeConfig, biomatch_auth::TokenSigner)> {
+    let (private, public) = biomatch_auth::keys::generate(&dir.join("jwt"), "bench")?;
+    let master = dir.join("master.key");
+    biomatch_crypto::MasterKey::load_or_create(&master)?;
+    let mut config = ServeConfig {
+        roles,
+        data_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse()?,
+        ..ServeConfig::default()
+    };
+    config.auth.public_keys = vec![public];
+    config.auth.service_key_file = Some(private.clone());
+    config.crypto.master_key_file = Some(master);
+    let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch")?;
+    Ok((config, signer))
+}
+
 fn row(name: &str, n: usize, elapsed: Duration) {
     println!("| {name} | {n} | {:.2} | {:.0} |", elapsed.as_secs_f64(), n as f64 / elapsed.as_secs_f64());
 }
@@ -102,17 +124,8 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     store.close().await;
 
     // The service: gRPC appends from concurrent clients, group-committed.
-    let (private, public) = biomatch_auth::keys::generate(&dir.path().join("keys"), "bench")?;
-    let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch")?;
-    let mut config = ServeConfig {
-        roles: vec![Role::Audit],
-        data_dir: dir.path().to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse()?,
-        ..ServeConfig::default()
-    };
+    let (mut config, signer) = scratch_config(dir.path(), vec![Role::Audit])?;
     config.database_url = Some(url.clone().into());
-    config.auth.public_keys = vec![public];
-    config.auth.service_key_file = Some(private);
     let running = crate::serve::start(config).await?;
     let channel =
         biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;

@@ -4,7 +4,7 @@
 
 use crate::synthetic::Synthetic;
 use anyhow::Context;
-use biomatch_config::{Role, ServeConfig};
+use biomatch_config::Role;
 use biomatch_domain::{IndexKind, IndexSpec};
 use biomatch_index::ShardIndex;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
@@ -100,7 +100,6 @@ fn recall(found: &[Vec<String>], truth: &[Vec<String>]) -> (f64, f64) {
 }
 
 pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
-    biomatch_index::pin_threads(1);
     println!("search benchmark: face-like synthetic templates (unit centre + noise), one per identity");
     println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit\n");
     println!(
@@ -161,18 +160,8 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
 /// Through gRPC: (p50 ms, p99 ms of one client, QPS per client count).
 async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Result<(f64, f64, Vec<f64>)> {
     let dir = tempfile::tempdir()?;
-    let (private, public) = biomatch_auth::keys::generate(&dir.path().join("jwt"), "bench")?;
-    let master = dir.path().join("master.key");
-    biomatch_crypto::MasterKey::load_or_create(&master)?;
-    let mut config = ServeConfig {
-        roles: vec![Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search],
-        data_dir: dir.path().to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse()?,
-        ..ServeConfig::default()
-    };
-    config.auth.public_keys = vec![public];
-    config.auth.service_key_file = Some(private.clone());
-    config.crypto.master_key_file = Some(master);
+    let roles = vec![Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search];
+    let (mut config, signer) = crate::cli::bench::scratch_config(dir.path(), roles)?;
     config.matcher.snapshot_interval_ms = 0;
     config.search.analyst_per_minute = u32::MAX;
     config.search.analyst_per_day = u32::MAX;
@@ -182,7 +171,6 @@ async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Re
     let running = crate::serve::start(config).await?;
     let channel =
         biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
-    let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch")?;
     let token = |role, name: &str| {
         signer.issue(&biomatch_auth::TokenSpec::new(name, role, Duration::from_secs(3600))).context("token")
     };

@@ -175,7 +175,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         biomatch_telemetry::LogFormat::Text
     });
-    biomatch_index::pin_threads(1);
     if config.demo() {
         tracing::info!(
             data_dir = %config.data_dir.display(),
