@@ -72,5 +72,15 @@ async fn rest_identify_and_errors() {
     assert_eq!(r.status(), 401);
     let json: serde_json::Value = r.json().await.expect("json");
     assert_eq!(json["error"]["code"], "UNAUTHENTICATED");
+
+    // REST requests are counted by route template (never the concrete path) and status.
+    let text = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("body");
+    let route = "route=\"/v1/galleries/{gallery}/identify\",method=\"POST\"";
+    for status in ["200", "400", "401", "404"] {
+        let series = format!("biomatch_http_requests_total{{{route},status=\"{status}\"}}");
+        assert!(text.contains(&series), "{series} in {text}");
+    }
+    assert!(text.contains("biomatch_http_request_duration_seconds_bucket{route="));
+    assert!(!text.contains("/v1/galleries/nope"), "no concrete path in a label");
     cluster.running.shutdown().await;
 }

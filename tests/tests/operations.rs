@@ -69,6 +69,27 @@ async fn health_reflection_and_rpc_metrics_without_a_gateway() {
         "biomatch_grpc_request_duration_seconds_bucket{method=\"/biomatch.v1.MatcherService/Search\""
     ));
     assert!(text.contains("biomatch_matcher_batch_queries_bucket{le=\"1\"}"), "batch sizes in query buckets");
+    assert!(text.contains("biomatch_audit_append_seconds_bucket{outcome=\"committed\""), "{text}");
+    assert!(text.contains("biomatch_matcher_change_lag 0"), "caught up: {text}");
+
+    // Audit checkpoint gauges: after a checkpoint is signed it covers the whole tree.
+    let checkpoint = cluster
+        .audit()
+        .get_checkpoint(biomatch_proto::v1::GetCheckpointRequest { sign_now: true })
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("body");
+    let gauge = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert!(gauge("biomatch_audit_tree_leaves") >= 1.0);
+    assert_eq!(gauge("biomatch_audit_checkpoint_leaves"), checkpoint.tree_size as f64);
+    assert!(gauge("biomatch_audit_checkpoint_age_seconds") < 60.0);
     // A refused call is counted with its status.
     let mut raw =
         biomatch_proto::v1::search_service_client::SearchServiceClient::new(cluster.channel.clone());

@@ -95,12 +95,19 @@ impl Log {
         self.tree().size()
     }
 
-    /// Queues a leaf and waits until the batch holding it is durably committed.
+    /// Queues a leaf and waits until the batch holding it is durably committed. The wait is the
+    /// histogram `biomatch_audit_append_seconds{outcome}`.
+    #[tracing::instrument(name = "audit.commit", skip_all)]
     pub async fn append(&self, leaf: NewAuditLeaf) -> Result<Written<AuditLeafRow>, Arc<StoreError>> {
+        let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
         let closed = || Arc::new(StoreError::Corrupt("audit committer stopped".into()));
         self.queue.send((leaf, reply)).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let written = answer.await.map_err(|_| closed())?;
+        let outcome = if written.is_ok() { "committed" } else { "failed" };
+        metrics::histogram!("biomatch_audit_append_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        written
     }
 
     async fn commit_loop(self: Arc<Self>, mut receiver: mpsc::Receiver<(NewAuditLeaf, Reply)>) {
@@ -160,12 +167,29 @@ impl Log {
         loop {
             tick.tick().await;
             if self.size() == 0 {
+                self.record_checkpoint_metrics(None);
                 continue;
             }
             if let Err(e) = self.sign_checkpoint().await {
                 tracing::warn!(error = %e, "signing a checkpoint failed");
+                if let Ok(latest) = self.store.latest_checkpoint().await {
+                    self.record_checkpoint_metrics(latest.as_ref());
+                }
             }
         }
+    }
+
+    /// Gauges for alerting on a checkpoint that falls behind: `biomatch_audit_tree_leaves`,
+    /// `biomatch_audit_checkpoint_leaves` (the latest signed checkpoint's size) and
+    /// `biomatch_audit_checkpoint_age_seconds` (since it was signed). Leaves beyond the checkpoint
+    /// while its age grows past a few intervals mean signing is failing.
+    /// Recorded at every checkpoint tick, so the age grows while signing fails.
+    fn record_checkpoint_metrics(&self, latest: Option<&CheckpointRow>) {
+        metrics::gauge!("biomatch_audit_tree_leaves").set(self.size() as f64);
+        let (leaves, age_ms) =
+            latest.map_or((0, 0), |l| (l.tree_size, ((self.clock)() - l.signed_at_ms).max(0)));
+        metrics::gauge!("biomatch_audit_checkpoint_leaves").set(leaves as f64);
+        metrics::gauge!("biomatch_audit_checkpoint_age_seconds").set(age_ms as f64 / 1000.0);
     }
 
     /// Signs and stores a checkpoint of the whole tree, unless the latest one already covers it.
@@ -178,12 +202,14 @@ impl Log {
         if let Some(latest) = self.store.latest_checkpoint().await?
             && latest.tree_size >= size
         {
+            self.record_checkpoint_metrics(Some(&latest));
             return Ok(latest);
         }
         let note = checkpoint::sign(&Checkpoint { origin: self.origin.clone(), size, root }, &self.key);
         let row =
             CheckpointRow { tree_size: size, root_hash: root.to_vec(), note, signed_at_ms: (self.clock)() };
         self.store.add_checkpoint(&row).await?;
+        self.record_checkpoint_metrics(Some(&row));
         tracing::info!(tree_size = size, "signed audit checkpoint");
         Ok(row)
     }

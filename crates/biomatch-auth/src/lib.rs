@@ -139,12 +139,14 @@ pub fn require_role(principal: &Principal, allowed: &[Role]) -> Result<(), tonic
     }
 }
 
-/// A request carrying a bearer token.
+/// A request carrying a bearer token, and the current span's trace context so that the callee's
+/// spans join the caller's trace.
 pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert(AUTHORIZATION, value);
     }
+    biomatch_telemetry::inject(request.metadata_mut());
     request
 }
 

@@ -57,10 +57,13 @@ pub fn actor(principal: &Principal) -> Actor {
 pub async fn append_audit(
     client: &AuditServiceClient<Channel>,
     service: &ServiceCredentials,
-    event: AuditEvent,
+    mut event: AuditEvent,
     idempotency_key: String,
 ) -> Result<AppendResponse, tonic::Status> {
     let mut client = client.clone();
+    if event.trace_id.is_empty() {
+        event.trace_id = biomatch_telemetry::current_trace_id();
+    }
     match client
         .append(request(AppendRequest { event: Some(event), idempotency_key }, &service.token()))
         .await

@@ -128,6 +128,9 @@ impl Default for SearchConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CryptoConfig {
     pub master_key_file: Option<PathBuf>,
+    /// The master key being rotated out (or `BIOMATCH_PREVIOUS_MASTER_KEY`): data keys wrapped
+    /// under it still open until `biomatch master-key rewrap` has re-wrapped them.
+    pub previous_master_key_file: Option<PathBuf>,
     /// Where wrapped gallery data keys are kept; default `DATA_DIR/keys`. Keep it out of
     /// database backups: deleting a gallery destroys its key here.
     pub key_dir: Option<PathBuf>,
@@ -316,6 +319,11 @@ impl ServeConfig {
     }
 
     /// Demo mode: the whole cluster in one process on embedded storage.
+    /// The configured roles as written on the command line, joined by `separator`.
+    pub fn role_names(&self, separator: &str) -> String {
+        self.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(separator)
+    }
+
     pub fn demo(&self) -> bool {
         self.roles.contains(&Role::All)
     }

@@ -10,7 +10,7 @@
 
 mod keystore;
 
-pub use keystore::{FileKeyStore, KeyStore, write_private};
+pub use keystore::{FileKeyStore, KeyStore, Rewrapped, write_private};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};

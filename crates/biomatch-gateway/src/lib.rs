@@ -34,7 +34,11 @@ impl Gateway {
 
     pub fn router(self) -> Router {
         let ops = ops_router(self.ops.clone());
-        Router::new().route("/v1/galleries/{gallery}/identify", post(identify)).with_state(self).merge(ops)
+        Router::new()
+            .route("/v1/galleries/{gallery}/identify", post(identify))
+            .route_layer(biomatch_telemetry::RpcTelemetryLayer::http())
+            .with_state(self)
+            .merge(ops)
     }
 
     /// Validates the caller's bearer token and returns it for forwarding: the service behind

@@ -38,6 +38,7 @@ impl Batcher {
     }
 
     /// Top `k` subjects for each query, searched in a batch with whatever else is waiting.
+    #[tracing::instrument(name = "matcher.batched_search", skip_all)]
     pub(crate) async fn search(&self, queries: Vec<f32>, k: usize) -> Answer {
         let (reply, answer) = oneshot::channel();
         let closed =

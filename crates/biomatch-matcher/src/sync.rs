@@ -117,13 +117,18 @@ impl Syncer {
         Ok(applied)
     }
 
-    /// Applies every committed change after `applied()`.
+    /// Applies every committed change after `applied()`. While it works, the gauge
+    /// `biomatch_matcher_change_lag` holds how many changes it is behind the store (one change log
+    /// for all the shards of the process); it is 0 once caught up.
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
         let _one = self.catching_up.lock().await;
         let from = self.applied();
+        let head = self.store.head_seq().await?;
+        metrics::gauge!("biomatch_matcher_change_lag").set(head.saturating_sub(from) as f64);
         loop {
             let changes = self.store.changes_after(self.applied(), 512).await?;
             if changes.is_empty() {
+                metrics::gauge!("biomatch_matcher_change_lag").set(0.0);
                 if self.applied() != from {
                     self.record_metrics();
                 }

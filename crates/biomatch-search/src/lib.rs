@@ -122,6 +122,7 @@ impl SearchServer {
         }
     }
 
+    #[tracing::instrument(name = "search.gallery", skip_all)]
     async fn gallery(&self, name: &str) -> Result<Gallery, Status> {
         if name.is_empty() {
             return Err(status_with(ErrorClass::InvalidArgument, "gallery name must not be empty"));
@@ -133,6 +134,7 @@ impl SearchServer {
         Ok(gallery.into_inner())
     }
 
+    #[tracing::instrument(name = "search.probe", skip_all)]
     async fn probe(
         &self,
         gallery: &Gallery,
@@ -147,6 +149,7 @@ impl SearchServer {
     }
 
     /// Asks the matchers holding one shard, in turn, until one answers within the deadline.
+    #[tracing::instrument(name = "search.shard", skip_all, fields(shard))]
     async fn search_shard(
         &self,
         gallery: &str,
@@ -183,6 +186,7 @@ impl SearchServer {
         Err(last)
     }
 
+    #[tracing::instrument(name = "search.audit", skip_all)]
     async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, Status> {
         biomatch_client::append_audit(&self.audit, &self.creds, event, key).await.map(|r| r.leaf_index)
     }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_search;
 mod enroll;
 mod gallery;
+mod master_key;
 mod search;
 mod serve_cmd;
 mod token;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Issue tokens and make signing keys.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Make a master key, and re-wrap the galleries' data keys when rotating it.
+    #[command(subcommand)]
+    MasterKey(master_key::MasterKeyCommand),
     /// Benchmarks, printed as tables.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::MasterKey(cmd) => master_key::run(cmd),
         Command::Certs(CertsCommand::Dev { out, names }) => {
             let certs = crate::certs::dev(&out, &names)?;
             println!("CA       {}", certs.ca.display());

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use biomatch_auth::{Authenticator, KeySet, ServiceCredentials, TokenSigner, TokenSpec, keys};
 use biomatch_config::ServeConfig;
+use biomatch_crypto::{FileKeyStore, MasterKey};
 use biomatch_domain::Role;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,23 +14,35 @@ pub struct Identity {
     pub creds: Arc<ServiceCredentials>,
 }
 
-/// The store of gallery data keys, under the configured master key.
-pub fn key_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn biomatch_crypto::KeyStore>> {
-    use biomatch_crypto::{FileKeyStore, MasterKey};
+/// The store of gallery data keys, under the configured master key (and the previous one while
+/// it is rotated out).
+pub fn key_store(config: &ServeConfig) -> anyhow::Result<FileKeyStore> {
     let c = &config.crypto;
-    let master = match (&c.master_key_file, std::env::var("BIOMATCH_MASTER_KEY")) {
-        (Some(path), _) => {
-            MasterKey::from_file(path).with_context(|| format!("master key {}", path.display()))?
-        }
-        (None, Ok(hex)) => MasterKey::from_hex(&hex).context("BIOMATCH_MASTER_KEY")?,
-        (None, Err(_)) if config.demo() => MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
-        (None, Err(_)) => anyhow::bail!(
+    let master = match master_key(c.master_key_file.as_deref(), "BIOMATCH_MASTER_KEY")? {
+        Some(key) => key,
+        None if config.demo() => MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
+        None => anyhow::bail!(
             "no master key (crypto.master_key_file or BIOMATCH_MASTER_KEY): outside --role all demo mode \
              biomatch refuses to start without explicitly configured keys"
         ),
     };
     let dir = c.key_dir.clone().unwrap_or_else(|| config.data_dir.join("keys"));
-    Ok(Arc::new(FileKeyStore::new(&dir, master).context("cannot open the key store")?))
+    let store = FileKeyStore::new(&dir, master).context("cannot open the key store")?;
+    Ok(match master_key(c.previous_master_key_file.as_deref(), "BIOMATCH_PREVIOUS_MASTER_KEY")? {
+        Some(previous) => store.with_previous(previous),
+        None => store,
+    })
+}
+
+/// A master key from `file`, else from the hex in the variable `env`; `None` when neither is set.
+pub(crate) fn master_key(file: Option<&Path>, env: &str) -> anyhow::Result<Option<MasterKey>> {
+    match (file, std::env::var(env)) {
+        (Some(path), _) => {
+            Ok(Some(MasterKey::from_file(path).with_context(|| format!("master key {}", path.display()))?))
+        }
+        (None, Ok(hex)) => Ok(Some(MasterKey::from_hex(&hex).with_context(|| env.to_owned())?)),
+        (None, Err(_)) => Ok(None),
+    }
 }
 
 /// The demo key pair of a data directory, created on first use.

@@ -22,7 +22,7 @@ use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
 use biomatch_search::{BudgetPolicy, Budgets, Limits, Peers, Router, SearchServer};
 use biomatch_store::SqlStore;
-use biomatch_telemetry::GrpcMetricsLayer;
+use biomatch_telemetry::RpcTelemetryLayer;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,7 +167,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
     // One key store per process, shared by ingest and matcher.
-    let keys = if needs_gallery_store { Some(crate::identity::key_store(&config)?) } else { None };
+    let keys: Option<Arc<dyn biomatch_crypto::KeyStore>> =
+        if needs_gallery_store { Some(Arc::new(crate::identity::key_store(&config)?)) } else { None };
     let matcher = match (&gallery_store, config.runs(Role::Matcher)) {
         (Some(store), true) => {
             let m = &config.matcher;
@@ -290,7 +291,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .build_v1()
         .context("gRPC reflection")?;
     let router = builder
-        .layer(GrpcMetricsLayer::new(biomatch_proto::rpc_paths()))
+        .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
         .layer(AuthLayer::new(auth.clone()))
         .add_service(health_service)
         .add_service(reflection)
@@ -309,8 +310,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             tracing::error!(error = %e, "grpc server failed");
         }
     }));
-    let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
-    tracing::info!(addr = %grpc_addr, roles = %roles.join(","), "grpc listening");
+    tracing::info!(addr = %grpc_addr, roles = %config.role_names(","), "grpc listening");
 
     let http_addr = if config.runs(Role::Gateway) {
         let app = Gateway::new(search_client, auth, ops.clone()).router();

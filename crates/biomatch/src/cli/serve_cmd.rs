@@ -170,11 +170,16 @@ impl ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let file = args.config.clone();
     let config = ServeConfig::load(file.as_deref(), args.overrides()?)?;
-    biomatch_telemetry::init(if config.log_json {
+    let format = if config.log_json {
         biomatch_telemetry::LogFormat::Json
     } else {
         biomatch_telemetry::LogFormat::Text
-    });
+    };
+    let telemetry = biomatch_telemetry::init(format, &format!("biomatch-{}", config.role_names("-")))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if telemetry.exporting_traces() {
+        tracing::info!("exporting traces over OTLP");
+    }
     if config.demo() {
         tracing::info!(
             data_dir = %config.data_dir.display(),
@@ -185,6 +190,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    telemetry.shutdown();
     Ok(())
 }
 
