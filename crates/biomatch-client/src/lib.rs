@@ -5,7 +5,7 @@
 mod probe;
 mod tls;
 
-pub use probe::{GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
+pub use probe::{FaceRule, GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
 pub use tls::{MutualTls, TlsFileError};
 
 use biomatch_auth::ServiceCredentials;

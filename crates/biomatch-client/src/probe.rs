@@ -3,7 +3,7 @@
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::{Classified, ErrorClass, Template};
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
-use biomatch_proto::v1::{EmbedOptions, EmbedRequest, Embedding, Probe, probe};
+use biomatch_proto::v1::{EmbedOptions, EmbedRequest, Embedding, Probe, Quality, probe};
 use biomatch_proto::{status_from, status_with};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -16,45 +16,84 @@ pub struct GalleryModel {
     pub model_version: String,
 }
 
-/// A probe resolved into a normalised template, with the model that produced it.
+/// A probe resolved into a normalised template, with the model that produced it and, for a
+/// photo, the face's quality.
 #[derive(Debug, Clone)]
 pub struct ResolvedProbe {
     pub template: Template,
     pub model_id: String,
     pub model_version: String,
+    pub quality: Option<Quality>,
 }
 
-/// Validates a vector probe, or asks the embed role to detect and embed the one face of a photo.
-/// Images are kept in memory for this call only.
+/// Which face of a photo a probe stands for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaceRule {
+    /// The largest face (a kiosk's camera may catch travellers behind): identify and verify.
+    Largest,
+    /// Exactly one face, of at least this overall quality: enrolment.
+    Single { min_quality: f32 },
+}
+
+/// Validates a vector probe, or asks the embed role to detect and embed the face of a photo
+/// that `rule` asks for. Images are kept in memory for this call only.
 pub async fn resolve_probe(
     embed: &EmbedServiceClient<Channel>,
     service: &ServiceCredentials,
     probe: Option<Probe>,
     gallery: &GalleryModel,
+    rule: FaceRule,
 ) -> Result<ResolvedProbe, Status> {
     let kind = probe.and_then(|p| p.kind).ok_or_else(|| {
         status_with(ErrorClass::InvalidArgument, "probe is required: an image or an embedding")
     })?;
-    let embedding = match kind {
-        probe::Kind::Embedding(e) => e,
-        probe::Kind::Image(image) => {
-            if image.is_empty() {
-                return Err(status_with(ErrorClass::InvalidArgument, "probe image is empty"));
-            }
-            let options = EmbedOptions { max_faces: 1, min_face_size: 0, largest_face_only: true };
-            let mut client = embed.clone();
-            let response = client
-                .embed(crate::request(EmbedRequest { image, options: Some(options) }, &service.token()))
-                .await?
-                .into_inner();
-            let face = response.faces.into_iter().next().ok_or_else(|| {
-                status_with(ErrorClass::InvalidArgument, "no face found in the probe image")
-            })?;
-            face.embedding
-                .ok_or_else(|| status_with(ErrorClass::Internal, "embed role returned no embedding"))?
+    let image = match kind {
+        probe::Kind::Embedding(e) => return resolve_embedding(e, gallery),
+        probe::Kind::Image(image) if image.is_empty() => {
+            return Err(status_with(ErrorClass::InvalidArgument, "probe image is empty"));
         }
+        probe::Kind::Image(image) => image,
     };
-    resolve_embedding(embedding, gallery)
+    let largest_face_only = rule == FaceRule::Largest;
+    let options = EmbedOptions { max_faces: 0, min_face_size: 0, largest_face_only };
+    let mut client = embed.clone();
+    let response = client
+        .embed(crate::request(EmbedRequest { image, options: Some(options) }, &service.token()))
+        .await?;
+    let faces = response.into_inner().faces;
+    if faces.len() > 1 && !largest_face_only {
+        return Err(status_with(
+            ErrorClass::InvalidArgument,
+            format!("{} faces found where exactly one is required", faces.len()),
+        ));
+    }
+    let face = faces
+        .into_iter()
+        .next()
+        .ok_or_else(|| status_with(ErrorClass::InvalidArgument, "no face found in the image"))?;
+    let quality = face.quality.unwrap_or_default();
+    if let FaceRule::Single { min_quality } = rule
+        && quality.overall < min_quality
+    {
+        let issues = if quality.issues.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", quality.issues.join("; "))
+        };
+        return Err(status_with(
+            ErrorClass::InvalidArgument,
+            format!(
+                "face quality {:.2} is below the enrolment minimum {min_quality:.2}{issues}",
+                quality.overall
+            ),
+        ));
+    }
+    let embedding = face
+        .embedding
+        .ok_or_else(|| status_with(ErrorClass::Internal, "embed role returned no embedding"))?;
+    let mut resolved = resolve_embedding(embedding, gallery)?;
+    resolved.quality = Some(quality);
+    Ok(resolved)
 }
 
 /// Validates a vector against the gallery: dimension, finite values, same model.
@@ -73,7 +112,7 @@ pub fn resolve_embedding(embedding: Embedding, gallery: &GalleryModel) -> Result
     let model_version = if model_version.is_empty() { gallery.model_version.clone() } else { model_version };
     let template =
         Template::new(values, gallery.dimension).map_err(|e| status_from(&e as &dyn Classified))?;
-    Ok(ResolvedProbe { template, model_id, model_version })
+    Ok(ResolvedProbe { template, model_id, model_version, quality: None })
 }
 
 #[cfg(test)]

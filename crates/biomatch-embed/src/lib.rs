@@ -1,40 +1,181 @@
-//! The embed role: `EmbedService` turns photos into faces and templates.
+//! The embed role: `EmbedService` turns photos into faces and templates with the face pipeline
+//! of [`biomatch_face`].
 //!
-//! No face model is wired in yet, so both RPCs answer `UNIMPLEMENTED` with a message saying what
-//! works instead (sending embeddings). Galleries and probes built from vectors work end to end.
+//! Decoding, detection and embedding are CPU-bound, so each photo runs on tokio's blocking pool,
+//! at most `workers` at a time (one per core by default); at most `max_queued` more wait, and
+//! beyond that a photo is refused with RESOURCE_EXHAUSTED rather than queued without bound.
+//! Photos live in memory for the call only. Stage latencies are the histogram
+//! `biomatch_embed_stage_seconds{stage}`. Without a configured model directory both RPCs answer
+//! UNIMPLEMENTED (a cluster fed embeddings only).
 
 use biomatch_client::Guard;
-use biomatch_domain::{ErrorClass, Role};
-use biomatch_proto::status_with;
+use biomatch_config::EmbedConfig;
+use biomatch_domain::{Classified, ErrorClass, Role};
+use biomatch_face::{ChannelOrder, FaceConfig, FaceOptions, FacePipeline, ImageLimits, RecognizerSpec};
 use biomatch_proto::v1::embed_service_server::EmbedService;
-use biomatch_proto::v1::{DescribeModelRequest, EmbedRequest, EmbedResponse, ModelInfo};
+use biomatch_proto::v1::{
+    BoundingBox, DescribeModelRequest, EmbedRequest, EmbedResponse, Embedding, Face, ModelInfo, Point,
+    Quality,
+};
+use biomatch_proto::{status_from, status_with};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+
+/// The face pipeline's settings from the embed section of the configuration, if it has a model
+/// directory.
+pub fn face_config(config: &EmbedConfig) -> Result<Option<FaceConfig>, String> {
+    let Some(dir) = &config.model_dir else { return Ok(None) };
+    let mut face = FaceConfig::new(dir);
+    face.detector_input = config.detector_input;
+    face.detection_threshold = config.detection_threshold;
+    face.min_face_size = config.min_face_size;
+    face.limits = ImageLimits {
+        max_bytes: config.max_image_bytes,
+        max_pixels: config.max_image_pixels,
+        ..ImageLimits::default()
+    };
+    if let Some(r) = &config.recognizer {
+        face.recognizer = RecognizerSpec {
+            file: r.file.clone(),
+            sha256: r.sha256.clone(),
+            model_id: r.model_id.clone(),
+            model_version: r.model_version.clone(),
+            input_size: r.input_size,
+            channel_order: match r.channel_order.as_str() {
+                "rgb" => ChannelOrder::Rgb,
+                "bgr" => ChannelOrder::Bgr,
+                other => {
+                    return Err(format!("embed.recognizer.channel_order {other:?}: use \"rgb\" or \"bgr\""));
+                }
+            },
+            mean: r.mean,
+            std: r.std,
+        };
+    }
+    Ok(Some(face))
+}
+
+struct Workers {
+    pipeline: Arc<FacePipeline>,
+    running: Arc<Semaphore>,
+    /// Permits for running plus waiting photos.
+    admitted: Arc<Semaphore>,
+}
 
 pub struct EmbedServer {
     guard: Guard,
+    workers: Option<Workers>,
 }
 
 impl EmbedServer {
-    pub fn new(guard: Guard) -> Self {
-        Self { guard }
+    /// `pipeline`: `None` when no model is configured.
+    pub fn new(guard: Guard, pipeline: Option<Arc<FacePipeline>>, config: &EmbedConfig) -> Self {
+        let workers = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            config.workers
+        };
+        let workers = pipeline.map(|pipeline| Workers {
+            pipeline,
+            running: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(Semaphore::new(workers + config.max_queued)),
+        });
+        Self { guard, workers }
+    }
+
+    fn workers(&self) -> Result<&Workers, Status> {
+        self.workers.as_ref().ok_or_else(|| {
+            status_with(
+                ErrorClass::Unimplemented,
+                "no face model is configured (embed.model_dir): send an embedding instead",
+            )
+        })
     }
 }
 
 /// Photos reach the embed role only through ingest and search.
 const CALLERS: &[Role] = &[Role::Service];
 
-fn not_yet() -> Status {
-    status_with(
-        ErrorClass::Unimplemented,
-        "face detection and embedding from images is not implemented yet: send an embedding instead",
-    )
+fn model_info(info: &biomatch_face::ModelInfo) -> ModelInfo {
+    ModelInfo {
+        model_id: info.model_id.clone(),
+        model_version: info.model_version.clone(),
+        dimension: info.dimension as u32,
+    }
+}
+
+fn face_to_proto(face: biomatch_face::Face, model: &ModelInfo) -> Face {
+    let [x, y, width, height] = face.bbox;
+    let q = face.quality;
+    Face {
+        r#box: Some(BoundingBox { x, y, width, height }),
+        landmarks: face.landmarks.iter().map(|p| Point { x: p[0], y: p[1] }).collect(),
+        detection_score: face.detection_score,
+        quality: Some(Quality {
+            overall: q.overall,
+            size: q.size,
+            sharpness: q.sharpness,
+            pose: q.pose,
+            exposure: q.exposure,
+            issues: q.issues,
+        }),
+        embedding: Some(Embedding {
+            values: face.embedding,
+            model_id: model.model_id.clone(),
+            model_version: model.model_version.clone(),
+        }),
+    }
 }
 
 #[tonic::async_trait]
 impl EmbedService for EmbedServer {
     async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
         self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "EmbedService/Embed").await?;
-        Err(not_yet())
+        let workers = self.workers()?;
+        let EmbedRequest { image, options } = request.into_inner();
+        if image.is_empty() {
+            return Err(status_with(ErrorClass::InvalidArgument, "image is empty"));
+        }
+        let options = options.unwrap_or_default();
+        let options = FaceOptions {
+            max_faces: options.max_faces as usize,
+            min_face_size: (options.min_face_size > 0).then_some(options.min_face_size),
+            largest_only: options.largest_face_only,
+        };
+        let _admitted = workers.admitted.clone().try_acquire_owned().map_err(|_| {
+            status_with(
+                ErrorClass::ResourceExhausted,
+                "too many photos waiting to be embedded: retry shortly",
+            )
+        })?;
+        let running = workers
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| status_with(ErrorClass::Unavailable, "the embed role is shutting down"))?;
+        let pipeline = workers.pipeline.clone();
+        let analysis = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            pipeline.analyze(&image, &options)
+        })
+        .await
+        .map_err(|_| status_with(ErrorClass::Internal, "internal error"))?
+        .map_err(|e| {
+            if e.class() == ErrorClass::Internal {
+                tracing::error!(error = %e, "face pipeline failed");
+            }
+            status_from(&e)
+        })?;
+        for (stage, took) in analysis.timings.stages() {
+            metrics::histogram!("biomatch_embed_stage_seconds", "stage" => stage).record(took.as_secs_f64());
+        }
+        metrics::histogram!("biomatch_embed_stage_seconds", "stage" => "total")
+            .record(analysis.timings.total().as_secs_f64());
+        let model = model_info(workers.pipeline.model());
+        let faces = analysis.faces.into_iter().map(|f| face_to_proto(f, &model)).collect();
+        Ok(Response::new(EmbedResponse { faces, model: Some(model) }))
     }
 
     async fn describe_model(
@@ -44,6 +185,6 @@ impl EmbedService for EmbedServer {
         self.guard
             .require(&biomatch_auth::principal(&request)?, CALLERS, "EmbedService/DescribeModel")
             .await?;
-        Err(not_yet())
+        Ok(Response::new(model_info(self.workers()?.pipeline.model())))
     }
 }

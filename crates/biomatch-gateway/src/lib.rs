@@ -1,12 +1,13 @@
 //! The gateway role: a REST/JSON API (axum) over the gRPC services, for analysts, auditors and
 //! admins. So far: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text; the process's
-//! counters, no subject ids) and `POST /v1/galleries/{gallery}/identify` with an embedding.
+//! counters, no subject ids) and `POST /v1/galleries/{gallery}/identify` with an embedding (JSON)
+//! or a photo (multipart form).
 //!
 //! The caller's bearer token is validated by [`biomatch_auth::Authenticator`] and forwarded to the
 //! gRPC service, which establishes the principal; errors come back as `{"error": {"code", "message"}}` with the HTTP
 //! status that [`biomatch_proto::http_status`] assigns.
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,11 +26,18 @@ pub struct Gateway {
     search: SearchServiceClient<Channel>,
     auth: Authenticator,
     ops: Ops,
+    body_limit: usize,
 }
 
 impl Gateway {
     pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator, ops: Ops) -> Self {
-        Self { search, auth, ops }
+        Self { search, auth, ops, body_limit: 11 * 1024 * 1024 }
+    }
+
+    /// The largest request body accepted (a photo plus its form); larger ones get 413.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
     }
 
     pub fn router(self) -> Router {
@@ -37,6 +45,7 @@ impl Gateway {
         Router::new()
             .route("/v1/galleries/{gallery}/identify", post(identify))
             .route_layer(biomatch_telemetry::RpcTelemetryLayer::http())
+            .layer(DefaultBodyLimit::max(self.body_limit))
             .with_state(self)
             .merge(ops)
     }
@@ -138,19 +147,30 @@ pub struct IdentifyJson {
     pub partial: bool,
     pub missing_shards: Vec<u32>,
     pub audit_leaf_index: u64,
+    /// When the probe was a photo.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub probe_quality: Option<QualityJson>,
 }
 
-async fn identify(
-    State(gateway): State<Gateway>,
-    Path(gallery): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<IdentifyBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<IdentifyJson>, ApiError> {
-    let token = gateway.caller(&headers)?;
-    let Json(body) = body.map_err(|e| {
-        ApiError(biomatch_proto::status_with(biomatch_domain::ErrorClass::InvalidArgument, e.body_text()))
-    })?;
-    let message = IdentifyRequest {
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QualityJson {
+    pub overall: f32,
+    pub size: f32,
+    pub sharpness: f32,
+    pub pose: f32,
+    pub exposure: f32,
+    pub issues: Vec<String>,
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(biomatch_proto::status_with(biomatch_domain::ErrorClass::InvalidArgument, message))
+}
+
+/// An identify request from a JSON body with an embedding.
+async fn from_json(gallery: String, request: Request) -> Result<IdentifyRequest, ApiError> {
+    let Json(body) =
+        Json::<IdentifyBody>::from_request(request, &()).await.map_err(|e| bad_request(e.body_text()))?;
+    Ok(IdentifyRequest {
         gallery,
         probe: Some(Probe {
             kind: Some(probe::Kind::Embedding(Embedding {
@@ -165,7 +185,56 @@ async fn identify(
         case_ref: body.case_ref,
         allow_partial: body.allow_partial,
         min_change_seq: body.min_change_seq,
-    };
+    })
+}
+
+/// An identify request from a multipart form: the photo in the `image` part, the other
+/// parameters (`k`, `threshold`, `purpose`, `case_ref`, `allow_partial`, `min_change_seq`) as text
+/// parts. The photo goes to the search role in memory only.
+async fn from_form(gallery: String, request: Request) -> Result<IdentifyRequest, ApiError> {
+    let mut form = Multipart::from_request(request, &()).await.map_err(|e| bad_request(e.body_text()))?;
+    let mut message = IdentifyRequest { gallery, ..Default::default() };
+    let mut image = None;
+    while let Some(field) = form.next_field().await.map_err(|e| bad_request(e.body_text()))? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "image" {
+            image = Some(field.bytes().await.map_err(|e| bad_request(e.body_text()))?.to_vec());
+            continue;
+        }
+        let text = field.text().await.map_err(|e| bad_request(e.body_text()))?;
+        let number = |what: &str| bad_request(format!("form field {what} must be a number"));
+        match name.as_str() {
+            "k" => message.k = text.trim().parse().map_err(|_| number("k"))?,
+            "threshold" => message.threshold = Some(text.trim().parse().map_err(|_| number("threshold"))?),
+            "purpose" => message.purpose = text,
+            "case_ref" => message.case_ref = text,
+            "allow_partial" => message.allow_partial = matches!(text.trim(), "true" | "1"),
+            "min_change_seq" => {
+                message.min_change_seq = text.trim().parse().map_err(|_| number("min_change_seq"))?
+            }
+            other => return Err(bad_request(format!("unknown form field {other:?}"))),
+        }
+    }
+    let image = image.ok_or_else(|| bad_request("the form has no image part"))?;
+    message.probe = Some(Probe { kind: Some(probe::Kind::Image(image)) });
+    Ok(message)
+}
+
+/// `POST /v1/galleries/{gallery}/identify`: a JSON body with an embedding, or a multipart form
+/// with a photo.
+async fn identify(
+    State(gateway): State<Gateway>,
+    Path(gallery): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Json<IdentifyJson>, ApiError> {
+    let token = gateway.caller(&headers)?;
+    let multipart = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let message =
+        if multipart { from_form(gallery, request).await? } else { from_json(gallery, request).await? };
     let mut search = gateway.search.clone();
     let response = search.identify(biomatch_client::request(message, token)).await.map_err(ApiError)?;
     let r = response.into_inner();
@@ -186,5 +255,13 @@ async fn identify(
         partial: r.partial,
         missing_shards: r.missing_shards,
         audit_leaf_index: r.audit_leaf_index,
+        probe_quality: r.probe_quality.map(|q| QualityJson {
+            overall: q.overall,
+            size: q.size,
+            sharpness: q.sharpness,
+            pose: q.pose,
+            exposure: q.exposure,
+            issues: q.issues,
+        }),
     }))
 }

@@ -13,7 +13,7 @@ mod galleries;
 mod validate;
 
 use biomatch_auth::ServiceCredentials;
-use biomatch_client::GalleryModel;
+use biomatch_client::{FaceRule, GalleryModel};
 use biomatch_crypto::KeyStore;
 use biomatch_domain::{Clock, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
@@ -47,6 +47,8 @@ pub struct IngestServer {
     clock: Clock,
     creds: Arc<ServiceCredentials>,
     keys: Arc<dyn KeyStore>,
+    /// Enrolment photos need exactly one face of at least this quality.
+    face_rule: FaceRule,
 }
 
 impl IngestServer {
@@ -59,7 +61,14 @@ impl IngestServer {
         creds: Arc<ServiceCredentials>,
         keys: Arc<dyn KeyStore>,
     ) -> Self {
-        Self { store, audit, embed, changed, clock, creds, keys }
+        let face_rule = FaceRule::Single { min_quality: 0.5 };
+        Self { store, audit, embed, changed, clock, creds, keys, face_rule }
+    }
+
+    /// The overall face quality (0..1) below which an enrolment photo is refused (default 0.5).
+    pub fn with_min_enroll_quality(mut self, min_quality: f32) -> Self {
+        self.face_rule = FaceRule::Single { min_quality };
+        self
     }
 
     async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
@@ -100,8 +109,14 @@ impl IngestServer {
         let context = biomatch_crypto::template_context(&gallery.key_ref, subject.as_str());
         let mut sealed_templates = Vec::with_capacity(samples.len());
         for sample in samples {
-            let resolved =
-                biomatch_client::resolve_probe(&self.embed, &self.creds, Some(sample), &model).await?;
+            let resolved = biomatch_client::resolve_probe(
+                &self.embed,
+                &self.creds,
+                Some(sample),
+                &model,
+                self.face_rule,
+            )
+            .await?;
             sealed_templates.push(key.seal(&resolved.template.to_le_bytes(), &context));
         }
         let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;

@@ -15,7 +15,7 @@ pub use merge::merge_top_k;
 pub use router::Router;
 
 use biomatch_auth::ServiceCredentials;
-use biomatch_client::{GalleryModel, ResolvedProbe, actor, request, resolve_probe};
+use biomatch_client::{FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe};
 use biomatch_domain::{Clock, Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
@@ -145,7 +145,7 @@ impl SearchServer {
             model_id: gallery.model_id.clone(),
             model_version: gallery.model_version.clone(),
         };
-        resolve_probe(&self.embed, &self.creds, probe, &model).await
+        resolve_probe(&self.embed, &self.creds, probe, &model, FaceRule::Largest).await
     }
 
     /// Asks the matchers holding one shard, in turn, until one answers within the deadline.
@@ -303,6 +303,7 @@ impl SearchService for SearchServer {
             partial: !missing_shards.is_empty(),
             missing_shards,
             audit_leaf_index,
+            probe_quality: probe.quality,
         }))
     }
 
@@ -368,6 +369,7 @@ impl SearchService for SearchServer {
             model_id: probe.model_id,
             model_version: probe.model_version,
             audit_leaf_index,
+            probe_quality: probe.quality,
         }))
     }
 

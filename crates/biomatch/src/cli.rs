@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod bench_embed;
 mod bench_search;
 mod enroll;
 mod gallery;

@@ -7,6 +7,7 @@ use biomatch_client::Guard;
 use biomatch_config::{Role, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
+use biomatch_face::FacePipeline;
 use biomatch_gateway::{Gateway, Ops, ops_router};
 use biomatch_ingest::IngestServer;
 use biomatch_matcher::{Assignment, Batching, MatcherOptions, MatcherServer, Syncer};
@@ -166,6 +167,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let guard = Guard { audit: audit_client.clone(), creds: creds.clone() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
+    // Requests that may carry a photo: up to the embed role's limit (refused there with the
+    // reason), plus the rest of the message; tonic's default is 4 MiB.
+    let photo_message = config.embed.max_image_bytes + 1024 * 1024;
     // One key store per process, shared by ingest and matcher.
     let keys: Option<Arc<dyn biomatch_crypto::KeyStore>> =
         if needs_gallery_store { Some(Arc::new(crate::identity::key_store(&config)?)) } else { None };
@@ -209,11 +213,12 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 clock.clone(),
                 creds.clone(),
                 keys.clone().context("key store")?,
-            );
+            )
+            .with_min_enroll_quality(config.ingest.min_enroll_quality);
             let server = Arc::new(server);
             let purge = server.clone().purge_loop(Duration::from_millis(config.ingest.purge_interval_ms));
             tasks.push(spawn_until_stopped(purge, stopped.clone()));
-            Some(IngestServiceServer::from_arc(server))
+            Some(IngestServiceServer::from_arc(server).max_decoding_message_size(photo_message))
         }
         _ => None,
     };
@@ -270,13 +275,28 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             None => Budgets::new(policy),
         };
         let server = SearchServer::new(peers, budgets, clock.clone());
-        Some(SearchServiceServer::new(server))
+        Some(SearchServiceServer::new(server).max_decoding_message_size(photo_message))
     } else {
         None
     };
     let embed = if config.runs(Role::Embed) {
         health_reporter.set_serving::<EmbedServiceServer<EmbedServer>>().await;
-        Some(EmbedServiceServer::new(EmbedServer::new(guard.clone())))
+        let pipeline = match biomatch_embed::face_config(&config.embed).map_err(anyhow::Error::msg)? {
+            Some(face) => {
+                let pipeline = tokio::task::spawn_blocking(move || FacePipeline::load(&face))
+                    .await?
+                    .context("cannot load the face models (embed.model_dir)")?;
+                let model = pipeline.model();
+                tracing::info!(model = %model.model_id, version = %model.model_version, "face models loaded");
+                Some(Arc::new(pipeline))
+            }
+            None => {
+                tracing::info!("no face model configured (embed.model_dir): photos are refused");
+                None
+            }
+        };
+        let server = EmbedServer::new(guard.clone(), pipeline, &config.embed);
+        Some(EmbedServiceServer::new(server).max_decoding_message_size(photo_message))
     } else {
         None
     };
@@ -313,7 +333,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     tracing::info!(addr = %grpc_addr, roles = %config.role_names(","), "grpc listening");
 
     let http_addr = if config.runs(Role::Gateway) {
-        let app = Gateway::new(search_client, auth, ops.clone()).router();
+        // A photo at the embed role's limit, plus the form around it.
+        let body_limit = config.embed.max_image_bytes + 1024 * 1024;
+        let app = Gateway::new(search_client, auth, ops.clone()).with_body_limit(body_limit).router();
         Some(serve_http(config.http_addr, app, stopped.clone(), &mut tasks).await?)
     } else if let Some(addr) = config.metrics_addr {
         Some(serve_http(addr, ops_router(ops.clone()), stopped.clone(), &mut tasks).await?)

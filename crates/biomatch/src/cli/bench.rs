@@ -18,6 +18,8 @@ pub enum BenchCommand {
     /// Search per index kind: build, memory, recall vs exact, latency and QPS in process and
     /// through gRPC.
     Search(crate::cli::bench_search::SearchBenchArgs),
+    /// The face pipeline on 1 MP photos: per-stage and end-to-end latency, photos per second.
+    Embed(crate::cli::bench_embed::EmbedBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +85,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Audit(args) => audit(args).await,
         BenchCommand::Search(args) => crate::cli::bench_search::run(args).await,
+        BenchCommand::Embed(args) => {
+            tokio::task::spawn_blocking(|| crate::cli::bench_embed::run(args)).await?
+        }
     }
 }
 

@@ -119,11 +119,19 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
                 "partial": r.partial,
                 "missing_shards": r.missing_shards,
                 "audit_leaf_index": r.audit_leaf_index,
+                "probe_quality": r.probe_quality.as_ref().map(|q| serde_json::json!({
+                    "overall": q.overall, "size": q.size, "sharpness": q.sharpness,
+                    "pose": q.pose, "exposure": q.exposure, "issues": q.issues,
+                })),
             })
         );
         return Ok(());
     }
     println!("decision: {decision} (threshold {:.3})", r.threshold);
+    if let Some(q) = &r.probe_quality {
+        let issues = if q.issues.is_empty() { "no issues".to_owned() } else { q.issues.join("; ") };
+        println!("probe face quality {:.2} ({issues})", q.overall);
+    }
     if r.partial {
         println!("PARTIAL: shards {:?} did not answer", r.missing_shards);
     }

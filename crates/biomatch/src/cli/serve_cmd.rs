@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Master key file (64 hex characters) wrapping the galleries' data keys.
     #[arg(long)]
     master_key_file: Option<PathBuf>,
+    /// The face models (scripts/fetch-models.sh puts them in ./models); without it the embed
+    /// role refuses photos.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -97,6 +101,8 @@ struct Overrides {
     auth: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     crypto: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    embed: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     tls: serde_json::Map<String, serde_json::Value>,
 }
@@ -141,6 +147,10 @@ impl ServeArgs {
         if let Some(p) = self.master_key_file {
             crypto.insert("master_key_file".into(), path(p));
         }
+        let mut embed = serde_json::Map::new();
+        if let Some(p) = self.model_dir {
+            embed.insert("model_dir".into(), path(p));
+        }
         let mut tls = serde_json::Map::new();
         for (key, value) in
             [("ca_file", self.tls_ca), ("cert_file", self.tls_cert), ("key_file", self.tls_key)]
@@ -162,6 +172,7 @@ impl ServeArgs {
             matcher,
             auth,
             crypto,
+            embed,
             tls,
         })
     }

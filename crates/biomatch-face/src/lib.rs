@@ -1,0 +1,28 @@
+//! The face pipeline of the embed role: a photo's bytes in; every face out with its box, five
+//! landmarks, detection score, quality and template.
+//!
+//! Stages: [`decode`] (JPEG, PNG or WebP, refused by its declared size before any pixel is
+//! decoded), [`detector`] (YuNet), [`align`] (similarity transform of the five landmarks onto
+//! the recogniser's template), [`quality`] (size, sharpness, pose, exposure) and [`recognizer`]
+//! (an ONNX model behind a trait: SFace by default, other recognisers by configuration). Models
+//! run in pure Rust with tract; [`onnx_fold`] turns the block-quantized weights of OpenCV Zoo's
+//! int8 models into fp32 constants that tract can run. Nothing here logs: images, crops and
+//! templates never leave the returned values.
+
+pub mod align;
+pub mod decode;
+pub mod detector;
+mod error;
+mod models;
+pub mod onnx_fold;
+mod pipeline;
+pub mod quality;
+pub mod recognizer;
+pub mod testing;
+
+pub use decode::ImageLimits;
+pub use error::FaceError;
+pub use models::{ModelFile, SFACE, YUNET};
+pub use pipeline::{Analysis, Face, FaceConfig, FaceOptions, FacePipeline, StageTimings};
+pub use quality::Quality;
+pub use recognizer::{ChannelOrder, ModelInfo, OnnxRecognizer, Recognizer, RecognizerSpec};

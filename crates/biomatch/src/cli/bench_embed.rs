@@ -1,0 +1,128 @@
+//! `biomatch bench embed`: the face pipeline on 1 MP JPEG photos, per stage (decode, detect,
+//! align, quality, embed) and end to end, single-threaded (p50/p99), then photos per second with
+//! 1, 2, ... threads each running whole photos.
+
+use anyhow::Context;
+use biomatch_face::{FaceConfig, FaceOptions, FacePipeline, StageTimings};
+use clap::Args;
+use image::codecs::jpeg::JpegEncoder;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct EmbedBenchArgs {
+    /// The face models (scripts/fetch-models.sh).
+    #[arg(long, default_value = "models")]
+    model_dir: PathBuf,
+    /// Photos with one face each (JPEG or PNG); default: scripts/fetch-test-photos.sh's directory.
+    #[arg(long)]
+    photos: Option<PathBuf>,
+    /// Photos are rescaled to about this many megapixels and re-encoded as JPEG (quality 90).
+    #[arg(long, default_value_t = 1.0)]
+    megapixels: f64,
+    /// Photos per measurement.
+    #[arg(long, default_value_t = 60)]
+    iterations: usize,
+    /// Thread counts for the throughput measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Side of the detector's input.
+    #[arg(long, default_value_t = 320)]
+    detector_input: u32,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().map_or(0.0, ms)
+}
+
+/// The photos, rescaled to about `megapixels` and encoded as JPEG.
+fn prepare(dir: &std::path::Path, megapixels: f64) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut photos = Vec::new();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    names.sort();
+    for path in names {
+        let Ok(image) = image::open(&path) else { continue };
+        let image = image.to_rgb8();
+        let scale = (megapixels * 1e6 / f64::from(image.width() * image.height())).sqrt();
+        let (w, h) = ((f64::from(image.width()) * scale) as u32, (f64::from(image.height()) * scale) as u32);
+        let resized = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
+        let mut jpeg = Vec::new();
+        JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&resized)?;
+        photos.push(jpeg);
+    }
+    anyhow::ensure!(!photos.is_empty(), "no photos in {}", dir.display());
+    Ok(photos)
+}
+
+pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
+    let photos_dir = args.photos.clone().unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/biomatch/testdata/photos")
+    });
+    let mut config = FaceConfig::new(&args.model_dir);
+    config.detector_input = args.detector_input;
+    let started = Instant::now();
+    let pipeline = Arc::new(FacePipeline::load(&config).context("loading the face models")?);
+    let load = started.elapsed();
+    // Only photos with exactly one face of the default size (so each run does the same work).
+    let photos: Vec<Vec<u8>> = prepare(&photos_dir, args.megapixels)?
+        .into_iter()
+        .filter(|p| pipeline.analyze(p, &FaceOptions::default()).is_ok_and(|a| a.faces.len() == 1))
+        .collect();
+    anyhow::ensure!(!photos.is_empty(), "no photo with exactly one face in {}", photos_dir.display());
+    println!(
+        "face pipeline: {} photos of ~{:.1} MP (JPEG q90) from {}, detector input {}, models loaded in {:.0} ms",
+        photos.len(),
+        args.megapixels,
+        photos_dir.display(),
+        args.detector_input,
+        ms(load)
+    );
+
+    // Single-threaded latency per stage.
+    let options = FaceOptions { largest_only: true, ..FaceOptions::default() };
+    let mut runs: Vec<StageTimings> = Vec::with_capacity(args.iterations);
+    for i in 0..args.iterations {
+        runs.push(pipeline.analyze(&photos[i % photos.len()], &options)?.timings);
+    }
+    println!("\n| stage | p50 ms | p99 ms |\n|---|---|---|");
+    let stages = ["decode", "detect", "align", "quality", "embed"];
+    for (s, name) in stages.iter().enumerate() {
+        let mut d: Vec<Duration> = runs.iter().map(|t| t.stages()[s].1).collect();
+        d.sort();
+        println!("| {name} | {:.2} | {:.2} |", percentile(&d, 0.5), percentile(&d, 0.99));
+    }
+    let mut total: Vec<Duration> = runs.iter().map(StageTimings::total).collect();
+    total.sort();
+    println!("| end to end | {:.2} | {:.2} |", percentile(&total, 0.5), percentile(&total, 0.99));
+
+    // Throughput with whole photos per thread.
+    println!("\n| threads | photos | seconds | photos/s |\n|---|---|---|---|");
+    for &threads in &args.threads {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (pipeline, photos) = (pipeline.clone(), photos.clone());
+                let count = args.iterations / threads.max(1);
+                std::thread::spawn(move || -> anyhow::Result<usize> {
+                    for i in 0..count {
+                        pipeline.analyze(&photos[(t + i) % photos.len()], &options)?;
+                    }
+                    Ok(count)
+                })
+            })
+            .collect();
+        let mut done = 0;
+        for h in handles {
+            done += h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("| {threads} | {done} | {secs:.2} | {:.1} |", done as f64 / secs);
+    }
+    Ok(())
+}
