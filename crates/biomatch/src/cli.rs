@@ -5,6 +5,7 @@ mod bench;
 mod bench_embed;
 mod bench_search;
 mod enroll;
+mod eval;
 mod gallery;
 mod master_key;
 mod search;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Make a master key, and re-wrap the galleries' data keys when rotating it.
     #[command(subcommand)]
     MasterKey(master_key::MasterKeyCommand),
+    /// Accuracy of the face pipeline on a directory of labelled photos (LFW layout).
+    Eval(eval::EvalArgs),
     /// Benchmarks, printed as tables.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -144,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::Eval(args) => tokio::task::spawn_blocking(|| eval::run(args)).await?,
         Command::MasterKey(cmd) => master_key::run(cmd),
         Command::Certs(CertsCommand::Dev { out, names }) => {
             let certs = crate::certs::dev(&out, &names)?;
