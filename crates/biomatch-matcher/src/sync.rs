@@ -71,7 +71,7 @@ impl Syncer {
         // Replaying entries a shard already holds is harmless (entries name subjects).
         syncer.applied.store(from, Ordering::SeqCst);
         syncer.catch_up().await?;
-        syncer.record_metrics();
+        syncer.record_metrics(syncer.applied());
         syncer.ready.store(true, Ordering::SeqCst);
         tracing::info!(applied = syncer.applied(), templates, "matcher shards loaded");
         Ok(syncer)
@@ -129,15 +129,20 @@ impl Syncer {
             let changes = self.store.changes_after(self.applied(), 512).await?;
             if changes.is_empty() {
                 metrics::gauge!("biomatch_matcher_change_lag").set(0.0);
-                if self.applied() != from {
-                    self.record_metrics();
-                }
                 return Ok(self.applied());
             }
+            // The batch's last position is published only after the gauges describe it, so a
+            // reader that sees it applied also sees the metrics of it.
+            let last = changes.last().map_or(0, |c| c.seq);
             for change in changes {
                 self.apply(&change).await?;
-                self.applied.store(change.seq, Ordering::SeqCst);
+                if change.seq != last {
+                    self.applied.store(change.seq, Ordering::SeqCst);
+                }
             }
+            metrics::gauge!("biomatch_matcher_change_lag").set(head.saturating_sub(last) as f64);
+            self.record_metrics(last);
+            self.applied.store(last, Ordering::SeqCst);
         }
     }
 
@@ -225,8 +230,8 @@ impl Syncer {
 
     /// Gauges an alert can watch: the change position applied and each shard's size (labels are
     /// gallery names and shard numbers, never subject ids).
-    fn record_metrics(&self) {
-        metrics::gauge!("biomatch_matcher_applied_change_seq").set(self.applied() as f64);
+    fn record_metrics(&self, applied: u64) {
+        metrics::gauge!("biomatch_matcher_applied_change_seq").set(applied as f64);
         for shard in self.shards.all() {
             let (templates, subjects) = shard.counts();
             let labels = [("gallery", shard.gallery().to_owned()), ("shard", shard.number().to_string())];
