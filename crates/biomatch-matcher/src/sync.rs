@@ -122,15 +122,24 @@ impl Syncer {
     /// for all the shards of the process); it is 0 once caught up.
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
         let _one = self.catching_up.lock().await;
-        let from = self.applied();
-        let head = self.store.head_seq().await?;
-        metrics::gauge!("biomatch_matcher_change_lag").set(head.saturating_sub(from) as f64);
+        // The store's head is asked for once, and only when there is something to apply (not on
+        // every idle poll).
+        let mut head = None;
         loop {
             let changes = self.store.changes_after(self.applied(), 512).await?;
             if changes.is_empty() {
                 metrics::gauge!("biomatch_matcher_change_lag").set(0.0);
                 return Ok(self.applied());
             }
+            let head = match head {
+                Some(head) => head,
+                None => {
+                    let seq = self.store.head_seq().await?;
+                    let behind = seq.saturating_sub(self.applied());
+                    metrics::gauge!("biomatch_matcher_change_lag").set(behind as f64);
+                    *head.insert(seq)
+                }
+            };
             // The batch's last position is published only after the gauges describe it, so a
             // reader that sees it applied also sees the metrics of it.
             let last = changes.last().map_or(0, |c| c.seq);

@@ -2,6 +2,7 @@
 //! align, quality, embed) and end to end, single-threaded (p50/p99), then photos per second with
 //! 1, 2, ... threads each running whole photos.
 
+use crate::cli::bench_search::percentile;
 use anyhow::Context;
 use biomatch_face::{FaceConfig, FaceOptions, FacePipeline, StageTimings};
 use clap::Args;
@@ -34,11 +35,6 @@ pub struct EmbedBenchArgs {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().map_or(0.0, ms)
 }
 
 /// The photos, rescaled to about `megapixels` and encoded as JPEG.

@@ -38,7 +38,8 @@ pub struct SearchBenchArgs {
     no_service: bool,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+/// The value at quantile `p` of sorted durations, in milliseconds.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
