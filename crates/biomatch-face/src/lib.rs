@@ -5,8 +5,9 @@
 //! decoded), [`detector`] (YuNet), [`align`] (similarity transform of the five landmarks onto
 //! the recogniser's template), [`quality`] (size, sharpness, pose, exposure) and [`recognizer`]
 //! (an ONNX model behind a trait: SFace by default, other recognisers by configuration). Models
-//! run in pure Rust with tract; [`onnx_fold`] turns the block-quantized weights of OpenCV Zoo's
-//! int8 models into fp32 constants that tract can run. Nothing here logs: images, crops and
+//! run in [`network`]: in pure Rust with tract, or in ONNX Runtime loaded from its shared library
+//! (faster); [`onnx_fold`] turns the block-quantized weights of OpenCV Zoo's int8 models into
+//! fp32 constants and fixes the input size. Nothing here logs: images, crops and
 //! templates never leave the returned values.
 
 pub mod align;
@@ -14,6 +15,7 @@ pub mod decode;
 pub mod detector;
 mod error;
 mod models;
+pub mod network;
 pub mod onnx_fold;
 mod pipeline;
 pub mod quality;
@@ -22,7 +24,8 @@ pub mod testing;
 
 pub use decode::ImageLimits;
 pub use error::FaceError;
-pub use models::{ModelFile, SFACE, YUNET};
+pub use models::{ModelFile, ONNXRUNTIME, SFACE, YUNET};
+pub use network::Runtime;
 pub use pipeline::{Analysis, Face, FaceConfig, FaceOptions, FacePipeline, StageTimings};
 pub use quality::Quality;
 pub use recognizer::{ChannelOrder, ModelInfo, OnnxRecognizer, Recognizer, RecognizerSpec};

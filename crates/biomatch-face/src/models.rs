@@ -1,11 +1,8 @@
-//! Model files: pinned checksums, checked at load, and the ONNX loading shared by the models.
+//! Model files and their pinned checksums, checked at load.
 
 use crate::FaceError;
-use crate::onnx_fold::fold_dequantize;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::Arc;
-use tract_onnx::prelude::*;
 
 /// A model file and the SHA-256 it must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,32 +40,9 @@ pub(crate) fn read_checked(path: &Path, sha256: Option<&str>) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
-pub(crate) type Plan = Arc<TypedRunnableModel>;
-
-/// Parses an ONNX model (folding constant `DequantizeLinear`), fixes its one input to `shape`
-/// (f32) and optimises it for that shape.
-pub(crate) fn plan(bytes: &[u8], shape: &[usize], what: &str) -> Result<Plan, FaceError> {
-    let fail = |e: &dyn std::fmt::Debug| FaceError::Model(format!("{what}: {e:?}"));
-    // The file's recorded shapes are for its export size; the input fact set here decides.
-    let onnx = tract_onnx::onnx().with_ignore_value_info(true).with_ignore_output_shapes(true);
-    let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| fail(&e))?;
-    if let Some(graph) = proto.graph.as_mut() {
-        fold_dequantize(graph).map_err(|e| fail(&e))?;
-    }
-    onnx.model_for_proto_model(&proto)
-        .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| fail(&e))
-}
-
-/// Runs a plan on one NCHW f32 input and returns its outputs.
-pub(crate) fn run(plan: &Plan, shape: &[usize], input: Vec<f32>) -> Result<TVec<TValue>, FaceError> {
-    let tensor = Tensor::from_shape(shape, &input).map_err(|e| FaceError::Model(e.to_string()))?;
-    plan.run(tvec!(tensor.into())).map_err(|e| FaceError::Model(e.to_string()))
-}
-
-/// An output as a flat f32 slice.
-pub(crate) fn floats(value: &TValue) -> Result<&[f32], FaceError> {
-    value.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(|e| FaceError::Model(e.to_string()))
-}
+/// ONNX Runtime 1.31.1's library from the PyPI wheel `onnxruntime==1.31.1` (CPython 3.11,
+/// manylinux x86_64), installed as `libonnxruntime.so` beside the models.
+pub const ONNXRUNTIME: ModelFile = ModelFile {
+    name: "libonnxruntime.so",
+    sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+};

@@ -1,4 +1,5 @@
-//! Folding constant `DequantizeLinear` nodes into fp32 initializers before tract parses a model.
+//! Preparing an ONNX graph before a runtime loads it: folding constant `DequantizeLinear` nodes
+//! into fp32 initializers, and fixing the input to the size the pipeline feeds.
 //!
 //! OpenCV Zoo's int8 "block-quantized" models store weights as int8 blocks with one scale per
 //! block (opset 21 `DequantizeLinear` with `block_size`), which tract does not support. The
@@ -6,7 +7,9 @@
 //! quantizer started from: `y = (x - zero_point) * scale`, per tensor, per axis, or per block.
 
 use std::collections::HashSet;
-use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
+use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
+use tract_onnx::pb::type_proto::{self, Tensor};
+use tract_onnx::pb::{GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto};
 
 const FLOAT: i32 = 1;
 const UINT8: i32 = 2;
@@ -43,6 +46,35 @@ pub fn fold_dequantize(graph: &mut GraphProto) -> Result<usize, String> {
     let constants: HashSet<&String> = graph.initializer.iter().map(|t| &t.name).collect();
     graph.input.retain(|i| used.contains(&i.name) && !constants.contains(&i.name));
     Ok(folded)
+}
+
+/// Declares the graph's one input as f32 of `shape` and forgets the shapes the exporter recorded
+/// for intermediate values and outputs, which hold for its export size only (YuNet is exported
+/// at 640 x 640 and runs at the configured detector size; its reshapes use -1).
+pub fn fix_input_shape(graph: &mut GraphProto, shape: &[usize]) -> Result<(), String> {
+    let [input] = graph.input.as_mut_slice() else {
+        return Err(format!("the model has {} inputs, expected one", graph.input.len()));
+    };
+    let dim = shape
+        .iter()
+        .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d as i64)), ..Default::default() })
+        .collect();
+    input.r#type = Some(TypeProto {
+        value: Some(type_proto::Value::TensorType(Tensor {
+            elem_type: FLOAT,
+            shape: Some(TensorShapeProto { dim }),
+        })),
+        ..Default::default()
+    });
+    graph.value_info.clear();
+    for output in &mut graph.output {
+        if let Some(type_proto::Value::TensorType(tensor)) =
+            output.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            tensor.shape = None;
+        }
+    }
+    Ok(())
 }
 
 fn find<'g>(graph: &'g GraphProto, name: &str) -> Option<&'g TensorProto> {

@@ -4,6 +4,7 @@ use crate::align::align;
 use crate::decode::{ImageLimits, decode};
 use crate::detector::Detector;
 use crate::models::read_checked;
+use crate::network::Runtime;
 use crate::quality::{Quality, assess};
 use crate::recognizer::{ModelInfo, OnnxRecognizer, Recognizer, RecognizerSpec};
 use crate::{FaceError, YUNET};
@@ -21,6 +22,7 @@ pub struct FaceConfig {
     pub min_face_size: u32,
     pub limits: ImageLimits,
     pub recognizer: RecognizerSpec,
+    pub runtime: Runtime,
 }
 
 impl FaceConfig {
@@ -32,6 +34,7 @@ impl FaceConfig {
             min_face_size: 40,
             limits: ImageLimits::default(),
             recognizer: RecognizerSpec::sface(),
+            runtime: Runtime::Tract,
         }
     }
 }
@@ -99,11 +102,16 @@ impl FacePipeline {
     /// Loads and checks both models; a missing, corrupt or foreign file is an error naming it.
     pub fn load(config: &FaceConfig) -> Result<Self, FaceError> {
         let detector_bytes = read_checked(&config.model_dir.join(YUNET.name), Some(YUNET.sha256))?;
-        let detector = Detector::load(&detector_bytes, config.detector_input, config.detection_threshold)?;
+        let detector = Detector::load(
+            &detector_bytes,
+            config.detector_input,
+            config.detection_threshold,
+            &config.runtime,
+        )?;
         let spec = config.recognizer.clone();
         let path = config.model_dir.join(&spec.file);
         let recognizer_bytes = read_checked(&path, spec.sha256.as_deref())?;
-        let recognizer = OnnxRecognizer::load(&recognizer_bytes, spec)?;
+        let recognizer = OnnxRecognizer::load(&recognizer_bytes, spec, &config.runtime)?;
         Ok(Self {
             detector,
             recognizer: Box::new(recognizer),

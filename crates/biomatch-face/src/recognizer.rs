@@ -6,7 +6,7 @@
 //! 0..255 as is; ArcFace-style models usually take RGB with mean 127.5 and std 127.5.
 
 use crate::FaceError;
-use crate::models::{self, Plan};
+use crate::network::{Network, Runtime};
 use image::RgbImage;
 use std::path::PathBuf;
 
@@ -63,12 +63,12 @@ impl RecognizerSpec {
 
 pub struct OnnxRecognizer {
     spec: RecognizerSpec,
-    plan: Plan,
+    network: Network,
     info: ModelInfo,
 }
 
 impl OnnxRecognizer {
-    pub fn load(model: &[u8], spec: RecognizerSpec) -> Result<Self, FaceError> {
+    pub fn load(model: &[u8], spec: RecognizerSpec, runtime: &Runtime) -> Result<Self, FaceError> {
         if !(32..=1024).contains(&spec.input_size) {
             return Err(FaceError::Model(format!(
                 "recogniser input size {} is out of range",
@@ -79,13 +79,14 @@ impl OnnxRecognizer {
             return Err(FaceError::Model("recogniser mean must be finite and std non-zero".into()));
         }
         let side = spec.input_size as usize;
-        let plan = models::plan(model, &[1, 3, side, side], &format!("recogniser {}", spec.model_id))?;
+        let what = format!("recogniser {}", spec.model_id);
+        let network = Network::load(model, &[1, 3, side, side], &what, runtime)?;
         let info = ModelInfo {
             model_id: spec.model_id.clone(),
             model_version: spec.model_version.clone(),
             dimension: 0,
         };
-        let mut recognizer = Self { info, plan, spec };
+        let mut recognizer = Self { info, network, spec };
         // One run on a grey crop gives the output dimension and proves the model runs.
         let probe = RgbImage::from_pixel(side as u32, side as u32, image::Rgb([128; 3]));
         let dimension = recognizer.raw(&probe)?.len();
@@ -112,9 +113,8 @@ impl OnnxRecognizer {
                     (f32::from(pixel.0[source]) - self.spec.mean[plane]) / self.spec.std[plane];
             }
         }
-        let outputs = models::run(&self.plan, &[1, 3, side, side], input)?;
-        let first = outputs.first().ok_or_else(|| FaceError::Model("recogniser gave no output".into()))?;
-        Ok(models::floats(first)?.to_vec())
+        let outputs = self.network.run(input)?;
+        outputs.into_iter().next().ok_or_else(|| FaceError::Model("recogniser gave no output".into()))
     }
 }
 

@@ -1,21 +1,24 @@
 //! The pipeline on real photos (see `biomatch_face::testing` for where they come from): the same
 //! person matches across photos, another person does not, every face of a group photo is found,
-//! and unusable photos and model files are refused with the reason.
+//! unusable photos and model files are refused with the reason, and both runtimes (ONNX Runtime
+//! and tract) give the same faces and templates.
 
-use biomatch_face::{FaceConfig, FaceError, FaceOptions, FacePipeline, testing};
+use biomatch_face::{FaceConfig, FaceError, FaceOptions, FacePipeline, Runtime, testing};
 use image::{ImageFormat, RgbImage};
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The models in ONNX Runtime, the default runtime.
 fn pipeline() -> Option<&'static FacePipeline> {
     static PIPELINE: OnceLock<Option<FacePipeline>> = OnceLock::new();
-    PIPELINE
-        .get_or_init(|| {
-            let dir = testing::model_dir()?;
-            Some(FacePipeline::load(&FaceConfig::new(dir)).expect("models load"))
-        })
-        .as_ref()
+    PIPELINE.get_or_init(|| load(Runtime::onnxruntime_in)).as_ref()
+}
+
+fn load(runtime: impl Fn(&Path) -> Runtime) -> Option<FacePipeline> {
+    let dir = testing::model_dir()?;
+    let config = FaceConfig { runtime: runtime(&dir), ..FaceConfig::new(&dir) };
+    Some(FacePipeline::load(&config).expect("models load"))
 }
 
 fn photo(name: &str) -> Option<Vec<u8>> {
@@ -144,4 +147,39 @@ fn missing_or_corrupt_models_are_named_at_load() {
     std::fs::write(&sface, bytes).expect("write");
     let err = FacePipeline::load(&FaceConfig::new(dir.path())).err().expect("corrupt").to_string();
     assert!(err.contains("SHA-256") && err.contains("sface"), "{err}");
+}
+
+#[test]
+fn tract_and_onnxruntime_give_the_same_faces_and_templates() {
+    let (Some(onnxruntime), Some(_)) = (pipeline(), testing::photo_dir()) else { return };
+    let tract = load(|_| Runtime::Tract).expect("models");
+    for name in ["obama.jpg", "biden.jpg", "obama2.jpg"] {
+        let bytes = photo(name).expect("photo");
+        let (a, b) = (one_face(onnxruntime, &bytes), one_face(&tract, &bytes));
+        let coordinates = |f: &biomatch_face::Face| {
+            f.bbox.into_iter().chain(f.landmarks.into_iter().flatten()).collect::<Vec<f32>>()
+        };
+        for (x, y) in coordinates(&a).into_iter().zip(coordinates(&b)) {
+            assert!((x - y).abs() < 1.0, "{name}: {x} vs {y}");
+        }
+        assert!((a.detection_score - b.detection_score).abs() < 1e-3, "{name}");
+        let score = cosine(&a.embedding, &b.embedding);
+        assert!(score > 0.999, "{name}: cosine {score} between the runtimes' templates");
+    }
+}
+
+#[test]
+fn a_missing_or_foreign_onnxruntime_library_is_named_at_load() {
+    let Some(models) = testing::model_dir() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in [biomatch_face::YUNET.name, biomatch_face::SFACE.name] {
+        std::fs::copy(models.join(name), dir.path().join(name)).expect("copy");
+    }
+    let config = FaceConfig { runtime: Runtime::onnxruntime_in(dir.path()), ..FaceConfig::new(dir.path()) };
+    let err = FacePipeline::load(&config).err().expect("no library").to_string();
+    assert!(err.contains("libonnxruntime.so is missing") && err.contains("fetch-models"), "{err}");
+    // Another file in its place is refused before it is loaded.
+    std::fs::write(dir.path().join(biomatch_face::ONNXRUNTIME.name), b"\x7fELF not really").expect("write");
+    let err = FacePipeline::load(&config).err().expect("foreign library").to_string();
+    assert!(err.contains("SHA-256") && err.contains("libonnxruntime.so"), "{err}");
 }

@@ -1,11 +1,11 @@
 //! `biomatch bench embed`: the face pipeline on 1 MP JPEG photos, per stage (decode, detect,
 //! align, quality, embed) and end to end, single-threaded (p50/p99), then photos per second with
-//! 1, 2, ... threads each running whole photos.
+//! 1, 2, ... threads each running whole photos; for each model runtime, in the same run.
 
 use crate::cli::bench_search::percentile;
 use anyhow::Context;
-use biomatch_face::{FaceConfig, FaceOptions, FacePipeline, StageTimings};
-use clap::Args;
+use biomatch_face::{FaceConfig, FaceOptions, FacePipeline, Runtime, StageTimings};
+use clap::{Args, ValueEnum};
 use image::codecs::jpeg::JpegEncoder;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +31,26 @@ pub struct EmbedBenchArgs {
     /// Side of the detector's input.
     #[arg(long, default_value_t = 320)]
     detector_input: u32,
+    /// The runtimes to compare.
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    runtimes: Vec<RuntimeArg>,
+}
+
+/// What runs the face models (`embed.runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// ONNX Runtime, from `libonnxruntime.so` in the model directory.
+    Onnxruntime,
+    Tract,
+}
+
+impl RuntimeArg {
+    pub fn runtime(self, model_dir: &std::path::Path) -> Runtime {
+        match self {
+            RuntimeArg::Onnxruntime => Runtime::onnxruntime_in(model_dir),
+            RuntimeArg::Tract => Runtime::Tract,
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -60,65 +80,95 @@ pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
     let photos_dir = args.photos.clone().unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/biomatch/testdata/photos")
     });
-    let mut config = FaceConfig::new(&args.model_dir);
-    config.detector_input = args.detector_input;
-    let started = Instant::now();
-    let pipeline = Arc::new(FacePipeline::load(&config).context("loading the face models")?);
-    let load = started.elapsed();
+    let mut pipelines = Vec::new();
+    for runtime in &args.runtimes {
+        let mut config = FaceConfig::new(&args.model_dir);
+        config.detector_input = args.detector_input;
+        config.runtime = runtime.runtime(&args.model_dir);
+        let started = Instant::now();
+        let pipeline =
+            FacePipeline::load(&config).with_context(|| format!("loading the models in {runtime:?}"))?;
+        println!("{}: models loaded in {:.0} ms", config.runtime.name(), ms(started.elapsed()));
+        pipelines.push((config.runtime.name(), Arc::new(pipeline)));
+    }
+    let (_, first) = pipelines.first().context("no runtime to measure")?;
     // Only photos with exactly one face of the default size (so each run does the same work).
     let photos: Vec<Vec<u8>> = prepare(&photos_dir, args.megapixels)?
         .into_iter()
-        .filter(|p| pipeline.analyze(p, &FaceOptions::default()).is_ok_and(|a| a.faces.len() == 1))
+        .filter(|p| first.analyze(p, &FaceOptions::default()).is_ok_and(|a| a.faces.len() == 1))
         .collect();
     anyhow::ensure!(!photos.is_empty(), "no photo with exactly one face in {}", photos_dir.display());
     println!(
-        "face pipeline: {} photos of ~{:.1} MP (JPEG q90) from {}, detector input {}, models loaded in {:.0} ms",
+        "face pipeline: {} photos of ~{:.1} MP (JPEG q90) from {}, detector input {}",
         photos.len(),
         args.megapixels,
         photos_dir.display(),
         args.detector_input,
-        ms(load)
     );
 
     // Single-threaded latency per stage.
     let options = FaceOptions { largest_only: true, ..FaceOptions::default() };
-    let mut runs: Vec<StageTimings> = Vec::with_capacity(args.iterations);
-    for i in 0..args.iterations {
-        runs.push(pipeline.analyze(&photos[i % photos.len()], &options)?.timings);
+    let mut latencies: Vec<Vec<StageTimings>> = Vec::new();
+    for (_, pipeline) in &pipelines {
+        let mut runs = Vec::with_capacity(args.iterations);
+        for i in 0..args.iterations {
+            runs.push(pipeline.analyze(&photos[i % photos.len()], &options)?.timings);
+        }
+        latencies.push(runs);
     }
-    println!("\n| stage | p50 ms | p99 ms |\n|---|---|---|");
-    let stages = ["decode", "detect", "align", "quality", "embed"];
+    let names: Vec<&str> = pipelines.iter().map(|(name, _)| *name).collect();
+    println!(
+        "\n| stage | {} |",
+        names.iter().map(|n| format!("{n} p50 ms | {n} p99 ms")).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---|---|".repeat(names.len()));
+    let stages = ["decode", "detect", "align", "quality", "embed", "end to end"];
     for (s, name) in stages.iter().enumerate() {
-        let mut d: Vec<Duration> = runs.iter().map(|t| t.stages()[s].1).collect();
-        d.sort();
-        println!("| {name} | {:.2} | {:.2} |", percentile(&d, 0.5), percentile(&d, 0.99));
+        let mut row = format!("| {name} |");
+        for runs in &latencies {
+            let mut d: Vec<Duration> =
+                runs.iter().map(|t| if s < 5 { t.stages()[s].1 } else { t.total() }).collect();
+            d.sort();
+            row += &format!(" {:.2} | {:.2} |", percentile(&d, 0.5), percentile(&d, 0.99));
+        }
+        println!("{row}");
     }
-    let mut total: Vec<Duration> = runs.iter().map(StageTimings::total).collect();
-    total.sort();
-    println!("| end to end | {:.2} | {:.2} |", percentile(&total, 0.5), percentile(&total, 0.99));
 
     // Throughput with whole photos per thread.
-    println!("\n| threads | photos | seconds | photos/s |\n|---|---|---|---|");
-    for &threads in &args.threads {
-        let started = Instant::now();
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (pipeline, photos) = (pipeline.clone(), photos.clone());
-                let count = args.iterations / threads.max(1);
-                std::thread::spawn(move || -> anyhow::Result<usize> {
-                    for i in 0..count {
-                        pipeline.analyze(&photos[(t + i) % photos.len()], &options)?;
-                    }
-                    Ok(count)
-                })
-            })
-            .collect();
-        let mut done = 0;
-        for h in handles {
-            done += h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+    println!("\n| runtime | threads | photos | seconds | photos/s |\n|---|---|---|---|---|");
+    for (name, pipeline) in &pipelines {
+        for &threads in &args.threads {
+            let (done, secs) = throughput(pipeline, &photos, &options, threads, args.iterations)?;
+            println!("| {name} | {threads} | {done} | {secs:.2} | {:.1} |", done as f64 / secs);
         }
-        let secs = started.elapsed().as_secs_f64();
-        println!("| {threads} | {done} | {secs:.2} | {:.1} |", done as f64 / secs);
     }
     Ok(())
+}
+
+/// Photos done and seconds taken by `threads` threads sharing `iterations` photos.
+fn throughput(
+    pipeline: &Arc<FacePipeline>,
+    photos: &[Vec<u8>],
+    options: &FaceOptions,
+    threads: usize,
+    iterations: usize,
+) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (pipeline, photos, options) = (pipeline.clone(), photos.to_vec(), *options);
+            let count = iterations / threads.max(1);
+            std::thread::spawn(move || -> anyhow::Result<usize> {
+                for i in 0..count {
+                    pipeline.analyze(&photos[(t + i) % photos.len()], &options)?;
+                }
+                Ok(count)
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for h in handles {
+        done += h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+    }
+    Ok((done, started.elapsed().as_secs_f64()))
 }
