@@ -2,7 +2,7 @@
 
 use biomatch_proto::v1::{
     CreateGalleryRequest, Decision, DeleteGalleryRequest, GetGalleryRequest, ListLeavesRequest, Operation,
-    QueryAuditRequest, ReviewCandidateRequest, ReviewOutcome, VerifyRequest,
+    QueryAuditRequest, ReviewCandidateRequest, ReviewOutcome, SetThresholdRequest, VerifyRequest,
 };
 use biomatch_tests::{PURPOSE, TestCluster, backends, embedding, enrolled_gallery, identify};
 use tonic::Code;
@@ -120,4 +120,63 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
     let r = identify(&cluster, "g", probe, deleted.change_seq + 1).await.expect("identify");
     assert!(r.candidates.is_empty(), "nothing of the deleted gallery comes back");
     cluster.running.shutdown().await;
+}
+
+/// A calibrated threshold reaches a live gallery: admins only, range-checked, versioned, audited,
+/// and the next search decides and is audited with it. On every backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thresholds_are_set_by_admins_versioned_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (n, backend) in backends(dir.path()).await.into_iter().enumerate() {
+        let cluster = TestCluster::all(&backend, &dir.path().join(format!("node-{n}"))).await;
+        let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "t", 128, 1, 50, 9).await;
+        let probe = synthetic.sample(&centres[3]);
+        let before = identify(&cluster, "t", probe.clone(), seq).await.expect("identify");
+        assert_eq!(before.decision(), Decision::Mate, "threshold 0.45 lets the mate through");
+        let mate_score = before.candidates[0].score;
+
+        let set = |threshold: f32| SetThresholdRequest {
+            gallery: "t".into(),
+            threshold,
+            reason: "calibrated at FMR 1e-4".into(),
+        };
+        let mut admin = cluster.galleries();
+        // Only administrators; a threshold is a finite similarity; the gallery must exist.
+        let denied = cluster.ingest().set_threshold(set(0.9)).await.expect_err("an enroller");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        for bad in [f32::NAN, 1.5, -2.0] {
+            let err = admin.set_threshold(set(bad)).await.expect_err("out of range");
+            assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+        }
+        let unknown = SetThresholdRequest { gallery: "nope".into(), ..set(0.5) };
+        assert_eq!(admin.set_threshold(unknown).await.expect_err("unknown").code(), Code::NotFound);
+
+        let raised = mate_score + 0.01;
+        let g = admin.set_threshold(set(raised)).await.expect("set").into_inner();
+        assert_eq!((g.threshold, g.threshold_version), (raised, 2));
+        let again = admin.set_threshold(set(raised)).await.expect("same value").into_inner();
+        assert_eq!(again.threshold_version, 2, "an unchanged threshold keeps its version");
+        let stored = admin.get_gallery(GetGalleryRequest { name: "t".into() }).await.expect("get");
+        assert_eq!(stored.into_inner().threshold, raised);
+
+        let after = identify(&cluster, "t", probe, seq).await.expect("identify");
+        assert_eq!(after.threshold, raised);
+        assert_eq!(after.decision(), Decision::NoMate, "the mate's score is now below the threshold");
+        let mut audit = cluster.audit();
+        let leaf = |index| ListLeavesRequest { start: index, count: 1 };
+        let leaves = audit.list_leaves(leaf(after.audit_leaf_index)).await.expect("leaf").into_inner().leaves;
+        let event = leaves[0].event.as_ref().expect("event");
+        assert_eq!((event.threshold, event.threshold_version), (Some(raised), 2));
+        let query = QueryAuditRequest { operation: Operation::SetThreshold.into(), ..Default::default() };
+        let changes = audit.query(query).await.expect("query").into_inner().leaves;
+        assert_eq!(changes.len(), 1, "one record per threshold version");
+        let change = changes[0].event.as_ref().expect("event");
+        assert_eq!(change.actor.as_ref().expect("actor").subject, "ops-1");
+        assert!(
+            change.detail.contains("(version 1) ->") && change.detail.contains("FMR 1e-4"),
+            "{}",
+            change.detail
+        );
+        cluster.running.shutdown().await;
+    }
 }

@@ -21,11 +21,12 @@ pub(crate) fn operation_name(op: Operation) -> &'static str {
         Operation::KeyChange => "key_change",
         Operation::AccessDenied => "access_denied",
         Operation::BudgetExceeded => "budget_exceeded",
+        Operation::SetThreshold => "set_threshold",
     }
 }
 
 fn operation_from_name(name: &str) -> Operation {
-    (0..=12)
+    (0..=13)
         .filter_map(|n| Operation::try_from(n).ok())
         .find(|op| operation_name(*op) == name)
         .unwrap_or(Operation::Unspecified)

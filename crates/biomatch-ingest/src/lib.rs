@@ -23,7 +23,7 @@ use biomatch_proto::v1::{
     BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
     DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollMode, EnrollRequest, EnrollResponse,
     Gallery, GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
-    PurgeExpiredRequest, PurgeExpiredResponse, Subject,
+    PurgeExpiredRequest, PurgeExpiredResponse, SetThresholdRequest, Subject,
 };
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{EnrollWrite, GalleryRecord, GalleryStore, Idempotency, StoreError};
@@ -237,6 +237,30 @@ impl IngestService for IngestServer {
         Ok(Response::new(ListGalleriesResponse {
             galleries: records.iter().map(galleries::to_proto).collect(),
         }))
+    }
+
+    async fn set_threshold(
+        &self,
+        request: Request<SetThresholdRequest>,
+    ) -> Result<Response<Gallery>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        self.require(&principal, &[Role::Admin], "IngestService/SetThreshold").await?;
+        let SetThresholdRequest { gallery, threshold, reason } = request.into_inner();
+        if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
+            return Err(status_with(ErrorClass::InvalidArgument, "threshold must be between -1 and 1"));
+        }
+        let before = self.gallery(&gallery).await?;
+        let name = validate::gallery_name(&gallery)?;
+        let after = self.store.set_threshold(&name, threshold).await.map_err(|e| status_from(&e))?;
+        let mut event = events::gallery_event(&principal, Operation::SetThreshold, &after);
+        event.detail = format!(
+            "threshold {} (version {}) -> {} (version {}): {reason}",
+            before.threshold, before.threshold_version, after.threshold, after.threshold_version
+        );
+        // One audit record per threshold version: a retry re-appends under the same key.
+        let key = format!("set-threshold:{}:{}", after.id, after.threshold_version);
+        self.audit(event, key).await?;
+        Ok(Response::new(galleries::to_proto(&after)))
     }
 
     async fn delete_gallery(

@@ -270,6 +270,24 @@ impl GalleryStore for SqlStore {
         rows.iter().map(gallery_from_row).collect()
     }
 
+    async fn set_threshold(&self, name: &GalleryName, threshold: f32) -> Result<GalleryRecord, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let updated = sqlx::query(
+            "UPDATE galleries SET threshold = $1, threshold_version = threshold_version + 1 \
+             WHERE name = $2 AND threshold <> $1",
+        )
+        .bind(f64::from(threshold))
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let record = self.gallery(name).await?;
+        if updated.rows_affected() == 0 && record.threshold != threshold {
+            return Err(StoreError::Corrupt(format!("the threshold of gallery {name} did not change")));
+        }
+        Ok(record)
+    }
+
     async fn delete_gallery(&self, name: &GalleryName, now_ms: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
         let id: i64 = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")

@@ -38,6 +38,8 @@ pub trait GalleryStore: Send + Sync + 'static {
     async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError>;
     async fn gallery_by_id(&self, id: i64) -> Result<Option<GalleryRecord>, StoreError>;
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;
+    /// Sets the gallery's threshold, raising its threshold version when the value changes.
+    async fn set_threshold(&self, name: &GalleryName, threshold: f32) -> Result<GalleryRecord, StoreError>;
     /// Deletes the gallery with every subject and template; returns the change-log sequence number.
     async fn delete_gallery(&self, name: &GalleryName, now_ms: i64) -> Result<u64, StoreError>;
     /// Writes enrolments in one transaction; each item succeeds or fails on its own.

@@ -3,6 +3,7 @@
 mod audit;
 mod bench;
 mod bench_embed;
+mod bench_restart;
 mod bench_search;
 mod enroll;
 mod eval;
@@ -147,7 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Token(cmd) => token::run(cmd),
-        Command::Eval(args) => tokio::task::spawn_blocking(|| eval::run(args)).await?,
+        Command::Eval(args) => eval::run(args).await,
         Command::MasterKey(cmd) => master_key::run(cmd),
         Command::Certs(CertsCommand::Dev { out, names }) => {
             let certs = crate::certs::dev(&out, &names)?;

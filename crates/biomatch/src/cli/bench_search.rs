@@ -1,6 +1,7 @@
 //! `biomatch bench search`: per index kind, build time, memory per template, recall against exact
 //! search, and latency / throughput both in process (the FAISS shard index alone) and through the
-//! real gRPC path (search -> matcher -> audit), so the report shows the service overhead.
+//! real gRPC path (search -> matcher -> audit), so the report shows the service overhead; then
+//! the time a restarting matcher takes to load each shard from its snapshot.
 
 use crate::synthetic::Synthetic;
 use anyhow::Context;
@@ -109,6 +110,7 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
         args.clients.iter().map(|c| format!("QPS@{c}")).collect::<Vec<_>>().join(" | ")
     );
     println!("|{}", "---|".repeat(13 + args.clients.len()));
+    let mut restarts = Vec::new();
     for &size in &args.sizes {
         for &dim in &args.dims {
             let data = data(size, dim, args.queries.min(size));
@@ -134,6 +136,11 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 let t = Instant::now();
                 top10(&mut index, &data.probes)?;
                 let batch_qps = data.probes.len() as f64 / t.elapsed().as_secs_f64();
+                let restart = crate::cli::bench_restart::measure(&mut index, &spec, &data.probes[0])?;
+                restarts.push(format!(
+                    "| {dim} | {size} | {kind} | {:.0} | {:.2} | {:.2} |",
+                    restart.snapshot_mib, restart.write_s, restart.load_s
+                ));
                 drop(index);
                 let raw_p50 = percentile(&single, 0.5);
                 let mut row = format!(
@@ -154,6 +161,13 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 println!("{row}");
             }
         }
+    }
+    println!(
+        "\nrestart from an encrypted snapshot (matcher's SnapshotStore; the change log since is replayed after)\n"
+    );
+    println!("| d | N | kind | snapshot MiB | write s | load s |\n|---|---|---|---|---|---|");
+    for row in restarts {
+        println!("{row}");
     }
     Ok(())
 }

@@ -9,6 +9,9 @@
 //! identification rate and FNIR at FPIR 1e-2 and 1e-3. A rate that needs more pairs or probes
 //! than there are is reported as such, not extrapolated.
 
+use crate::cli::ClientArgs;
+use crate::cli::bench_embed::RuntimeArg;
+use crate::cli::gallery::set_threshold;
 use anyhow::Context;
 use biomatch_face::{FaceConfig, FaceOptions, FacePipeline};
 use clap::Args;
@@ -26,6 +29,14 @@ pub struct EvalArgs {
     /// Threads embedding photos.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// What runs the models.
+    #[arg(long, value_enum, default_value = "onnxruntime")]
+    runtime: RuntimeArg,
+    /// Set this gallery's threshold to the one found for `--target-fmr` (an admin token).
+    #[arg(long)]
+    apply_to: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 struct Sample {
@@ -119,9 +130,29 @@ fn describe(name: &str, sorted: &[f32]) {
     );
 }
 
-pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let pipeline =
-        FacePipeline::load(&FaceConfig::new(&args.model_dir)).context("loading the face models")?;
+pub async fn run(mut args: EvalArgs) -> anyhow::Result<()> {
+    let (apply_to, client) = (args.apply_to.take(), args.client.clone());
+    let target_fmr = args.target_fmr;
+    let calibrated = tokio::task::spawn_blocking(move || evaluate(&args)).await??;
+    let Some(gallery) = apply_to else { return Ok(()) };
+    let Some((threshold, pairs)) = calibrated else {
+        anyhow::bail!(
+            "no threshold for FMR {target_fmr:e} (too few impostor pairs); gallery {gallery} unchanged"
+        );
+    };
+    let reason = format!("biomatch eval: FMR {target_fmr:e} on {pairs} impostor pairs");
+    let g = set_threshold(&client, &gallery, threshold, &reason).await?;
+    println!("gallery {}: threshold {:.4} (version {})", g.name, g.threshold, g.threshold_version);
+    Ok(())
+}
+
+/// Prints the evaluation; the threshold for the target FMR and the impostor pairs behind it.
+fn evaluate(args: &EvalArgs) -> anyhow::Result<Option<(f32, usize)>> {
+    let pipeline = FacePipeline::load(&FaceConfig {
+        runtime: args.runtime.runtime(&args.model_dir),
+        ..FaceConfig::new(&args.model_dir)
+    })
+    .context("loading the face models")?;
     let photos = photos(&args.dir)?;
     let (samples, failed) = embed_all(&pipeline, &photos, args.threads);
     let identities = photos.iter().map(|(i, _)| *i).collect::<std::collections::HashSet<_>>().len();
@@ -155,14 +186,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             None => println!("| {fmr:e} | - | needs at least {:.0} impostor pairs |", 1.0 / fmr),
         }
     }
-    if let Some(t) = threshold_at(&impostor, args.target_fmr) {
+    let calibrated = threshold_at(&impostor, args.target_fmr);
+    if let Some(t) = calibrated {
         println!(
-            "\nthreshold for FMR {:e}: {t:.4} (biomatch gallery create --threshold {t:.4})",
+            "\nthreshold for FMR {:e}: {t:.4} (--apply-to GALLERY sets it, or biomatch gallery set-threshold)",
             args.target_fmr
         );
     }
     identification(&samples);
-    Ok(())
+    Ok(calibrated.map(|t| (t, impostor.len())))
 }
 
 fn identification(samples: &[Sample]) {

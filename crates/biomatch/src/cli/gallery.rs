@@ -1,10 +1,12 @@
-//! `biomatch gallery create|list|delete`.
+//! `biomatch gallery create|list|set-threshold|delete`.
 
 use super::{ClientArgs, rpc_error};
 use anyhow::Context;
 use biomatch_domain::IndexKind;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
-use biomatch_proto::v1::{CreateGalleryRequest, DeleteGalleryRequest, Gallery, ListGalleriesRequest};
+use biomatch_proto::v1::{
+    CreateGalleryRequest, DeleteGalleryRequest, Gallery, ListGalleriesRequest, SetThresholdRequest,
+};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
@@ -13,8 +15,23 @@ pub enum GalleryCommand {
     Create(CreateArgs),
     /// List galleries with their sizes.
     List(ClientOnly),
+    /// Set a gallery's decision threshold (`biomatch eval --target-fmr` calibrates one).
+    SetThreshold(SetThresholdArgs),
     /// Delete a gallery and every template in it.
     Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetThresholdArgs {
+    name: String,
+    /// Cosine similarity at or above which a candidate is a mate.
+    #[arg(long, allow_negative_numbers = true)]
+    threshold: f32,
+    /// Why, for the audit record.
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -101,10 +118,23 @@ fn gallery_json(g: &Gallery) -> serde_json::Value {
         "subjects": g.subject_count,
         "templates": g.template_count,
         "threshold": g.threshold,
+        "threshold_version": g.threshold_version,
         "model_id": g.model_id,
         "allowed_purposes": g.allowed_purposes,
         "retention_seconds": g.retention.as_ref().map_or(0, |d| d.seconds),
     })
+}
+
+/// Sets the threshold of gallery `name`; the gallery as it now is.
+pub async fn set_threshold(
+    client: &ClientArgs,
+    name: &str,
+    threshold: f32,
+    reason: &str,
+) -> anyhow::Result<Gallery> {
+    let request = SetThresholdRequest { gallery: name.to_owned(), threshold, reason: reason.to_owned() };
+    let mut ingest = IngestServiceClient::new(client.channel()?);
+    Ok(ingest.set_threshold(client.request(request)?).await.map_err(rpc_error)?.into_inner())
 }
 
 pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
@@ -143,6 +173,17 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
                 println!("no galleries");
             } else {
                 list.galleries.iter().for_each(print_gallery);
+            }
+        }
+        GalleryCommand::SetThreshold(a) => {
+            let g = set_threshold(&a.client, &a.name, a.threshold, &a.reason).await?;
+            if a.client.json {
+                println!("{}", gallery_json(&g));
+            } else {
+                println!(
+                    "gallery {}: threshold {:.4} (version {})",
+                    g.name, g.threshold, g.threshold_version
+                );
             }
         }
         GalleryCommand::Delete(a) => {
