@@ -1,10 +1,10 @@
 //! Running an ONNX model on one fixed-size f32 input, with the runtime the configuration picks.
 //!
-//! - [`Runtime::Tract`]: pure Rust, built in; the default where no ONNX Runtime library is
-//!   installed.
+//! - [`Runtime::Tract`]: pure Rust, built in, nothing to install ([`crate::FaceConfig::new`]'s
+//!   default; the embed role's configuration defaults to ONNX Runtime).
 //! - [`Runtime::OnnxRuntime`]: ONNX Runtime, loaded at start from a shared library (the one in
-//!   the `onnxruntime` wheel, installed by `scripts/fetch-models.sh`). SFace runs ~2x faster in
-//!   it than in tract on this machine (see docs/benchmarks.md). One ONNX Runtime session runs
+//!   the `onnxruntime` wheel, installed by `scripts/fetch-models.sh`). The pipeline runs ~2x
+//!   faster in it than in tract on this machine (see docs/benchmarks.md). One ONNX Runtime session runs
 //!   one input at a time, so a pool keeps one idle session per concurrent caller (the embed
 //!   worker pool bounds how many there are); each session computes on its caller's thread.
 //!

@@ -138,8 +138,8 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 let batch_qps = data.probes.len() as f64 / t.elapsed().as_secs_f64();
                 let restart = crate::cli::bench_restart::measure(&mut index, &spec, &data.probes[0])?;
                 restarts.push(format!(
-                    "| {dim} | {size} | {kind} | {:.0} | {:.2} | {:.2} |",
-                    restart.snapshot_mib, restart.write_s, restart.load_s
+                    "| {dim} | {size} | {kind} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                    restart.snapshot_mib, restart.write_s, restart.read_s, restart.load_s
                 ));
                 drop(index);
                 let raw_p50 = percentile(&single, 0.5);
@@ -165,7 +165,9 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     println!(
         "\nrestart from an encrypted snapshot (matcher's SnapshotStore; the change log since is replayed after)\n"
     );
-    println!("| d | N | kind | snapshot MiB | write s | load s |\n|---|---|---|---|---|---|");
+    println!(
+        "| d | N | kind | snapshot MiB | write s | file read s | load s |\n|---|---|---|---|---|---|---|"
+    );
     for row in restarts {
         println!("{row}");
     }
