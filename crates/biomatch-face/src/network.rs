@@ -15,6 +15,7 @@ use crate::FaceError;
 use crate::models::{ONNXRUNTIME, read_checked};
 use crate::onnx_fold::{fix_input_shape, fold_dequantize};
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use prost::Message;
@@ -141,6 +142,8 @@ impl SessionPool {
             .with_intra_threads(1)?
             .with_inter_threads(1)?
             .with_intra_op_spinning(false)?
+            // Its graph-optimisation chatter is hundreds of lines per session at INFO.
+            .with_log_level(LogLevel::Warning)?
             .commit_from_memory(&self.model)
     }
 
@@ -168,6 +171,10 @@ fn load_onnxruntime(library: &Path, sha256: Option<&str>) -> Result<Environment,
             library.display()
         )));
     }
+    // The absolute path: the file checked here is the file loaded (a relative one would be
+    // looked for beside the executable first).
+    let library = &std::fs::canonicalize(library)
+        .map_err(|e| FaceError::Model(format!("ONNX Runtime library {}: {e}", library.display())))?;
     read_checked(library, sha256)?;
     let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
     match loaded.as_ref() {

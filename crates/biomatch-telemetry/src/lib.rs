@@ -53,7 +53,9 @@ impl Telemetry {
 /// roles) install nothing.
 pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, String> {
     let provider = traces::provider_from_env(service_name)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        // ONNX Runtime logs every session's graph rewrites and allocations at INFO.
+        .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
