@@ -28,7 +28,7 @@ pub struct EmbedConfig {
     /// ONNX Runtime's shared library; default `libonnxruntime.so` in `model_dir`.
     pub onnxruntime_library: Option<PathBuf>,
     /// Its SHA-256, checked before it is loaded; default: that of the library
-    /// `scripts/fetch-models.sh` installs.
+    /// `scripts/fetch-models.sh` installs when `onnxruntime_library` is not set, none otherwise.
     pub onnxruntime_sha256: Option<String>,
 }
 

@@ -4,9 +4,10 @@
 //!   default; the embed role's configuration defaults to ONNX Runtime).
 //! - [`Runtime::OnnxRuntime`]: ONNX Runtime, loaded at start from a shared library (the one in
 //!   the `onnxruntime` wheel, installed by `scripts/fetch-models.sh`). The pipeline runs ~2x
-//!   faster in it than in tract on this machine (see docs/benchmarks.md). One ONNX Runtime session runs
-//!   one input at a time, so a pool keeps one idle session per concurrent caller (the embed
-//!   worker pool bounds how many there are); each session computes on its caller's thread.
+//!   faster in it than in tract on this machine (see docs/benchmarks.md). One ONNX Runtime
+//!   session runs one input at a time, so a pool keeps one idle session per concurrent caller
+//!   (the embed worker pool bounds how many there are); each session computes on its caller's
+//!   thread.
 //!
 //! Both get the same prepared graph: constant `DequantizeLinear` folded, the input fixed to the
 //! pipeline's size (see [`crate::onnx_fold`]).
@@ -28,8 +29,8 @@ use tract_onnx::prelude::*;
 pub enum Runtime {
     #[default]
     Tract,
-    /// ONNX Runtime from this shared library (`libonnxruntime.so`, 1.22 or newer; 1.31 is installed), checked
-    /// against its SHA-256 before it is loaded.
+    /// ONNX Runtime from this shared library (`libonnxruntime.so`, 1.22 or newer; 1.31 is
+    /// installed), checked against its SHA-256 before it is loaded.
     OnnxRuntime { library: PathBuf, sha256: Option<String> },
 }
 
@@ -161,9 +162,12 @@ impl SessionPool {
 }
 
 /// Loads the ONNX Runtime library (once per process) after checking it, and gives its
-/// environment; asking for another library once one is loaded is an error.
+/// environment; asking for another library once one is loaded is an error. The library is read
+/// and hashed once: a later model asking for the loaded file with the digest it was checked
+/// against (or none) gets the environment straight away.
 fn load_onnxruntime(library: &Path, sha256: Option<&str>) -> Result<Environment, FaceError> {
-    static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+    /// The library loaded, the digest it was checked against, its environment.
+    static LOADED: Mutex<Option<(PathBuf, Option<String>, Environment)>> = Mutex::new(None);
     if !library.is_file() {
         return Err(FaceError::Model(format!(
             "the ONNX Runtime library {} is missing (scripts/fetch-models.sh installs it; \
@@ -175,11 +179,21 @@ fn load_onnxruntime(library: &Path, sha256: Option<&str>) -> Result<Environment,
     // looked for beside the executable first).
     let library = &std::fs::canonicalize(library)
         .map_err(|e| FaceError::Model(format!("ONNX Runtime library {}: {e}", library.display())))?;
-    read_checked(library, sha256)?;
     let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((path, checked, environment)) = loaded.as_ref() {
+        let same_digest = match (sha256, checked) {
+            (None, _) => true,
+            (Some(wanted), Some(checked)) => wanted.eq_ignore_ascii_case(checked),
+            (Some(_), None) => false,
+        };
+        if path == library && same_digest {
+            return Ok(environment.clone());
+        }
+    }
+    read_checked(library, sha256)?;
     match loaded.as_ref() {
-        Some((path, environment)) if path == library => Ok(environment.clone()),
-        Some((path, _)) => Err(FaceError::Model(format!(
+        Some((path, _, environment)) if path == library => Ok(environment.clone()),
+        Some((path, _, _)) => Err(FaceError::Model(format!(
             "ONNX Runtime is already loaded from {}; one process uses one library",
             path.display()
         ))),
@@ -189,7 +203,7 @@ fn load_onnxruntime(library: &Path, sha256: Option<&str>) -> Result<Environment,
                 .with_name("biomatch")
                 .build()
                 .map_err(|e| FaceError::Model(format!("cannot start ONNX Runtime: {e}")))?;
-            *loaded = Some((library.to_path_buf(), environment.clone()));
+            *loaded = Some((library.to_path_buf(), sha256.map(str::to_owned), environment.clone()));
             Ok(environment)
         }
     }

@@ -246,9 +246,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/SetThreshold").await?;
         let SetThresholdRequest { gallery, threshold, reason } = request.into_inner();
-        if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
-            return Err(status_with(ErrorClass::InvalidArgument, "threshold must be between -1 and 1"));
-        }
+        let threshold = validate::threshold(threshold)?;
         let before = self.gallery(&gallery).await?;
         let name = validate::gallery_name(&gallery)?;
         let after = self.store.set_threshold(&name, threshold).await.map_err(|e| status_from(&e))?;

@@ -16,6 +16,14 @@ fn invalid(message: impl Into<String>) -> Status {
     status_with(ErrorClass::InvalidArgument, message)
 }
 
+/// A gallery's decision threshold: a finite cosine similarity.
+pub(crate) fn threshold(threshold: f32) -> Result<f32, Status> {
+    if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
+        return Err(invalid("threshold must be a cosine similarity between -1 and 1"));
+    }
+    Ok(threshold)
+}
+
 pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec, Status> {
     let CreateGalleryRequest {
         name,
@@ -39,10 +47,7 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
     }
     let index = index_spec_from_proto(index);
     index.resolved(dimension as usize).map_err(|e| invalid(format!("index: {e}")))?;
-    let threshold = threshold.unwrap_or(0.5);
-    if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
-        return Err(invalid("threshold must be a cosine similarity between -1 and 1"));
-    }
+    let threshold = self::threshold(threshold.unwrap_or(0.5))?;
     let default_k = if default_k == 0 { 10 } else { default_k };
     if default_k > 1000 {
         return Err(invalid("default_k must be at most 1000"));

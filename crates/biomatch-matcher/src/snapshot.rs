@@ -32,7 +32,8 @@ impl SnapshotStore {
         Self { dir, keys }
     }
 
-    fn path(&self, gallery_id: i64, shard: u32) -> PathBuf {
+    /// The file holding a shard's snapshot.
+    pub fn path(&self, gallery_id: i64, shard: u32) -> PathBuf {
         self.dir.join(format!("{gallery_id}-{shard}.snapshot"))
     }
 

@@ -59,7 +59,7 @@ pub(crate) fn measure(index: &mut ShardIndex, spec: &IndexSpec, probe: &[f32]) -
 
     // The file alone first (its pages then stay cached for the load below).
     let started = Instant::now();
-    let file = std::fs::read(dir.path().join("snapshots/1-0.snapshot"))?;
+    let file = std::fs::read(snapshots.path(gallery.id, 0))?;
     let read_s = started.elapsed().as_secs_f64();
     drop(file);
     let started = Instant::now();
