@@ -100,6 +100,11 @@ impl FileKeyStore {
 /// Writes a file only its owner can read, atomically: temp file, fsync, rename, fsync the
 /// directory.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_private_parts(path, &[contents])
+}
+
+/// [`write_private`] of the concatenation of `parts`, without concatenating them in memory.
+pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -112,7 +117,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {

@@ -5,18 +5,22 @@
 //! not open. Data keys are stored only wrapped (AES-256-GCM under the master key) by a
 //! [`KeyStore`], outside the gallery store: a stolen database or backup holds ciphertext only, and
 //! destroying a gallery's data key (crypto-shredding) makes every copy of its templates, backups
-//! included, unreadable. [`FileKeyStore`] keeps wrapped keys as files under a directory, wrapped by a
-//! [`MasterKey`] from a file or the environment; a KMS implements the same trait.
+//! included, unreadable. [`FileKeyStore`] keeps wrapped keys as files under a directory, wrapped
+//! by a [`MasterKey`] from a file or the environment; a KMS implements the same trait. Large
+//! plaintexts (shard snapshots) are sealed in authenticated chunks ([`SealedChunks`],
+//! [`OpenChunks`]) so they can be read back as a stream. AES-GCM is `ring`'s.
 
 mod keystore;
+mod stream;
 
-pub use keystore::{FileKeyStore, KeyStore, Rewrapped, write_private};
+pub use keystore::{FileKeyStore, KeyStore, Rewrapped, write_private, write_private_parts};
+pub use stream::{OpenChunks, SealedChunks};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
-const NONCE: usize = 12;
+const NONCE: usize = NONCE_LEN;
+const TAG: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -47,28 +51,56 @@ impl DataKey {
         Self(Zeroizing::new(rand::random()))
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.as_ref().into())
+    fn cipher(&self) -> LessSafeKey {
+        // A 32-byte key is always a valid AES-256 key.
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.0.as_ref()).expect("32-byte AES-256 key"))
     }
 
     /// `nonce || ciphertext+tag`, bound to `context`.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
         let nonce: [u8; NONCE] = rand::random();
-        let sealed = self
-            .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
-            .unwrap_or_default();
-        [nonce.as_slice(), &sealed].concat()
+        let mut out = Vec::with_capacity(NONCE + plaintext.len() + TAG);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self.seal_detached(nonce, context, &mut out[NONCE..]);
+        out.extend_from_slice(&tag);
+        out
     }
 
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if sealed.len() < NONCE + 16 {
+        if sealed.len() < NONCE + TAG {
             return Err(CryptoError::Open);
         }
         let (nonce, body) = sealed.split_at(NONCE);
+        let mut plain = Zeroizing::new(body.to_vec());
+        let len =
+            self.open_detached(nonce.try_into().map_err(|_| CryptoError::Open)?, context, &mut plain)?;
+        plain.truncate(len);
+        Ok(plain)
+    }
+
+    /// Encrypts `buffer` where it lies; returns the tag.
+    fn seal_detached(&self, nonce: [u8; NONCE], context: &[u8], buffer: &mut [u8]) -> [u8; TAG] {
+        let tag = self
+            .cipher()
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), buffer)
+            // Refused only beyond AES-GCM's input limit (64 GiB).
+            .expect("AES-GCM input within its length limit");
+        let mut out = [0u8; TAG];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Authenticates and decrypts `ciphertext || tag` where it lies; returns the plaintext length.
+    fn open_detached(
+        &self,
+        nonce: [u8; NONCE],
+        context: &[u8],
+        buffer: &mut [u8],
+    ) -> Result<usize, CryptoError> {
         self.cipher()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: context })
-            .map(Zeroizing::new)
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(context), buffer)
+            .map(|plain| plain.len())
             .map_err(|_| CryptoError::Open)
     }
 }

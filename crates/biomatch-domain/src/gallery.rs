@@ -12,6 +12,9 @@ pub enum IndexKind {
     IvfFlat,
     IvfSq8,
     IvfPq,
+    /// 4-bit fast-scan PQ codes of every template scanned in full, then the best candidates
+    /// re-scored exactly from the stored vectors.
+    PqRerank,
 }
 
 impl IndexKind {
@@ -22,6 +25,7 @@ impl IndexKind {
             IndexKind::IvfFlat => "ivf_flat",
             IndexKind::IvfSq8 => "ivf_sq8",
             IndexKind::IvfPq => "ivf_pq",
+            IndexKind::PqRerank => "pq_rerank",
         }
     }
 }
@@ -36,10 +40,17 @@ impl FromStr for IndexKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [IndexKind::Flat, IndexKind::Hnsw, IndexKind::IvfFlat, IndexKind::IvfSq8, IndexKind::IvfPq]
-            .into_iter()
-            .find(|k| k.as_str() == s.to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq)"))
+        [
+            IndexKind::Flat,
+            IndexKind::Hnsw,
+            IndexKind::IvfFlat,
+            IndexKind::IvfSq8,
+            IndexKind::IvfPq,
+            IndexKind::PqRerank,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s.to_ascii_lowercase())
+        .ok_or_else(|| format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank)"))
     }
 }
 
@@ -47,7 +58,7 @@ impl FromStr for IndexKind {
 const HNSW_M: u32 = 32;
 const HNSW_EF_CONSTRUCTION: u32 = 80;
 const HNSW_EF_SEARCH: u32 = 128;
-/// An IVF shard stays exact (Flat) until it holds this many templates, then trains on them.
+/// An IVF or PQ shard stays exact (Flat) until it holds this many templates, then trains on them.
 pub const IVF_TRAIN_THRESHOLD: u32 = 20_000;
 
 /// Index kind and its parameters; zero means "the default for the kind".
@@ -101,6 +112,14 @@ impl IndexSpec {
                 s.hnsw_ef_search = or(s.hnsw_ef_search, HNSW_EF_SEARCH);
                 if !(4..=128).contains(&s.hnsw_m) {
                     return Err(format!("hnsw_m must be 4..=128, not {}", s.hnsw_m));
+                }
+            }
+            IndexKind::PqRerank => {
+                s.train_threshold = or(s.train_threshold, IVF_TRAIN_THRESHOLD);
+                // 16 dimensions per 4-bit sub-quantizer: 16 bytes per template at d=512.
+                s.pq_m = or(s.pq_m, (dimension / 16).max(1) as u32);
+                if s.pq_m as usize > dimension || !dimension.is_multiple_of(s.pq_m as usize) {
+                    return Err(format!("pq_m {} must divide the dimension {dimension}", s.pq_m));
                 }
             }
             IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq => {

@@ -2,7 +2,8 @@
 //! touches the disk, so no plaintext index is ever written.
 //!
 //! FAISS's C API takes reader/writer callbacks without a context pointer, so the bytes pass through
-//! a thread-local buffer; each call runs start to end on the calling thread.
+//! a thread-local buffer (writing) or reader (reading); each call runs start to end on the calling
+//! thread.
 
 use faiss::index::{FromInnerPtr, IndexImpl};
 use faiss_sys::{
@@ -12,10 +13,13 @@ use faiss_sys::{
 };
 use std::cell::RefCell;
 use std::ffi::c_void;
+use std::io::Read;
 
 thread_local! {
     static SINK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static SOURCE: RefCell<(Vec<u8>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    /// The reader FAISS is reading from (borrowed for the duration of one `from_reader` call)
+    /// and the first error it returned.
+    static SOURCE: RefCell<Option<(*mut (dyn Read + 'static), Option<std::io::Error>)>> = const { RefCell::new(None) };
 }
 
 unsafe extern "C" fn write_items(ptr: *const c_void, size: usize, nitems: usize) -> usize {
@@ -29,18 +33,27 @@ unsafe extern "C" fn write_items(ptr: *const c_void, size: usize, nitems: usize)
 }
 
 unsafe extern "C" fn read_items(ptr: *mut c_void, size: usize, nitems: usize) -> usize {
-    if size == 0 {
-        return 0;
-    }
+    let Some(len) = size.checked_mul(nitems).filter(|len| *len > 0) else { return 0 };
     SOURCE.with(|source| {
         let mut source = source.borrow_mut();
-        let (bytes, at) = &mut *source;
-        let items = nitems.min((bytes.len() - *at) / size);
-        let len = items * size;
-        // SAFETY: FAISS passes a buffer of `size * nitems` writable bytes; we copy at most that.
-        unsafe { std::ptr::copy_nonoverlapping(bytes[*at..].as_ptr(), ptr.cast::<u8>(), len) };
-        *at += len;
-        items
+        let Some((reader, error)) = source.as_mut() else { return 0 };
+        // SAFETY: FAISS passes a buffer of `size * nitems` writable bytes.
+        let buffer = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
+        // SAFETY: the reader outlives the `from_reader` call this callback runs within.
+        let reader = unsafe { &mut **reader };
+        let mut filled = 0;
+        while filled < len {
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        filled / size
     })
 }
 
@@ -57,34 +70,50 @@ fn check(code: std::os::raw::c_int, what: &str) -> Result<(), String> {
     Err(format!("{what} failed: {message}"))
 }
 
-/// The index in FAISS's own serialisation format.
-pub fn to_bytes(index: &IndexImpl) -> Result<Vec<u8>, String> {
-    SINK.with(|sink| sink.borrow_mut().clear());
+/// Appends the index, in FAISS's own serialisation format, to `out`.
+pub fn append_bytes(index: &IndexImpl, out: &mut Vec<u8>) -> Result<(), String> {
+    SINK.with(|sink| std::mem::swap(&mut *sink.borrow_mut(), out));
     let mut writer = std::ptr::null_mut();
     // SAFETY: the writer is created, used for one synchronous write and freed on this thread; the
     // index pointer is valid for the duration of the borrow.
-    unsafe {
-        check(faiss_CustomIOWriter_new(&mut writer, Some(write_items)), "creating the index writer")?;
-        let written = faiss_write_index_custom(index.inner_ptr(), writer.cast::<FaissIOWriter>(), 0);
-        faiss_CustomIOWriter_free(writer);
-        check(written, "writing the index")?;
-    }
-    Ok(SINK.with(|sink| std::mem::take(&mut *sink.borrow_mut())))
+    let written = unsafe {
+        check(faiss_CustomIOWriter_new(&mut writer, Some(write_items)), "creating the index writer").and_then(
+            |()| {
+                let written = faiss_write_index_custom(index.inner_ptr(), writer.cast::<FaissIOWriter>(), 0);
+                faiss_CustomIOWriter_free(writer);
+                check(written, "writing the index")
+            },
+        )
+    };
+    SINK.with(|sink| std::mem::swap(&mut *sink.borrow_mut(), out));
+    written
 }
 
-/// An index from [`to_bytes`] output.
-pub fn from_bytes(bytes: Vec<u8>) -> Result<IndexImpl, String> {
-    SOURCE.with(|source| *source.borrow_mut() = (bytes, 0));
+/// An index from [`append_bytes`] output, read from `source` (which may stop at the index's end
+/// or go on; FAISS reads exactly what it needs).
+pub fn from_reader(source: &mut dyn Read) -> Result<IndexImpl, String> {
+    let source: *mut (dyn Read + '_) = source;
+    // SAFETY: only the lifetime is erased; SOURCE forgets the pointer before this function returns.
+    let source: *mut (dyn Read + 'static) = unsafe { std::mem::transmute(source) };
+    SOURCE.with(|s| *s.borrow_mut() = Some((source, None)));
     let mut reader = std::ptr::null_mut();
     let mut out = std::ptr::null_mut();
-    // SAFETY: as in `to_bytes`; on success FAISS hands over ownership of a new index.
-    let index = unsafe {
-        check(faiss_CustomIOReader_new(&mut reader, Some(read_items)), "creating the index reader")?;
-        let read = faiss_read_index_custom(reader.cast::<FaissIOReader>(), 0, &mut out);
-        faiss_CustomIOReader_free(reader);
-        SOURCE.with(|source| *source.borrow_mut() = (Vec::new(), 0));
-        check(read, "reading the index")?;
-        IndexImpl::from_inner_ptr(out)
+    // SAFETY: as in `append_bytes`; on success FAISS hands over ownership of a new index.
+    let read = unsafe {
+        check(faiss_CustomIOReader_new(&mut reader, Some(read_items)), "creating the index reader").and_then(
+            |()| {
+                let read = faiss_read_index_custom(reader.cast::<FaissIOReader>(), 0, &mut out);
+                faiss_CustomIOReader_free(reader);
+                check(read, "reading the index")
+            },
+        )
     };
-    Ok(index)
+    let error = SOURCE.with(|s| s.borrow_mut().take()).and_then(|(_, error)| error);
+    if let Some(error) = error {
+        // FAISS saw a short read; the reader's own error says why.
+        return Err(format!("reading the index failed: {error}"));
+    }
+    read?;
+    // SAFETY: the read succeeded, so `out` is a new index we now own.
+    Ok(unsafe { IndexImpl::from_inner_ptr(out) })
 }

@@ -6,7 +6,9 @@
 //! L2-normalised vectors (cosine). Kinds ([`biomatch_domain::IndexKind`]): exact `Flat`; `HNSW`
 //! (graph; removals are skipped at search time and the graph is rebuilt when a quarter is stale);
 //! `IVF` with `Flat`, `SQ8` or `PQ` codes, exact until the shard holds `train_threshold` templates,
-//! then trained on them ([`kinds`]). A shard round-trips through bytes for snapshots
+//! then trained on them ([`kinds`]); `PqRerank`: 4-bit fast-scan PQ codes of every template
+//! scanned in full, the best candidates re-scored exactly from the stored vectors (also exact until
+//! trained). A shard round-trips through bytes for snapshots
 //! ([`ShardIndex::to_snapshot`]) without touching a file.
 
 mod io;

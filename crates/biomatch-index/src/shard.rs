@@ -50,11 +50,16 @@ pub(crate) enum Layout {
     Ivf { nlist: u32 },
     /// `IDMap2,HNSW`: removal leaves stale graph entries that searches skip; rebuilt when many.
     Hnsw,
+    /// `IDMap2,PQ{m}x4fs` scanned in full, its best candidates re-scored from the exact
+    /// `IDMap2,Flat` kept beside it ([`ShardIndex::exact`]).
+    Rerank,
 }
 
 /// Templates of one shard. Not thread-safe by itself: the matcher wraps it in a lock.
 pub struct ShardIndex {
     pub(crate) index: IndexImpl,
+    /// The full vectors the `Rerank` layout re-scores its candidates with.
+    pub(crate) exact: Option<IndexImpl>,
     pub(crate) dimension: usize,
     pub(crate) spec: IndexSpec,
     pub(crate) layout: Layout,
@@ -89,15 +94,45 @@ fn set_parameter(index: &IndexImpl, name: &str, value: u32) -> Result<(), IndexE
 /// Stale HNSW entries tolerated before a rebuild: a quarter of the graph, and at least this many.
 const STALE_MIN: usize = 1024;
 
+/// The fewest PQ candidates per query the `Rerank` layout re-scores exactly. A mate's PQ score
+/// is noisy but far above the impostors' (cosine ~0.6 against ~0 +- 1/sqrt(d)), so it is almost
+/// always among them: recall@1 0.999 at 1e6 x 512 with PQ32x4fs (docs/benchmarks.md).
+const RERANK_CANDIDATES: usize = 64;
+
+/// `labels` re-scored exactly against the stored vectors, best first.
+fn rescore(exact: &IndexImpl, query: &[f32], labels: &[Idx]) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
+    let mut vector = vec![0.0f32; query.len()];
+    let mut scored = Vec::with_capacity(labels.len());
+    for label in labels.iter().filter(|l| l.get().is_some()) {
+        exact.reconstruct(*label, &mut vector)?;
+        scored.push((*label, inner_product(query, &vector)));
+    }
+    scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(scored.into_iter().unzip())
+}
+
+/// In eight lanes, so the compiler vectorises it.
+fn inner_product(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for (lane, (p, q)) in lanes.iter_mut().zip(x.iter().zip(y)) {
+            *lane += p * q;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 impl ShardIndex {
     pub fn new(dimension: usize, spec: &IndexSpec) -> Result<Self, IndexError> {
         let spec = spec.resolved(dimension).map_err(IndexError::Spec)?;
         let (index, layout) = Self::empty(dimension, &spec)?;
-        Ok(Self::assemble(index, dimension, spec, layout, HashMap::new(), 0))
+        Ok(Self::assemble((index, None), dimension, spec, layout, HashMap::new(), 0))
     }
 
     pub(crate) fn assemble(
-        index: IndexImpl,
+        (index, exact): (IndexImpl, Option<IndexImpl>),
         dimension: usize,
         spec: IndexSpec,
         layout: Layout,
@@ -109,7 +144,7 @@ impl ShardIndex {
             .flat_map(|(subject, ids)| ids.iter().map(|id| (*id, subject.clone())))
             .collect();
         let ef_search = spec.hnsw_ef_search;
-        Self { index, dimension, spec, layout, subject_of, templates_of, stale, ef_search }
+        Self { index, exact, dimension, spec, layout, subject_of, templates_of, stale, ef_search }
     }
 
     /// A new empty FAISS index for the spec (resolved).
@@ -122,7 +157,7 @@ impl ShardIndex {
                 set_parameter(&index, "efSearch", spec.hnsw_ef_search)?;
                 (index, Layout::Hnsw)
             }
-            IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq => {
+            IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq | IndexKind::PqRerank => {
                 (factory(dimension, "IDMap2,Flat")?, Layout::Staging)
             }
         })
@@ -162,6 +197,9 @@ impl ShardIndex {
         let ids: Vec<Idx> = templates.iter().map(|(id, _)| Idx::new(*id as u64)).collect();
         let data: Vec<f32> = templates.iter().flat_map(|(_, v)| v.iter().copied()).collect();
         self.index.add_with_ids(&data, &ids)?;
+        if let Some(exact) = &mut self.exact {
+            exact.add_with_ids(&data, &ids)?;
+        }
         let subject: Arc<str> = Arc::from(subject);
         for (id, _) in templates {
             self.subject_of.insert(*id, subject.clone());
@@ -191,25 +229,38 @@ impl ShardIndex {
         } else {
             let idx: Vec<Idx> = ids.iter().map(|id| Idx::new(*id as u64)).collect();
             self.index.remove_ids(&IdSelector::batch(&idx)?)?;
+            if let Some(exact) = &mut self.exact {
+                exact.remove_ids(&IdSelector::batch(&idx)?)?;
+            }
         }
         Ok(ids.len())
     }
 
     /// Every live template's id and vector (exact for the kinds that are read back: Flat,
-    /// staging and HNSW).
+    /// staging, HNSW and the re-rank store).
     fn live_vectors(&self) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
         let mut ids: Vec<i64> = self.subject_of.keys().copied().collect();
         ids.sort_unstable();
         let mut data = vec![0.0f32; ids.len() * self.dimension];
+        let source = self.exact.as_ref().unwrap_or(&self.index);
         for (id, out) in ids.iter().zip(data.chunks_mut(self.dimension)) {
-            self.index.reconstruct(Idx::new(*id as u64), out)?;
+            source.reconstruct(Idx::new(*id as u64), out)?;
         }
         Ok((ids.into_iter().map(|id| Idx::new(id as u64)).collect(), data))
     }
 
-    /// Trains the IVF index on the staged templates and moves them into it.
+    /// Trains the IVF or PQ index on the staged templates and moves them into it.
     fn train(&mut self) -> Result<(), IndexError> {
         let (ids, data) = self.live_vectors()?;
+        if self.spec.kind == IndexKind::PqRerank {
+            let mut codes = factory(self.dimension, &format!("IDMap2,PQ{}x4fs", self.spec.pq_m))?;
+            codes.train(&data)?;
+            codes.add_with_ids(&data, &ids)?;
+            // The staged exact index stays, as the vectors candidates are re-scored with.
+            self.exact = Some(std::mem::replace(&mut self.index, codes));
+            self.layout = Layout::Rerank;
+            return Ok(());
+        }
         let nlist = nlist_for(&self.spec, ids.len());
         let mut ivf = factory(self.dimension, &ivf_description(&self.spec, nlist))?;
         ivf.train(&data)?;
@@ -249,13 +300,30 @@ impl ShardIndex {
         let mut fetch = (k * 2 + self.stale.min(k * 8)).min(total);
         loop {
             self.widen_hnsw_beam(fetch)?;
-            let result = self.index.search(queries, fetch)?;
-            let per_query: Vec<Vec<ScoredSubject>> = result
-                .labels
-                .chunks(fetch)
-                .zip(result.distances.chunks(fetch))
-                .map(|(labels, scores)| self.distinct_subjects(labels, scores, k))
-                .collect();
+            let per_query: Vec<Vec<ScoredSubject>> = match &self.exact {
+                Some(exact) if self.layout == Layout::Rerank => {
+                    let candidates = (fetch * 4).max(RERANK_CANDIDATES).min(total);
+                    let result = self.index.search(queries, candidates)?;
+                    let rescored = queries
+                        .chunks(self.dimension)
+                        .zip(result.labels.chunks(candidates))
+                        .map(|(query, labels)| rescore(exact, query, labels))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rescored
+                        .iter()
+                        .map(|(labels, scores)| self.distinct_subjects(labels, scores, k))
+                        .collect()
+                }
+                _ => {
+                    let result = self.index.search(queries, fetch)?;
+                    result
+                        .labels
+                        .chunks(fetch)
+                        .zip(result.distances.chunks(fetch))
+                        .map(|(labels, scores)| self.distinct_subjects(labels, scores, k))
+                        .collect()
+                }
+            };
             let short = per_query.iter().any(|r| r.len() < k.min(self.subject_count()));
             if !short || fetch >= total {
                 return Ok(per_query);

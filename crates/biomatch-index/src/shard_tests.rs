@@ -25,8 +25,14 @@ fn spec(kind: IndexKind) -> IndexSpec {
     spec
 }
 
-const KINDS: [IndexKind; 5] =
-    [IndexKind::Flat, IndexKind::Hnsw, IndexKind::IvfFlat, IndexKind::IvfSq8, IndexKind::IvfPq];
+const KINDS: [IndexKind; 6] = [
+    IndexKind::Flat,
+    IndexKind::Hnsw,
+    IndexKind::IvfFlat,
+    IndexKind::IvfSq8,
+    IndexKind::IvfPq,
+    IndexKind::PqRerank,
+];
 
 #[test]
 fn finds_subjects_and_forgets_removed_ones() {
@@ -78,6 +84,8 @@ fn refuses_wrong_dimension_and_bad_parameters() {
     let mut pq = IndexSpec::of(IndexKind::IvfPq);
     pq.pq_m = 7;
     assert!(matches!(ShardIndex::new(64, &pq), Err(IndexError::Spec(_))), "7 does not divide 64");
+    pq.kind = IndexKind::PqRerank;
+    assert!(matches!(ShardIndex::new(64, &pq), Err(IndexError::Spec(_))), "nor for the re-rank kind");
     let mut ivf = IndexSpec::of(IndexKind::IvfFlat);
     ivf.ivf_nlist = 1024;
     ivf.train_threshold = 1000;

@@ -5,6 +5,7 @@ use crate::io;
 use crate::shard::{IndexError, Layout, ShardIndex};
 use biomatch_domain::IndexSpec;
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 4] = b"BMIX";
@@ -13,8 +14,16 @@ const VERSION: u8 = 1;
 impl ShardIndex {
     /// The whole shard as bytes (see [`ShardIndex::from_snapshot`]).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, IndexError> {
-        let faiss = io::to_bytes(&self.index).map_err(IndexError::Snapshot)?;
-        let mut out = Vec::with_capacity(faiss.len() + self.subject_of.len() * 24 + 64);
+        // Room for the subject maps and, for the kinds that hold full vectors, FAISS's copy of
+        // them, so a large shard is not copied again as the buffer grows.
+        use faiss::Index;
+        let vectors = match self.layout {
+            Layout::Exact | Layout::Staging | Layout::Hnsw | Layout::Rerank => {
+                self.index.ntotal() as usize * self.dimension * 4
+            }
+            Layout::Ivf { .. } => 0,
+        };
+        let mut out = Vec::with_capacity(vectors + self.subject_of.len() * 40 + 4096);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         let (layout, nlist) = match self.layout {
@@ -22,6 +31,7 @@ impl ShardIndex {
             Layout::Staging => (1, 0),
             Layout::Ivf { nlist } => (2, nlist),
             Layout::Hnsw => (3, 0),
+            Layout::Rerank => (4, 0),
         };
         out.push(layout);
         out.extend_from_slice(&nlist.to_le_bytes());
@@ -36,17 +46,32 @@ impl ShardIndex {
                 out.extend_from_slice(&id.to_le_bytes());
             }
         }
-        out.extend_from_slice(&(faiss.len() as u64).to_le_bytes());
-        out.extend_from_slice(&faiss);
+        for index in std::iter::once(&self.index).chain(&self.exact) {
+            let length_at = out.len();
+            out.extend_from_slice(&0u64.to_le_bytes());
+            io::append_bytes(index, &mut out).map_err(IndexError::Snapshot)?;
+            let faiss_len = (out.len() - length_at - 8) as u64;
+            out[length_at..length_at + 8].copy_from_slice(&faiss_len.to_le_bytes());
+        }
         Ok(out)
     }
 
     /// A shard from [`ShardIndex::to_snapshot`] bytes, refused unless it is whole and matches the
     /// gallery's dimension and index kind.
     pub fn from_snapshot(dimension: usize, spec: &IndexSpec, bytes: &[u8]) -> Result<Self, IndexError> {
+        Self::read_snapshot(dimension, spec, &mut { bytes })
+    }
+
+    /// [`ShardIndex::from_snapshot`] from a stream, so a large shard is never held twice (once as
+    /// bytes, once as FAISS's structure). Reads `source` to its end.
+    pub fn read_snapshot(
+        dimension: usize,
+        spec: &IndexSpec,
+        source: &mut dyn Read,
+    ) -> Result<Self, IndexError> {
         let spec = spec.resolved(dimension).map_err(IndexError::Spec)?;
-        let mut r = Reader { bytes, at: 0 };
-        if r.take(4)? != MAGIC || r.u8()? != VERSION {
+        let mut r = Reader(source);
+        if r.array::<4>()? != *MAGIC || r.u8()? != VERSION {
             return Err(bad("not a biomatch shard snapshot of this version"));
         }
         let layout = match (r.u8()?, r.u32()?) {
@@ -54,11 +79,13 @@ impl ShardIndex {
             (1, _) => Layout::Staging,
             (2, nlist) => Layout::Ivf { nlist },
             (3, _) => Layout::Hnsw,
+            (4, _) => Layout::Rerank,
             _ => return Err(bad("unknown layout")),
         };
         let expected = match spec.kind {
             biomatch_domain::IndexKind::Flat => matches!(layout, Layout::Exact),
             biomatch_domain::IndexKind::Hnsw => matches!(layout, Layout::Hnsw),
+            biomatch_domain::IndexKind::PqRerank => matches!(layout, Layout::Staging | Layout::Rerank),
             _ => matches!(layout, Layout::Staging | Layout::Ivf { .. }),
         };
         if r.u64()? != dimension as u64 || !expected {
@@ -69,24 +96,33 @@ impl ShardIndex {
         let mut templates_of = HashMap::new();
         let mut templates = 0usize;
         for _ in 0..subjects {
-            let len = r.u32()? as usize;
-            let subject = std::str::from_utf8(r.take(len)?).map_err(|_| bad("subject id is not UTF-8"))?;
+            let len = r.u32()?;
+            let subject =
+                String::from_utf8(r.bytes(len.into())?).map_err(|_| bad("subject id is not UTF-8"))?;
             let count = r.u32()? as usize;
-            let ids = (0..count).map(|_| r.i64()).collect::<Result<Vec<_>, _>>()?;
+            let ids = (0..count).map(|_| r.u64().map(|id| id as i64)).collect::<Result<Vec<_>, _>>()?;
             templates += ids.len();
             templates_of.insert(Arc::<str>::from(subject), ids);
         }
-        let len = usize::try_from(r.u64()?).map_err(|_| bad("length"))?;
-        let faiss = r.take(len)?.to_vec();
-        if r.at != bytes.len() {
+        let mut read_faiss = || -> Result<faiss::index::IndexImpl, IndexError> {
+            use faiss::Index;
+            let len = r.u64()?;
+            let mut part = (&mut *r.0).take(len);
+            let index = io::from_reader(&mut part).map_err(IndexError::Snapshot)?;
+            if part.limit() != 0 {
+                return Err(bad("index shorter than its length"));
+            }
+            if index.d() as usize != dimension || index.ntotal() as usize != templates + stale {
+                return Err(bad("index and template list disagree"));
+            }
+            Ok(index)
+        };
+        let index = read_faiss()?;
+        let exact = if layout == Layout::Rerank { Some(read_faiss()?) } else { None };
+        if r.0.read(&mut [0u8; 1]).map_err(|e| bad(&e.to_string()))? != 0 {
             return Err(bad("trailing bytes"));
         }
-        let index = io::from_bytes(faiss).map_err(IndexError::Snapshot)?;
-        use faiss::Index;
-        if index.d() as usize != dimension || index.ntotal() as usize != templates + stale {
-            return Err(bad("index and template list disagree"));
-        }
-        Ok(ShardIndex::assemble(index, dimension, spec, layout, templates_of, stale))
+        Ok(ShardIndex::assemble((index, exact), dimension, spec, layout, templates_of, stale))
     }
 }
 
@@ -94,33 +130,34 @@ fn bad(what: &str) -> IndexError {
     IndexError::Snapshot(what.to_owned())
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
+struct Reader<'a>(&'a mut dyn Read);
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], IndexError> {
-        let end =
-            self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or_else(|| bad("truncated"))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], IndexError> {
+        let mut out = [0u8; N];
+        self.0.read_exact(&mut out).map_err(|e| bad(&format!("truncated ({e})")))?;
+        Ok(out)
+    }
+
+    /// `n` bytes; memory grows only as they arrive, so a bad length cannot allocate much.
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, IndexError> {
+        let mut out = Vec::new();
+        (&mut *self.0).take(n).read_to_end(&mut out).map_err(|e| bad(&e.to_string()))?;
+        if out.len() as u64 != n {
+            return Err(bad("truncated"));
+        }
         Ok(out)
     }
 
     fn u8(&mut self) -> Result<u8, IndexError> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
 
     fn u32(&mut self) -> Result<u32, IndexError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| bad("u32"))?))
+        Ok(u32::from_le_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64, IndexError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| bad("u64"))?))
-    }
-
-    fn i64(&mut self) -> Result<i64, IndexError> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().map_err(|_| bad("i64"))?))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 }

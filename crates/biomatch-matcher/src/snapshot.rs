@@ -2,20 +2,24 @@
 //! log from the position the snapshot includes, instead of decrypting and re-indexing every
 //! template (and, for HNSW and IVF, rebuilding the graph or retraining).
 //!
-//! A snapshot is sealed with the gallery's data key (AES-256-GCM); the associated data binds it
+//! A snapshot is sealed with the gallery's data key (AES-256-GCM, in 1 MiB chunks, each
+//! authenticated before the loader parses it, so a restart never holds the shard twice); the
+//! associated data binds it
 //! to the gallery's key, the gallery id, the shard and the change-log position, so a corrupt file,
 //! a snapshot of another shard or gallery, or an edited position fails authentication and the
 //! shard is rebuilt from the store. Deleting a gallery destroys its key, and with it every
 //! snapshot of the gallery. Files are written atomically (temp file, fsync, rename) and readable
 //! by their owner only.
 
-use biomatch_crypto::KeyStore;
+use biomatch_crypto::{KeyStore, OpenChunks, SealedChunks};
 use biomatch_index::ShardIndex;
 use biomatch_store::GalleryRecord;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const MAGIC: &[u8; 4] = b"BMSS";
+/// Version 2: sealed in chunks (version 1, "BMSS", was one AES-GCM message).
+const MAGIC: &[u8; 4] = b"BMS2";
 
 /// Where snapshots live, and the keys that seal them.
 pub struct SnapshotStore {
@@ -37,16 +41,22 @@ impl SnapshotStore {
         self.dir.join(format!("{gallery_id}-{shard}.snapshot"))
     }
 
-    /// Seals and writes the shard's bytes as of change `seq`.
-    pub fn write(&self, gallery: (i64, &str), shard: u32, seq: u64, bytes: &[u8]) -> std::io::Result<()> {
+    /// Seals and writes the shard's bytes as of change `seq`. The bytes are encrypted where they
+    /// lie (a shard can be gigabytes), so they are ciphertext afterwards.
+    pub fn write(
+        &self,
+        gallery: (i64, &str),
+        shard: u32,
+        seq: u64,
+        mut bytes: Vec<u8>,
+    ) -> std::io::Result<()> {
         let (gallery_id, key_ref) = gallery;
         let key = self.keys.get(key_ref).map_err(std::io::Error::other)?;
-        let sealed = key.seal(bytes, &context(key_ref, gallery_id, shard, seq));
-        let mut file = Vec::with_capacity(sealed.len() + 12);
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&seq.to_le_bytes());
-        file.extend_from_slice(&sealed);
-        biomatch_crypto::write_private(&self.path(gallery_id, shard), &file)
+        let sealed = SealedChunks::seal(&key, &mut bytes, &context(key_ref, gallery_id, shard, seq));
+        let seq = seq.to_le_bytes();
+        let mut parts: Vec<&[u8]> = vec![MAGIC, &seq];
+        parts.extend(sealed.parts(&bytes));
+        biomatch_crypto::write_private_parts(&self.path(gallery_id, shard), &parts)
     }
 
     /// The shard as of the returned change position, or `None` (with a warning, and the file
@@ -54,8 +64,8 @@ impl SnapshotStore {
     /// store (`head`), which happens when the store was restored from an older backup.
     pub fn load(&self, gallery: &GalleryRecord, shard: u32, head: u64) -> Option<(ShardIndex, u64)> {
         let path = self.path(gallery.id, shard);
-        let file = std::fs::read(&path).ok()?;
-        let loaded = self.open(gallery, shard, head, &file);
+        let file = std::fs::File::open(&path).ok()?;
+        let loaded = self.open(gallery, shard, head, file);
         if let Err(why) = &loaded {
             tracing::warn!(gallery = %gallery.name, shard, %why, "snapshot refused; rebuilding the shard from the store");
             let _ = std::fs::remove_file(&path);
@@ -63,26 +73,29 @@ impl SnapshotStore {
         loaded.ok()
     }
 
+    /// Reads the file a chunk at a time: each chunk is authenticated before FAISS sees it, and
+    /// the shard is never held twice in memory.
     fn open(
         &self,
         gallery: &GalleryRecord,
         shard: u32,
         head: u64,
-        file: &[u8],
+        mut file: std::fs::File,
     ) -> Result<(ShardIndex, u64), String> {
-        if file.len() < 12 || &file[..4] != MAGIC {
-            return Err("not a biomatch snapshot".into());
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut header = [0u8; 12];
+        if len < 12 || file.read_exact(&mut header).is_err() || &header[..4] != MAGIC {
+            return Err("not a biomatch snapshot of this version".into());
         }
-        let seq = u64::from_le_bytes(file[4..12].try_into().map_err(|_| "header")?);
+        let seq = u64::from_le_bytes(header[4..].try_into().map_err(|_| "header")?);
         if seq > head {
             return Err(format!("snapshot is at change {seq}, the store only at {head}"));
         }
         let key = self.keys.get(&gallery.key_ref).map_err(|e| e.to_string())?;
-        let plain = key
-            .open(&file[12..], &context(&gallery.key_ref, gallery.id, shard, seq))
-            .map_err(|_| "authentication failed (corrupt, or another shard's snapshot)".to_owned())?;
-        let index = ShardIndex::from_snapshot(gallery.dimension as usize, &gallery.index, &plain)
-            .map_err(|e| e.to_string())?;
+        let context = context(&gallery.key_ref, gallery.id, shard, seq);
+        let mut plain = OpenChunks::new(&key, &context, file, len - 12).map_err(|e| e.to_string())?;
+        let index = ShardIndex::read_snapshot(gallery.dimension as usize, &gallery.index, &mut plain)
+            .map_err(|e| format!("{e} (corrupt, or another shard's snapshot?)"))?;
         Ok((index, seq))
     }
 

@@ -260,7 +260,7 @@ impl Syncer {
             let snapshots = snapshots.clone();
             tokio::task::spawn_blocking(move || {
                 let bytes = shard.snapshot_bytes().map_err(std::io::Error::other)?;
-                snapshots.write((shard.gallery_id(), &key_ref), shard.number(), seq, &bytes)
+                snapshots.write((shard.gallery_id(), &key_ref), shard.number(), seq, bytes)
             })
             .await
             .map_err(std::io::Error::other)??;

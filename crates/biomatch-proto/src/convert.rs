@@ -11,6 +11,7 @@ pub fn index_kind_from_proto(kind: v1::IndexKind) -> IndexKind {
         v1::IndexKind::IvfFlat => IndexKind::IvfFlat,
         v1::IndexKind::IvfSq8 => IndexKind::IvfSq8,
         v1::IndexKind::IvfPq => IndexKind::IvfPq,
+        v1::IndexKind::PqRerank => IndexKind::PqRerank,
     }
 }
 
@@ -21,6 +22,7 @@ pub fn index_kind_to_proto(kind: IndexKind) -> v1::IndexKind {
         IndexKind::IvfFlat => v1::IndexKind::IvfFlat,
         IndexKind::IvfSq8 => v1::IndexKind::IvfSq8,
         IndexKind::IvfPq => v1::IndexKind::IvfPq,
+        IndexKind::PqRerank => v1::IndexKind::PqRerank,
     }
 }
 

@@ -52,10 +52,9 @@ pub(crate) fn measure(index: &mut ShardIndex, spec: &IndexSpec, probe: &[f32]) -
 
     let started = Instant::now();
     let bytes = index.to_snapshot()?;
-    snapshots.write((gallery.id, &gallery.key_ref), 0, 1, &bytes)?;
-    let write_s = started.elapsed().as_secs_f64();
     let snapshot_mib = bytes.len() as f64 / (1024.0 * 1024.0);
-    drop(bytes);
+    snapshots.write((gallery.id, &gallery.key_ref), 0, 1, bytes)?;
+    let write_s = started.elapsed().as_secs_f64();
 
     // The file alone first (its pages then stay cached for the load below).
     let started = Instant::now();

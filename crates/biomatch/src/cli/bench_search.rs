@@ -22,7 +22,7 @@ pub struct SearchBenchArgs {
     /// Template dimensions.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     dims: Vec<usize>,
-    /// Index kinds: flat, hnsw, ivf_flat, ivf_sq8, ivf_pq.
+    /// Index kinds: flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank.
     #[arg(long, value_delimiter = ',', default_value = "flat,hnsw,ivf_sq8")]
     kinds: Vec<IndexKind>,
     /// Mated probes per measurement.
@@ -235,6 +235,7 @@ async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Re
         };
         biomatch_client::request(request, &analyst)
     };
+    eprintln!("bench search: enrolled {} templates through gRPC", data.enrolled.len());
     // The first search waits for the matcher to apply every enrolment.
     search.clone().identify(identify(0, seq)).await?;
     let mut single = Vec::new();
@@ -246,6 +247,7 @@ async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Re
     single.sort_unstable();
     let mut qps = Vec::new();
     for &n in clients {
+        eprintln!("bench search: gRPC identify from {n} concurrent clients");
         let per_client = (data.probes.len() * 2).div_ceil(n.max(1)).max(4);
         let started = Instant::now();
         let tasks: Vec<_> = (0..n)
