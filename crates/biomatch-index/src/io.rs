@@ -108,12 +108,11 @@ pub fn from_reader(source: &mut dyn Read) -> Result<IndexImpl, String> {
             },
         )
     };
-    let error = SOURCE.with(|s| s.borrow_mut().take()).and_then(|(_, error)| error);
-    if let Some(error) = error {
-        // FAISS saw a short read; the reader's own error says why.
-        return Err(format!("reading the index failed: {error}"));
+    // SAFETY: when the read succeeded, `out` is a new index we now own (and drop on error below).
+    let index = read.map(|()| unsafe { IndexImpl::from_inner_ptr(out) });
+    match SOURCE.with(|s| s.borrow_mut().take()).and_then(|(_, error)| error) {
+        // The reader's own error says why FAISS saw a short read.
+        Some(error) => Err(format!("reading the index failed: {error}")),
+        None => index,
     }
-    read?;
-    // SAFETY: the read succeeded, so `out` is a new index we now own.
-    Ok(unsafe { IndexImpl::from_inner_ptr(out) })
 }
