@@ -18,6 +18,16 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [IndexKind; 6] = [
+        IndexKind::Flat,
+        IndexKind::Hnsw,
+        IndexKind::IvfFlat,
+        IndexKind::IvfSq8,
+        IndexKind::IvfPq,
+        IndexKind::PqRerank,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IndexKind::Flat => "flat",
@@ -40,17 +50,9 @@ impl FromStr for IndexKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            IndexKind::Flat,
-            IndexKind::Hnsw,
-            IndexKind::IvfFlat,
-            IndexKind::IvfSq8,
-            IndexKind::IvfPq,
-            IndexKind::PqRerank,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s.to_ascii_lowercase())
-        .ok_or_else(|| format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank)"))
+        IndexKind::ALL.into_iter().find(|k| k.as_str() == s.to_ascii_lowercase()).ok_or_else(|| {
+            format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank)")
+        })
     }
 }
 

@@ -25,15 +25,6 @@ fn spec(kind: IndexKind) -> IndexSpec {
     spec
 }
 
-const KINDS: [IndexKind; 6] = [
-    IndexKind::Flat,
-    IndexKind::Hnsw,
-    IndexKind::IvfFlat,
-    IndexKind::IvfSq8,
-    IndexKind::IvfPq,
-    IndexKind::PqRerank,
-];
-
 #[test]
 fn finds_subjects_and_forgets_removed_ones() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -105,7 +96,7 @@ fn gallery(d: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
 fn every_kind_finds_mates_removes_and_round_trips_through_a_snapshot() {
     let d = 64;
     let (enrolled, probes) = gallery(d);
-    for kind in KINDS {
+    for kind in IndexKind::ALL {
         let mut index = ShardIndex::new(d, &spec(kind)).expect("index");
         for (i, v) in enrolled.iter().enumerate() {
             index.replace_subject(&format!("s{i}"), &[(i as i64, v)]).expect("add");
