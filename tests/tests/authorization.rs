@@ -66,7 +66,7 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
             ingest.create_gallery(r!(CreateGalleryRequest::default())).await.map(|_| ())
         }
         "IngestService/GetGallery" => {
-            ingest.get_gallery(r!(GetGalleryRequest { name: nope() })).await.map(|_| ())
+            ingest.get_gallery(r!(GetGalleryRequest { name: nope(), settings_only: false })).await.map(|_| ())
         }
         "IngestService/ListGalleries" => ingest.list_galleries(r!(ListGalleriesRequest {})).await.map(|_| ()),
         "IngestService/DeleteGallery" => ingest

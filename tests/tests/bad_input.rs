@@ -23,7 +23,11 @@ fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
 }
 
 async fn gallery(ingest: &mut IngestServiceClient<Authed>) -> Gallery {
-    ingest.get_gallery(GetGalleryRequest { name: "g".into() }).await.expect("gallery").into_inner()
+    ingest
+        .get_gallery(GetGalleryRequest { name: "g".into(), settings_only: false })
+        .await
+        .expect("gallery")
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +74,12 @@ async fn bad_requests_get_precise_statuses_and_write_nothing() {
             before.template_count + 1,
             "the replay and the conflict added nothing"
         );
+        let settings = GetGalleryRequest { name: "g".into(), settings_only: true };
+        let settings = ingest.get_gallery(settings).await.expect("settings").into_inner();
+        assert_eq!((settings.subject_count, settings.template_count), (0, 0), "settings only: not counted");
+        let counted =
+            Gallery { subject_count: after.subject_count, template_count: after.template_count, ..settings };
+        assert_eq!(counted, after, "the same settings either way");
 
         // Galleries
         let create = |name: &str, dimension: u32| CreateGalleryRequest {

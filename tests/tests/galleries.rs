@@ -114,8 +114,11 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
         })
         .await
         .expect("name reused");
-    let fresh =
-        ingest.get_gallery(GetGalleryRequest { name: "g".into() }).await.expect("gallery").into_inner();
+    let fresh = ingest
+        .get_gallery(GetGalleryRequest { name: "g".into(), settings_only: false })
+        .await
+        .expect("gallery")
+        .into_inner();
     assert_eq!(fresh.subject_count, 0);
     let r = identify(&cluster, "g", probe, deleted.change_seq + 1).await.expect("identify");
     assert!(r.candidates.is_empty(), "nothing of the deleted gallery comes back");
@@ -156,7 +159,10 @@ async fn thresholds_are_set_by_admins_versioned_and_audited() {
         assert_eq!((g.threshold, g.threshold_version), (raised, 2));
         let again = admin.set_threshold(set(raised)).await.expect("same value").into_inner();
         assert_eq!(again.threshold_version, 2, "an unchanged threshold keeps its version");
-        let stored = admin.get_gallery(GetGalleryRequest { name: "t".into() }).await.expect("get");
+        let stored = admin
+            .get_gallery(GetGalleryRequest { name: "t".into(), settings_only: false })
+            .await
+            .expect("get");
         assert_eq!(stored.into_inner().threshold, raised);
 
         let after = identify(&cluster, "t", probe, seq).await.expect("identify");

@@ -147,7 +147,7 @@ async fn enrol_and_identify_by_photo() {
     }
     let listed = cluster
         .galleries()
-        .get_gallery(biomatch_proto::v1::GetGalleryRequest { name: "lane".into() })
+        .get_gallery(biomatch_proto::v1::GetGalleryRequest { name: "lane".into(), settings_only: false })
         .await
         .expect("gallery")
         .into_inner();

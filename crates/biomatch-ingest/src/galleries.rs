@@ -2,9 +2,9 @@
 
 use biomatch_proto::v1::{Gallery, Subject};
 use biomatch_proto::{index_spec_to_proto, timestamp_from_millis as timestamp};
-use biomatch_store::{GalleryRecord, SubjectRecord};
+use biomatch_store::{GalleryCounts, GalleryRecord, SubjectRecord};
 
-pub(crate) fn to_proto(g: &GalleryRecord) -> Gallery {
+pub(crate) fn to_proto(g: &GalleryRecord, counts: GalleryCounts) -> Gallery {
     Gallery {
         name: g.name.clone(),
         dimension: g.dimension,
@@ -16,8 +16,8 @@ pub(crate) fn to_proto(g: &GalleryRecord) -> Gallery {
         allowed_purposes: g.allowed_purposes.clone(),
         retention: Some(prost_types::Duration { seconds: g.retention_seconds, nanos: 0 }),
         default_k: g.default_k,
-        subject_count: g.subject_count,
-        template_count: g.template_count,
+        subject_count: counts.subjects,
+        template_count: counts.templates,
         created_at: Some(timestamp(g.created_at_ms)),
         threshold_version: g.threshold_version,
     }

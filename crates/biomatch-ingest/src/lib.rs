@@ -26,7 +26,7 @@ use biomatch_proto::v1::{
     PurgeExpiredRequest, PurgeExpiredResponse, SetThresholdRequest, Subject,
 };
 use biomatch_proto::{status_from, status_with};
-use biomatch_store::{EnrollWrite, GalleryRecord, GalleryStore, Idempotency, StoreError};
+use biomatch_store::{EnrollWrite, GalleryCounts, GalleryRecord, GalleryStore, Idempotency, StoreError};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -78,6 +78,12 @@ impl IngestServer {
     async fn gallery(&self, name: &str) -> Result<GalleryRecord, Status> {
         let name = validate::gallery_name(name)?;
         self.store.gallery(&name).await.map_err(|e| status_from(&e))
+    }
+
+    /// The gallery as shown to readers, with its counts.
+    async fn counted(&self, record: &GalleryRecord) -> Result<Gallery, Status> {
+        let counts = self.store.gallery_counts(record.id).await.map_err(|e| status_from(&e))?;
+        Ok(galleries::to_proto(record, counts))
     }
 
     /// Validates one enrolment into a write for the store.
@@ -217,14 +223,18 @@ impl IngestService for IngestServer {
         self.changed.notify_one();
         let event = events::gallery_event(&principal, Operation::CreateGallery, &record);
         self.audit(event, audit_key("create-gallery", "")).await?;
-        Ok(Response::new(galleries::to_proto(&record)))
+        Ok(Response::new(galleries::to_proto(&record, GalleryCounts::default())))
     }
 
     async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, READERS, "IngestService/GetGallery").await?;
-        let record = self.gallery(&request.get_ref().name).await?;
-        Ok(Response::new(galleries::to_proto(&record)))
+        let GetGalleryRequest { name, settings_only } = request.into_inner();
+        let record = self.gallery(&name).await?;
+        if settings_only {
+            return Ok(Response::new(galleries::to_proto(&record, GalleryCounts::default())));
+        }
+        Ok(Response::new(self.counted(&record).await?))
     }
 
     async fn list_galleries(
@@ -234,9 +244,11 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, READERS, "IngestService/ListGalleries").await?;
         let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
-        Ok(Response::new(ListGalleriesResponse {
-            galleries: records.iter().map(galleries::to_proto).collect(),
-        }))
+        let mut shown = Vec::with_capacity(records.len());
+        for record in &records {
+            shown.push(self.counted(record).await?);
+        }
+        Ok(Response::new(ListGalleriesResponse { galleries: shown }))
     }
 
     async fn set_threshold(
@@ -258,7 +270,7 @@ impl IngestService for IngestServer {
         // One audit record per threshold version: a retry re-appends under the same key.
         let key = format!("set-threshold:{}:{}", after.id, after.threshold_version);
         self.audit(event, key).await?;
-        Ok(Response::new(galleries::to_proto(&after)))
+        Ok(Response::new(self.counted(&after).await?))
     }
 
     async fn delete_gallery(

@@ -129,7 +129,10 @@ impl SearchServer {
         }
         let mut ingest = self.ingest.clone();
         let gallery = ingest
-            .get_gallery(request(GetGalleryRequest { name: name.to_owned() }, &self.creds.token()))
+            .get_gallery(request(
+                GetGalleryRequest { name: name.to_owned(), settings_only: true },
+                &self.creds.token(),
+            ))
             .await?;
         Ok(gallery.into_inner())
     }

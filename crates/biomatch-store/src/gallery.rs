@@ -2,8 +2,8 @@
 
 use crate::sql::{WriteLock, to_i64, to_u32, to_u64};
 use crate::{
-    Change, ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, GalleryStore, Idempotency, PurgedSubject,
-    SqlStore, StoreError, SubjectRecord, TemplateRow, Written,
+    Change, ChangeOp, EnrollResult, EnrollWrite, GalleryCounts, GalleryRecord, GalleryStore, Idempotency,
+    PurgedSubject, SqlStore, StoreError, SubjectRecord, TemplateRow, Written,
 };
 use async_trait::async_trait;
 use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
@@ -12,9 +12,7 @@ use sqlx::{Any, Row, Transaction};
 
 const GALLERY_COLUMNS: &str = "g.id, g.key_ref, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
      g.model_version, g.threshold, g.threshold_version, g.allowed_purposes, g.retention_seconds, \
-     g.default_k, g.created_at, \
-     (SELECT COUNT(*) FROM subjects s WHERE s.gallery_id = g.id) AS subject_count, \
-     (SELECT COUNT(*) FROM templates t WHERE t.gallery_id = g.id) AS template_count";
+     g.default_k, g.created_at";
 
 fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
     let index: String = row.try_get("index_spec")?;
@@ -34,8 +32,6 @@ fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
         retention_seconds: row.try_get("retention_seconds")?,
         default_k: to_u32(row.try_get("default_k")?)?,
         created_at_ms: row.try_get("created_at")?,
-        subject_count: to_u64(row.try_get("subject_count")?)?,
-        template_count: to_u64(row.try_get("template_count")?)?,
     })
 }
 
@@ -261,6 +257,20 @@ impl GalleryStore for SqlStore {
             .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(gallery_from_row).transpose()
+    }
+
+    async fn gallery_counts(&self, gallery_id: i64) -> Result<GalleryCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM subjects WHERE gallery_id = $1) AS subjects, \
+             (SELECT COUNT(*) FROM templates WHERE gallery_id = $1) AS templates",
+        )
+        .bind(gallery_id)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(GalleryCounts {
+            subjects: to_u64(row.try_get("subjects")?)?,
+            templates: to_u64(row.try_get("templates")?)?,
+        })
     }
 
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError> {

@@ -17,8 +17,8 @@ pub mod testing;
 
 pub use error::StoreError;
 pub use model::{
-    AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, EnrollResult, EnrollWrite, GalleryRecord,
-    Idempotency, NewAuditLeaf, PurgedSubject, SubjectRecord, TemplateRow, Written,
+    AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, EnrollResult, EnrollWrite, GalleryCounts,
+    GalleryRecord, Idempotency, NewAuditLeaf, PurgedSubject, SubjectRecord, TemplateRow, Written,
 };
 pub use sql::{Backend, SqlStore};
 
@@ -37,6 +37,8 @@ pub trait GalleryStore: Send + Sync + 'static {
     ) -> Result<GalleryRecord, StoreError>;
     async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError>;
     async fn gallery_by_id(&self, id: i64) -> Result<Option<GalleryRecord>, StoreError>;
+    /// Counts the gallery's subjects and templates (reads the whole gallery: not for hot paths).
+    async fn gallery_counts(&self, gallery_id: i64) -> Result<GalleryCounts, StoreError>;
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;
     /// Sets the gallery's threshold, raising its threshold version when the value changes.
     async fn set_threshold(&self, name: &GalleryName, threshold: f32) -> Result<GalleryRecord, StoreError>;

@@ -20,8 +20,13 @@ pub struct GalleryRecord {
     pub retention_seconds: i64,
     pub default_k: u32,
     pub created_at_ms: i64,
-    pub subject_count: u64,
-    pub template_count: u64,
+}
+
+/// How much a gallery holds: a count over the whole gallery, so asked for only where shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GalleryCounts {
+    pub subjects: u64,
+    pub templates: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

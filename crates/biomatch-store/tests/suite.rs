@@ -96,6 +96,8 @@ async fn enrolment_writes_templates_and_change_log_in_order() {
         assert_eq!(shard.len(), 3);
         let page = store.shard_templates(g.id, 1, shard[1].id, 100).await.expect("next page");
         assert_eq!(page.len(), 1);
+        let counts = store.gallery_counts(g.id).await.expect("counts");
+        assert_eq!((counts.subjects, counts.templates), (2, 3));
         let subject = store.subject(&g, &SubjectId::parse("a").expect("valid")).await.expect("subject");
         assert_eq!(subject.expires_at_ms, Some(10 + 3_600_000), "retention sets the expiry");
 

@@ -44,8 +44,6 @@ pub(crate) fn measure(index: &mut ShardIndex, spec: &IndexSpec, probe: &[f32]) -
         retention_seconds: 0,
         default_k: 10,
         created_at_ms: 0,
-        subject_count: index.subject_count() as u64,
-        template_count: index.template_count() as u64,
     };
     let snapshots = SnapshotStore::new(dir.path().join("snapshots"), keys);
     std::fs::create_dir_all(dir.path().join("snapshots"))?;
