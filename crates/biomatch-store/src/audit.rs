@@ -5,8 +5,9 @@ use crate::{
     AuditLeafRow, AuditQuery, AuditStore, CheckpointRow, NewAuditLeaf, SqlStore, StoreError, Written,
 };
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
 
 const LEAF_COLUMNS: &str = "idx, leaf, leaf_hash, chain_hash, appended_at";
 
@@ -29,6 +30,90 @@ fn checkpoint_from_row(row: &AnyRow) -> Result<CheckpointRow, StoreError> {
     })
 }
 
+/// Rows per multi-row statement: a commit of many appends is a few statements, not one per leaf
+/// and subject, and stays far below the bound-parameter limits (SQLite 32,766, PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2), ($3, $4), ...`: placeholders for `rows` rows of `columns` values.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The leaves already written under any of `keys`, by key.
+async fn stored_keys(
+    tx: &mut Transaction<'static, Any>,
+    keys: &[&str],
+) -> Result<HashMap<String, AuditLeafRow>, StoreError> {
+    let mut stored = HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {LEAF_COLUMNS}, idempotency_key FROM audit_leaves WHERE idempotency_key IN ({})",
+            list.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            stored.insert(row.try_get::<String, _>("idempotency_key")?, leaf_from_row(&row)?);
+        }
+    }
+    Ok(stored)
+}
+
+/// Writes `(leaf, index, chain hash)` rows and the subjects each leaf names.
+async fn insert_leaves(
+    tx: &mut Transaction<'static, Any>,
+    leaves: &[(NewAuditLeaf, u64, Vec<u8>)],
+) -> Result<(), StoreError> {
+    for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO audit_leaves (idx, idempotency_key, leaf, leaf_hash, chain_hash, appended_at, \
+             actor_subject, operation, gallery) VALUES {}",
+            value_rows(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(&sql);
+        for (leaf, index, chain_hash) in chunk {
+            query = query
+                .bind(to_i64(*index))
+                .bind(&leaf.idempotency_key)
+                .bind(&leaf.leaf)
+                .bind(&leaf.leaf_hash)
+                .bind(chain_hash)
+                .bind(leaf.appended_at_ms)
+                .bind(&leaf.actor_subject)
+                .bind(&leaf.operation)
+                .bind(&leaf.gallery);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let mut subjects: Vec<(i64, &str)> = leaves
+        .iter()
+        .flat_map(|(leaf, index, _)| leaf.subject_ids.iter().map(|s| (to_i64(*index), s.as_str())))
+        .collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    for chunk in subjects.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO audit_leaf_subjects (idx, subject_id) VALUES {}",
+            value_rows(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (index, subject) in chunk {
+            query = query.bind(*index).bind(*subject);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_leaves(
@@ -44,63 +129,37 @@ impl AuditStore for SqlStore {
             Some(row) => (to_u64(row.try_get("idx")?)? + 1, row.try_get::<Vec<u8>, _>("chain_hash")?),
             None => (0, Vec::new()),
         };
+        let keys: Vec<&str> = leaves.iter().filter_map(|l| l.idempotency_key.as_deref()).collect();
+        let stored = stored_keys(&mut tx, &keys).await?;
         let mut results: Vec<Written<AuditLeafRow>> = Vec::with_capacity(leaves.len());
-        let mut batch_keys: Vec<(String, usize)> = Vec::new();
+        // Where each key of this batch was first written, in `results`.
+        let mut batch_keys: HashMap<String, usize> = HashMap::new();
+        let mut new_leaves: Vec<(NewAuditLeaf, u64, Vec<u8>)> = Vec::with_capacity(leaves.len());
         for leaf in leaves {
             if let Some(key) = &leaf.idempotency_key {
-                if let Some((_, at)) = batch_keys.iter().find(|(k, _)| k == key) {
-                    let value = results[*at].value.clone();
+                let earlier = batch_keys.get(key).map(|&at| results[at].value.clone());
+                if let Some(value) = earlier.or_else(|| stored.get(key).cloned()) {
                     results.push(Written { value, replayed: true });
                     continue;
                 }
-                let existing = sqlx::query(&format!(
-                    "SELECT {LEAF_COLUMNS} FROM audit_leaves WHERE idempotency_key = $1"
-                ))
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = existing {
-                    results.push(Written { value: leaf_from_row(&row)?, replayed: true });
-                    continue;
-                }
-                batch_keys.push((key.clone(), results.len()));
+                batch_keys.insert(key.clone(), results.len());
             }
             let chain_hash = chain(&previous, &leaf.leaf_hash);
-            sqlx::query(
-                "INSERT INTO audit_leaves (idx, idempotency_key, leaf, leaf_hash, chain_hash, appended_at, \
-                 actor_subject, operation, gallery) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(to_i64(next))
-            .bind(&leaf.idempotency_key)
-            .bind(&leaf.leaf)
-            .bind(&leaf.leaf_hash)
-            .bind(&chain_hash)
-            .bind(leaf.appended_at_ms)
-            .bind(&leaf.actor_subject)
-            .bind(&leaf.operation)
-            .bind(&leaf.gallery)
-            .execute(&mut *tx)
-            .await?;
-            for subject in &leaf.subject_ids {
-                sqlx::query("INSERT INTO audit_leaf_subjects (idx, subject_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(to_i64(next))
-                    .bind(subject)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             previous = chain_hash.clone();
             results.push(Written {
                 value: AuditLeafRow {
                     index: next,
-                    leaf: leaf.leaf,
-                    leaf_hash: leaf.leaf_hash,
-                    chain_hash,
+                    leaf: leaf.leaf.clone(),
+                    leaf_hash: leaf.leaf_hash.clone(),
+                    chain_hash: chain_hash.clone(),
                     appended_at_ms: leaf.appended_at_ms,
                 },
                 replayed: false,
             });
+            new_leaves.push((leaf, next, chain_hash));
             next += 1;
         }
+        insert_leaves(&mut tx, &new_leaves).await?;
         tx.commit().await?;
         Ok(results)
     }

@@ -28,8 +28,10 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
+/// `temp_store = MEMORY` keeps statement journals (the undo of one multi-row insert inside a
+/// transaction) in memory instead of a temporary file created and closed at every commit.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;";
 
 impl SqlStore {
     /// Opens `url` (`sqlite://PATH` or `postgres://...`), creating a SQLite file if needed, and
@@ -53,6 +55,9 @@ impl SqlStore {
                     AnyPoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(Duration::from_secs(30))
+                        // A connection to a local file does not go stale; the ping sqlx would
+                        // send before every use is a round trip to its worker thread per query.
+                        .test_before_acquire(false)
                         .after_connect(|conn, _meta| {
                             Box::pin(async move {
                                 conn.execute(SQLITE_PRAGMAS).await?;
