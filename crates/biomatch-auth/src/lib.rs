@@ -13,6 +13,7 @@ pub mod keys;
 mod layer;
 mod replay;
 pub mod token;
+mod verified;
 
 pub use keys::{KeyError, KeySet, TokenSigner};
 pub use layer::{AuthLayer, AuthService};
@@ -32,6 +33,7 @@ pub struct Authenticator {
     audience: String,
     leeway_secs: u64,
     replay: Arc<ReplayStore>,
+    verified: Arc<verified::VerifiedTokens>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -55,6 +57,7 @@ impl Authenticator {
             audience: audience.to_owned(),
             leeway_secs: leeway_secs.min(30),
             replay: Arc::new(ReplayStore::default()),
+            verified: Arc::default(),
         }
     }
 
@@ -104,8 +107,17 @@ impl Authenticator {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| unauthenticated("authorization must be a bearer token"))?;
-        let claims = token::validate(token, &self.keys, &self.issuer, &self.audience, self.leeway_secs)
-            .map_err(|e| unauthenticated(e.to_string()))?;
+        let now = token::now_secs();
+        let claims = match self.verified.get(token, now, self.leeway_secs) {
+            Some(claims) => claims,
+            None => {
+                let claims =
+                    token::validate(token, &self.keys, &self.issuer, &self.audience, self.leeway_secs)
+                        .map_err(|e| unauthenticated(e.to_string()))?;
+                self.verified.insert(token, &claims, now, self.leeway_secs);
+                claims
+            }
+        };
         let single_use = if claims.single_use {
             let jti = claims.jti.clone().filter(|j| !j.is_empty());
             let jti = jti.ok_or_else(|| unauthenticated("a single-use token needs a jti"))?;

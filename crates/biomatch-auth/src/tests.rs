@@ -104,7 +104,13 @@ fn forged_expired_and_incomplete_tokens_are_refused() {
     let mut c = claims(now() + 600);
     c["role"] = "root".into();
     refused(&sign_raw(&f, kid, c), "unknown role");
+    // The untampered token first, so that a remembered verification cannot stand in for the
+    // tampered ones below.
     let good = sign_raw(&f, kid, claims(now() + 600));
+    assert!(check(&f.auth, &good).is_ok() && check(&f.auth, &good).is_ok(), "accepted, twice");
+    let at = good.len() - 10;
+    let flipped = if &good[at..=at] == "A" { "B" } else { "A" };
+    refused(&format!("{}{flipped}{}", &good[..at], &good[at + 1..]), "signature altered");
     let mut parts: Vec<&str> = good.split('.').collect();
     let admin = B64.encode(claims(now() + 600).to_string().replace("kiosk", "admin"));
     parts[1] = &admin;
