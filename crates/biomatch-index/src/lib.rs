@@ -26,9 +26,15 @@ unsafe extern "C" {
 /// OpenBLAS's own pool to one thread. Both libraries read their environment variables when they
 /// are loaded, before `main`, so setting variables at run time changes nothing; unpinned, their
 /// pools fight over the cores (a 20-query batch over 100k x 512 took 1.9 s instead of 66 ms).
+///
+/// Also once: exact search of two or more queries goes through BLAS (one pass over the vectors
+/// for the whole batch) instead of FAISS's default of 20, below which every query scans the
+/// vectors on its own, so a micro-batch of a few queries cost as much as that many searches.
 pub fn pin_threads(omp_threads: usize) {
     static OPENBLAS: std::sync::Once = std::sync::Once::new();
     OPENBLAS.call_once(|| {
+        // SAFETY: stores an integer in a FAISS global, before any search of this process reads it.
+        unsafe { faiss_sys::faiss_set_distance_compute_blas_threshold(2) };
         // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up; the symbol, when OpenBLAS
         // provides BLAS, has the signature `void openblas_set_num_threads(int)`.
         unsafe {

@@ -284,12 +284,24 @@ impl ShardIndex {
         Ok(())
     }
 
-    /// Top `k` distinct subjects for each query (`queries` holds `nq * dimension` values).
+    /// Top `k` distinct subjects for each query (`queries` holds `nq * dimension` values), on the
+    /// calling thread.
     pub fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<ScoredSubject>>, IndexError> {
+        self.search_threaded(queries, k, 1)
+    }
+
+    /// [`Self::search`] with FAISS using up to `threads` OpenMP threads (it splits a batch by
+    /// query, so a lone query gains little).
+    pub fn search_threaded(
+        &mut self,
+        queries: &[f32],
+        k: usize,
+        threads: usize,
+    ) -> Result<Vec<Vec<ScoredSubject>>, IndexError> {
         if !queries.len().is_multiple_of(self.dimension) {
             return Err(IndexError::Dimension { got: queries.len(), want: self.dimension });
         }
-        crate::pin_threads(1);
+        crate::pin_threads(threads);
         let nq = queries.len() / self.dimension;
         let total = self.template_count() + self.stale;
         if nq == 0 || k == 0 || self.template_count() == 0 {

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Batching {
     pub wait: Duration,
     pub max_queries: usize,
+    /// FAISS threads for one batch.
+    pub threads: usize,
 }
 
 type Answer = Result<Vec<Vec<ScoredSubject>>, tonic::Status>;
@@ -72,8 +74,9 @@ async fn run(
         let k = jobs.iter().map(|j| j.k).max().unwrap_or(1);
         let all: Vec<f32> = jobs.iter().flat_map(|j| j.queries.iter().copied()).collect();
         let index = index.clone();
+        let threads = batching.threads;
         let searched = tokio::task::spawn_blocking(move || {
-            index.lock().unwrap_or_else(std::sync::PoisonError::into_inner).search(&all, k)
+            index.lock().unwrap_or_else(std::sync::PoisonError::into_inner).search_threaded(&all, k, threads)
         })
         .await;
         let mut results = match searched {
@@ -125,7 +128,7 @@ mod tests {
         for (i, v) in vectors.iter().enumerate() {
             index.replace_subject(&format!("s{i}"), &[(i as i64, v)]).expect("add");
         }
-        let batching = Batching { wait: Duration::from_millis(20), max_queries: 16 };
+        let batching = Batching { wait: Duration::from_millis(20), max_queries: 16, threads: 2 };
         let batcher = Arc::new(Batcher::start(Arc::new(Mutex::new(index)), d, batching));
         let searches: Vec<_> = (0..40)
             .map(|i| {

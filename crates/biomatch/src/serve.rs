@@ -184,6 +184,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 batching: Batching {
                     wait: Duration::from_micros(m.batch_wait_us),
                     max_queries: m.batch_max_queries.max(1),
+                    threads: match m.search_threads {
+                        0 => std::thread::available_parallelism().map_or(1, usize::from),
+                        n => n,
+                    },
                 },
                 snapshot_dir: (m.snapshot_interval_ms > 0)
                     .then(|| m.snapshot_dir.clone().unwrap_or_else(|| config.data_dir.join("snapshots"))),

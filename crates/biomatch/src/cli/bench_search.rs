@@ -34,6 +34,9 @@ pub struct SearchBenchArgs {
     /// IVF probes (0: the default, nlist/16).
     #[arg(long, default_value_t = 0)]
     nprobe: u32,
+    /// FAISS threads per matcher batch (`matcher.search_threads`; 0: one per core).
+    #[arg(long, default_value_t = 1)]
+    search_threads: usize,
     /// Skip the gRPC measurements (in process only).
     #[arg(long)]
     no_service: bool,
@@ -151,7 +154,7 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 if args.no_service {
                     row.push_str(&" – |".repeat(3 + args.clients.len()));
                 } else {
-                    let (p50, p99, qps) = service(&data, &spec, &args.clients).await?;
+                    let (p50, p99, qps) = service(&data, &spec, &args).await?;
                     row.push_str(&format!(" {p50:.2} | {p99:.2} |"));
                     for q in qps {
                         row.push_str(&format!(" {q:.0} |"));
@@ -175,11 +178,16 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Through gRPC: (p50 ms, p99 ms of one client, QPS per client count).
-async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Result<(f64, f64, Vec<f64>)> {
+async fn service(
+    data: &Data,
+    spec: &IndexSpec,
+    args: &SearchBenchArgs,
+) -> anyhow::Result<(f64, f64, Vec<f64>)> {
     let dir = tempfile::tempdir()?;
     let roles = vec![Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search];
     let (mut config, signer) = crate::cli::bench::scratch_config(dir.path(), roles)?;
     config.matcher.snapshot_interval_ms = 0;
+    config.matcher.search_threads = args.search_threads;
     config.search.analyst_per_minute = u32::MAX;
     config.search.analyst_per_day = u32::MAX;
     // The first search waits for the matcher to index every enrolment (minutes for HNSW at 1e5);
@@ -221,6 +229,7 @@ async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Re
             idempotency_key: format!("bench-{i}"),
         })
         .collect();
+    let enrolling = Instant::now();
     let stream = biomatch_client::request(tokio_stream::iter(requests), &enroller);
     let seq = ingest.batch_enroll(stream).await?.into_inner().last_change_seq;
     let search = SearchServiceClient::new(channel);
@@ -235,9 +244,13 @@ async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Re
         };
         biomatch_client::request(request, &analyst)
     };
-    eprintln!("bench search: enrolled {} templates through gRPC", data.enrolled.len());
     // The first search waits for the matcher to apply every enrolment.
     search.clone().identify(identify(0, seq)).await?;
+    eprintln!(
+        "bench search: {} templates enrolled through gRPC and indexed in {:.0} s",
+        data.enrolled.len(),
+        enrolling.elapsed().as_secs_f64()
+    );
     let mut single = Vec::new();
     for i in 0..data.probes.len() {
         let t = Instant::now();
@@ -246,7 +259,7 @@ async fn service(data: &Data, spec: &IndexSpec, clients: &[usize]) -> anyhow::Re
     }
     single.sort_unstable();
     let mut qps = Vec::new();
-    for &n in clients {
+    for &n in &args.clients {
         eprintln!("bench search: gRPC identify from {n} concurrent clients");
         let per_client = (data.probes.len() * 2).div_ceil(n.max(1)).max(4);
         let started = Instant::now();
