@@ -64,7 +64,9 @@ pub struct MatcherConfig {
     pub shards: Vec<String>,
     /// How often to look for new change-log entries when no notification arrives.
     pub poll_interval_ms: u64,
-    /// Concurrent searches of a shard are gathered for at most this long into one batch.
+    /// Concurrent searches of a shard are gathered for at most this long into one batch; 0: a
+    /// batch is whatever queued while the previous one ran (best for cheap indexes, see
+    /// docs/benchmarks.md).
     pub batch_wait_us: u64,
     /// ... or until this many queries are waiting.
     pub batch_max_queries: usize,
