@@ -312,8 +312,9 @@ impl ShardIndex {
         let mut fetch = (k * 2 + self.stale.min(k * 8)).min(total);
         loop {
             self.widen_hnsw_beam(fetch)?;
+            // Only the `Rerank` layout holds the exact store (set where it trains or is read back).
             let per_query: Vec<Vec<ScoredSubject>> = match &self.exact {
-                Some(exact) if self.layout == Layout::Rerank => {
+                Some(exact) => {
                     let candidates = (fetch * 4).max(RERANK_CANDIDATES).min(total);
                     let result = self.index.search(queries, candidates)?;
                     let rescored = queries
