@@ -64,22 +64,31 @@ pub struct MatcherConfig {
     pub shards: Vec<String>,
     /// How often to look for new change-log entries when no notification arrives.
     pub poll_interval_ms: u64,
-    /// Concurrent searches of a shard are gathered for at most this long into one batch; 0: a
-    /// batch is whatever queued while the previous one ran (best for cheap indexes, see
-    /// docs/benchmarks.md).
+    /// Concurrent searches of a shard are gathered for at most this long into one batch, and
+    /// only while fewer are queued than recent batches held (a lone search never waits); 0: a
+    /// batch is whatever queued while the previous one ran (see docs/benchmarks.md).
     pub batch_wait_us: u64,
     /// ... or until this many queries are waiting.
     pub batch_max_queries: usize,
     /// Threads FAISS may use for one batch of one shard (it splits a batch by query); 0: one per
-    /// core. 1 by default: OpenMP's idle threads spin after every batch, taking the cores from
-    /// the gRPC work beside them (1e5 x 512 `pq_rerank`, 64 clients, all roles on 2 cores: 537
-    /// identifies/s with 2 threads, 738 with 1); shards of one matcher search in parallel anyway.
+    /// core (the default). The binary runs OpenMP with `OMP_WAIT_POLICY=PASSIVE` unless told
+    /// otherwise: with libgomp's default, idle threads spin after every batch and 2 threads were
+    /// slower than 1 (537 vs 738 identifies/s, 1e5 x 512 `pq_rerank`, all roles on 2 cores);
+    /// passive, 2 threads on 2 cores took 1e6 x 512 `pq_rerank` from 1,115 to 1,405 identifies/s.
     pub search_threads: usize,
     /// How often changed shards are written as encrypted snapshots (and once at shutdown);
     /// 0: never (a restart rebuilds every shard from the store).
     pub snapshot_interval_ms: u64,
     /// Where snapshots go [default: DATA_DIR/snapshots].
     pub snapshot_dir: Option<PathBuf>,
+}
+
+/// A thread count where 0 means one per core (of the cgroup's CPU quota, where one is set).
+pub fn threads_or_cores(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
 }
 
 impl Default for MatcherConfig {
@@ -89,7 +98,7 @@ impl Default for MatcherConfig {
             poll_interval_ms: 500,
             batch_wait_us: 1_000,
             batch_max_queries: 64,
-            search_threads: 1,
+            search_threads: 0,
             snapshot_interval_ms: 60_000,
             snapshot_dir: None,
         }

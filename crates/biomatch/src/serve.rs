@@ -184,10 +184,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 batching: Batching {
                     wait: Duration::from_micros(m.batch_wait_us),
                     max_queries: m.batch_max_queries.max(1),
-                    threads: match m.search_threads {
-                        0 => std::thread::available_parallelism().map_or(1, usize::from),
-                        n => n,
-                    },
+                    threads: biomatch_config::threads_or_cores(m.search_threads),
                 },
                 snapshot_dir: (m.snapshot_interval_ms > 0)
                     .then(|| m.snapshot_dir.clone().unwrap_or_else(|| config.data_dir.join("snapshots"))),

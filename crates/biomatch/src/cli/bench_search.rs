@@ -1,7 +1,8 @@
 //! `biomatch bench search`: per index kind, build time, memory per template, recall against exact
 //! search, and latency / throughput both in process (the FAISS shard index alone) and through the
-//! real gRPC path (search -> matcher -> audit), so the report shows the service overhead; then
-//! the time a restarting matcher takes to load each shard from its snapshot.
+//! real gRPC path (search -> matcher -> audit), so the report shows the service overhead; the
+//! matcher's shard search through gRPC on its own (one shard's node); then the time a restarting
+//! matcher takes to load each shard from its snapshot.
 
 use crate::synthetic::Synthetic;
 use anyhow::Context;
@@ -9,8 +10,12 @@ use biomatch_config::Role;
 use biomatch_domain::{IndexKind, IndexSpec};
 use biomatch_index::ShardIndex;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
+use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
-use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest};
+use biomatch_proto::v1::{
+    CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest, QueryVector, ShardRef,
+    ShardSearchRequest,
+};
 use clap::Args;
 use std::time::{Duration, Instant};
 
@@ -37,8 +42,9 @@ pub struct SearchBenchArgs {
     /// How long the matcher gathers concurrent searches into a batch (`matcher.batch_wait_us`).
     #[arg(long, default_value_t = 1_000)]
     batch_wait_us: u64,
-    /// FAISS threads per matcher batch (`matcher.search_threads`; 0: one per core).
-    #[arg(long, default_value_t = 1)]
+    /// FAISS threads per batch, in process and in the matcher (`matcher.search_threads`; 0: one
+    /// per core).
+    #[arg(long, default_value_t = 0)]
     search_threads: usize,
     /// Skip the gRPC measurements (in process only).
     #[arg(long)]
@@ -85,11 +91,11 @@ fn build(data: &Data, spec: &IndexSpec) -> anyhow::Result<ShardIndex> {
     Ok(index)
 }
 
-/// Top-10 subject lists for every probe.
-fn top10(index: &mut ShardIndex, probes: &[Vec<f32>]) -> anyhow::Result<Vec<Vec<String>>> {
+/// Top-10 subject lists for every probe, searched as one batch on `threads`.
+fn top10(index: &mut ShardIndex, probes: &[Vec<f32>], threads: usize) -> anyhow::Result<Vec<Vec<String>>> {
     let flat: Vec<f32> = probes.iter().flatten().copied().collect();
     Ok(index
-        .search(&flat, 10)?
+        .search_threaded(&flat, 10, threads)?
         .into_iter()
         .map(|l| l.into_iter().map(|s| s.subject.to_string()).collect())
         .collect())
@@ -109,7 +115,9 @@ fn recall(found: &[Vec<String>], truth: &[Vec<String>]) -> (f64, f64) {
 
 pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     println!("search benchmark: face-like synthetic templates (unit centre + noise), one per identity");
-    println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit\n");
+    println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit");
+    let threads = biomatch_config::threads_or_cores(args.search_threads);
+    println!("FAISS threads per batch, in process and in the matcher: {threads}\n");
     println!(
         "| d | N | kind | build s | bytes/template | recall@1 | recall@10 | in-proc p50 ms | p99 ms | \
          in-proc batch QPS | gRPC p50 ms | p99 ms | {} | gRPC/in-proc p50 | in-proc batch/gRPC QPS@{} |",
@@ -118,11 +126,12 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     );
     println!("|{}", "---|".repeat(14 + args.clients.len()));
     let mut restarts = Vec::new();
+    let mut shards = Vec::new();
     for &size in &args.sizes {
         for &dim in &args.dims {
             let data = data(size, dim, args.queries.min(size));
             let mut exact = build(&data, &IndexSpec::flat())?;
-            let truth = top10(&mut exact, &data.probes)?;
+            let truth = top10(&mut exact, &data.probes, threads)?;
             drop(exact);
             for &kind in &args.kinds {
                 let spec = spec(kind, args.nprobe);
@@ -132,16 +141,16 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 // The serialised shard (FAISS structure + id maps) is what the index holds; the
                 // process's RSS is no measure once earlier indexes were freed.
                 let per_template = index.to_snapshot()?.len() as f64 / size as f64;
-                let (r1, r10) = recall(&top10(&mut index, &data.probes)?, &truth);
+                let (r1, r10) = recall(&top10(&mut index, &data.probes, threads)?, &truth);
                 let mut single: Vec<Duration> = Vec::with_capacity(data.probes.len());
                 for p in &data.probes {
                     let t = Instant::now();
-                    index.search(p, 10)?;
+                    index.search_threaded(p, 10, threads)?;
                     single.push(t.elapsed());
                 }
                 single.sort_unstable();
                 let t = Instant::now();
-                top10(&mut index, &data.probes)?;
+                top10(&mut index, &data.probes, threads)?;
                 let batch_qps = data.probes.len() as f64 / t.elapsed().as_secs_f64();
                 let restart = crate::cli::bench_restart::measure(&mut index, &spec, &data.probes[0])?;
                 restarts.push(format!(
@@ -158,18 +167,36 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 if args.no_service {
                     row.push_str(&" – |".repeat(4 + args.clients.len()));
                 } else {
-                    let (p50, p99, qps) = service(&data, &spec, &args).await?;
-                    row.push_str(&format!(" {p50:.2} | {p99:.2} |"));
-                    for q in &qps {
-                        row.push_str(&format!(" {q:.0} |"));
-                    }
-                    // The service overhead under load: the index's own batched throughput
-                    // against identifies per second from the most concurrent clients.
-                    let loaded = qps.last().copied().unwrap_or(0.0).max(1e-6);
-                    row.push_str(&format!(" {:.1} | {:.2} |", p50 / raw_p50.max(1e-6), batch_qps / loaded));
+                    let (identified, shard_searched) = service(&data, &spec, &args).await?;
+                    row.push_str(&format!(
+                        "{} {:.1} | {:.2} |",
+                        identified.cells(),
+                        identified.p50 / raw_p50.max(1e-6),
+                        identified.overhead(batch_qps)
+                    ));
+                    shards.push(format!(
+                        "| {dim} | {size} | {kind} |{} {:.2} |",
+                        shard_searched.cells(),
+                        shard_searched.overhead(batch_qps)
+                    ));
                 }
                 println!("{row}");
             }
+        }
+    }
+    if !shards.is_empty() {
+        println!(
+            "\nthe shard alone through gRPC: MatcherService/Search as the search role calls it \
+             (no client hop to search, gallery lookup or audit append)\n"
+        );
+        println!(
+            "| d | N | kind | shard p50 ms | p99 ms | {} | in-proc batch/shard QPS@{} |",
+            args.clients.iter().map(|c| format!("QPS@{c}")).collect::<Vec<_>>().join(" | "),
+            args.clients.last().copied().unwrap_or(0)
+        );
+        println!("|{}", "---|".repeat(6 + args.clients.len()));
+        for row in shards {
+            println!("{row}");
         }
     }
     println!(
@@ -184,12 +211,70 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Through gRPC: (p50 ms, p99 ms of one client, QPS per client count).
-async fn service(
-    data: &Data,
-    spec: &IndexSpec,
-    args: &SearchBenchArgs,
-) -> anyhow::Result<(f64, f64, Vec<f64>)> {
+/// One kind of call through gRPC: a lone client's latency, and throughput per client count.
+struct Load {
+    p50: f64,
+    p99: f64,
+    qps: Vec<f64>,
+}
+
+impl Load {
+    /// Markdown cells: p50 and p99, then QPS per client count.
+    fn cells(&self) -> String {
+        let mut cells = format!(" {:.2} | {:.2} |", self.p50, self.p99);
+        for q in &self.qps {
+            cells.push_str(&format!(" {q:.0} |"));
+        }
+        cells
+    }
+
+    /// The service overhead under load: the index's own batched throughput over this call's
+    /// throughput from the most concurrent clients.
+    fn overhead(&self, batch_qps: f64) -> f64 {
+        batch_qps / self.qps.last().copied().unwrap_or(0.0).max(1e-6)
+    }
+}
+
+/// Measures `call(i)` (the i-th probe's request): `lone` calls one after another, then
+/// `2 * lone` calls spread over each count of concurrent clients.
+async fn load<F, Fut>(what: &str, lone: usize, clients: &[usize], call: F) -> anyhow::Result<Load>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let mut single = Vec::with_capacity(lone);
+    for i in 0..lone {
+        let t = Instant::now();
+        call(i).await?;
+        single.push(t.elapsed());
+    }
+    single.sort_unstable();
+    let mut qps = Vec::new();
+    for &n in clients {
+        eprintln!("bench search: gRPC {what} from {n} concurrent clients");
+        let per_client = (lone * 2).div_ceil(n.max(1)).max(4);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|c| {
+                let call = call.clone();
+                tokio::spawn(async move {
+                    for j in 0..per_client {
+                        call(c * per_client + j).await?;
+                    }
+                    Ok::<(), tonic::Status>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await?.map_err(|s| anyhow::anyhow!("{what} failed: {}", s.message()))?;
+        }
+        qps.push((n * per_client) as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok(Load { p50: percentile(&single, 0.5), p99: percentile(&single, 0.99), qps })
+}
+
+/// Through gRPC: identify (search -> matcher -> audit), then the matcher's shard search alone.
+async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyhow::Result<(Load, Load)> {
     let dir = tempfile::tempdir()?;
     let roles = vec![Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search];
     let (mut config, signer) = crate::cli::bench::scratch_config(dir.path(), roles)?;
@@ -240,17 +325,21 @@ async fn service(
     let enrolling = Instant::now();
     let stream = biomatch_client::request(tokio_stream::iter(requests), &enroller);
     let seq = ingest.batch_enroll(stream).await?.into_inner().last_change_seq;
-    let search = SearchServiceClient::new(channel);
-    let identify = |i: usize, min_change_seq: u64| {
-        let request = IdentifyRequest {
-            gallery: "bench".into(),
-            probe: Some(biomatch_proto::embedding_probe(data.probes[i % data.probes.len()].clone())),
-            k: 10,
-            min_change_seq,
-            purpose: "bench".into(),
-            ..Default::default()
-        };
-        biomatch_client::request(request, &analyst)
+    let search = SearchServiceClient::new(channel.clone());
+    let probes = std::sync::Arc::new(data.probes.clone());
+    let identify = {
+        let probes = probes.clone();
+        move |i: usize, min_change_seq: u64| {
+            let request = IdentifyRequest {
+                gallery: "bench".into(),
+                probe: Some(biomatch_proto::embedding_probe(probes[i % probes.len()].clone())),
+                k: 10,
+                min_change_seq,
+                purpose: "bench".into(),
+                ..Default::default()
+            };
+            biomatch_client::request(request, &analyst)
+        }
     };
     // The first search waits for the matcher to apply every enrolment.
     search.clone().identify(identify(0, seq)).await?;
@@ -259,35 +348,26 @@ async fn service(
         data.enrolled.len(),
         enrolling.elapsed().as_secs_f64()
     );
-    let mut single = Vec::new();
-    for i in 0..data.probes.len() {
-        let t = Instant::now();
-        search.clone().identify(identify(i, 0)).await?;
-        single.push(t.elapsed());
-    }
-    single.sort_unstable();
-    let mut qps = Vec::new();
-    for &n in &args.clients {
-        eprintln!("bench search: gRPC identify from {n} concurrent clients");
-        let per_client = (data.probes.len() * 2).div_ceil(n.max(1)).max(4);
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..n)
-            .map(|c| {
-                let mut client = search.clone();
-                let requests: Vec<_> = (0..per_client).map(|j| identify(c * per_client + j, 0)).collect();
-                tokio::spawn(async move {
-                    for request in requests {
-                        client.identify(request).await?;
-                    }
-                    Ok::<(), tonic::Status>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await?.map_err(|s| anyhow::anyhow!("identify failed: {}", s.message()))?;
-        }
-        qps.push((n * per_client) as f64 / started.elapsed().as_secs_f64());
-    }
+    let identified = load("identify", probes.len(), &args.clients, move |i| {
+        let (mut search, request) = (search.clone(), identify(i, 0));
+        async move { search.identify(request).await.map(drop) }
+    })
+    .await?;
+    // What one shard's node answers: the search role's own calls to the matcher, without the
+    // client's hop to search, the gallery lookup and the audit append.
+    let service_token = token(biomatch_domain::Role::Service, "bench-search")?;
+    let matcher = MatcherServiceClient::new(channel);
+    let shard_searched = load("shard search", probes.len(), &args.clients, move |i| {
+        let message = ShardSearchRequest {
+            shard: Some(ShardRef { gallery: "bench".into(), shard: 0 }),
+            queries: vec![QueryVector { values: probes[i % probes.len()].clone() }],
+            k: 10,
+            min_change_seq: 0,
+        };
+        let (mut matcher, request) = (matcher.clone(), biomatch_client::request(message, &service_token));
+        async move { matcher.search(request).await.map(drop) }
+    })
+    .await?;
     running.shutdown().await;
-    Ok((percentile(&single, 0.5), percentile(&single, 0.99), qps))
+    Ok((identified, shard_searched))
 }
