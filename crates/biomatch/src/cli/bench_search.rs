@@ -113,6 +113,11 @@ fn recall(found: &[Vec<String>], truth: &[Vec<String>]) -> (f64, f64) {
     (at1, at10)
 }
 
+/// Header cells of the throughput columns, one per client count.
+fn qps_columns(clients: &[usize]) -> String {
+    clients.iter().map(|c| format!("QPS@{c}")).collect::<Vec<_>>().join(" | ")
+}
+
 pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     println!("search benchmark: face-like synthetic templates (unit centre + noise), one per identity");
     println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit");
@@ -121,7 +126,7 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     println!(
         "| d | N | kind | build s | bytes/template | recall@1 | recall@10 | in-proc p50 ms | p99 ms | \
          in-proc batch QPS | gRPC p50 ms | p99 ms | {} | gRPC/in-proc p50 | in-proc batch/gRPC QPS@{} |",
-        args.clients.iter().map(|c| format!("QPS@{c}")).collect::<Vec<_>>().join(" | "),
+        qps_columns(&args.clients),
         args.clients.last().copied().unwrap_or(0)
     );
     println!("|{}", "---|".repeat(14 + args.clients.len()));
@@ -191,7 +196,7 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
         );
         println!(
             "| d | N | kind | shard p50 ms | p99 ms | {} | in-proc batch/shard QPS@{} |",
-            args.clients.iter().map(|c| format!("QPS@{c}")).collect::<Vec<_>>().join(" | "),
+            qps_columns(&args.clients),
             args.clients.last().copied().unwrap_or(0)
         );
         println!("|{}", "---|".repeat(6 + args.clients.len()));
