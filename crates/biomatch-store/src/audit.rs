@@ -212,7 +212,9 @@ impl AuditStore for SqlStore {
             .bind(q.from_ms.unwrap_or(i64::MIN))
             .bind(q.to_ms.unwrap_or(i64::MAX))
             .bind(after)
-            .bind(i64::from(q.limit.clamp(1, 1000)))
+            // A page of up to 1,000 leaves plus one that says whether there is more (clamping
+            // at 1,000 made a full page look like the last one).
+            .bind(i64::from(q.limit.clamp(1, 1001)))
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(leaf_from_row).collect()
