@@ -32,15 +32,20 @@ esac
 stop
 [ -x "$BIN" ] || cargo build --release -p biomatch
 mkdir -p "$DIR/keys" "$DIR/logs"
-[ -f "$DIR/keys/cluster.key.pem" ] || "$BIN" token keygen --kid cluster --out "$DIR/keys" >/dev/null
+# One key per identity: the operator's issuer signs people's tokens (no process holds it); each
+# process signs its calls with its own key, `service-ROLES`, which can sign nothing else.
+KIDS=(ops service-audit service-ingest+embed service-matcher service-search+gateway)
+for kid in "${KIDS[@]}"; do
+    [ -f "$DIR/keys/$kid.key.pem" ] || "$BIN" token keygen --kid "$kid" --out "$DIR/keys" >/dev/null
+done
 [ -f "$DIR/keys/master.key" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/keys/master.key")
-KEYS=(--public-keys "$DIR/keys/cluster.pub.pem" --service-key "$DIR/keys/cluster.key.pem"
-      --master-key-file "$DIR/keys/master.key" --data-dir "$DIR/data")
+PUBLIC=$(for kid in "${KIDS[@]}"; do printf '%s,' "$DIR/keys/$kid.pub.pem"; done)
+KEYS=(--public-keys "${PUBLIC%,}" --master-key-file "$DIR/keys/master.key" --data-dir "$DIR/data")
 
-# Starts `biomatch serve NAME ARGS...` in the background and waits until it listens.
+# Starts `biomatch serve NAME SERVICE_KID ARGS...` in the background and waits until it listens.
 start() {
-    local name=$1; shift
-    "$BIN" serve "$@" "${KEYS[@]}" > "$DIR/logs/$name.log" 2>&1 &
+    local name=$1 kid=$2; shift 2
+    "$BIN" serve "$@" "${KEYS[@]}" --service-key "$DIR/keys/$kid.key.pem" > "$DIR/logs/$name.log" 2>&1 &
     echo $! >> "$DIR/pids"
     for _ in $(seq 1 300); do
         grep -q "grpc listening" "$DIR/logs/$name.log" && return 0
@@ -50,20 +55,20 @@ start() {
     echo "$name did not start; see $DIR/logs/$name.log"; stop; exit 1
 }
 
-start audit --role audit --grpc-addr 127.0.0.1:50061
-start ingest --role ingest,embed --grpc-addr 127.0.0.1:50062 --audit-endpoint http://127.0.0.1:50061
+start audit service-audit --role audit --grpc-addr 127.0.0.1:50061
+start ingest service-ingest+embed --role ingest,embed --grpc-addr 127.0.0.1:50062 --audit-endpoint http://127.0.0.1:50061
 matchers=()
 for i in 0 1 2 3; do
     shard=$((i / 2))
     port=$((50071 + i))
-    start "matcher-$i" --role matcher --grpc-addr "127.0.0.1:$port" --shards "$GALLERY:$shard" \
+    start "matcher-$i" service-matcher --role matcher --grpc-addr "127.0.0.1:$port" --shards "$GALLERY:$shard" \
         --metrics-addr "127.0.0.1:$((9171 + i))"
     matchers+=("http://127.0.0.1:$port")
 done
-start search --role search,gateway --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
+start search service-search+gateway --role search,gateway --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
     --audit-endpoint http://127.0.0.1:50061 --ingest-endpoint http://127.0.0.1:50062 \
     --embed-endpoint http://127.0.0.1:50062 --matcher-endpoints "$(IFS=,; echo "${matchers[*]}")"
-"$BIN" token issue --role admin --sub local-admin --ttl 12h --key "$DIR/keys/cluster.key.pem" > "$DIR/admin.token"
+"$BIN" token issue --role admin --sub local-admin --ttl 12h --key "$DIR/keys/ops.key.pem" > "$DIR/admin.token"
 echo "local cluster up: search gRPC 127.0.0.1:50051, REST 127.0.0.1:8080, ingest 127.0.0.1:50062,"
 echo "audit 127.0.0.1:50061, matchers 127.0.0.1:50071-50074 ($GALLERY shards 0,0,1,1)."
 echo "admin token: $DIR/admin.token; logs: $DIR/logs; stop: $0 stop"

@@ -33,15 +33,25 @@ pub async fn backends(dir: &Path) -> Vec<Backend> {
     all
 }
 
-/// The test key pair in `data_dir/keys` (kid `test`), created on first use.
+/// The test issuer's key pair in `data_dir/keys` (kid `test`, signs people's tokens), created on
+/// first use.
 fn test_keys(data_dir: &Path) -> (PathBuf, PathBuf) {
     biomatch_auth::keys::generate(&data_dir.join("keys"), "test").expect("test keys")
 }
 
+/// The service key pair every test process signs its calls with (kid `service-all`: it may sign
+/// the service identity of any role), created on first use.
+fn service_keys(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let kid = biomatch_auth::issuers::service_kid(biomatch_auth::issuers::ALL_ROLES);
+    biomatch_auth::keys::generate(&data_dir.join("keys"), &kid).expect("service keys")
+}
+
 /// A configuration for `roles` on loopback port 0 over `backend`; `data_dir` holds local state.
-/// Every process trusts the test key and signs its own calls with it.
+/// Every process trusts the test issuer and the test service key, and signs its own calls with
+/// the latter.
 pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig {
-    let (private, public) = test_keys(data_dir);
+    let (_, public) = test_keys(data_dir);
+    let (service_private, service_public) = service_keys(data_dir);
     let mut config = ServeConfig {
         roles: roles.to_vec(),
         data_dir: data_dir.to_path_buf(),
@@ -49,8 +59,8 @@ pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig
         http_addr: "127.0.0.1:0".parse().expect("address"),
         ..ServeConfig::default()
     };
-    config.auth.public_keys = vec![public];
-    config.auth.service_key_file = Some(private);
+    config.auth.public_keys = vec![public, service_public];
+    config.auth.service_key_file = Some(service_private);
     let master = data_dir.join("keys/master.key");
     biomatch_crypto::MasterKey::load_or_create(&master).expect("master key");
     config.crypto.master_key_file = Some(master);
@@ -83,7 +93,10 @@ pub type Authed = tonic::service::interceptor::InterceptedService<Channel, WithT
 pub struct TestCluster {
     pub running: Running,
     pub channel: Channel,
+    /// The test issuer: signs people's tokens.
     pub signer: TokenSigner,
+    /// The processes' service key: signs service tokens.
+    pub service_signer: TokenSigner,
 }
 
 impl TestCluster {
@@ -93,16 +106,37 @@ impl TestCluster {
 
     /// A cluster whose stores and audit log read time from `clock` (milliseconds).
     pub async fn start_with_clock(config: ServeConfig, clock: biomatch_domain::Clock) -> Self {
-        let keys = config.auth.service_key_file.clone().expect("test config names the test key");
-        let signer = TokenSigner::from_file(&keys, "biomatch", "biomatch").expect("signer");
+        let service = config.auth.service_key_file.clone().expect("test config names the service key");
+        let service_signer = TokenSigner::from_file(&service, "biomatch", "biomatch").expect("signer");
+        let issuer = service.with_file_name("test.key.pem");
+        let signer = TokenSigner::from_file(&issuer, "biomatch", "biomatch").expect("signer");
         let running = biomatch::serve::start_with_clock(config, clock).await.expect("cluster starts");
         let channel = biomatch_client_channel(&format!("http://{}", running.grpc_addr));
-        Self { running, channel, signer }
+        Self { running, channel, signer, service_signer }
     }
 
-    /// A token of `role` for `subject`, valid ten minutes.
+    /// A token of `role` for `subject`, valid ten minutes. Analysts' tokens carry the
+    /// `vector-probes` scope: the scenarios search with synthetic vectors, as a trusted
+    /// integration does.
+    /// A `service` token is signed with the service key, and its subject must name roles
+    /// (`biomatch-search`, `biomatch-all`).
     pub fn token(&self, role: DomainRole, subject: &str) -> String {
-        self.signer.issue(&TokenSpec::new(subject, role, std::time::Duration::from_secs(600))).expect("token")
+        let mut spec = TokenSpec::new(subject, role, std::time::Duration::from_secs(600));
+        spec.vector_probes = role == DomainRole::Analyst;
+        let signer = if role == DomainRole::Service { &self.service_signer } else { &self.signer };
+        signer.issue(&spec).expect("token")
+    }
+
+    /// A trusted integration's token (an analyst with the `vector-probes` scope) on device
+    /// `lane-1`, scoped to `gallery` for purpose `border`: what [`identify`] searches with.
+    pub fn integration_token(&self, gallery: &str) -> String {
+        let mut spec =
+            TokenSpec::new("integration-1", DomainRole::Analyst, std::time::Duration::from_secs(600));
+        spec.device = "lane-1".into();
+        spec.galleries = Some(vec![gallery.to_owned()]);
+        spec.purposes = Some(vec![PURPOSE.to_owned()]);
+        spec.vector_probes = true;
+        self.signer.issue(&spec).expect("token")
     }
 
     /// A kiosk token scoped to `gallery` for purpose `border`.
@@ -208,6 +242,7 @@ pub fn subject_id(i: usize) -> String {
     format!("s{i:05}")
 }
 
+/// Identifies `probe` in `gallery` as a trusted integration (candidates with scores).
 pub async fn identify(
     cluster: &TestCluster,
     gallery: &str,
@@ -222,10 +257,10 @@ pub async fn identify(
         purpose: PURPOSE.into(),
         ..Default::default()
     };
-    let kiosk = cluster.kiosk_token(gallery);
+    let integration = cluster.integration_token(gallery);
     cluster
         .search()
-        .identify(biomatch_client::request(request, &kiosk))
+        .identify(biomatch_client::request(request, &integration))
         .await
         .map(tonic::Response::into_inner)
 }

@@ -1,7 +1,7 @@
 //! Every role against every RPC: the allow/deny matrix, and every denial is an audit leaf.
 
 use biomatch_config::Role as ProcessRole;
-use biomatch_domain::Role;
+use biomatch_domain::{Principal, Role};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
@@ -22,7 +22,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
     vec![
         ("IngestService/CreateGallery", vec![Admin]),
         ("IngestService/GetGallery", staff.clone()),
-        ("IngestService/ListGalleries", staff),
+        ("IngestService/ListGalleries", vec![Enroller, Admin, Analyst, Auditor]),
         ("IngestService/DeleteGallery", vec![Admin]),
         ("IngestService/Enroll", vec![Enroller]),
         ("IngestService/BatchEnroll", vec![Enroller]),
@@ -40,6 +40,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("AuditService/GetInclusionProof", ROLES.to_vec()),
         ("AuditService/GetConsistencyProof", ROLES.to_vec()),
         ("AuditService/GetPublicKey", ROLES.to_vec()),
+        ("AuditService/GetSearchRecord", vec![Service]),
         ("MatcherService/Search", vec![Service]),
         ("MatcherService/Score", vec![Service]),
         ("MatcherService/Describe", vec![Service]),
@@ -127,6 +128,10 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
         "AuditService/GetPublicKey" => audit.get_public_key(r!(GetPublicKeyRequest {})).await.map(|_| ()),
         "MatcherService/Search" => matcher.search(r!(ShardSearchRequest::default())).await.map(|_| ()),
         "MatcherService/Score" => matcher.score(r!(ShardScoreRequest::default())).await.map(|_| ()),
+        "AuditService/GetSearchRecord" => audit
+            .get_search_record(r!(GetSearchRecordRequest { search_id: "no-such-search".into() }))
+            .await
+            .map(|_| ()),
         "MatcherService/Describe" => matcher.describe(r!(DescribeMatcherRequest {})).await.map(|_| ()),
         "EmbedService/Embed" => embed.embed(r!(EmbedRequest::default())).await.map(|_| ()),
         "EmbedService/DescribeModel" => embed.describe_model(r!(DescribeModelRequest {})).await.map(|_| ()),
@@ -151,8 +156,12 @@ async fn every_role_against_every_rpc() {
     let mut denials = 0;
     for (rpc, allowed) in matrix() {
         for role in ROLES {
-            let token =
-                if role == Role::Kiosk { cluster.kiosk_token("g") } else { cluster.token(role, "someone") };
+            let token = match role {
+                Role::Kiosk => cluster.kiosk_token("g"),
+                // The cluster's own service identity (one process, every role).
+                Role::Service => cluster.token(role, "biomatch-all"),
+                _ => cluster.token(role, "someone"),
+            };
             let code = call(&cluster.channel, rpc, &token).await;
             if allowed.contains(&role) {
                 assert!(
@@ -185,5 +194,68 @@ async fn every_role_against_every_rpc() {
             .as_ref()
             .is_some_and(|e| e.outcome == "PERMISSION_DENIED" && !e.detail.is_empty()))
     );
+    cluster.running.shutdown().await;
+}
+
+/// One key per identity: a process key signs only its own service identity, which may call only
+/// what its role needs; a forged or over-long token is refused everywhere and is on the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_key_signs_only_its_own_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let mut c = config(&backend, dir.path(), &[ProcessRole::All]);
+    // The gateway's and the embed role's own keys, trusted like every pod's.
+    let mut pod_signers = Vec::new();
+    for kid in ["service-gateway", "service-embed"] {
+        let (private, public) = biomatch_auth::keys::generate(&dir.path().join("pods"), kid).expect("keys");
+        c.auth.public_keys.push(public);
+        pod_signers
+            .push(biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer"));
+    }
+    let cluster = TestCluster::start(c).await;
+    let ttl = std::time::Duration::from_secs(300);
+    for signer in &pod_signers {
+        let forged = [
+            (Role::Admin, "mallory", "IngestService/DeleteGallery"),
+            (Role::Admin, "mallory", "IngestService/CreateGallery"),
+            (Role::Enroller, "mallory", "IngestService/Enroll"),
+            (Role::Auditor, "mallory", "AuditService/Query"),
+            (Role::Analyst, "fresh-subject-1", "SearchService/Identify"),
+            (Role::Service, "biomatch-search", "MatcherService/Search"),
+            (Role::Service, "biomatch-ingest", "AuditService/Append"),
+            (Role::Service, "biomatch-all", "AuditService/Append"),
+        ];
+        for (role, subject, rpc) in forged {
+            let token = signer.issue(&biomatch_auth::TokenSpec::new(subject, role, ttl)).expect("token");
+            let code = call(&cluster.channel, rpc, &token).await;
+            assert_eq!(code, Code::Unauthenticated, "key {} as {role} {subject} on {rpc}", signer.kid);
+        }
+        // Its own identity authenticates, and may not append leaves or ask a matcher.
+        let own = format!("biomatch-{}", signer.kid.trim_start_matches("service-"));
+        let token = signer.issue(&biomatch_auth::TokenSpec::new(&own, Role::Service, ttl)).expect("token");
+        for rpc in ["MatcherService/Search", "IngestService/DeleteGallery"] {
+            assert_eq!(call(&cluster.channel, rpc, &token).await, Code::PermissionDenied, "{own} on {rpc}");
+        }
+    }
+    let gateway = Principal::service("biomatch-gateway");
+    assert!(biomatch_auth::policy::authorize("AuditService/Append", &gateway).is_err());
+
+    // Tokens live no longer than their role allows.
+    let mut spec =
+        biomatch_auth::TokenSpec::new("kiosk-9", Role::Kiosk, std::time::Duration::from_secs(9 * 3600));
+    spec.galleries = Some(vec!["g".into()]);
+    spec.purposes = Some(vec![PURPOSE.into()]);
+    let long = cluster.signer.issue(&spec).expect("token");
+    assert_eq!(call(&cluster.channel, "SearchService/Identify", &long).await, Code::Unauthenticated);
+
+    // Refused authentications are on the record: the first of each source and minute at once.
+    let query =
+        QueryAuditRequest { operation: Operation::AuthFailed.into(), page_size: 1000, ..Default::default() };
+    let leaves = cluster.audit().query(query).await.expect("query").into_inner().leaves;
+    assert!(!leaves.is_empty(), "refused authentications leave leaves");
+    let event = leaves[0].event.as_ref().expect("event");
+    assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("unauthenticated@127.0.0.1"));
+    assert!(event.detail.contains("may not sign"), "{}", event.detail);
+    assert!(leaves.len() <= 3, "a flood from one source is one leaf a minute: {}", leaves.len());
     cluster.running.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! A kiosk that searches faster than its budget allows is refused, and the refusal is audited;
+//! A caller that searches faster than its budget allows is refused, and the refusal is audited;
 //! replicas share budgets and spent single-use tokens through Redis.
 
 use biomatch_auth::{TokenSpec, bearer};
@@ -19,7 +19,7 @@ async fn query_budgets_are_enforced_and_audited() {
     let mut c =
         config(&backend, dir.path(), &[Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
     c.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    c.search.kiosk_per_minute = 5;
+    c.search.analyst_per_minute = 5;
     // A fixed clock: all searches fall in one minute, whatever the machine's speed.
     let cluster = TestCluster::start_with_clock(c, Arc::new(|| 1_800_000_000_000)).await;
     let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 32, 1, 10, 2).await;
@@ -32,18 +32,18 @@ async fn query_budgets_are_enforced_and_audited() {
     let leaves = cluster.audit().query(query).await.expect("query").into_inner().leaves;
     assert_eq!(leaves.len(), 1);
     let event = leaves[0].event.as_ref().expect("event");
-    assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("kiosk-1"));
+    assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("integration-1"));
     // And a metric an alert can watch, labelled by role, never by subject.
     let url = format!("http://{}/metrics", cluster.running.http_addr.expect("metrics address"));
     let text = reqwest::get(url).await.expect("metrics").text().await.expect("body");
     let line = text.lines().find(|l| l.starts_with("biomatch_budget_refusals_total{")).expect("the counter");
-    assert!(line.contains("role=\"kiosk\"") && line.contains("window=\"per-minute\""), "{line}");
-    assert!(!text.contains("kiosk-1"), "no subject in metrics");
+    assert!(line.contains("role=\"analyst\"") && line.contains("window=\"per-minute\""), "{line}");
+    assert!(!text.contains("integration-1"), "no subject in metrics");
     // The matcher in this process reports its shards and search batches.
     assert!(text.contains("biomatch_matcher_shard_templates{gallery=\"g\",shard=\"0\"} 10"), "{text}");
     assert!(text.contains("biomatch_matcher_batch_queries_count"), "{text}");
     assert!(!text.contains("s00001"), "no subject id in metrics");
-    // An analyst has a budget of their own.
+    // Another analyst has a budget of their own.
     let mut analyst = cluster.search();
     let request = biomatch_proto::v1::IdentifyRequest {
         gallery: "g".into(),
@@ -71,6 +71,7 @@ fn test_redis() -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+
 async fn two_search_replicas_share_one_budget_through_redis() {
     let Some(redis) = test_redis() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -79,17 +80,17 @@ async fn two_search_replicas_share_one_budget_through_redis() {
     for name in ["a", "b"] {
         let backend = biomatch_tests::Backend::Sqlite(dir.path().join(name));
         let mut c = config(&backend, dir.path(), &[biomatch_config::Role::All]);
-        c.search.kiosk_per_minute = 5;
+        c.search.analyst_per_minute = 5;
         c.redis_url = Some(redis.clone().into());
         c.redis_key_prefix = prefix.clone();
         let cluster = TestCluster::start_with_clock(c, Arc::new(|| 1_800_000_000_000)).await;
-        let gallery = enrolled_gallery(&cluster, "g", 32, 1, 10, 2).await;
+        let gallery = enrolled_gallery(&cluster, "r", 32, 1, 10, 2).await;
         replicas.push((cluster, gallery));
     }
     let mut answered = 0;
     for i in 0..6 {
         let (cluster, (synthetic, centres, seq)) = &mut replicas[i % 2];
-        match identify(cluster, "g", synthetic.sample(&centres[i]), *seq).await {
+        match identify(cluster, "r", synthetic.sample(&centres[i]), *seq).await {
             Ok(_) => answered += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted);
@@ -101,14 +102,15 @@ async fn two_search_replicas_share_one_budget_through_redis() {
 
     // A single-use token spent at one replica is refused at the other.
     let mut spec = TokenSpec::new("kiosk-2", DomainRole::Kiosk, Duration::from_secs(60));
-    spec.galleries = Some(vec!["g".into()]);
+    spec.galleries = Some(vec!["r".into()]);
     spec.purposes = Some(vec![PURPOSE.into()]);
     spec.single_use = true;
+    spec.vector_probes = true;
     let token = replicas[0].0.signer.issue(&spec).expect("token");
     let mut spend = |i: usize| {
         let (cluster, (synthetic, centres, seq)) = &mut replicas[i];
         let request = IdentifyRequest {
-            gallery: "g".into(),
+            gallery: "r".into(),
             probe: embedding(synthetic.sample(&centres[0])),
             purpose: PURPOSE.into(),
             min_change_seq: *seq,

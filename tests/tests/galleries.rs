@@ -27,7 +27,7 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
     let genuine =
         search.verify(verify("s00010", synthetic.sample(&centres[10]))).await.expect("verify").into_inner();
     assert_eq!(genuine.decision(), Decision::Mate);
-    assert!(genuine.score > 0.45);
+    assert!(genuine.score.is_some_and(|s| s > 0.45), "{genuine:?}");
     let impostor =
         search.verify(verify("s00011", synthetic.sample(&centres[10]))).await.expect("verify").into_inner();
     assert_eq!(impostor.decision(), Decision::NoMate);
@@ -65,11 +65,34 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
     let reads = QueryAuditRequest { operation: Operation::AuditRead.into(), ..Default::default() };
     let reads = audit.query(reads).await.expect("query").into_inner().leaves;
     assert!(reads.len() >= 2, "both earlier reads were audited");
-    let unspecified = ReviewCandidateRequest { outcome: 0, ..review };
+    let unspecified = ReviewCandidateRequest { outcome: 0, ..review.clone() };
     assert_eq!(
         search.review_candidate(unspecified).await.expect_err("refused").code(),
         Code::InvalidArgument
     );
+    // Only real reviews: a search that never ran, a subject that was not its candidate, a
+    // gallery outside the reviewer's token are refused, and each refusal is on the record.
+    let unknown = ReviewCandidateRequest { search_id: "no-such-search".into(), ..review.clone() };
+    assert_eq!(search.review_candidate(unknown).await.expect_err("unknown").code(), Code::NotFound);
+    let stranger = ReviewCandidateRequest { subject_id: "s00299".into(), ..review.clone() };
+    assert_eq!(
+        search.review_candidate(stranger).await.expect_err("not a candidate").code(),
+        Code::FailedPrecondition
+    );
+    let mut scoped = biomatch_auth::TokenSpec::new(
+        "analyst-2",
+        biomatch_domain::Role::Analyst,
+        std::time::Duration::from_secs(60),
+    );
+    scoped.galleries = Some(vec!["other".into()]);
+    let scoped = cluster.signer.issue(&scoped).expect("token");
+    let outside = search.review_candidate(biomatch_client::request(review.clone(), &scoped)).await;
+    assert_eq!(outside.expect_err("outside the token").code(), Code::PermissionDenied);
+    let refused = QueryAuditRequest { operation: Operation::Review.into(), ..Default::default() };
+    let refused = audit.query(refused).await.expect("query").into_inner().leaves;
+    let outcomes: Vec<&str> =
+        refused.iter().filter_map(|l| l.event.as_ref()).map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["OK", "NOT_FOUND", "FAILED_PRECONDITION"], "the refusals are on the record");
 
     // A gallery that lists purposes refuses searches for any other.
     let mut ingest = cluster.galleries();

@@ -2,13 +2,21 @@
 //! find exactly one audit leaf per identify.
 
 use biomatch_proto::v1::{Decision, ListLeavesRequest, Operation};
-use biomatch_tests::{TestCluster, backends, enrolled_gallery, identify, subject_id};
+use biomatch_tests::{Backend, TestCluster, backends, config, enrolled_gallery, identify, subject_id};
+
+/// A cluster that discloses every candidate (candidate margin 1): these tests check the matching
+/// itself, whole top-k lists included, not what a caller may be shown.
+async fn disclosing_cluster(backend: &Backend, dir: &std::path::Path) -> TestCluster {
+    let mut c = config(backend, dir, &[biomatch_config::Role::All]);
+    c.search.candidate_margin = 1.0;
+    TestCluster::start(c).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_finds_mates_and_audits_every_query() {
     let dir = tempfile::tempdir().expect("tempdir");
     for backend in backends(dir.path()).await {
-        let cluster = TestCluster::all(&backend, dir.path()).await;
+        let cluster = disclosing_cluster(&backend, dir.path()).await;
         let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "travelers", 128, 3, 3000, 11).await;
 
         let mut search_ids = Vec::new();
@@ -55,7 +63,7 @@ async fn identify_finds_mates_and_audits_every_query() {
             assert_eq!(matching[0].candidates.len(), 5);
             assert_eq!(
                 matching[0].actor.as_ref().map(|a| (a.subject.as_str(), a.device_id.as_str())),
-                Some(("kiosk-1", "lane-1"))
+                Some(("integration-1", "lane-1"))
             );
         }
         cluster.running.shutdown().await;
@@ -68,7 +76,7 @@ async fn identify_finds_mates_and_audits_every_query() {
 async fn sharded_answers_equal_one_index_over_the_whole_gallery() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    let cluster = TestCluster::all(&backend, dir.path()).await;
+    let cluster = disclosing_cluster(&backend, dir.path()).await;
     // The same seed gives the same identities and samples in both galleries.
     let (mut synthetic, centres, _) = enrolled_gallery(&cluster, "one", 64, 1, 1_500, 9).await;
     let (_, _, seq) = enrolled_gallery(&cluster, "four", 64, 4, 1_500, 9).await;

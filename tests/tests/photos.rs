@@ -75,8 +75,10 @@ async fn enrol_and_identify_by_photo() {
         .await
         .expect("identify")
         .into_inner();
-    assert_eq!(answer.candidates[0].subject_id, "obama", "{answer:?}");
-    assert!(answer.candidates[0].score > 0.45 && answer.candidates[1].score < 0.25, "{answer:?}");
+    // A kiosk is told the decision and the mate, never a list or a score.
+    assert_eq!(answer.decision(), biomatch_proto::v1::Decision::Mate, "{answer:?}");
+    assert_eq!(answer.mate_subject_id, "obama", "{answer:?}");
+    assert!(answer.candidates.is_empty(), "{answer:?}");
     assert_eq!(answer.model_id, "sface");
     let quality = answer.probe_quality.expect("a photo probe reports its quality");
     assert!(quality.overall > 0.5, "{quality:?}");
@@ -99,6 +101,11 @@ async fn enrol_and_identify_by_photo() {
     assert_eq!(r.status(), 200);
     let json: serde_json::Value = r.json().await.expect("json");
     assert_eq!(json["candidates"][0]["subject_id"], "obama", "{json}");
+    assert_eq!(json["mate_subject_id"], "obama", "{json}");
+    // An analyst sees candidates only at or above the candidate floor.
+    let floor = json["candidate_floor"].as_f64().expect("floor");
+    let listed = json["candidates"].as_array().expect("candidates");
+    assert!(listed.iter().all(|c| c["score"].as_f64().is_some_and(|s| s >= floor)), "{json}");
     assert!(json["probe_quality"]["overall"].as_f64().is_some_and(|q| q > 0.5), "{json}");
     // Stage latencies are metrics.
     let metrics = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");

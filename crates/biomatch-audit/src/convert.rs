@@ -22,11 +22,13 @@ pub(crate) fn operation_name(op: Operation) -> &'static str {
         Operation::AccessDenied => "access_denied",
         Operation::BudgetExceeded => "budget_exceeded",
         Operation::SetThreshold => "set_threshold",
+        Operation::AuthFailed => "auth_failed",
     }
 }
 
 fn operation_from_name(name: &str) -> Operation {
-    (0..=13)
+    // Every defined operation: the match above is exhaustive, so this range only has to cover it.
+    (0..64)
         .filter_map(|n| Operation::try_from(n).ok())
         .find(|op| operation_name(*op) == name)
         .unwrap_or(Operation::Unspecified)

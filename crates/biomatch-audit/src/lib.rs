@@ -20,9 +20,9 @@ use biomatch_domain::{Clock, ErrorClass, Principal, Role};
 use biomatch_proto::v1::audit_service_server::AuditService;
 use biomatch_proto::v1::{
     AppendRequest, AppendResponse, AuditLeaf, Checkpoint, ConsistencyProof, ConsistencyProofRequest,
-    GetCheckpointRequest, GetPublicKeyRequest, InclusionProof, InclusionProofRequest, ListCheckpointsRequest,
-    ListCheckpointsResponse, ListLeavesRequest, ListLeavesResponse, Operation, PublicKey, QueryAuditRequest,
-    QueryAuditResponse,
+    GetCheckpointRequest, GetPublicKeyRequest, GetSearchRecordRequest, InclusionProof, InclusionProofRequest,
+    ListCheckpointsRequest, ListCheckpointsResponse, ListLeavesRequest, ListLeavesResponse, Operation,
+    PublicKey, QueryAuditRequest, QueryAuditResponse,
 };
 use biomatch_proto::{status_from, status_with, timestamp_from_millis};
 use biomatch_store::{AuditLeafRow, AuditQuery, CheckpointRow, NewAuditLeaf};
@@ -283,5 +283,22 @@ impl AuditService for AuditServer {
             key_id: hex::encode(key_id(self.log.origin(), &key)),
             origin: self.log.origin().to_owned(),
         }))
+    }
+
+    async fn get_search_record(
+        &self,
+        request: Request<GetSearchRecordRequest>,
+    ) -> Result<Response<AuditLeaf>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        self.require(&principal, &[Role::Service], "AuditService/GetSearchRecord").await?;
+        let GetSearchRecordRequest { search_id } = request.into_inner();
+        let store = self.log.store();
+        // The search role appends an answered search under `identify:ID` or `verify:ID`.
+        for key in [format!("identify:{search_id}"), format!("verify:{search_id}")] {
+            if let Some(row) = store.leaf_by_key(&key).await.map_err(|e| status_from(&e))? {
+                return Ok(Response::new(to_proto_leaf(row)));
+            }
+        }
+        Err(status_with(ErrorClass::NotFound, format!("no search {search_id:?} is on record")))
     }
 }

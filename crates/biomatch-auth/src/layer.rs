@@ -1,25 +1,50 @@
-//! Authentication as a tower layer in front of every gRPC service of a process: it validates the
-//! bearer token, spends a single-use token (which may ask Redis, hence a layer and not tonic's
-//! synchronous interceptor), and puts the [`Principal`](biomatch_domain::Principal) into the
-//! request's extensions, where handlers find it. Health checks stay open so that orchestrators can
-//! probe without credentials.
+//! Authentication and authorization as a tower layer in front of every gRPC service of a process:
+//! it validates the bearer token, spends a single-use token (which may ask Redis, hence a layer
+//! and not tonic's synchronous interceptor), checks the caller against the one RPC table
+//! ([`crate::policy`]), and puts the [`Principal`] into the request's extensions, where handlers
+//! find it. Refusals are recorded through a [`RefusalLog`] before they are answered. Health
+//! checks stay open so that orchestrators can probe without credentials.
 
 use crate::Authenticator;
+use biomatch_domain::{ErrorClass, Principal};
 use futures::future::BoxFuture;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Paths answered without a token: the standard health and reflection services.
 const OPEN_PREFIXES: [&str; 3] =
     ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha."];
 
-#[derive(Debug, Clone)]
+/// Where the pipeline records what it refused, before answering. Recording is best effort: a
+/// refusal stands even when the log cannot be reached.
+pub trait RefusalLog: Send + Sync + 'static {
+    /// An authenticated caller asked for an RPC its role may not call.
+    fn denied(&self, principal: Principal, rpc: String, why: String) -> BoxFuture<'static, ()>;
+    /// A call whose token was missing or refused, from `source` (the peer's address).
+    fn unauthenticated(&self, source: String, rpc: String, why: String) -> BoxFuture<'static, ()>;
+}
+
+#[derive(Clone)]
 pub struct AuthLayer {
     auth: Authenticator,
+    refusals: Option<Arc<dyn RefusalLog>>,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer").field("auth", &self.auth).finish()
+    }
 }
 
 impl AuthLayer {
     pub fn new(auth: Authenticator) -> Self {
-        Self { auth }
+        Self { auth, refusals: None }
+    }
+
+    /// Records refusals in `log`.
+    pub fn with_refusal_log(mut self, log: Arc<dyn RefusalLog>) -> Self {
+        self.refusals = Some(log);
+        self
     }
 }
 
@@ -27,14 +52,26 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { auth: self.auth.clone(), inner }
+        AuthService { auth: self.auth.clone(), refusals: self.refusals.clone(), inner }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthService<S> {
     auth: Authenticator,
+    refusals: Option<Arc<dyn RefusalLog>>,
     inner: S,
+}
+
+/// The peer's address as tonic recorded it (without the port: one source, many connections).
+fn source<B>(request: &http::Request<B>) -> String {
+    let tcp =
+        request.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr());
+    let tls = request
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+        .and_then(|c| c.get_ref().remote_addr());
+    tcp.or(tls).map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
@@ -57,20 +94,32 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
+        let refusals = self.refusals.clone();
         Box::pin(async move {
             let path = request.uri().path();
             if OPEN_PREFIXES.iter().any(|open| path.starts_with(open)) {
                 return inner.call(request).await;
             }
+            let rpc = crate::policy::rpc_of_path(path).to_owned();
             let headers = request.headers();
             let checked = auth.authenticate(|name| headers.get(name).and_then(|v| v.to_str().ok())).await;
-            match checked {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
-                    inner.call(request).await
+            let principal = match checked {
+                Ok(principal) => principal,
+                Err(status) => {
+                    if let Some(log) = &refusals {
+                        log.unauthenticated(source(&request), rpc, status.message().to_owned()).await;
+                    }
+                    return Ok(status.into_http());
                 }
-                Err(status) => Ok(status.into_http()),
+            };
+            if let Err(why) = crate::policy::authorize(&rpc, &principal) {
+                if let Some(log) = &refusals {
+                    log.denied(principal, rpc, why.clone()).await;
+                }
+                return Ok(biomatch_proto::status_with(ErrorClass::PermissionDenied, why).into_http());
             }
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
         })
     }
 }

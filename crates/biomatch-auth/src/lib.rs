@@ -9,14 +9,16 @@
 //! time its `jti` is seen ([`ReplayStore`]: in process, or Redis shared by replicas). Services call each other with short-lived service tokens minted by
 //! [`ServiceCredentials`]. Keys: [`keys`]; tokens: [`token`].
 
+pub mod issuers;
 pub mod keys;
 mod layer;
+pub mod policy;
 mod replay;
 pub mod token;
 mod verified;
 
 pub use keys::{KeyError, KeySet, TokenSigner};
-pub use layer::{AuthLayer, AuthService};
+pub use layer::{AuthLayer, AuthService, RefusalLog};
 pub use replay::{ReplayStore, ReplayUnavailable};
 pub use token::{Claims, ServiceCredentials, TokenSpec};
 
@@ -34,6 +36,7 @@ pub struct Authenticator {
     leeway_secs: u64,
     replay: Arc<ReplayStore>,
     verified: Arc<verified::VerifiedTokens>,
+    key_roles: Arc<std::collections::HashMap<String, Vec<Role>>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -58,7 +61,14 @@ impl Authenticator {
             leeway_secs: leeway_secs.min(30),
             replay: Arc::new(ReplayStore::default()),
             verified: Arc::default(),
+            key_roles: Arc::default(),
         }
+    }
+
+    /// Limits the operators' issuers named here (by kid) to the roles listed for them.
+    pub fn with_key_roles(mut self, key_roles: std::collections::HashMap<String, Vec<Role>>) -> Self {
+        self.key_roles = Arc::new(key_roles);
+        self
     }
 
     /// Remembers spent single-use tokens in `store` (Redis, shared by replicas) instead of this
@@ -111,9 +121,15 @@ impl Authenticator {
         let claims = match self.verified.get(token, now, self.leeway_secs) {
             Some(claims) => claims,
             None => {
-                let claims =
-                    token::validate(token, &self.keys, &self.issuer, &self.audience, self.leeway_secs)
-                        .map_err(|e| unauthenticated(e.to_string()))?;
+                let claims = token::validate(
+                    token,
+                    &self.keys,
+                    &self.issuer,
+                    &self.audience,
+                    self.leeway_secs,
+                    &self.key_roles,
+                )
+                .map_err(|e| unauthenticated(e.to_string()))?;
                 self.verified.insert(token, &claims, now, self.leeway_secs);
                 claims
             }

@@ -45,7 +45,7 @@ fn now() -> u64 {
 }
 
 fn claims(exp: u64) -> serde_json::Value {
-    serde_json::json!({"sub": "kiosk-7", "iss": "biomatch", "aud": "biomatch", "exp": exp, "role": "kiosk",
+    serde_json::json!({"sub": "kiosk-7", "iss": "biomatch", "aud": "biomatch", "exp": exp, "iat": exp - 300, "role": "kiosk",
         "device": "lane-2", "galleries": ["travelers"], "purposes": ["border"]})
 }
 
@@ -170,8 +170,18 @@ fn jwks_keys_rotate_by_kid_and_demo_keys_are_flagged() {
 #[test]
 fn service_credentials_mint_service_tokens() {
     let f = fixture();
-    let creds = ServiceCredentials::new(f.signer.clone(), "search");
-    let p = check(&f.auth, &creds.token()).expect("accepted");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = keys::generate(dir.path(), "service-search").expect("keys");
+    let mut set = KeySet::default();
+    set.add_pem_file(&public).expect("key");
+    let auth = Authenticator::new(set, "biomatch", "biomatch", 30);
+    let signer = TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer");
+    assert!(
+        check(&auth, &ServiceCredentials::new(f.signer.clone(), "search").token()).is_err(),
+        "an issuer key"
+    );
+    let creds = ServiceCredentials::new(signer, "search");
+    let p = check(&auth, &creds.token()).expect("accepted");
     assert_eq!((p.subject.as_str(), p.role), ("biomatch-search", Role::Service));
     assert_eq!(creds.token(), creds.token(), "cached until close to expiry");
 }
@@ -193,9 +203,14 @@ async fn layer_puts_the_principal_in_extensions_and_leaves_health_open() {
         }
         request.body(()).expect("request")
     };
-    let ok = service.ready().await.expect("ready").call(call("/x.S/M", Some(&token))).await.expect("ok");
+    let query = "/biomatch.v1.AuditService/Query";
+    let ok = service.ready().await.expect("ready").call(call(query, Some(&token))).await.expect("ok");
     assert_eq!(ok.body(), "auditor");
-    let refused = service.ready().await.expect("ready").call(call("/x.S/M", None)).await.expect("resp");
+    let append = "/biomatch.v1.AuditService/Append";
+    let denied = service.ready().await.expect("ready").call(call(append, Some(&token))).await.expect("resp");
+    assert_eq!(denied.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"7"[..]), "the RPC table");
+    assert!(denied.body().is_empty(), "the inner service was not called");
+    let refused = service.ready().await.expect("ready").call(call(query, None)).await.expect("resp");
     assert_eq!(refused.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"16"[..]));
     assert!(refused.body().is_empty(), "the inner service was not called");
     let health = call("/grpc.health.v1.Health/Check", None);

@@ -1,9 +1,10 @@
 //! Token claims, validation, issuing and service credentials.
 
 use crate::keys::{KeySet, TokenSigner};
-use biomatch_domain::{Principal, Role};
+use biomatch_domain::{Principal, Role, VECTOR_PROBES_SCOPE};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,9 @@ pub struct Claims {
     pub jti: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_use: bool,
+    /// OAuth-style space-separated scopes; biomatch reads [`VECTOR_PROBES_SCOPE`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
 }
 
 impl Claims {
@@ -41,6 +45,7 @@ impl Claims {
             device: self.device.clone(),
             galleries: self.galleries.clone(),
             purposes: self.purposes.clone(),
+            vector_probes: self.scope.split(' ').any(|s| s == VECTOR_PROBES_SCOPE),
         })
     }
 }
@@ -57,19 +62,24 @@ pub enum TokenError {
     UnknownKid,
     #[error("token is invalid: {0}")]
     Invalid(String),
+    #[error("token is refused: {0}")]
+    Issuer(String),
 }
 
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Checks signature (EdDSA only, key by kid), expiry, issuer, audience and the required claims.
+/// Checks signature (EdDSA only, key by kid), expiry and not-before, issuer, audience, the
+/// required claims, and that the key may sign this role for this long ([`crate::issuers`];
+/// `key_roles` narrows operators' issuers by kid).
 pub fn validate(
     token: &str,
     keys: &KeySet,
     issuer: &str,
     audience: &str,
     leeway: u64,
+    key_roles: &HashMap<String, Vec<Role>>,
 ) -> Result<Claims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     if header.alg != Algorithm::EdDSA {
@@ -82,8 +92,10 @@ pub fn validate(
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
     let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
         .map_err(|e| TokenError::Invalid(e.to_string()))?;
+    crate::issuers::check(&kid, &data.claims, key_roles.get(&kid).map(Vec::as_slice))?;
     Ok(data.claims)
 }
 
@@ -97,6 +109,8 @@ pub struct TokenSpec {
     pub purposes: Option<Vec<String>>,
     pub ttl: Duration,
     pub single_use: bool,
+    /// Grants [`VECTOR_PROBES_SCOPE`]: raw embeddings as search probes (trusted integrations).
+    pub vector_probes: bool,
 }
 
 impl TokenSpec {
@@ -109,6 +123,7 @@ impl TokenSpec {
             purposes: None,
             ttl,
             single_use: false,
+            vector_probes: false,
         }
     }
 }
@@ -128,6 +143,7 @@ impl TokenSigner {
             purposes: spec.purposes.clone(),
             jti: Some(format!("{:032x}", rand::random::<u128>())),
             single_use: spec.single_use,
+            scope: if spec.vector_probes { VECTOR_PROBES_SCOPE.to_owned() } else { String::new() },
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

@@ -54,6 +54,7 @@ mod tests {
             purposes: None,
             jti: None,
             single_use: false,
+            scope: String::new(),
         }
     }
 

@@ -3,9 +3,11 @@
 //! the audited refusal of a request.
 
 mod probe;
+mod refusals;
 mod tls;
 
 pub use probe::{FaceRule, GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
+pub use refusals::AuditRefusals;
 pub use tls::{MutualTls, TlsFileError};
 
 use biomatch_auth::ServiceCredentials;

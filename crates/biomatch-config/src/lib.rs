@@ -130,6 +130,10 @@ pub struct SearchConfig {
     pub kiosk_per_day: u32,
     pub analyst_per_minute: u32,
     pub analyst_per_day: u32,
+    /// Analysts see candidates and scores at or above a gallery's threshold minus this (0 to 1);
+    /// below it nothing is disclosed, so probes far from every template learn nothing. Raising it
+    /// towards 1 turns search answers back into a template oracle (docs/security.md).
+    pub candidate_margin: f32,
 }
 
 impl Default for SearchConfig {
@@ -140,6 +144,7 @@ impl Default for SearchConfig {
             kiosk_per_day: 20_000,
             analyst_per_minute: 60,
             analyst_per_day: 2_000,
+            candidate_margin: 0.10,
         }
     }
 }
@@ -187,10 +192,14 @@ pub struct AuthConfig {
     /// Trusted keys as a JWKS file (OKP / Ed25519 keys with a `kid`).
     pub jwks_file: Option<PathBuf>,
     /// This process's private key (`KID.key.pem`) for the service tokens it sends to other roles;
-    /// its public key must be among the trusted keys.
+    /// its public key must be among the trusted keys, and its kid must be `service-ROLES` for the
+    /// roles this process runs (e.g. `service-search`): a process key signs only its own
+    /// service identity.
     pub service_key_file: Option<PathBuf>,
     /// Clock skew allowed on `exp`, at most 30 s.
     pub leeway_secs: u64,
+    /// Operators' issuers narrowed to some people's roles, by kid (e.g. `lanes = ["kiosk"]`).
+    pub key_roles: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for AuthConfig {
@@ -202,6 +211,7 @@ impl Default for AuthConfig {
             jwks_file: None,
             service_key_file: None,
             leeway_secs: 30,
+            key_roles: Default::default(),
         }
     }
 }
@@ -328,6 +338,9 @@ impl ServeConfig {
         let t = &self.tls;
         if t.enabled() && (t.ca_file.is_none() || t.cert_file.is_none() || t.key_file.is_none()) {
             return Err(ConfigError::Invalid("tls needs ca_file, cert_file and key_file together".into()));
+        }
+        if !(0.0..=1.0).contains(&self.search.candidate_margin) {
+            return Err(ConfigError::Invalid("search.candidate_margin must be between 0 and 1".into()));
         }
         if self.auth.leeway_secs > 30 {
             return Err(ConfigError::Invalid("auth.leeway_secs must be at most 30".into()));

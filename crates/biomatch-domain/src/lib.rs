@@ -16,5 +16,5 @@ pub use clock::{Clock, system_clock};
 pub use error::{Classified, ErrorClass};
 pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};
-pub use principal::{Principal, Role};
+pub use principal::{Principal, Role, VECTOR_PROBES_SCOPE};
 pub use vector::{Template, VectorError};

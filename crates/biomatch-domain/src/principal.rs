@@ -44,8 +44,14 @@ impl FromStr for Role {
     }
 }
 
-/// The authenticated caller: token subject, role, the device it runs on (kiosks), and the
-/// galleries and purposes its token is limited to (`None`: not limited by the token).
+/// The token scope that lets a searching caller send a raw embedding as its probe: for trusted
+/// integrations that compute templates themselves. Kiosks and analysts send photos: a caller who
+/// may choose the probe vector freely can walk a template coordinate by coordinate.
+pub const VECTOR_PROBES_SCOPE: &str = "vector-probes";
+
+/// The authenticated caller: token subject, role, the device it runs on (kiosks), the galleries
+/// and purposes its token is limited to (`None`: not limited by the token), and whether its token
+/// carries the [`VECTOR_PROBES_SCOPE`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub subject: String,
@@ -53,11 +59,19 @@ pub struct Principal {
     pub device: String,
     pub galleries: Option<Vec<String>>,
     pub purposes: Option<Vec<String>>,
+    pub vector_probes: bool,
 }
 
 impl Principal {
     pub fn new(subject: &str, role: Role) -> Self {
-        Self { subject: subject.to_owned(), role, device: String::new(), galleries: None, purposes: None }
+        Self {
+            subject: subject.to_owned(),
+            role,
+            device: String::new(),
+            galleries: None,
+            purposes: None,
+            vector_probes: false,
+        }
     }
 
     /// Another biomatch role.

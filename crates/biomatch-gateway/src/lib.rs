@@ -141,7 +141,12 @@ pub struct CandidateJson {
 pub struct IdentifyJson {
     pub search_id: String,
     pub decision: String,
+    /// On a mate, the best candidate's subject id (the only id a kiosk is told).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub mate_subject_id: String,
+    /// Candidates at or above `candidate_floor` (none for a kiosk).
     pub candidates: Vec<CandidateJson>,
+    pub candidate_floor: f32,
     pub threshold: f32,
     pub model_id: String,
     pub partial: bool,
@@ -245,6 +250,8 @@ async fn identify(
     Ok(Json(IdentifyJson {
         search_id: r.search_id,
         decision: decision.to_owned(),
+        mate_subject_id: r.mate_subject_id,
+        candidate_floor: r.candidate_floor,
         candidates: r
             .candidates
             .into_iter()

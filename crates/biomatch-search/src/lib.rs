@@ -4,13 +4,16 @@
 //! the gallery, merges the per-shard top-k exactly, decides mate / no mate from the threshold,
 //! appends the audit leaf and only then answers: when the audit log cannot commit, the caller gets
 //! `UNAVAILABLE` and no candidates. Verify scores the probe against the one shard that holds the
-//! subject. The search role keeps no state.
+//! subject. What an answer discloses depends on the caller ([`disclosure`]). The search role keeps
+//! no state.
 
 mod budget;
+pub mod disclosure;
 mod merge;
 mod router;
 
 pub use budget::{BudgetPolicy, Budgets, Exceeded, Limits, Refusal};
+pub use disclosure::DisclosurePolicy;
 pub use merge::merge_top_k;
 pub use router::Router;
 
@@ -23,9 +26,9 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    AuditEvent, Candidate, Gallery, GetGalleryRequest, IdentifyRequest, IdentifyResponse, Operation,
-    QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome, ScoredSubject, ShardRef,
-    ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
+    AuditEvent, Candidate, Gallery, GetGalleryRequest, GetSearchRecordRequest, IdentifyRequest,
+    IdentifyResponse, Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome,
+    ScoredSubject, ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +43,7 @@ pub struct SearchServer {
     shard_timeout: Duration,
     creds: Arc<ServiceCredentials>,
     budgets: Budgets,
+    disclosure: DisclosurePolicy,
     clock: Clock,
 }
 
@@ -60,7 +64,29 @@ pub struct Peers {
 impl SearchServer {
     pub fn new(peers: Peers, budgets: Budgets, clock: Clock) -> Self {
         let Peers { ingest, audit, embed, matchers, shard_timeout, creds } = peers;
-        Self { ingest, audit, embed, router: matchers, shard_timeout, creds, budgets, clock }
+        let disclosure = DisclosurePolicy::default();
+        Self { ingest, audit, embed, router: matchers, shard_timeout, creds, budgets, disclosure, clock }
+    }
+
+    /// Answers disclose what `policy` allows (default: [`DisclosurePolicy::default`]).
+    pub fn with_disclosure(mut self, policy: DisclosurePolicy) -> Self {
+        self.disclosure = policy;
+        self
+    }
+
+    /// Refuses, with an audited refusal, a probe kind the caller may not send.
+    async fn check_probe_kind(
+        &self,
+        principal: &Principal,
+        gallery: &Gallery,
+        probe: Option<&biomatch_proto::v1::Probe>,
+    ) -> Result<(), Status> {
+        match disclosure::probe_refusal(principal, probe) {
+            None => Ok(()),
+            Some(what) => {
+                Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery.name, what).await)
+            }
+        }
     }
 
     /// Spends one search from the caller's budget; an exhausted budget is refused and audited.
@@ -120,6 +146,58 @@ impl SearchServer {
                 Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery.name, what).await)
             }
         }
+    }
+
+    /// The audit record of search `search_id`, which a review must name: refused (and the
+    /// refusal recorded) when there is no such search, it was of another gallery than `gallery`
+    /// (when given), or its gallery and purpose are outside the reviewer's token.
+    async fn search_record(
+        &self,
+        principal: &Principal,
+        search_id: &str,
+        gallery: &str,
+    ) -> Result<AuditEvent, Status> {
+        let mut audit = self.audit.clone();
+        let message = GetSearchRecordRequest { search_id: search_id.to_owned() };
+        let record = match audit.get_search_record(request(message, &self.creds.token())).await {
+            Ok(leaf) => leaf.into_inner().event.unwrap_or_default(),
+            Err(status) if status.code() == Code::NotFound => {
+                let what = format!("no search {search_id} is on record");
+                return Err(self.refuse(principal, gallery, ErrorClass::NotFound, what).await);
+            }
+            Err(_) => return Err(status_with(ErrorClass::Unavailable, "the audit log cannot be read")),
+        };
+        if !gallery.is_empty() && record.gallery != gallery {
+            let what = format!("search {search_id} was not of gallery {gallery}");
+            return Err(self.refuse(principal, gallery, ErrorClass::InvalidArgument, what).await);
+        }
+        if !principal.may_search(&record.gallery, &record.purpose) {
+            let what = format!(
+                "this token does not cover gallery {} for purpose {:?}",
+                record.gallery, record.purpose
+            );
+            return Err(
+                biomatch_client::deny(&self.audit, &self.creds, principal, &record.gallery, what).await
+            );
+        }
+        Ok(record)
+    }
+
+    /// Refuses a review with `class`, recording the refusal (best effort: it stands regardless).
+    async fn refuse(&self, principal: &Principal, gallery: &str, class: ErrorClass, what: String) -> Status {
+        let status = status_with(class, what.clone());
+        let event = AuditEvent {
+            actor: Some(actor(principal)),
+            operation: Operation::Review.into(),
+            gallery: gallery.to_owned(),
+            outcome: biomatch_proto::code_name(status.code()),
+            detail: what,
+            ..Default::default()
+        };
+        if self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await.is_err() {
+            tracing::warn!("a refused review could not be audited");
+        }
+        status
     }
 
     #[tracing::instrument(name = "search.gallery", skip_all)]
@@ -203,14 +281,6 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-fn threshold(gallery: &Gallery, requested: Option<f32>) -> Result<f32, Status> {
-    match requested {
-        None => Ok(gallery.threshold),
-        Some(t) if t.is_finite() && (-1.0..=1.0).contains(&t) => Ok(t),
-        Some(_) => Err(status_with(ErrorClass::InvalidArgument, "threshold must be between -1 and 1")),
-    }
-}
-
 fn base_event(
     principal: &Principal,
     operation: Operation,
@@ -250,11 +320,13 @@ impl SearchService for SearchServer {
         self.spend_budget(&principal, &gallery).await?;
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
+        self.check_probe_kind(&principal, &gallery, probe.as_ref()).await?;
         let k = if k == 0 { gallery.default_k } else { k };
         if k > 1000 {
             return Err(status_with(ErrorClass::InvalidArgument, "k must be at most 1000"));
         }
-        let threshold = threshold(&gallery, requested)?;
+        let floor = self.disclosure.floor(&gallery);
+        let threshold = disclosure::threshold(&principal, &gallery, requested, floor)?;
         let probe = self.probe(&gallery, probe).await?;
 
         let query = probe.template.values();
@@ -278,18 +350,27 @@ impl SearchService for SearchServer {
                 format!("shards {missing_shards:?} of gallery {} did not answer", gallery.name),
             ));
         }
-        let candidates = merge_top_k(lists, k as usize);
-        let decision = Decision::from_score(candidates.first().map(|c| c.score), threshold);
+        let merged = merge_top_k(lists, k as usize);
+        let decision = Decision::from_score(merged.first().map(|c| c.score), threshold);
+        let sees = disclosure::Sees::of(&principal);
+        // The leaf records what the caller was told: the listed candidates, or the mate alone.
+        let recorded: Vec<ScoredSubject> = merged
+            .iter()
+            .take_while(|c| match sees {
+                disclosure::Sees::Candidates => c.score >= floor,
+                disclosure::Sees::Decision => c.score >= threshold,
+            })
+            .take(if sees == disclosure::Sees::Decision { 1 } else { usize::MAX })
+            .map(|c| ScoredSubject { subject_id: c.subject_id.clone(), score: c.score })
+            .collect();
+        let (candidates, mate_subject_id) = disclosure::identify_answer(sees, merged, floor, threshold);
         let search_id = uuid::Uuid::new_v4().to_string();
 
         let mut event = base_event(&principal, Operation::Identify, &gallery, &probe);
         event.purpose = purpose;
         event.case_ref = case_ref;
         event.threshold = Some(threshold);
-        event.candidates = candidates
-            .iter()
-            .map(|c| ScoredSubject { subject_id: c.subject_id.clone(), score: c.score })
-            .collect();
+        event.candidates = recorded;
         event.decision = decision.as_str().to_owned();
         event.partial = !missing_shards.is_empty();
         event.missing_shards = missing_shards.clone();
@@ -307,6 +388,8 @@ impl SearchService for SearchServer {
             missing_shards,
             audit_leaf_index,
             probe_quality: probe.quality,
+            mate_subject_id,
+            candidate_floor: floor,
         }))
     }
 
@@ -325,8 +408,10 @@ impl SearchService for SearchServer {
         self.spend_budget(&principal, &gallery).await?;
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
+        self.check_probe_kind(&principal, &gallery, probe.as_ref()).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
-        let threshold = threshold(&gallery, requested)?;
+        let floor = self.disclosure.floor(&gallery);
+        let threshold = disclosure::threshold(&principal, &gallery, requested, floor)?;
         let probe = self.probe(&gallery, probe).await?;
         let shard = shard_of(&subject, gallery.shard_count);
 
@@ -346,28 +431,33 @@ impl SearchService for SearchServer {
             }
         }
         let scored = answer?;
+        let verification_id = uuid::Uuid::new_v4().to_string();
+        let mut event = base_event(&principal, Operation::Verify, &gallery, &probe);
+        event.purpose = purpose;
+        event.case_ref = case_ref;
+        event.threshold = Some(threshold);
+        event.request_id = verification_id.clone();
         if !scored.found {
+            // Asking whether someone is enrolled is itself on the record.
+            event.subject_ids = vec![subject_id.clone()];
+            event.outcome = "NOT_FOUND".into();
+            self.audit(event, format!("verify:{verification_id}")).await?;
             return Err(status_with(
                 ErrorClass::NotFound,
                 format!("subject {subject_id} is not enrolled in gallery {}", gallery.name),
             ));
         }
         let decision = Decision::from_score(Some(scored.score), threshold);
-        let verification_id = uuid::Uuid::new_v4().to_string();
-
-        let mut event = base_event(&principal, Operation::Verify, &gallery, &probe);
-        event.purpose = purpose;
-        event.case_ref = case_ref;
-        event.threshold = Some(threshold);
+        // The leaf keeps the score for auditors even when the caller is not shown it.
+        let score = disclosure::verify_score(disclosure::Sees::of(&principal), scored.score, floor);
         event.candidates = vec![ScoredSubject { subject_id: subject_id.clone(), score: scored.score }];
         event.decision = decision.as_str().to_owned();
-        event.request_id = verification_id.clone();
         let audit_leaf_index = self.audit(event, format!("verify:{verification_id}")).await?;
 
         Ok(Response::new(VerifyResponse {
             verification_id,
             decision: decision_to_proto(decision).into(),
-            score: scored.score,
+            score,
             threshold,
             model_id: probe.model_id,
             model_version: probe.model_version,
@@ -384,8 +474,8 @@ impl SearchService for SearchServer {
         self.require(&principal, &[Role::Analyst], "SearchService/ReviewCandidate").await?;
         let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
             request.into_inner();
-        if search_id.is_empty() {
-            return Err(status_with(ErrorClass::InvalidArgument, "search_id is required"));
+        if search_id.is_empty() || search_id.len() > 64 {
+            return Err(status_with(ErrorClass::InvalidArgument, "search_id is required (at most 64 bytes)"));
         }
         let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
         let outcome = match ReviewOutcome::try_from(outcome).unwrap_or_default() {
@@ -396,11 +486,20 @@ impl SearchService for SearchServer {
             ReviewOutcome::Rejected => "rejected",
             ReviewOutcome::Inconclusive => "inconclusive",
         };
+        // Only a real candidate of a real search, in the reviewer's scope, can be reviewed.
+        let searched = self.search_record(&principal, &search_id, &gallery).await?;
+        if !searched.candidates.iter().any(|c| c.subject_id == subject.as_str()) {
+            let what = format!("subject {subject_id} was not a candidate of search {search_id}");
+            return Err(self
+                .refuse(&principal, &searched.gallery, ErrorClass::FailedPrecondition, what)
+                .await);
+        }
         let event = AuditEvent {
             actor: Some(actor(&principal)),
             operation: Operation::Review.into(),
-            gallery,
-            case_ref,
+            gallery: searched.gallery,
+            purpose: searched.purpose,
+            case_ref: if case_ref.is_empty() { searched.case_ref } else { case_ref },
             subject_ids: vec![subject.into_string()],
             decision: outcome.to_owned(),
             request_id: search_id,

@@ -190,6 +190,14 @@ impl AuditStore for SqlStore {
         to_u64(n)
     }
 
+    async fn leaf_by_key(&self, idempotency_key: &str) -> Result<Option<AuditLeafRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {LEAF_COLUMNS} FROM audit_leaves WHERE idempotency_key = $1"))
+            .bind(idempotency_key)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(leaf_from_row).transpose()
+    }
+
     async fn query_leaves(&self, q: &AuditQuery) -> Result<Vec<AuditLeafRow>, StoreError> {
         let (cursor, order) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
         let sql = format!(

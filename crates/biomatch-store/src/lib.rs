@@ -98,6 +98,8 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Only the leaf hashes, for rebuilding the Merkle tree.
     async fn leaf_hashes(&self, start: u64, count: u32) -> Result<Vec<Vec<u8>>, StoreError>;
     async fn leaf_count(&self) -> Result<u64, StoreError>;
+    /// The leaf appended under `idempotency_key`, if any.
+    async fn leaf_by_key(&self, idempotency_key: &str) -> Result<Option<AuditLeafRow>, StoreError>;
     async fn query_leaves(&self, query: &AuditQuery) -> Result<Vec<AuditLeafRow>, StoreError>;
     async fn add_checkpoint(&self, checkpoint: &CheckpointRow) -> Result<(), StoreError>;
     /// Checkpoints with a tree size above `after_size`, smallest first.

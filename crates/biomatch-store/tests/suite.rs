@@ -200,6 +200,9 @@ async fn audit_leaves_are_append_only_chained_and_queryable() {
         assert_eq!((replay[0].value.index, replay[0].replayed), (2, true));
         assert_eq!((replay[1].value.index, replay[1].replayed), (5, false));
         assert_eq!(store.leaf_count().await.expect("count"), 6);
+        let by_key = store.leaf_by_key("key3").await.expect("by key").expect("found");
+        assert_eq!((by_key.index, by_key.leaf.as_slice()), (3, &[3u8][..]));
+        assert!(store.leaf_by_key("no-such-key").await.expect("by key").is_none());
         let leaves = store.leaves(0, 100).await.expect("leaves");
         assert_eq!(leaves[4].chain_hash, vec![0, 1, 2, 3, 4]);
         assert_eq!(store.leaf_hashes(4, 10).await.expect("hashes"), vec![vec![4], vec![5]]);

@@ -97,10 +97,30 @@ pub fn load(config: &ServeConfig) -> anyhow::Result<Identity> {
         signer
     };
     let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
-    Ok(Identity {
-        auth: Authenticator::new(set, &a.issuer, &a.audience, a.leeway_secs),
+    let mut key_roles = std::collections::HashMap::new();
+    for (kid, names) in &a.key_roles {
+        let parsed = names.iter().map(|n| n.parse::<Role>()).collect::<Result<Vec<_>, _>>();
+        key_roles.insert(kid.clone(), parsed.map_err(anyhow::Error::msg).context("auth.key_roles")?);
+    }
+    let identity = Identity {
+        auth: Authenticator::new(set, &a.issuer, &a.audience, a.leeway_secs).with_key_roles(key_roles),
         creds: Arc::new(ServiceCredentials::new(signer, &roles.join("+"))),
-    })
+    };
+    // The process's own calls must pass the checks every other role applies to them.
+    let own = format!("Bearer {}", identity.creds.token());
+    if let Err(refused) = identity
+        .auth
+        .authenticate_forwarded(|name| (name == biomatch_auth::AUTHORIZATION).then_some(own.as_str()))
+    {
+        anyhow::bail!(
+            "this process's service key cannot sign its own identity ({}): {}; a process key's id must be \
+             service-ROLES for the roles it runs (`biomatch token keygen --kid {}`)",
+            identity.creds.principal().subject,
+            refused.message(),
+            biomatch_auth::issuers::service_kid(&roles.join("+")),
+        );
+    }
+    Ok(identity)
 }
 
 /// Writes a file only its owner can read (mode 0600 on Unix).

@@ -21,7 +21,7 @@ use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::matcher_service_server::MatcherServiceServer;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
-use biomatch_search::{BudgetPolicy, Budgets, Limits, Peers, Router, SearchServer};
+use biomatch_search::{BudgetPolicy, Budgets, DisclosurePolicy, Limits, Peers, Router, SearchServer};
 use biomatch_store::SqlStore;
 use biomatch_telemetry::RpcTelemetryLayer;
 use secrecy::ExposeSecret;
@@ -165,6 +165,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     };
     let creds = identity.creds.clone();
     let guard = Guard { audit: audit_client.clone(), creds: creds.clone() };
+    // Every refused call is on the record: denials one leaf each, failed authentications per
+    // source and minute.
+    let refusals: Arc<dyn biomatch_auth::RefusalLog> =
+        Arc::new(biomatch_client::AuditRefusals::new(audit_client.clone(), creds.clone(), clock.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
     // Requests that may carry a photo: up to the embed role's limit (refused there with the
@@ -275,7 +279,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 .context("cannot connect to Redis for the query budgets")?,
             None => Budgets::new(policy),
         };
-        let server = SearchServer::new(peers, budgets, clock.clone());
+        let disclosure = DisclosurePolicy { candidate_margin: config.search.candidate_margin };
+        let server = SearchServer::new(peers, budgets, clock.clone()).with_disclosure(disclosure);
         Some(SearchServiceServer::new(server).max_decoding_message_size(photo_message))
     } else {
         None
@@ -313,7 +318,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .context("gRPC reflection")?;
     let router = builder
         .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
-        .layer(AuthLayer::new(auth.clone()))
+        .layer(AuthLayer::new(auth.clone()).with_refusal_log(refusals))
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(embed)

@@ -31,7 +31,7 @@ async fn start(dir: &Path, postgres: Option<String>) -> Log {
     };
     config.database_url = postgres.clone().map(Into::into);
     let keys = Keys::new(&dir.join("keys"));
-    config.auth.public_keys = vec![keys.public.clone()];
+    config.auth.public_keys = keys.public_keys();
     config.auth.service_key_file = Some(keys.private.clone());
     let running = biomatch::serve::start(config).await.expect("audit role starts");
     let database = postgres.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("audit.db").display()));

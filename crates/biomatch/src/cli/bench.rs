@@ -62,6 +62,8 @@ pub(crate) fn scratch_config(
     roles: Vec<Role>,
 ) -> anyhow::Result<(ServeConfig, biomatch_auth::TokenSigner)> {
     let (private, public) = biomatch_auth::keys::generate(&dir.join("jwt"), "bench")?;
+    let service_kid = biomatch_auth::issuers::service_kid(biomatch_auth::issuers::ALL_ROLES);
+    let (service_private, service_public) = biomatch_auth::keys::generate(&dir.join("jwt"), &service_kid)?;
     let master = dir.join("master.key");
     biomatch_crypto::MasterKey::load_or_create(&master)?;
     let mut config = ServeConfig {
@@ -70,8 +72,8 @@ pub(crate) fn scratch_config(
         grpc_addr: "127.0.0.1:0".parse()?,
         ..ServeConfig::default()
     };
-    config.auth.public_keys = vec![public];
-    config.auth.service_key_file = Some(private.clone());
+    config.auth.public_keys = vec![public, service_public];
+    config.auth.service_key_file = Some(service_private);
     config.crypto.master_key_file = Some(master);
     let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch")?;
     Ok((config, signer))

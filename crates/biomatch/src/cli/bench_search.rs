@@ -291,11 +291,15 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
     // The first search waits for the matcher to index every enrolment (minutes for HNSW at 1e5);
     // measured searches never come near this.
     config.search.shard_timeout_ms = 3_600_000;
+    let config_service_key = config.auth.service_key_file.clone();
     let running = crate::serve::start(config).await?;
     let channel =
         biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
+    // The benchmark searches with raw vectors, as a trusted integration does.
     let token = |role, name: &str| {
-        signer.issue(&biomatch_auth::TokenSpec::new(name, role, Duration::from_secs(3600))).context("token")
+        let mut spec = biomatch_auth::TokenSpec::new(name, role, Duration::from_secs(3600));
+        spec.vector_probes = true;
+        signer.issue(&spec).context("token")
     };
     let (admin, enroller, analyst) = (
         token(biomatch_domain::Role::Admin, "bench-admin")?,
@@ -360,7 +364,16 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
     .await?;
     // What one shard's node answers: the search role's own calls to the matcher, without the
     // client's hop to search, the gallery lookup and the audit append.
-    let service_token = token(biomatch_domain::Role::Service, "bench-search")?;
+    let service_token = {
+        let key = config_service_key.as_deref().context("the scratch cluster has a service key")?;
+        let signer = biomatch_auth::TokenSigner::from_file(key, "biomatch", "biomatch")?;
+        let spec = biomatch_auth::TokenSpec::new(
+            "biomatch-search",
+            biomatch_domain::Role::Service,
+            Duration::from_secs(600),
+        );
+        signer.issue(&spec).context("token")?
+    };
     let matcher = MatcherServiceClient::new(channel);
     let shard_searched = load("shard search", probes.len(), &args.clients, move |i| {
         let message = ShardSearchRequest {

@@ -113,7 +113,9 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "decision": decision,
+                "mate_subject_id": r.mate_subject_id,
                 "candidates": candidates,
+                "candidate_floor": r.candidate_floor,
                 "threshold": r.threshold,
                 "search_id": r.search_id,
                 "partial": r.partial,
@@ -128,6 +130,9 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("decision: {decision} (threshold {:.3})", r.threshold);
+    if !r.mate_subject_id.is_empty() {
+        println!("mate: {}", r.mate_subject_id);
+    }
     if let Some(q) = &r.probe_quality {
         let issues = if q.issues.is_empty() { "no issues".to_owned() } else { q.issues.join("; ") };
         println!("probe face quality {:.2} ({issues})", q.overall);
@@ -136,7 +141,7 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
         println!("PARTIAL: shards {:?} did not answer", r.missing_shards);
     }
     if r.candidates.is_empty() {
-        println!("no candidates");
+        println!("no candidates listed (none at or above the candidate floor {:.3})", r.candidate_floor);
     } else {
         println!("{:<5} {:<40} {:>8}", "rank", "subject", "score");
         for c in &r.candidates {
@@ -174,7 +179,8 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         );
     } else {
         let verdict = if decision == "mate" { "MATCH" } else { "NO MATCH" };
-        println!("{verdict}: subject {} score {:.4} (threshold {:.3})", args.subject, r.score, r.threshold);
+        let score = r.score.map_or_else(|| "not disclosed".to_owned(), |s| format!("{s:.4}"));
+        println!("{verdict}: subject {} score {score} (threshold {:.3})", args.subject, r.threshold);
         println!("verification {} (audit leaf {})", r.verification_id, r.audit_leaf_index);
     }
     Ok(())

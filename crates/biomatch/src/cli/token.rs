@@ -39,6 +39,10 @@ pub struct IssueArgs {
     /// The token is refused after its first use.
     #[arg(long)]
     single_use: bool,
+    /// Let the holder search with raw embeddings (scope `vector-probes`): for trusted
+    /// integrations only; kiosks and analysts send photos.
+    #[arg(long)]
+    vector_probes: bool,
     #[arg(long, default_value = "biomatch")]
     issuer: String,
     #[arg(long, default_value = "biomatch")]
@@ -76,6 +80,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             spec.galleries = (!a.galleries.is_empty()).then_some(a.galleries);
             spec.purposes = (!a.purposes.is_empty()).then_some(a.purposes);
             spec.single_use = a.single_use;
+            spec.vector_probes = a.vector_probes;
             println!("{}", signer.issue(&spec)?);
         }
         TokenCommand::Keygen(a) => {

@@ -53,28 +53,42 @@ pub fn serve(args: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
-/// A test key pair in `dir` (kid `test`): every process trusts it and signs its calls with it.
+/// Test keys in `dir`: an issuer for people's tokens (kid `test`), one service key every process
+/// signs its calls with (kid `service-all`), and a master key.
 pub struct Keys {
+    /// The service key pair.
     pub private: std::path::PathBuf,
     pub public: std::path::PathBuf,
+    /// The issuer's public key.
+    pub issuer_public: std::path::PathBuf,
     pub master: std::path::PathBuf,
     signer: biomatch_auth::TokenSigner,
+    service_signer: biomatch_auth::TokenSigner,
 }
 
 impl Keys {
     pub fn new(dir: &std::path::Path) -> Self {
-        let (private, public) = biomatch_auth::keys::generate(dir, "test").expect("keys");
-        let signer = biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer");
+        let (issuer, issuer_public) = biomatch_auth::keys::generate(dir, "test").expect("keys");
+        let kid = biomatch_auth::issuers::service_kid(biomatch_auth::issuers::ALL_ROLES);
+        let (private, public) = biomatch_auth::keys::generate(dir, &kid).expect("keys");
+        let signer = biomatch_auth::TokenSigner::from_file(&issuer, "biomatch", "biomatch").expect("signer");
+        let service_signer =
+            biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer");
         let master = dir.join("master.key");
         biomatch_crypto::MasterKey::load_or_create(&master).expect("master key");
-        Self { private, public, master, signer }
+        Self { private, public, issuer_public, master, signer, service_signer }
+    }
+
+    /// Every public key a process trusts.
+    pub fn public_keys(&self) -> Vec<std::path::PathBuf> {
+        vec![self.issuer_public.clone(), self.public.clone()]
     }
 
     /// The `serve` flags that make a process trust and use these keys.
     pub fn flags(&self) -> Vec<String> {
         vec![
             "--public-keys".into(),
-            self.public.display().to_string(),
+            format!("{},{}", self.issuer_public.display(), self.public.display()),
             "--service-key".into(),
             self.private.display().to_string(),
             "--master-key-file".into(),
@@ -90,9 +104,13 @@ impl Keys {
         serve(&all)
     }
 
+    /// A token of `role`; searching roles may send vector probes (as a trusted integration).
+    /// A `service` token is signed with the service key (its subject names roles, `biomatch-ROLE`).
     pub fn token(&self, role: biomatch_domain::Role, subject: &str) -> String {
-        let spec = biomatch_auth::TokenSpec::new(subject, role, Duration::from_secs(600));
-        self.signer.issue(&spec).expect("token")
+        let mut spec = biomatch_auth::TokenSpec::new(subject, role, Duration::from_secs(600));
+        spec.vector_probes = true;
+        let signer = if role == biomatch_domain::Role::Service { &self.service_signer } else { &self.signer };
+        signer.issue(&spec).expect("token")
     }
 
     /// A request from `role`.
