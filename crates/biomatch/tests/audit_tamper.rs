@@ -121,10 +121,10 @@ async fn database(postgres: bool) -> Option<String> {
 }
 
 /// Opens the database as the insider: append-only triggers off for this session.
-async fn insider(log: &Log) -> AnyConnection {
+async fn insider(database: &str, postgres: bool) -> AnyConnection {
     sqlx::any::install_default_drivers();
-    let mut conn = AnyConnection::connect(&log.database).await.expect("connect");
-    if log.postgres {
+    let mut conn = AnyConnection::connect(database).await.expect("connect");
+    if postgres {
         sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.expect("triggers off");
     } else {
         for t in ["audit_leaves_no_update", "audit_leaves_no_delete"] {
@@ -213,7 +213,7 @@ async fn audit_verify_names_every_kind_of_tampering() {
             assert_eq!(code, Some(0), "{out}");
             assert!(out.contains("20 leaves") && out.contains("signed checkpoints"), "{out}");
 
-            let mut conn = insider(&log).await;
+            let mut conn = insider(&log.database, log.postgres).await;
             match kind {
                 "edit" => edit(&mut conn, 5, Cover::Nothing).await,
                 "edit-covered" => edit(&mut conn, 5, Cover::Chain).await,
@@ -269,7 +269,7 @@ async fn the_audit_role_refuses_to_start_on_a_rewritten_log() {
             append(&log, 20..25, &[]).await;
             log.running.shutdown().await;
 
-            let mut conn = insider(&log).await;
+            let mut conn = insider(&log.database, log.postgres).await;
             match kind {
                 "untouched" => {}
                 "edit after the checkpoint" => edit(&mut conn, 22, Cover::Nothing).await,
@@ -377,6 +377,7 @@ async fn reads_of_the_log_are_on_the_record_and_fail_closed() {
         );
 
         // The log stops committing: reads are refused, with no data.
+        sqlx::any::install_default_drivers();
         let mut conn = AnyConnection::connect(&log.database).await.expect("connect");
         let refuse = if log.postgres {
             vec![
