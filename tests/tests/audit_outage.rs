@@ -60,20 +60,21 @@ async fn no_answer_leaves_without_a_committed_leaf() {
         let audit = TestCluster::start(config(&backend, dir.path(), &[Role::Audit])).await;
         let mut leaves = HashMap::new();
         let mut start = 0;
+        // Up to the size each page was read at: every page is itself an audit_read leaf.
         loop {
             let page = audit
                 .audit()
                 .list_leaves(ListLeavesRequest { start, count: 1000 })
                 .await
                 .expect("leaves")
-                .into_inner()
-                .leaves;
-            if page.is_empty() {
-                break;
-            }
-            start += page.len() as u64;
-            for leaf in page {
+                .into_inner();
+            let at_end = page.leaves.is_empty() || start + page.leaves.len() as u64 >= page.tree_size;
+            start += page.leaves.len() as u64;
+            for leaf in page.leaves {
                 leaves.insert(leaf.index, leaf.event.map(|e| e.request_id).unwrap_or_default());
+            }
+            if at_end {
+                break;
             }
         }
         for (search_id, index) in &answered {

@@ -4,8 +4,10 @@
 //! with synchronous commit); concurrent appends share one commit (group commit). Leaves form an
 //! RFC 6962 Merkle tree held in memory (rebuilt from the stored leaf hashes at start), so roots and
 //! proofs at any size cost O(log n); its heads are signed as C2SP checkpoints every
-//! `checkpoint_interval` when new leaves exist, and on demand. Reads of the log are themselves
-//! appended as `audit_read` leaves.
+//! `checkpoint_interval` when new leaves exist, and on demand. Every read of the log (`Query`,
+//! `ListLeaves`) is itself appended as an `audit_read` leaf saying what was read (the filters, or
+//! the range), committed before the answer leaves; a read that cannot be recorded is refused. At
+//! start the log since the latest signed checkpoint is checked (see [`Log::open`]).
 
 mod convert;
 pub mod keys;
@@ -182,7 +184,20 @@ impl AuditService for AuditServer {
             descending,
             limit: limit + 1,
         };
-        self.audit_read(&principal, format!("query page of {limit}")).await?;
+        // What was searched for, exactly as the store is asked: identifiers and times only.
+        let detail = serde_json::json!({
+            "rpc": "Query",
+            "actor_subject": query.actor_subject,
+            "operation": query.operation,
+            "gallery": query.gallery,
+            "subject_id": query.subject_id,
+            "from_ms": query.from_ms,
+            "to_ms": query.to_ms,
+            "page_token": page_token,
+            "descending": query.descending,
+            "page_size": limit,
+        });
+        self.audit_read(&principal, detail.to_string()).await?;
         let mut rows = self.log.store().query_leaves(&query).await.map_err(|e| status_from(&e))?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
@@ -203,11 +218,26 @@ impl AuditService for AuditServer {
         self.require(&principal, READERS, "AuditService/ListLeaves").await?;
         let ListLeavesRequest { start, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(1000) };
-        let store = self.log.store();
-        let tree_size = store.leaf_count().await.map_err(|e| status_from(&e))?;
-        let rows = store.leaves(start, count).await.map_err(|e| status_from(&e))?;
+        // The read covers only leaves committed before its own leaf: the leaf names exactly the
+        // range answered, and a reader at the end of the log is not chasing its own reads.
+        let tree_size = self.log.size();
+        let end = tree_size.min(start.saturating_add(u64::from(count)));
+        let count = u32::try_from(end.saturating_sub(start)).unwrap_or(0);
+        let detail = serde_json::json!({
+            "rpc": "ListLeaves",
+            "start": start,
+            "count": count,
+            "tree_size": tree_size,
+        });
+        // Committed before any leaf leaves: if it cannot be, the caller gets UNAVAILABLE and no data.
+        self.audit_read(&principal, detail.to_string()).await?;
+        let rows = match count {
+            0 => Vec::new(),
+            n => self.log.store().leaves(start, n).await.map_err(|e| status_from(&e))?,
+        };
         Ok(Response::new(ListLeavesResponse {
-            leaves: rows.into_iter().map(to_proto_leaf).collect(),
+            // Within the range recorded even where a gap (a deleted row) would let more through.
+            leaves: rows.into_iter().filter(|r| r.index < end).map(to_proto_leaf).collect(),
             tree_size,
         }))
     }

@@ -3,9 +3,10 @@
 
 use biomatch_auditlog::checkpoint::{self, Checkpoint};
 use biomatch_auditlog::merkle::{Hash, Tree};
+use biomatch_auditlog::{StoredLeaf, Verifier};
 use biomatch_domain::Clock;
 use biomatch_store::{AuditLeafRow, AuditStore, CheckpointRow, NewAuditLeaf, StoreError, Written};
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -36,8 +37,10 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
 }
 
 impl Log {
-    /// Rebuilds the tree from the stored leaf hashes and starts the committer. The returned
-    /// future commits queued appends (and signs checkpoints on `interval`) until it is dropped.
+    /// Rebuilds the tree from the stored leaf hashes, checking the log against its latest signed
+    /// checkpoint (see `load_tree`: a log that fails is refused with an error naming the leaf),
+    /// and starts the committer. The returned future commits queued appends (and signs
+    /// checkpoints on `interval`) until it is dropped.
     pub async fn open(
         store: Arc<dyn AuditStore>,
         key: SigningKey,
@@ -45,7 +48,7 @@ impl Log {
         clock: Clock,
         interval: Duration,
     ) -> Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static), StoreError> {
-        let tree = Self::load_tree(store.as_ref()).await?;
+        let tree = Self::load_tree(store.as_ref(), &key.verifying_key()).await?;
         tracing::info!(leaves = tree.size(), "audit log loaded");
         let (queue, receiver) = mpsc::channel(4 * MAX_BATCH);
         let log = Arc::new(Self {
@@ -66,15 +69,89 @@ impl Log {
         Ok((log, worker))
     }
 
-    async fn load_tree(store: &dyn AuditStore) -> Result<Tree, StoreError> {
+    /// Rebuilds the tree from the stored leaf hashes, refusing a log that was rewritten behind the
+    /// service's back (triggers dropped, database file edited): otherwise the next checkpoint would
+    /// sign the forgery.
+    ///
+    /// - The latest checkpoint must be signed by `key`, and the first `size` leaf hashes must hash
+    ///   to its root: a rewrite below the checkpoint, hashes and chain included, is caught here.
+    /// - Every leaf after it is read whole: its index follows the one before, its bytes hash to its
+    ///   leaf hash, it decodes, and its chain hash links to the previous leaf's (anchored at the
+    ///   stored chain hash of the checkpoint's last leaf).
+    ///
+    /// Nothing signed covers the leaves after the latest checkpoint, so a consistent rewrite of
+    /// them (bytes, leaf hashes and every later chain hash) cannot be told from the original; see
+    /// docs/security.md.
+    async fn load_tree(store: &dyn AuditStore, key: &VerifyingKey) -> Result<Tree, StoreError> {
+        let tampered = |what: String| {
+            StoreError::Corrupt(format!(
+                "audit log tampered: {what}; the audit role will not start (run `biomatch audit verify`)"
+            ))
+        };
         let mut tree = Tree::default();
+        let signed = match store.latest_checkpoint().await? {
+            Some(row) => {
+                let opened = checkpoint::open(&row.note, key).map_err(|e| {
+                    tampered(format!(
+                        "the latest checkpoint (size {}) does not open with this log's signing key: {e}",
+                        row.tree_size
+                    ))
+                })?;
+                if opened.size != row.tree_size || opened.root[..] != row.root_hash[..] {
+                    return Err(tampered(format!(
+                        "the latest checkpoint (size {}) differs from its signed note",
+                        row.tree_size
+                    )));
+                }
+                Some(opened)
+            }
+            None => None,
+        };
+        let size = signed.as_ref().map_or(0, |c| c.size);
+        while tree.size() < size {
+            let want = u32::try_from(size - tree.size()).unwrap_or(u32::MAX).min(PAGE);
+            let page = store.leaf_hashes(tree.size(), want).await?;
+            if page.is_empty() {
+                return Err(tampered(format!(
+                    "a checkpoint was signed at size {size} but the log holds only {} leaves (leaves were dropped)",
+                    tree.size()
+                )));
+            }
+            for h in page {
+                let index = tree.size();
+                tree.push(
+                    to_hash(&h)
+                        .map_err(|_| tampered(format!("leaf {index}: the leaf hash is not 32 bytes")))?,
+                );
+            }
+        }
+        if let Some(c) = &signed
+            && tree.root(size) != Some(c.root)
+        {
+            return Err(tampered(format!(
+                "leaves 0..{size} do not hash to the root signed at size {size} \
+                 (a leaf below index {size} was rewritten with its hashes)"
+            )));
+        }
+        let anchor = match size.checked_sub(1) {
+            Some(last) => store.leaves(last, 1).await?.pop().map(|l| l.chain_hash).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut verifier = Verifier::resume(size, anchor);
         loop {
-            let page = store.leaf_hashes(tree.size(), PAGE).await?;
+            let page = store.leaves(tree.size(), PAGE).await?;
             if page.is_empty() {
                 return Ok(tree);
             }
-            for h in page {
-                tree.push(to_hash(&h)?);
+            for row in page {
+                let leaf = StoredLeaf {
+                    index: row.index,
+                    leaf: row.leaf,
+                    leaf_hash: row.leaf_hash,
+                    chain_hash: row.chain_hash,
+                };
+                verifier.push(&leaf).map_err(|e| tampered(e.to_string()))?;
+                tree.push(to_hash(&leaf.leaf_hash)?);
             }
         }
     }
@@ -155,7 +232,7 @@ impl Log {
         }
         // Someone else appended to the store: rebuild from it.
         tracing::warn!("audit store grew outside this process; reloading the tree");
-        match Self::load_tree(self.store.as_ref()).await {
+        match Self::load_tree(self.store.as_ref(), &self.key.verifying_key()).await {
             Ok(tree) => *self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tree,
             Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
         }

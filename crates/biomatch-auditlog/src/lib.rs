@@ -114,6 +114,12 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier that continues after leaf `next - 1`, whose stored chain hash is `chain` (trusted
+    /// as the starting point: the audit role anchors it at its latest signed checkpoint).
+    pub fn resume(next: u64, chain: Vec<u8>) -> Self {
+        Self { next, chain }
+    }
+
     pub fn push(&mut self, leaf: &StoredLeaf) -> Result<(), VerifyError> {
         let index = self.next;
         if leaf.index != index {
@@ -218,6 +224,22 @@ mod tests {
     #[test]
     fn intact_log_verifies() {
         assert_eq!(verify(&log(10)), Ok(10));
+    }
+
+    #[test]
+    fn a_resumed_verifier_checks_from_its_anchor() {
+        let leaves = log(10);
+        let mut v = Verifier::resume(6, leaves[5].chain_hash.clone());
+        for leaf in &leaves[6..] {
+            v.push(leaf).expect("intact");
+        }
+        assert_eq!(v.verified(), 10);
+        let mut edited = leaves.clone();
+        edited[8].leaf = record(99).encode();
+        edited[8].leaf_hash = leaf_hash(&edited[8].leaf).to_vec();
+        let mut v = Verifier::resume(6, leaves[5].chain_hash.clone());
+        let err = edited[6..].iter().try_for_each(|l| v.push(l)).expect_err("caught");
+        assert_eq!(err, VerifyError::Chain { index: 8 });
     }
 
     #[test]

@@ -108,7 +108,8 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
 }
 
 /// Streams every leaf: checks each one (index, hash, encoding, chain), recomputes the Merkle root
-/// at every signed checkpoint's size and compares.
+/// at every signed checkpoint's size and compares. Each page read is itself an `audit_read` leaf,
+/// so the walk ends at the log's size when its last page was read.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let mut client = AuditServiceClient::new(args.client.channel()?);
     let key = match &args.public_key {
@@ -151,9 +152,10 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     loop {
         let request = ListLeavesRequest { start: verifier.verified(), count: 1000 };
         let page = client.list_leaves(args.client.request(request)?).await.map_err(rpc_error)?.into_inner();
-        if page.leaves.is_empty() {
-            break;
-        }
+        // Each page is itself an audit_read leaf: stop at the size the page was read at, or this
+        // loop would chase its own reads.
+        let at_end =
+            page.leaves.is_empty() || verifier.verified() + page.leaves.len() as u64 >= page.tree_size;
         for leaf in page.leaves {
             let stored = StoredLeaf {
                 index: leaf.index,
@@ -166,6 +168,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 stored.leaf_hash.as_slice().try_into().map_err(|_| tampered("bad leaf hash".into()))?;
             frontier.push(hash);
             check(&frontier, &mut pending)?;
+        }
+        if at_end {
+            break;
         }
     }
     if let Some(c) = pending.next() {
