@@ -230,8 +230,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    /// Where a process without the gateway role serves `/metrics`, `/healthz` and `/readyz`
-    /// (the gateway serves them on `http_addr`); unset: not served.
+    /// The operator port, where every process (the gateway included) serves `/metrics`,
+    /// `/healthz` and `/readyz`; unset: `/metrics` is not served. The gateway's public
+    /// `http_addr` serves `/healthz` and `/readyz` only.
     pub metrics_addr: Option<SocketAddr>,
     /// On SIGTERM, how long in-flight requests may take to finish before they are abandoned.
     pub shutdown_grace_ms: u64,

@@ -19,7 +19,8 @@ pub struct ServeArgs {
     /// REST listen address of the gateway role [default: 127.0.0.1:8080].
     #[arg(long)]
     http_addr: Option<String>,
-    /// Serve /metrics, /healthz and /readyz here (roles without the gateway).
+    /// The operator port: /metrics, /healthz and /readyz (every role; the gateway's public
+    /// --http-addr never serves /metrics).
     #[arg(long)]
     metrics_addr: Option<String>,
     /// PostgreSQL URL for the gallery and audit stores instead of SQLite files.
