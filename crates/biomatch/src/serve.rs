@@ -135,17 +135,20 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let search_client = SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?);
     let matcher_urls = if e.matchers.is_empty() { vec![own.clone()] } else { e.matchers.clone() };
 
-    let needs_gallery_store = config.runs(Role::Ingest) || config.runs(Role::Matcher);
-    let (gallery_url, audit_url) = store_urls(&config)?;
+    // Only ingest, matcher and audit open a store (and need a database URL or a data directory);
+    // only ingest and matcher read the master key.
+    let needs_gallery_store = config.seals_templates();
     let mut stores = Vec::new();
     let gallery_store = if needs_gallery_store {
+        let (gallery_url, _) = store_urls(&config)?;
         let store = SqlStore::connect(&gallery_url).await.context("cannot open the gallery store")?;
         stores.push(store.clone());
         Some(Arc::new(store))
     } else {
         None
     };
-    let audit_store = if config.runs(Role::Audit) {
+    let audit_store = if config.keeps_audit_log() {
+        let (_, audit_url) = store_urls(&config)?;
         let store = SqlStore::connect(&audit_url).await.context("cannot open the audit store")?;
         stores.push(store.clone());
         Some(Arc::new(store))
