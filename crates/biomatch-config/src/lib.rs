@@ -412,7 +412,13 @@ mod tests {
             let c = ServeConfig::load(Some(Path::new("biomatch.toml")), flags).expect("loads");
             assert_eq!(c.endpoints.matchers.len(), 4);
             assert_eq!(c.matcher.snapshot_interval_ms, 60_000);
-            assert!(c.metrics_addr.is_some());
+            assert!(c.metrics_addr.is_some_and(|m| m.port() != c.http_addr.port()), "an operator port");
+            let e = &c.endpoints;
+            let urls = [&e.audit, &e.ingest, &e.embed, &e.search].into_iter().flatten().chain(&e.matchers);
+            assert!(urls.clone().count() == 8 && urls.into_iter().all(|u| u.starts_with("https://")));
+            // Secrets are per role (arguments and environment of each workload), not shared.
+            assert!(c.crypto.master_key_file.is_none() && c.audit.signing_key_file.is_none());
+            assert!(c.auth.service_key_file.is_none() && c.database_url.is_none());
             Ok(())
         });
     }
