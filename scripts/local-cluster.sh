@@ -66,9 +66,11 @@ for i in 0 1 2 3; do
     matchers+=("http://127.0.0.1:$port")
 done
 start search service-search+gateway --role search,gateway --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
+    --metrics-addr 127.0.0.1:9170 \
     --audit-endpoint http://127.0.0.1:50061 --ingest-endpoint http://127.0.0.1:50062 \
     --embed-endpoint http://127.0.0.1:50062 --matcher-endpoints "$(IFS=,; echo "${matchers[*]}")"
 "$BIN" token issue --role admin --sub local-admin --ttl 12h --key "$DIR/keys/ops.key.pem" > "$DIR/admin.token"
 echo "local cluster up: search gRPC 127.0.0.1:50051, REST 127.0.0.1:8080, ingest 127.0.0.1:50062,"
-echo "audit 127.0.0.1:50061, matchers 127.0.0.1:50071-50074 ($GALLERY shards 0,0,1,1)."
+echo "audit 127.0.0.1:50061, matchers 127.0.0.1:50071-50074 ($GALLERY shards 0,0,1,1);"
+echo "/metrics: search+gateway 127.0.0.1:9170, matchers 127.0.0.1:9171-9174."
 echo "admin token: $DIR/admin.token; logs: $DIR/logs; stop: $0 stop"

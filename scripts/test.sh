@@ -77,10 +77,12 @@ psql "$BIOMATCH_TEST_DATABASE_URL" -Atqc "select datname from pg_database where 
 # Helm chart (values schema and template structure; no helm binary exists here).
 if command -v kubectl >/dev/null 2>&1; then
     python3 deploy/check.py
+    python3 deploy/check_fails.py   # each rule of the check can fail
 else
     echo "test: deploy check SKIPPED: kubectl (for kustomize rendering) is not installed" >&2
 fi
 python3 helm/check.py
+python3 helm/check_fails.py
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

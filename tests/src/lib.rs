@@ -57,6 +57,8 @@ pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig
         data_dir: data_dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("address"),
         http_addr: "127.0.0.1:0".parse().expect("address"),
+        // The operator port (`/metrics`), as every role in a deployment has one.
+        metrics_addr: Some("127.0.0.1:0".parse().expect("address")),
         ..ServeConfig::default()
     };
     config.auth.public_keys = vec![public, service_public];

@@ -14,7 +14,7 @@ use tonic::Code;
 async fn query_budgets_are_enforced_and_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    // Every role but the gateway: the process serves its metrics on `metrics_addr`.
+    // Every role but the gateway; the process serves its metrics on `metrics_addr`.
     use biomatch_config::Role;
     let mut c =
         config(&backend, dir.path(), &[Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
@@ -34,7 +34,7 @@ async fn query_budgets_are_enforced_and_audited() {
     let event = leaves[0].event.as_ref().expect("event");
     assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("integration-1"));
     // And a metric an alert can watch, labelled by role, never by subject.
-    let url = format!("http://{}/metrics", cluster.running.http_addr.expect("metrics address"));
+    let url = format!("http://{}/metrics", cluster.running.metrics_addr.expect("metrics address"));
     let text = reqwest::get(url).await.expect("metrics").text().await.expect("body");
     let line = text.lines().find(|l| l.starts_with("biomatch_budget_refusals_total{")).expect("the counter");
     assert!(line.contains("role=\"analyst\"") && line.contains("window=\"per-minute\""), "{line}");

@@ -73,8 +73,12 @@ async fn rest_identify_and_errors() {
     let json: serde_json::Value = r.json().await.expect("json");
     assert_eq!(json["error"]["code"], "UNAUTHENTICATED");
 
+    // Metrics are on the operator port only: the public port answers 404 for them.
+    let r = http.get(format!("{base}/metrics")).send().await.expect("public metrics");
+    assert_eq!(r.status(), 404, "the gateway's public port serves no /metrics");
+    let ops = format!("http://{}", cluster.running.metrics_addr.expect("operator port"));
     // REST requests are counted by route template (never the concrete path) and status.
-    let text = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("body");
+    let text = http.get(format!("{ops}/metrics")).send().await.expect("metrics").text().await.expect("body");
     let route = "route=\"/v1/galleries/{gallery}/identify\",method=\"POST\"";
     for status in ["200", "400", "401", "404"] {
         let series = format!("biomatch_http_requests_total{{{route},status=\"{status}\"}}");

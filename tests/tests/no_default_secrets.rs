@@ -46,3 +46,20 @@ async fn a_cluster_refuses_to_start_without_explicit_keys() {
     let running = biomatch::serve::start(good).await.expect("starts with explicit keys");
     running.shutdown().await;
 }
+
+/// Roles that neither seal templates nor keep the audit log start without a master key, a database
+/// or an audit signing key, and open no store: the deployment mounts none of them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_without_templates_start_without_the_master_key_or_a_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = biomatch_tests::Backend::Sqlite(dir.path().join("data"));
+    let mut c = config(&backend, dir.path(), &[Role::Gateway, Role::Embed, Role::Search]);
+    c.crypto.master_key_file = None;
+    c.database_url = None;
+    c.redis_url = None;
+    c.audit.signing_key_file = None;
+    c.data_dir = dir.path().join("never-created");
+    let running = biomatch::serve::start(c).await.expect("starts without the secrets it does not use");
+    assert!(!dir.path().join("never-created").exists(), "no store opened, no data directory made");
+    running.shutdown().await;
+}

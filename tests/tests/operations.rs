@@ -56,7 +56,7 @@ async fn health_reflection_and_rpc_metrics_without_a_gateway() {
     }
 
     // HTTP probes and per-RPC metrics.
-    let base = format!("http://{}", cluster.running.http_addr.expect("metrics address"));
+    let base = format!("http://{}", cluster.running.metrics_addr.expect("metrics address"));
     for probe in ["healthz", "readyz"] {
         let response = reqwest::get(format!("{base}/{probe}")).await.expect(probe);
         assert!(response.status().is_success(), "{probe}");

@@ -108,7 +108,8 @@ async fn enrol_and_identify_by_photo() {
     assert!(listed.iter().all(|c| c["score"].as_f64().is_some_and(|s| s >= floor)), "{json}");
     assert!(json["probe_quality"]["overall"].as_f64().is_some_and(|q| q > 0.5), "{json}");
     // Stage latencies are metrics.
-    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
+    let ops = format!("http://{}", cluster.running.metrics_addr.expect("operator port"));
+    let metrics = reqwest::get(format!("{ops}/metrics")).await.expect("metrics").text().await.expect("text");
     for stage in ["decode", "detect", "align", "quality", "embed", "total"] {
         let series = format!("biomatch_embed_stage_seconds_bucket{{stage=\"{stage}\"");
         assert!(metrics.contains(&series), "{series}");

@@ -240,8 +240,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    /// Where a process without the gateway role serves `/metrics`, `/healthz` and `/readyz`
-    /// (the gateway serves them on `http_addr`); unset: not served.
+    /// The operator port, where every process (the gateway included) serves `/metrics`,
+    /// `/healthz` and `/readyz`; unset: `/metrics` is not served. The gateway's public
+    /// `http_addr` serves `/healthz` and `/readyz` only.
     pub metrics_addr: Option<SocketAddr>,
     /// On SIGTERM, how long in-flight requests may take to finish before they are abandoned.
     pub shutdown_grace_ms: u64,
@@ -355,6 +356,18 @@ impl ServeConfig {
         self.roles.contains(&Role::All) || self.roles.contains(&role)
     }
 
+    /// Ingest and matcher seal and open templates: only they read the master key and the key
+    /// directory, and open the gallery store (the database). Other roles start without them.
+    pub fn seals_templates(&self) -> bool {
+        self.runs(Role::Ingest) || self.runs(Role::Matcher)
+    }
+
+    /// Only the audit role opens the audit store (the database) and reads the checkpoint
+    /// signing key.
+    pub fn keeps_audit_log(&self) -> bool {
+        self.runs(Role::Audit)
+    }
+
     /// Demo mode: the whole cluster in one process on embedded storage.
     /// The configured roles as written on the command line, joined by `separator`.
     pub fn role_names(&self, separator: &str) -> String {
@@ -412,9 +425,39 @@ mod tests {
             let c = ServeConfig::load(Some(Path::new("biomatch.toml")), flags).expect("loads");
             assert_eq!(c.endpoints.matchers.len(), 4);
             assert_eq!(c.matcher.snapshot_interval_ms, 60_000);
-            assert!(c.metrics_addr.is_some());
+            assert!(c.metrics_addr.is_some_and(|m| m.port() != c.http_addr.port()), "an operator port");
+            let e = &c.endpoints;
+            let urls = [&e.audit, &e.ingest, &e.embed, &e.search].into_iter().flatten().chain(&e.matchers);
+            assert!(urls.clone().count() == 8 && urls.into_iter().all(|u| u.starts_with("https://")));
+            // Secrets are per role (arguments and environment of each workload), not shared.
+            assert!(c.crypto.master_key_file.is_none() && c.audit.signing_key_file.is_none());
+            assert!(c.auth.service_key_file.is_none() && c.database_url.is_none());
             Ok(())
         });
+    }
+
+    /// Each role needs only the secrets it uses: a gateway, embed or search process validates and
+    /// opens no store without a master key, database or audit signing key (the manifests mount
+    /// none of them there).
+    #[test]
+    fn each_role_needs_only_its_own_secrets() {
+        let only = |role| ServeConfig { roles: vec![role], ..Default::default() };
+        for role in [Role::Gateway, Role::Embed] {
+            let c = only(role);
+            assert!(c.database_url.is_none() && c.crypto.master_key_file.is_none());
+            c.validate().expect("valid without store, master key or Redis");
+            assert!(!c.seals_templates() && !c.keeps_audit_log());
+        }
+        for role in [Role::Ingest, Role::Matcher] {
+            let c = only(role);
+            assert!(c.seals_templates() && !c.keeps_audit_log(), "{role:?}");
+        }
+        let audit = only(Role::Audit);
+        assert!(audit.keeps_audit_log() && !audit.seals_templates());
+        let search = only(Role::Search);
+        assert!(!search.seals_templates() && !search.keeps_audit_log());
+        let all = only(Role::All);
+        assert!(all.seals_templates() && all.keeps_audit_log());
     }
 
     #[test]

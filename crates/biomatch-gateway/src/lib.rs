@@ -1,7 +1,8 @@
 //! The gateway role: a REST/JSON API (axum) over the gRPC services, for analysts, auditors and
-//! admins. So far: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text; the process's
-//! counters, no subject ids) and `POST /v1/galleries/{gallery}/identify` with an embedding (JSON)
-//! or a photo (multipart form).
+//! admins. So far: `GET /healthz`, `GET /readyz` and `POST /v1/galleries/{gallery}/identify` with an
+//! embedding (JSON) or a photo (multipart form). `/metrics` is not on this public port: every
+//! process, the gateway included, serves it with the health endpoints on its operator port
+//! ([`ops_router`] at `metrics_addr`), which only the monitoring network reaches.
 //!
 //! The caller's bearer token is validated by [`biomatch_auth::Authenticator`] and forwarded to the
 //! gRPC service, which establishes the principal; errors come back as `{"error": {"code", "message"}}` with the HTTP
@@ -25,13 +26,14 @@ use tonic::transport::Channel;
 pub struct Gateway {
     search: SearchServiceClient<Channel>,
     auth: Authenticator,
-    ops: Ops,
+    ready: Arc<AtomicBool>,
     body_limit: usize,
 }
 
 impl Gateway {
-    pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator, ops: Ops) -> Self {
-        Self { search, auth, ops, body_limit: 11 * 1024 * 1024 }
+    /// `ready` is what `/readyz` reports (the process's readiness flag).
+    pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator, ready: Arc<AtomicBool>) -> Self {
+        Self { search, auth, ready, body_limit: 11 * 1024 * 1024 }
     }
 
     /// The largest request body accepted (a photo plus its form); larger ones get 413.
@@ -40,14 +42,15 @@ impl Gateway {
         self
     }
 
+    /// The public REST API with `/healthz` and `/readyz` (for load balancers); no `/metrics`.
     pub fn router(self) -> Router {
-        let ops = ops_router(self.ops.clone());
+        let health = health_router(self.ready.clone());
         Router::new()
             .route("/v1/galleries/{gallery}/identify", post(identify))
             .route_layer(biomatch_telemetry::RpcTelemetryLayer::http())
             .layer(DefaultBodyLimit::max(self.body_limit))
             .with_state(self)
-            .merge(ops)
+            .merge(health)
     }
 
     /// Validates the caller's bearer token and returns it for forwarding: the service behind
@@ -60,32 +63,30 @@ impl Gateway {
     }
 }
 
-/// What every process serves to its operators: `/healthz`, `/readyz` and `/metrics` (Prometheus
-/// text of the process's counters; no label carries a subject id).
+/// `/healthz` (the process is up) and `/readyz` (it takes traffic).
+pub fn health_router(ready: Arc<AtomicBool>) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let ready = ready.load(Ordering::SeqCst);
+            async move {
+                if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+            }
+        }),
+    )
+}
+
+/// What every process serves to its operators on `metrics_addr`: `/healthz`, `/readyz` and
+/// `/metrics` (Prometheus text of the process's counters; no label carries a subject id).
 pub fn ops_router(ops: Ops) -> Router {
     let Ops { metrics, ready } = ops;
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.load(Ordering::SeqCst);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move { metrics.map(|m| m.render()).unwrap_or_default() }
-            }),
-        )
+    health_router(ready).route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.map(|m| m.render()).unwrap_or_default() }
+        }),
+    )
 }
 
 /// What the operator endpoints report: the process's metrics, and whether it takes traffic
@@ -271,4 +272,31 @@ async fn identify(
             issues: q.issues,
         }),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn status(app: Router, path: &str) -> StatusCode {
+        let request = axum::http::Request::get(path).body(Body::empty()).expect("request");
+        app.oneshot(request).await.expect("response").status()
+    }
+
+    #[tokio::test]
+    async fn the_public_router_has_no_metrics_and_the_operator_router_has() {
+        let ready = Arc::new(AtomicBool::new(true));
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let auth = Authenticator::new(biomatch_auth::KeySet::default(), "biomatch", "biomatch", 30);
+        let public = Gateway::new(SearchServiceClient::new(channel), auth, ready.clone()).router();
+        assert_eq!(status(public.clone(), "/metrics").await, StatusCode::NOT_FOUND);
+        assert_eq!(status(public.clone(), "/healthz").await, StatusCode::OK);
+        assert_eq!(status(public, "/readyz").await, StatusCode::OK);
+        let ops = ops_router(Ops { metrics: None, ready: ready.clone() });
+        assert_eq!(status(ops.clone(), "/metrics").await, StatusCode::OK);
+        ready.store(false, Ordering::SeqCst);
+        assert_eq!(status(ops, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -35,7 +35,10 @@ use tokio::task::JoinHandle;
 /// A running process: its addresses, and a handle to stop it.
 pub struct Running {
     pub grpc_addr: SocketAddr,
+    /// The gateway's public REST port (with `/healthz` and `/readyz`, never `/metrics`).
     pub http_addr: Option<SocketAddr>,
+    /// The operator port: `/metrics`, `/healthz` and `/readyz`, when `metrics_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     stores: Vec<SqlStore>,
@@ -113,8 +116,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
 pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Result<Running> {
     config.validate()?;
-    // Counters accumulate from the start, whichever roles run; served by the gateway or at
-    // `metrics_addr`.
+    // Counters accumulate from the start, whichever roles run; served only at `metrics_addr`
+    // (the operator port), never on the gateway's public port.
     let ops = Ops { metrics: metrics_handle(), ready: Arc::new(AtomicBool::new(false)) };
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -132,17 +135,20 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let search_client = SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?);
     let matcher_urls = if e.matchers.is_empty() { vec![own.clone()] } else { e.matchers.clone() };
 
-    let needs_gallery_store = config.runs(Role::Ingest) || config.runs(Role::Matcher);
-    let (gallery_url, audit_url) = store_urls(&config)?;
+    // Only ingest, matcher and audit open a store (and need a database URL or a data directory);
+    // only ingest and matcher read the master key.
+    let needs_gallery_store = config.seals_templates();
     let mut stores = Vec::new();
     let gallery_store = if needs_gallery_store {
+        let (gallery_url, _) = store_urls(&config)?;
         let store = SqlStore::connect(&gallery_url).await.context("cannot open the gallery store")?;
         stores.push(store.clone());
         Some(Arc::new(store))
     } else {
         None
     };
-    let audit_store = if config.runs(Role::Audit) {
+    let audit_store = if config.keeps_audit_log() {
+        let (_, audit_url) = store_urls(&config)?;
         let store = SqlStore::connect(&audit_url).await.context("cannot open the audit store")?;
         stores.push(store.clone());
         Some(Arc::new(store))
@@ -343,12 +349,14 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let http_addr = if config.runs(Role::Gateway) {
         // A photo at the embed role's limit, plus the form around it.
         let body_limit = config.embed.max_image_bytes + 1024 * 1024;
-        let app = Gateway::new(search_client, auth, ops.clone()).with_body_limit(body_limit).router();
+        let app = Gateway::new(search_client, auth, ops.ready.clone()).with_body_limit(body_limit).router();
         Some(serve_http(config.http_addr, app, stopped.clone(), &mut tasks).await?)
-    } else if let Some(addr) = config.metrics_addr {
-        Some(serve_http(addr, ops_router(ops.clone()), stopped.clone(), &mut tasks).await?)
     } else {
         None
+    };
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => Some(serve_http(addr, ops_router(ops.clone()), stopped.clone(), &mut tasks).await?),
+        None => None,
     };
 
     ops.ready.store(true, Ordering::SeqCst);
@@ -356,6 +364,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     Ok(Running {
         grpc_addr,
         http_addr,
+        metrics_addr,
         stop,
         tasks,
         stores,

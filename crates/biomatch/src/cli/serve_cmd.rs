@@ -19,7 +19,8 @@ pub struct ServeArgs {
     /// REST listen address of the gateway role [default: 127.0.0.1:8080].
     #[arg(long)]
     http_addr: Option<String>,
-    /// Serve /metrics, /healthz and /readyz here (roles without the gateway).
+    /// The operator port: /metrics, /healthz and /readyz (every role; the gateway's public
+    /// --http-addr never serves /metrics).
     #[arg(long)]
     metrics_addr: Option<String>,
     /// PostgreSQL URL for the gallery and audit stores instead of SQLite files.
@@ -62,9 +63,12 @@ pub struct ServeArgs {
     tls_cert: Option<PathBuf>,
     #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// Master key file (64 hex characters) wrapping the galleries' data keys.
+    /// Master key file (64 hex characters) wrapping the galleries' data keys (ingest and matcher).
     #[arg(long)]
     master_key_file: Option<PathBuf>,
+    /// The audit log's checkpoint signing key (audit role) [default: DATA_DIR/audit-signing.key].
+    #[arg(long)]
+    audit_signing_key: Option<PathBuf>,
     /// The face models (scripts/fetch-models.sh puts them in ./models); without it the embed
     /// role refuses photos.
     #[arg(long)]
@@ -105,6 +109,8 @@ struct Overrides {
     embed: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     tls: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    audit: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ServeArgs {
@@ -147,6 +153,10 @@ impl ServeArgs {
         if let Some(p) = self.master_key_file {
             crypto.insert("master_key_file".into(), path(p));
         }
+        let mut audit = serde_json::Map::new();
+        if let Some(p) = self.audit_signing_key {
+            audit.insert("signing_key_file".into(), path(p));
+        }
         let mut embed = serde_json::Map::new();
         if let Some(p) = self.model_dir {
             embed.insert("model_dir".into(), path(p));
@@ -174,6 +184,7 @@ impl ServeArgs {
             crypto,
             embed,
             tls,
+            audit,
         })
     }
 }
