@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn vector_probes_need_the_scope() {
         let vector = Probe { kind: Some(probe::Kind::Embedding(Embedding::default())) };
-        let photo = Probe { kind: Some(probe::Kind::Image(vec![1].into())) };
+        let photo = Probe { kind: Some(probe::Kind::Image(vec![1])) };
         let mut analyst = Principal::new("a", Role::Analyst);
         assert!(probe_refusal(&analyst, Some(&vector)).is_some());
         assert!(probe_refusal(&analyst, Some(&photo)).is_none());
