@@ -230,10 +230,11 @@ async fn a_pod_key_signs_only_its_own_identity() {
             let code = call(&cluster.channel, rpc, &token).await;
             assert_eq!(code, Code::Unauthenticated, "key {} as {role} {subject} on {rpc}", signer.kid);
         }
-        // Its own identity authenticates, and may not append leaves or ask a matcher.
+        // Its own identity authenticates, and may neither ask a matcher, nor delete a gallery, nor
+        // write any leaf but its own refusals (the gateway: none at all).
         let own = format!("biomatch-{}", signer.kid.trim_start_matches("service-"));
         let token = signer.issue(&biomatch_auth::TokenSpec::new(&own, Role::Service, ttl)).expect("token");
-        for rpc in ["MatcherService/Search", "IngestService/DeleteGallery"] {
+        for rpc in ["MatcherService/Search", "IngestService/DeleteGallery", "AuditService/Append"] {
             assert_eq!(call(&cluster.channel, rpc, &token).await, Code::PermissionDenied, "{own} on {rpc}");
         }
     }

@@ -12,6 +12,7 @@
 mod convert;
 pub mod keys;
 mod log;
+mod writers;
 
 pub use convert::{event_to_record, record_to_event};
 pub use log::Log;
@@ -88,14 +89,18 @@ impl AuditServer {
         if allowed.contains(&principal.role) {
             return Ok(());
         }
-        let what = format!("role {} may not call {rpc}", principal.role);
+        Err(self.refuse(principal, format!("role {} may not call {rpc}", principal.role)).await)
+    }
+
+    /// A `PERMISSION_DENIED` answer, recorded as an `access_denied` leaf first (best effort).
+    async fn refuse(&self, principal: &Principal, what: String) -> Status {
         let mut record = convert::empty_record(principal, Operation::AccessDenied, (self.clock)());
         record.outcome = "PERMISSION_DENIED".into();
         record.detail = what.clone();
         if self.append_record(record, None).await.is_err() {
             tracing::warn!("a refusal could not be audited");
         }
-        Err(status_with(ErrorClass::PermissionDenied, what))
+        status_with(ErrorClass::PermissionDenied, what)
     }
 
     fn to_proto_checkpoint(&self, row: CheckpointRow) -> Checkpoint {
@@ -144,6 +149,11 @@ impl AuditService for AuditServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Service], "AuditService/Append").await?;
         let AppendRequest { event, idempotency_key } = request.into_inner();
+        let operation = event.as_ref().map(|e| e.operation()).unwrap_or_default();
+        if !writers::may_write(&principal.subject, operation) {
+            let what = format!("service {} may not record {operation:?} leaves", principal.subject);
+            return Err(self.refuse(&principal, what).await);
+        }
         let event = event.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "event is required"))?;
         let record = event_to_record(event, (self.clock)())?;
         let key = (!idempotency_key.is_empty()).then_some(idempotency_key);
