@@ -66,7 +66,7 @@ async fn bad_requests_get_precise_statuses_and_write_nothing() {
         assert!(again.replayed);
         assert_eq!(again.change_seq, first.change_seq);
         let conflict = ingest.enroll(enroll("g", "dup", vec![0.3; 64], "key-1")).await;
-        assert_eq!(code(conflict), Code::AlreadyExists);
+        assert_eq!(code(conflict), Code::InvalidArgument, "a key bound to another body");
         let after = gallery(&mut ingest).await;
         assert_eq!(after.subject_count, before.subject_count + 1, "only the one valid enrolment landed");
         assert_eq!(

@@ -197,8 +197,11 @@ async fn thresholds_are_set_by_admins_versioned_and_audited() {
         let event = leaves[0].event.as_ref().expect("event");
         assert_eq!((event.threshold, event.threshold_version), (Some(raised), 2));
         let query = QueryAuditRequest { operation: Operation::SetThreshold.into(), ..Default::default() };
-        let changes = audit.query(query).await.expect("query").into_inner().leaves;
-        assert_eq!(changes.len(), 1, "one record per threshold version");
+        let leaves = audit.query(query).await.expect("query").into_inner().leaves;
+        let (changes, intents): (Vec<_>, Vec<_>) =
+            leaves.into_iter().partition(|l| l.event.as_ref().is_some_and(|e| e.outcome == "OK"));
+        assert_eq!(changes.len(), 1, "one outcome record per threshold version");
+        assert_eq!(intents.len(), 2, "every call was announced by an intent leaf first");
         let change = changes[0].event.as_ref().expect("event");
         assert_eq!(change.actor.as_ref().expect("actor").subject, "ops-1");
         assert!(

@@ -10,7 +10,7 @@ pub enum IdError {
     BadGallery,
     #[error("subject id must not be empty")]
     EmptySubject,
-    #[error("subject id must be at most 128 printable characters without whitespace")]
+    #[error("subject id must be at most 128 printable characters (256 bytes) without whitespace")]
     BadSubject,
 }
 
@@ -31,7 +31,7 @@ impl GalleryName {
         }
         let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-        if name.len() > 64 || !ok_chars || !ok_start {
+        if name.len() > crate::limits::MAX_GALLERY_NAME_BYTES || !ok_chars || !ok_start {
             return Err(IdError::BadGallery);
         }
         Ok(Self(name.to_owned()))
@@ -59,7 +59,10 @@ impl SubjectId {
         if id.is_empty() {
             return Err(IdError::EmptySubject);
         }
-        if id.chars().count() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if id.chars().count() > 128
+            || id.len() > crate::limits::MAX_SUBJECT_ID_BYTES
+            || id.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
             return Err(IdError::BadSubject);
         }
         Ok(Self(id.to_owned()))

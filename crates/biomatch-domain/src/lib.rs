@@ -9,6 +9,7 @@ mod clock;
 mod error;
 mod gallery;
 mod ids;
+pub mod limits;
 mod principal;
 mod vector;
 
@@ -16,5 +17,6 @@ pub use clock::{Clock, system_clock};
 pub use error::{Classified, ErrorClass};
 pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};
+pub use limits::TooLong;
 pub use principal::{Principal, Role, VECTOR_PROBES_SCOPE};
 pub use vector::{Template, VectorError};

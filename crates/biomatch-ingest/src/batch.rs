@@ -1,5 +1,6 @@
 //! Gathering a batch-enrol stream into per-gallery transactions with one audit leaf each.
 
+use crate::custody::{Custody, digest};
 use crate::{IngestServer, events, failure};
 use biomatch_domain::Principal;
 use biomatch_proto::status_from;
@@ -30,9 +31,16 @@ impl Batch {
         self.groups.iter().map(|(_, items)| items.len()).sum()
     }
 
-    /// Commits what is pending, then audits it; an audit failure ends the stream with `UNAVAILABLE`.
+    /// Names each gallery's pending enrolments in an intent leaf, commits them, then records what
+    /// was enrolled in an outcome leaf; an audit failure ends the stream with `UNAVAILABLE` (and
+    /// a failed intent leaves the group unwritten).
     pub(crate) async fn flush(&mut self, server: &IngestServer, principal: &Principal) -> Result<(), Status> {
         for (gallery, items) in std::mem::take(&mut self.groups) {
+            let custody = custody(&gallery, &items);
+            let intended = items.iter().map(|(_, w)| w.subject.to_string()).collect();
+            let mut intent = events::enroll_event(principal, &gallery, intended);
+            intent.detail = format!("batch: {} enrolment(s)", items.len());
+            server.intent(&custody, intent).await?;
             let writes: Vec<EnrollWrite> = items.iter().map(|(_, w)| w.clone()).collect();
             let results = server
                 .store
@@ -52,16 +60,29 @@ impl Batch {
                 }
             }
             server.changed.notify_one();
-            if !enrolled.is_empty() {
-                let event = events::enroll_event(principal, &gallery, enrolled);
-                let leaf = server.audit(event, crate::audit_key("batch-enroll", "")).await?;
-                self.response.audit_leaf_indexes.push(leaf);
-            }
+            let mut event = events::enroll_event(principal, &gallery, enrolled);
+            event.detail = format!("batch: {} of {} enrolled", event.subject_ids.len(), writes.len());
+            let leaf = server.outcome(&custody, event).await?;
+            self.response.audit_leaf_indexes.push(leaf);
         }
         Ok(())
     }
 
     pub(crate) fn into_response(self) -> BatchEnrollResponse {
         self.response
+    }
+}
+
+/// A group whose every item has an idempotency key gets audit keys derived from them, so
+/// retrying the same stream finds the same leaves; otherwise a fresh request id.
+fn custody(gallery: &GalleryRecord, items: &[(u32, EnrollWrite)]) -> Custody {
+    let keys: Option<Vec<&[u8]>> = items
+        .iter()
+        .map(|(_, w)| w.idempotency.as_ref().map(|i| [i.key.as_bytes(), i.request_hash.as_bytes()]))
+        .collect::<Option<Vec<_>>>()
+        .map(|pairs| pairs.into_iter().flatten().collect());
+    match keys {
+        Some(keys) => Custody::keyed("batch-enroll", &gallery.name, &digest(&keys)),
+        None => Custody::fresh("batch-enroll"),
     }
 }

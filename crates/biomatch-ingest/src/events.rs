@@ -1,7 +1,7 @@
 //! Audit events of the ingest role.
 
 use biomatch_client::actor;
-use biomatch_domain::Principal;
+use biomatch_domain::{GallerySpec, Principal};
 use biomatch_proto::v1::{AuditEvent, Operation};
 use biomatch_store::GalleryRecord;
 
@@ -18,6 +18,38 @@ pub(crate) fn gallery_event(
         model_version: gallery.model_version.clone(),
         threshold: Some(gallery.threshold),
         threshold_version: gallery.threshold_version,
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}
+
+/// The intent to create a gallery with `spec`.
+pub(crate) fn create_intent(principal: &Principal, spec: &GallerySpec) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor(principal)),
+        operation: Operation::CreateGallery.into(),
+        gallery: spec.name.to_string(),
+        model_id: spec.model_id.clone(),
+        model_version: spec.model_version.clone(),
+        threshold: Some(spec.threshold),
+        threshold_version: 1,
+        detail: format!(
+            "create: dimension {}, {} shard(s), purposes [{}], retention {} s",
+            spec.dimension,
+            spec.shard_count,
+            spec.allowed_purposes.join(","),
+            spec.retention_seconds
+        ),
+        ..Default::default()
+    }
+}
+
+/// A change of gallery `name` known only by its name (a replayed deletion: the row is gone).
+pub(crate) fn named_gallery_event(principal: &Principal, operation: Operation, name: &str) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor(principal)),
+        operation: operation.into(),
+        gallery: name.to_owned(),
         outcome: "OK".into(),
         ..Default::default()
     }

@@ -1,13 +1,17 @@
 //! The ingest role: [`IngestServer`] implements `IngestService`, the only writer of the gallery
 //! store.
 //!
-//! An enrolment is validated (gallery, subject id, dimension, finite values, one model per
-//! gallery), written with its change-log entry in one transaction, appended to the audit log, and
-//! only then acknowledged. Idempotency keys make retries safe: the same key with the same body
-//! returns the first answer (and re-appends its audit leaf under the same audit key, which the audit
-//! log de-duplicates), the same key with another body is `ALREADY_EXISTS`.
+//! Every change is audited before it takes effect (see [`custody`]): an enrolment is validated
+//! (field lengths, gallery, subject id, dimension, finite values, one model per gallery), named in
+//! an intent leaf committed to the audit log, written with its change-log entry in one transaction,
+//! recorded in an outcome leaf, and only then acknowledged. Idempotency keys make retries safe: the
+//! stored record binds the key to a digest of the request, so the same key with the same body
+//! returns the first answer (and re-appends its leaves under the same audit keys, which the audit
+//! log de-duplicates), and the same key with another body is `INVALID_ARGUMENT` with nothing
+//! changed and nothing appended.
 
 mod batch;
+mod custody;
 mod events;
 mod galleries;
 mod validate;
@@ -15,20 +19,23 @@ mod validate;
 use biomatch_auth::ServiceCredentials;
 use biomatch_client::{FaceRule, GalleryModel};
 use biomatch_crypto::KeyStore;
+use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_REASON_BYTES, bounded};
 use biomatch_domain::{Clock, ErrorClass, Principal, Role, SubjectId, shard_of};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_server::IngestService;
 use biomatch_proto::v1::{
-    BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
+    AuditEvent, BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
     DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollMode, EnrollRequest, EnrollResponse,
     Gallery, GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
     PurgeExpiredRequest, PurgeExpiredResponse, SetThresholdRequest, Subject,
 };
 use biomatch_proto::{status_from, status_with};
-use biomatch_store::{EnrollWrite, GalleryCounts, GalleryRecord, GalleryStore, Idempotency, StoreError};
+use biomatch_store::{
+    EnrollWrite, ExpiredSubject, GalleryCounts, GalleryRecord, GalleryStore, Idempotency, StoreError,
+};
+use custody::{Custody, digest};
 use prost::Message;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
@@ -88,9 +95,9 @@ impl IngestServer {
 
     /// Validates one enrolment into a write for the store.
     async fn prepare(&self, gallery: &GalleryRecord, request: EnrollRequest) -> Result<EnrollWrite, Status> {
-        let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
         let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
+        let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
         if gallery.retention_seconds <= 0 {
             return Err(status_with(
                 ErrorClass::FailedPrecondition,
@@ -103,6 +110,17 @@ impl IngestServer {
         if samples.len() > 64 {
             return Err(status_with(ErrorClass::InvalidArgument, "at most 64 samples per enrolment"));
         }
+        // The key is bound to gallery, subject, mode and the samples; a reuse with another body is
+        // refused here, before any audit leaf, and again by the store's transaction.
+        let (idempotency, _) = self
+            .idempotency("enroll", &idempotency_key, || {
+                let samples: Vec<u8> =
+                    samples.iter().flat_map(Message::encode_length_delimited_to_vec).collect();
+                let samples = digest(&[&samples]);
+                let mode: &[u8] = if replace { b"replace" } else { b"add" };
+                digest(&[gallery.name.as_bytes(), subject.as_str().as_bytes(), mode, samples.as_bytes()])
+            })
+            .await?;
         let model = GalleryModel {
             dimension: gallery.dimension as usize,
             model_id: gallery.model_id.clone(),
@@ -125,9 +143,6 @@ impl IngestServer {
             .await?;
             sealed_templates.push(key.seal(&resolved.template.to_le_bytes(), &context));
         }
-        let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
-        let idempotency = (!idempotency_key.is_empty())
-            .then(|| Idempotency { key: format!("enroll:{idempotency_key}"), request_hash });
         Ok(EnrollWrite {
             shard: shard_of(&subject, gallery.shard_count),
             subject,
@@ -139,27 +154,38 @@ impl IngestServer {
     }
 
     /// Removes every subject whose retention has ended, everywhere (store, change log, and
-    /// through it every matcher), and audits each gallery's purge.
+    /// through it every matcher). Each round names the subjects it will remove in one intent leaf
+    /// per gallery before removing them, then records what was removed in an outcome leaf.
     pub async fn purge_expired(&self, actor: &Principal) -> Result<PurgeExpiredResponse, Status> {
         let mut response = PurgeExpiredResponse::default();
         loop {
-            let purged = self.store.purge_expired((self.clock)(), 1000).await.map_err(|e| status_from(&e))?;
-            if purged.is_empty() {
+            let now = (self.clock)();
+            let expired = self.store.expired(now, 1000).await.map_err(|e| status_from(&e))?;
+            if expired.is_empty() {
                 return Ok(response);
             }
+            let custody = Custody::fresh("purge");
+            let intended = by_gallery(expired.iter().map(|e: &ExpiredSubject| (&e.gallery, &e.subject_id)));
+            for (gallery, subject_ids) in &intended {
+                let mut event = events::purge_event(actor, gallery, subject_ids.clone());
+                event.detail = "retention ended: purging".into();
+                self.intent(&custody.part(gallery), event).await?;
+            }
+            let purged = self.store.purge(&expired, now).await.map_err(|e| status_from(&e))?;
             self.changed.notify_one();
-            let mut by_gallery: Vec<(String, Vec<String>)> = Vec::new();
-            for p in purged {
+            for p in &purged {
                 response.purged += 1;
                 response.last_change_seq = response.last_change_seq.max(p.change_seq);
-                match by_gallery.iter_mut().find(|(g, _)| *g == p.gallery) {
-                    Some((_, ids)) => ids.push(p.subject_id),
-                    None => by_gallery.push((p.gallery, vec![p.subject_id])),
-                }
             }
-            for (gallery, subject_ids) in by_gallery {
-                let event = events::purge_event(actor, &gallery, subject_ids);
-                response.audit_leaf_indexes.push(self.audit(event, audit_key("purge", "")).await?);
+            let mut done = by_gallery(purged.iter().map(|p| (&p.gallery, &p.subject_id)));
+            for (gallery, _) in &intended {
+                // Every intent gets its outcome, even when all its subjects were re-enrolled meanwhile.
+                let subject_ids = match done.iter_mut().find(|(g, _)| g == gallery) {
+                    Some((_, ids)) => std::mem::take(ids),
+                    None => Vec::new(),
+                };
+                let event = events::purge_event(actor, gallery, subject_ids);
+                response.audit_leaf_indexes.push(self.outcome(&custody.part(gallery), event).await?);
             }
         }
     }
@@ -179,8 +205,48 @@ impl IngestServer {
         }
     }
 
-    async fn audit(&self, event: biomatch_proto::v1::AuditEvent, key: String) -> Result<u64, Status> {
+    async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, Status> {
         biomatch_client::append_audit(&self.audit, &self.creds, event, key).await.map(|r| r.leaf_index)
+    }
+
+    /// Commits the intent leaf of a change; nothing may change unless this succeeds.
+    async fn intent(&self, custody: &Custody, event: AuditEvent) -> Result<u64, Status> {
+        let (event, key) = custody.intent(event);
+        self.audit(event, key).await
+    }
+
+    /// Commits the outcome leaf of a change.
+    async fn outcome(&self, custody: &Custody, event: AuditEvent) -> Result<u64, Status> {
+        let (event, key) = custody.outcome(event);
+        self.audit(event, key).await
+    }
+
+    /// Records, best effort, that an intended change was refused; returns the refusal.
+    async fn refused(&self, custody: &Custody, event: AuditEvent, status: Status) -> Status {
+        let (event, key) = custody.refusal(event, &status);
+        if self.audit(event, key).await.is_err() {
+            tracing::warn!("the refusal of an intended change could not be audited");
+        }
+        status
+    }
+
+    /// The idempotency record of a request: its key (bounded) bound to the request's digest, or
+    /// `None` without a key; and whether the same request already used it (a replay). A key
+    /// already used with another body is `INVALID_ARGUMENT`.
+    async fn idempotency(
+        &self,
+        kind: &str,
+        idempotency_key: &str,
+        request_digest: impl FnOnce() -> String,
+    ) -> Result<(Option<Idempotency>, bool), Status> {
+        bounded("idempotency_key", idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES)
+            .map_err(|e| status_from(&e))?;
+        if idempotency_key.is_empty() {
+            return Ok((None, false));
+        }
+        let idem = Idempotency { key: format!("{kind}:{idempotency_key}"), request_hash: request_digest() };
+        let replay = self.store.idempotent_response(&idem).await.map_err(|e| status_from(&e))?.is_some();
+        Ok((Some(idem), replay))
     }
 }
 
@@ -189,13 +255,16 @@ const ENROLLERS: &[Role] = &[Role::Enroller];
 /// Gallery settings are for staff and other roles; kiosks only search.
 const READERS: &[Role] = &[Role::Enroller, Role::Admin, Role::Analyst, Role::Service, Role::Auditor];
 
-/// The audit key of a write: derived from its idempotency key so a retry finds the same leaf.
-fn audit_key(kind: &str, idempotency_key: &str) -> String {
-    if idempotency_key.is_empty() {
-        format!("{kind}:{}", uuid::Uuid::new_v4())
-    } else {
-        format!("{kind}:{idempotency_key}")
+/// Subject ids grouped by gallery, in first-seen order.
+fn by_gallery<'a>(items: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (gallery, subject) in items {
+        match groups.iter_mut().find(|(g, _)| g == gallery) {
+            Some((_, ids)) => ids.push(subject.clone()),
+            None => groups.push((gallery.clone(), vec![subject.clone()])),
+        }
     }
+    groups
 }
 
 #[tonic::async_trait]
@@ -207,6 +276,8 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/CreateGallery").await?;
         let spec = validate::gallery_spec(request.into_inner())?;
+        let custody = Custody::fresh("create-gallery");
+        self.intent(&custody, events::create_intent(&principal, &spec)).await?;
         // The data key exists before the gallery does, so no gallery is ever without one.
         let key_ref = uuid::Uuid::new_v4().simple().to_string();
         self.keys.create(&key_ref).map_err(|e| {
@@ -217,12 +288,13 @@ impl IngestService for IngestServer {
             Ok(record) => record,
             Err(e) => {
                 let _ = self.keys.destroy(&key_ref);
-                return Err(status_from(&e));
+                let event = events::create_intent(&principal, &spec);
+                return Err(self.refused(&custody, event, status_from(&e)).await);
             }
         };
         self.changed.notify_one();
         let event = events::gallery_event(&principal, Operation::CreateGallery, &record);
-        self.audit(event, audit_key("create-gallery", "")).await?;
+        self.outcome(&custody, event).await?;
         Ok(Response::new(galleries::to_proto(&record, GalleryCounts::default())))
     }
 
@@ -258,18 +330,31 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/SetThreshold").await?;
         let SetThresholdRequest { gallery, threshold, reason } = request.into_inner();
+        bounded("reason", &reason, MAX_REASON_BYTES).map_err(|e| status_from(&e))?;
         let threshold = validate::threshold(threshold)?;
         let before = self.gallery(&gallery).await?;
         let name = validate::gallery_name(&gallery)?;
-        let after = self.store.set_threshold(&name, threshold).await.map_err(|e| status_from(&e))?;
+        let mut intent = events::gallery_event(&principal, Operation::SetThreshold, &before);
+        intent.threshold = Some(threshold);
+        intent.detail = format!(
+            "threshold {} (version {}) -> {threshold}: {reason}",
+            before.threshold, before.threshold_version
+        );
+        let custody = Custody::fresh("set-threshold");
+        self.intent(&custody, intent.clone()).await?;
+        let after = match self.store.set_threshold(&name, threshold).await {
+            Ok(after) => after,
+            Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
+        };
         let mut event = events::gallery_event(&principal, Operation::SetThreshold, &after);
         event.detail = format!(
             "threshold {} (version {}) -> {} (version {}): {reason}",
             before.threshold, before.threshold_version, after.threshold, after.threshold_version
         );
-        // One audit record per threshold version: a retry re-appends under the same key.
-        let key = format!("set-threshold:{}:{}", after.id, after.threshold_version);
-        self.audit(event, key).await?;
+        // One outcome record per threshold version: a retry re-appends under the same key.
+        let custody =
+            custody.with_outcome_key(format!("set-threshold:{}:{}", after.id, after.threshold_version));
+        self.outcome(&custody, event).await?;
         Ok(Response::new(self.counted(&after).await?))
     }
 
@@ -280,23 +365,41 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/DeleteGallery").await?;
         let DeleteGalleryRequest { name, idempotency_key } = request.into_inner();
-        let record = self.gallery(&name).await?;
         let name = validate::gallery_name(&name)?;
-        let change_seq =
-            self.store.delete_gallery(&name, (self.clock)()).await.map_err(|e| status_from(&e))?;
+        // The key is bound to the gallery's name: reused for another gallery, it deletes nothing.
+        let (idem, replay) = self
+            .idempotency("delete-gallery", &idempotency_key, || digest(&[name.as_str().as_bytes()]))
+            .await?;
+        // A replay finds the gallery gone; its intent leaf is already in the log (the audit
+        // key de-duplicates this one).
+        let intent = if replay {
+            events::named_gallery_event(&principal, Operation::DeleteGallery, name.as_str())
+        } else {
+            let record = self.gallery(name.as_str()).await?;
+            events::gallery_event(&principal, Operation::DeleteGallery, &record)
+        };
+        let custody = Custody::of("delete-gallery", idem.as_ref());
+        let mut detail = intent.clone();
+        detail.detail = "delete every subject and template; destroy the data key".into();
+        self.intent(&custody, detail).await?;
+        let deleted = match self.store.delete_gallery(&name, idem.as_ref(), (self.clock)()).await {
+            Ok(deleted) => deleted,
+            Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
+        };
         self.changed.notify_one();
         // Crypto-shredding: without its data key no copy of the gallery's templates opens again.
-        let shredded = self.keys.destroy(&record.key_ref);
+        // (Destroying is idempotent, so a replay finishes a destruction that failed before.)
+        let shredded = self.keys.destroy(&deleted.value.key_ref);
         if let Err(e) = &shredded {
-            tracing::error!(error = %e, gallery = %record.name, "destroying the gallery data key failed");
+            tracing::error!(error = %e, gallery = %name, "destroying the gallery data key failed");
         }
-        let mut event = events::gallery_event(&principal, Operation::DeleteGallery, &record);
+        let mut event = intent;
         event.detail = match shredded {
             Ok(()) => "rows deleted; data key destroyed".into(),
             Err(_) => "rows deleted; destroying the data key FAILED".into(),
         };
-        let audit_leaf_index = self.audit(event, audit_key("delete-gallery", &idempotency_key)).await?;
-        Ok(Response::new(DeleteGalleryResponse { change_seq, audit_leaf_index }))
+        let audit_leaf_index = self.outcome(&custody, event).await?;
+        Ok(Response::new(DeleteGalleryResponse { change_seq: deleted.value.change_seq, audit_leaf_index }))
     }
 
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
@@ -304,20 +407,31 @@ impl IngestService for IngestServer {
         self.require(&principal, ENROLLERS, "IngestService/Enroll").await?;
         let request = request.into_inner();
         let gallery = self.gallery(&request.gallery).await?;
-        let key = request.idempotency_key.clone();
         let write = self.prepare(&gallery, request).await?;
-        let mut results = self
-            .store
-            .enroll(&gallery, std::slice::from_ref(&write), (self.clock)())
-            .await
-            .map_err(|e| status_from(&e))?;
-        let written = results
-            .pop()
-            .unwrap_or(Err(StoreError::Corrupt("no result".into())))
-            .map_err(|e| status_from(&e))?;
+        let custody = Custody::of("enroll", write.idempotency.as_ref());
+        let subject_ids = vec![write.subject.to_string()];
+        let mut intent = events::enroll_event(&principal, &gallery, subject_ids.clone());
+        intent.detail = format!(
+            "{} {} template(s)",
+            if write.replace { "replace with" } else { "add" },
+            write.sealed_templates.len()
+        );
+        self.intent(&custody, intent.clone()).await?;
+        let written = match self.store.enroll(&gallery, std::slice::from_ref(&write), (self.clock)()).await {
+            Ok(mut results) => results.pop().unwrap_or(Err(StoreError::Corrupt("no result".into()))),
+            Err(e) => Err(e),
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
+        };
         self.changed.notify_one();
-        let event = events::enroll_event(&principal, &gallery, vec![written.value.subject_id.clone()]);
-        let audit_leaf_index = self.audit(event, audit_key("enroll", &key)).await?;
+        let mut event = events::enroll_event(&principal, &gallery, subject_ids);
+        event.detail = format!(
+            "{} template(s) added, {} held, change {}",
+            written.value.templates_added, written.value.template_count, written.value.change_seq
+        );
+        let audit_leaf_index = self.outcome(&custody, event).await?;
         let v = written.value;
         Ok(Response::new(EnrollResponse {
             subject_id: v.subject_id,
@@ -363,22 +477,27 @@ impl IngestService for IngestServer {
     ) -> Result<Response<DeleteSubjectResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, ENROLLERS, "IngestService/DeleteSubject").await?;
-        let request = request.into_inner();
-        let request_hash = hex::encode(Sha256::digest(request.encode_to_vec()));
-        let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request;
+        let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request.into_inner();
         let gallery = self.gallery(&gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
-        let idem = (!idempotency_key.is_empty())
-            .then(|| Idempotency { key: format!("delete:{idempotency_key}"), request_hash });
-        let written = self
-            .store
-            .delete_subject(&gallery, &subject, idem.as_ref(), (self.clock)())
-            .await
-            .map_err(|e| status_from(&e))?;
+        let (idem, _) = self
+            .idempotency("delete", &idempotency_key, || {
+                digest(&[gallery.name.as_bytes(), subject.as_str().as_bytes()])
+            })
+            .await?;
+        let custody = Custody::of("delete", idem.as_ref());
+        let mut intent = events::enroll_event(&principal, &gallery, vec![subject.to_string()]);
+        intent.operation = Operation::DeleteSubject.into();
+        self.intent(&custody, intent.clone()).await?;
+        let written = match self.store.delete_subject(&gallery, &subject, idem.as_ref(), (self.clock)()).await
+        {
+            Ok(written) => written,
+            Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
+        };
         self.changed.notify_one();
-        let mut event = events::enroll_event(&principal, &gallery, vec![subject.into_string()]);
-        event.operation = Operation::DeleteSubject.into();
-        let audit_leaf_index = self.audit(event, audit_key("delete", &idempotency_key)).await?;
+        let mut event = intent;
+        event.detail = format!("change {}", written.value);
+        let audit_leaf_index = self.outcome(&custody, event).await?;
         Ok(Response::new(DeleteSubjectResponse { change_seq: written.value, audit_leaf_index }))
     }
 

@@ -1,5 +1,6 @@
 //! Validation of gallery requests.
 
+use biomatch_domain::limits::{MAX_MODEL_BYTES, MAX_PURPOSE_BYTES, MAX_PURPOSES, bounded};
 use biomatch_domain::{ErrorClass, GalleryName, GallerySpec};
 use biomatch_proto::v1::CreateGalleryRequest;
 use biomatch_proto::{index_spec_from_proto, status_from, status_with};
@@ -57,9 +58,20 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
             "allowed_purposes is required: the purpose codes this gallery may be searched for",
         ));
     }
-    if allowed_purposes.iter().any(|p| p.is_empty() || p.len() > 64 || p.chars().any(char::is_whitespace)) {
-        return Err(invalid("purpose codes must be 1 to 64 characters without whitespace"));
+    if allowed_purposes.len() > MAX_PURPOSES {
+        return Err(invalid(format!("at most {MAX_PURPOSES} allowed purposes")));
     }
+    if allowed_purposes
+        .iter()
+        .any(|p| p.is_empty() || p.len() > MAX_PURPOSE_BYTES || p.chars().any(char::is_whitespace))
+    {
+        return Err(invalid(format!(
+            "purpose codes must be 1 to {MAX_PURPOSE_BYTES} bytes without whitespace"
+        )));
+    }
+    // Everything here reaches the audit log: bounded before anything is appended.
+    bounded("model_id", &model_id, MAX_MODEL_BYTES).map_err(|e| status_from(&e))?;
+    bounded("model_version", &model_version, MAX_MODEL_BYTES).map_err(|e| status_from(&e))?;
     let retention_seconds = retention.map_or(0, |d| d.seconds);
     if retention_seconds < 0 {
         return Err(invalid("retention must not be negative"));
@@ -114,6 +126,17 @@ mod tests {
         );
         assert_eq!(
             code(CreateGalleryRequest { shard_count: 5000, ..request() }),
+            tonic::Code::InvalidArgument
+        );
+        let long = "m".repeat(MAX_MODEL_BYTES + 1);
+        assert_eq!(
+            code(CreateGalleryRequest { model_version: long.clone(), ..request() }),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(code(CreateGalleryRequest { model_id: long, ..request() }), tonic::Code::InvalidArgument);
+        let many = (0..=MAX_PURPOSES).map(|i| format!("p{i}")).collect();
+        assert_eq!(
+            code(CreateGalleryRequest { allowed_purposes: many, ..request() }),
             tonic::Code::InvalidArgument
         );
         let pq = biomatch_proto::v1::IndexSpec {

@@ -26,7 +26,9 @@ impl Classified for StoreError {
     fn class(&self) -> ErrorClass {
         match self {
             StoreError::GalleryNotFound(_) | StoreError::SubjectNotFound(_) => ErrorClass::NotFound,
-            StoreError::GalleryExists(_) | StoreError::IdempotencyConflict(_) => ErrorClass::AlreadyExists,
+            StoreError::GalleryExists(_) => ErrorClass::AlreadyExists,
+            // A key reused with another body is a client error: nothing was done for it.
+            StoreError::IdempotencyConflict(_) => ErrorClass::InvalidArgument,
             StoreError::ModelMismatch { .. } => ErrorClass::FailedPrecondition,
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ErrorClass::Unavailable,
             StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => ErrorClass::Internal,

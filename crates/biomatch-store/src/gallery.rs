@@ -2,8 +2,9 @@
 
 use crate::sql::{WriteLock, to_i64, to_u32, to_u64};
 use crate::{
-    Change, ChangeOp, EnrollResult, EnrollWrite, GalleryCounts, GalleryRecord, GalleryStore, Idempotency,
-    PurgedSubject, SqlStore, StoreError, SubjectRecord, TemplateRow, Written,
+    Change, ChangeOp, DeletedGallery, EnrollResult, EnrollWrite, ExpiredSubject, GalleryCounts,
+    GalleryRecord, GalleryStore, Idempotency, PurgedSubject, SqlStore, StoreError, SubjectRecord,
+    TemplateRow, Written,
 };
 use async_trait::async_trait;
 use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
@@ -75,6 +76,11 @@ async fn check_idempotency(
         .bind(&idem.key)
         .fetch_optional(&mut **tx)
         .await?;
+    idempotent(row, idem)
+}
+
+/// The stored response of `idem`'s key, if the same request used it.
+fn idempotent(row: Option<AnyRow>, idem: &Idempotency) -> Result<Option<String>, StoreError> {
     match row {
         None => Ok(None),
         Some(row) => {
@@ -298,13 +304,25 @@ impl GalleryStore for SqlStore {
         Ok(record)
     }
 
-    async fn delete_gallery(&self, name: &GalleryName, now_ms: i64) -> Result<u64, StoreError> {
+    async fn delete_gallery(
+        &self,
+        name: &GalleryName,
+        idempotency: Option<&Idempotency>,
+        now_ms: i64,
+    ) -> Result<Written<DeletedGallery>, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
+        if let Some(idem) = idempotency
+            && let Some(response) = check_idempotency(&mut tx, idem).await?
+        {
+            return Ok(Written { value: serde_json::from_str(&response).map_err(corrupt)?, replayed: true });
+        }
+        let row = sqlx::query("SELECT id, key_ref FROM galleries WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::GalleryNotFound(name.to_string()))?;
+        let id: i64 = row.try_get("id")?;
+        let key_ref: String = row.try_get("key_ref")?;
         for table in ["templates", "subjects", "changes"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE gallery_id = $1"))
                 .bind(id)
@@ -312,9 +330,22 @@ impl GalleryStore for SqlStore {
                 .await?;
         }
         sqlx::query("DELETE FROM galleries WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        let seq = append_change(&mut tx, id, 0, "", ChangeOp::DropGallery, now_ms).await?;
+        let change_seq = append_change(&mut tx, id, 0, "", ChangeOp::DropGallery, now_ms).await?;
+        let deleted = DeletedGallery { change_seq, key_ref };
+        if let Some(idem) = idempotency {
+            remember_idempotency(&mut tx, idem, serde_json::to_string(&deleted).map_err(corrupt)?, now_ms)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(seq)
+        Ok(Written { value: deleted, replayed: false })
+    }
+
+    async fn idempotent_response(&self, idem: &Idempotency) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = $1")
+            .bind(&idem.key)
+            .fetch_optional(&self.read)
+            .await?;
+        idempotent(row, idem)
     }
 
     async fn enroll(
@@ -415,31 +446,65 @@ impl GalleryStore for SqlStore {
         })
     }
 
-    async fn purge_expired(&self, now_ms: i64, limit: u32) -> Result<Vec<PurgedSubject>, StoreError> {
-        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+    async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<ExpiredSubject>, StoreError> {
         let rows = sqlx::query(
-            "SELECT s.gallery_id, g.name, s.subject_id, s.shard FROM subjects s JOIN galleries g ON g.id = s.gallery_id \
+            "SELECT s.gallery_id, g.name, s.subject_id FROM subjects s JOIN galleries g ON g.id = s.gallery_id \
              WHERE s.expires_at IS NOT NULL AND s.expires_at <= $1 ORDER BY s.expires_at LIMIT $2",
         )
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.read)
         .await?;
-        let mut purged = Vec::with_capacity(rows.len());
-        for row in rows {
-            let gallery_id: i64 = row.try_get("gallery_id")?;
-            let subject: String = row.try_get("subject_id")?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExpiredSubject {
+                    gallery_id: row.try_get("gallery_id")?,
+                    gallery: row.try_get("name")?,
+                    subject_id: row.try_get("subject_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge(
+        &self,
+        subjects: &[ExpiredSubject],
+        now_ms: i64,
+    ) -> Result<Vec<PurgedSubject>, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let mut purged = Vec::with_capacity(subjects.len());
+        for expired in subjects {
+            let shard: Option<i64> = sqlx::query_scalar(
+                "SELECT shard FROM subjects WHERE gallery_id = $1 AND subject_id = $2 \
+                 AND expires_at IS NOT NULL AND expires_at <= $3",
+            )
+            .bind(expired.gallery_id)
+            .bind(&expired.subject_id)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(shard) = shard else { continue };
             for table in ["templates", "subjects"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE gallery_id = $1 AND subject_id = $2"))
-                    .bind(gallery_id)
-                    .bind(&subject)
+                    .bind(expired.gallery_id)
+                    .bind(&expired.subject_id)
                     .execute(&mut *tx)
                     .await?;
             }
-            let shard = to_u32(row.try_get("shard")?)?;
-            let change_seq =
-                append_change(&mut tx, gallery_id, shard, &subject, ChangeOp::Delete, now_ms).await?;
-            purged.push(PurgedSubject { gallery: row.try_get("name")?, subject_id: subject, change_seq });
+            let change_seq = append_change(
+                &mut tx,
+                expired.gallery_id,
+                to_u32(shard)?,
+                &expired.subject_id,
+                ChangeOp::Delete,
+                now_ms,
+            )
+            .await?;
+            purged.push(PurgedSubject {
+                gallery: expired.gallery.clone(),
+                subject_id: expired.subject_id.clone(),
+                change_seq,
+            });
         }
         tx.commit().await?;
         Ok(purged)

@@ -17,8 +17,9 @@ pub mod testing;
 
 pub use error::StoreError;
 pub use model::{
-    AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, EnrollResult, EnrollWrite, GalleryCounts,
-    GalleryRecord, Idempotency, NewAuditLeaf, PurgedSubject, SubjectRecord, TemplateRow, Written,
+    AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, DeletedGallery, EnrollResult, EnrollWrite,
+    ExpiredSubject, GalleryCounts, GalleryRecord, Idempotency, NewAuditLeaf, PurgedSubject, SubjectRecord,
+    TemplateRow, Written,
 };
 pub use sql::{Backend, SqlStore};
 
@@ -42,8 +43,20 @@ pub trait GalleryStore: Send + Sync + 'static {
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;
     /// Sets the gallery's threshold, raising its threshold version when the value changes.
     async fn set_threshold(&self, name: &GalleryName, threshold: f32) -> Result<GalleryRecord, StoreError>;
-    /// Deletes the gallery with every subject and template; returns the change-log sequence number.
-    async fn delete_gallery(&self, name: &GalleryName, now_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes the gallery with every subject and template. With an idempotency key, a repeat of
+    /// the same request (same key, same request hash) answers the first result again, even though
+    /// the gallery is gone; the same key with another hash is [`StoreError::IdempotencyConflict`].
+    async fn delete_gallery(
+        &self,
+        name: &GalleryName,
+        idempotency: Option<&Idempotency>,
+        now_ms: i64,
+    ) -> Result<Written<DeletedGallery>, StoreError>;
+    /// Reads an idempotency key without writing: `Some(response)` when the same request used it
+    /// before, `None` when unused, [`StoreError::IdempotencyConflict`] when another request did.
+    /// Lets a writer refuse a reused key before it appends an intent leaf; the write itself
+    /// checks again in its transaction.
+    async fn idempotent_response(&self, idempotency: &Idempotency) -> Result<Option<String>, StoreError>;
     /// Writes enrolments in one transaction; each item succeeds or fails on its own.
     async fn enroll(
         &self,
@@ -63,9 +76,14 @@ pub trait GalleryStore: Send + Sync + 'static {
         gallery: &GalleryRecord,
         subject: &SubjectId,
     ) -> Result<SubjectRecord, StoreError>;
-    /// Deletes up to `limit` subjects whose retention ended at or before `now_ms`, with their
-    /// templates, appending a change-log entry for each; returns what was removed.
-    async fn purge_expired(&self, now_ms: i64, limit: u32) -> Result<Vec<PurgedSubject>, StoreError>;
+    /// Up to `limit` subjects whose retention ended at or before `now_ms` (read only: the purge
+    /// names them in an audit intent leaf before [`GalleryStore::purge`] removes them).
+    async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<ExpiredSubject>, StoreError>;
+    /// Deletes those of `subjects` whose retention still ends at or before `now_ms` (one re-enrolled
+    /// meanwhile is kept), with their templates, appending a change-log entry for each; returns
+    /// what was removed.
+    async fn purge(&self, subjects: &[ExpiredSubject], now_ms: i64)
+    -> Result<Vec<PurgedSubject>, StoreError>;
     /// The highest change-log sequence number committed.
     async fn head_seq(&self) -> Result<u64, StoreError>;
     async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError>;

@@ -172,6 +172,21 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// A subject whose retention has ended, not yet removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiredSubject {
+    pub gallery_id: i64,
+    pub gallery: String,
+    pub subject_id: String,
+}
+
+/// A deleted gallery: its change-log position and the data key that is to be destroyed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletedGallery {
+    pub change_seq: u64,
+    pub key_ref: String,
+}
+
 /// A subject removed because its retention ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PurgedSubject {

@@ -63,11 +63,60 @@ async fn galleries_are_created_listed_and_deleted() {
         assert_eq!(store.galleries().await.expect("list").len(), 1);
         let name = GalleryName::parse("g1").expect("valid");
         let before = store.head_seq().await.expect("head");
-        let seq = store.delete_gallery(&name, 2000).await.expect("delete");
+        let seq = store.delete_gallery(&name, None, 2000).await.expect("delete").value.change_seq;
         assert!(seq > before);
         assert!(matches!(store.gallery(&name).await, Err(StoreError::GalleryNotFound(_))));
         let changes = store.changes_after(before, 10).await.expect("changes");
         assert_eq!(changes.last().map(|c| c.op), Some(ChangeOp::DropGallery));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gallery_deletion_key_is_bound_to_its_gallery() {
+    each_backend(|store| async move {
+        store.create_gallery(&spec("a"), "ka", 0).await.expect("a");
+        store.create_gallery(&spec("b"), "kb", 0).await.expect("b");
+        let a = GalleryName::parse("a").expect("valid");
+        let b = GalleryName::parse("b").expect("valid");
+        let key = |hash: &str| Idempotency { key: "drop".into(), request_hash: hash.into() };
+        assert_eq!(store.idempotent_response(&key("a")).await.expect("unused"), None);
+        let first = store.delete_gallery(&a, Some(&key("a")), 1).await.expect("deleted");
+        assert!(!first.replayed);
+        assert_eq!(first.value.key_ref, "ka");
+        let again = store.delete_gallery(&a, Some(&key("a")), 2).await.expect("replayed");
+        assert!(again.replayed);
+        assert_eq!(again.value, first.value, "the gone gallery's receipt is answered again");
+        assert!(store.idempotent_response(&key("a")).await.expect("used").is_some());
+        assert!(matches!(
+            store.idempotent_response(&key("b")).await,
+            Err(StoreError::IdempotencyConflict(_))
+        ));
+        assert!(matches!(
+            store.delete_gallery(&b, Some(&key("b")), 3).await,
+            Err(StoreError::IdempotencyConflict(_))
+        ));
+        assert!(store.gallery(&b).await.is_ok(), "the second gallery is untouched");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_subjects_are_listed_then_purged_unless_renewed() {
+    each_backend(|store| async move {
+        let g = store.create_gallery(&spec("g"), "k", 0).await.expect("create");
+        store.enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], None)], 0).await.expect("a");
+        store.enroll(&g, &[write("b", &[[0.0, 1.0, 0.0, 0.0]], None)], 0).await.expect("b");
+        let later = 3_600_000 + 1;
+        let expired = store.expired(later, 10).await.expect("expired");
+        assert_eq!(expired.len(), 2);
+        assert!(store.subject_templates(g.id, "a").await.expect("a").len() == 1, "listing removes nothing");
+        // b is enrolled again before the purge: its retention starts over and it is kept.
+        store.enroll(&g, &[write("b", &[[0.0, 1.0, 0.0, 0.0]], None)], 10).await.expect("b again");
+        let purged = store.purge(&expired, later).await.expect("purge");
+        assert_eq!(purged.iter().map(|p| p.subject_id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert!(store.subject_templates(g.id, "a").await.expect("a").is_empty());
+        assert_eq!(store.subject_templates(g.id, "b").await.expect("b").len(), 2);
     })
     .await;
 }

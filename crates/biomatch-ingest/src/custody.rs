@@ -1,0 +1,116 @@
+//! Audit before effect: every change is named in an intent leaf before it is made, and its
+//! result in an outcome leaf after.
+//!
+//! The intent leaf (outcome `INTENT`) says what is about to be done (operation, gallery, subject
+//! ids, new threshold, reason) and is committed before the store transaction starts; if it cannot
+//! be committed the request fails `UNAVAILABLE` and nothing changes. The outcome leaf repeats the
+//! intent's request id. If it cannot be committed after the change did, the change is still covered
+//! by its intent leaf, the caller gets `UNAVAILABLE`, and a retry with the same idempotency key (and
+//! body) derives the same request id and audit keys: the audit log de-duplicates the intent and
+//! appends the missing outcome.
+
+use biomatch_proto::v1::AuditEvent;
+use sha2::{Digest, Sha256};
+
+/// The `outcome` of an intent leaf.
+pub(crate) const INTENT: &str = "INTENT";
+
+/// The request id and audit keys of one change's intent and outcome leaves.
+#[derive(Debug, Clone)]
+pub(crate) struct Custody {
+    pub(crate) request_id: String,
+    intent_key: String,
+    outcome_key: String,
+}
+
+impl Custody {
+    /// For a request without an idempotency key: a fresh request id.
+    pub(crate) fn fresh(kind: &str) -> Self {
+        Self::from_id(kind, uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// For a request with an idempotency key: derived from the key and the request's digest, so
+    /// a retry of the same request finds the same leaves and a reuse of the key with another
+    /// body does not.
+    pub(crate) fn keyed(kind: &str, idempotency_key: &str, request_digest: &str) -> Self {
+        Self::from_id(kind, digest(&[kind.as_bytes(), idempotency_key.as_bytes(), request_digest.as_bytes()]))
+    }
+
+    /// As [`Custody::keyed`] when `idempotency` is given, else [`Custody::fresh`].
+    pub(crate) fn of(kind: &str, idempotency: Option<&biomatch_store::Idempotency>) -> Self {
+        match idempotency {
+            Some(idem) => Self::keyed(kind, &idem.key, &idem.request_hash),
+            None => Self::fresh(kind),
+        }
+    }
+
+    fn from_id(kind: &str, request_id: String) -> Self {
+        Self {
+            intent_key: format!("{kind}:intent:{request_id}"),
+            outcome_key: format!("{kind}:{request_id}"),
+            request_id,
+        }
+    }
+
+    /// The same request id, with audit keys for one part of it (e.g. one gallery of a purge).
+    pub(crate) fn part(&self, part: &str) -> Self {
+        Self {
+            request_id: self.request_id.clone(),
+            intent_key: format!("{}:{part}", self.intent_key),
+            outcome_key: format!("{}:{part}", self.outcome_key),
+        }
+    }
+
+    /// Replaces the outcome leaf's audit key (one outcome per threshold version).
+    pub(crate) fn with_outcome_key(mut self, key: String) -> Self {
+        self.outcome_key = key;
+        self
+    }
+
+    pub(crate) fn intent(&self, mut event: AuditEvent) -> (AuditEvent, String) {
+        event.request_id = self.request_id.clone();
+        event.outcome = INTENT.into();
+        (event, self.intent_key.clone())
+    }
+
+    pub(crate) fn outcome(&self, mut event: AuditEvent) -> (AuditEvent, String) {
+        event.request_id = self.request_id.clone();
+        (event, self.outcome_key.clone())
+    }
+
+    /// An outcome saying the intended change was not made; under a key of its own, so a later
+    /// successful retry still records its outcome.
+    pub(crate) fn refusal(&self, mut event: AuditEvent, status: &tonic::Status) -> (AuditEvent, String) {
+        event.request_id = self.request_id.clone();
+        event.outcome = biomatch_proto::code_name(status.code());
+        let key = format!("{}:refused:{}", self.outcome_key, uuid::Uuid::new_v4().simple());
+        (event, key)
+    }
+}
+
+/// SHA-256 (hex) of length-prefixed parts: the digest an idempotency record binds its key to.
+pub(crate) fn digest(parts: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hex::encode(hash.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_requests_get_stable_ids_bound_to_their_body() {
+        let a = Custody::keyed("delete-gallery", "k", &digest(&[b"a"]));
+        let again = Custody::keyed("delete-gallery", "k", &digest(&[b"a"]));
+        let b = Custody::keyed("delete-gallery", "k", &digest(&[b"b"]));
+        assert_eq!(a.request_id, again.request_id);
+        assert_ne!(a.request_id, b.request_id);
+        assert_ne!(a.intent_key, a.outcome_key);
+        assert_ne!(Custody::fresh("x").request_id, Custody::fresh("x").request_id);
+        assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]), "parts are length-prefixed");
+    }
+}
