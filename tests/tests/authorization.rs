@@ -8,7 +8,7 @@ use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::*;
-use biomatch_tests::{PURPOSE, TestCluster, backends, config};
+use biomatch_tests::{PURPOSE, TestCluster, backends, config, enrolled_gallery};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -258,5 +258,77 @@ async fn a_pod_key_signs_only_its_own_identity() {
     assert_eq!(event.actor.as_ref().map(|a| a.subject.as_str()), Some("unauthenticated@127.0.0.1"));
     assert!(event.detail.contains("may not sign"), "{}", event.detail);
     assert!(leaves.len() <= 3, "a flood from one source is one leaf a minute: {}", leaves.len());
+    cluster.running.shutdown().await;
+}
+
+/// Token scopes hold at ingest too: an enroller or administrator scoped to gallery `a` touches
+/// nothing in `b`; subject reads are on the record and spend the reader's query budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gallery_scopes_hold_at_ingest_and_subject_reads_are_recorded_and_budgeted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let mut c = config(&backend, dir.path(), &[ProcessRole::All]);
+    c.search.analyst_per_minute = 2;
+    let cluster = TestCluster::start_with_clock(c, std::sync::Arc::new(|| 1_800_000_000_000)).await;
+    enrolled_gallery(&cluster, "a", 8, 1, 2, 1).await;
+    enrolled_gallery(&cluster, "b", 8, 1, 2, 2).await;
+    let scoped = |role: Role, subject: &str| {
+        let mut spec = biomatch_auth::TokenSpec::new(subject, role, std::time::Duration::from_secs(600));
+        spec.galleries = Some(vec!["a".into()]);
+        cluster.signer.issue(&spec).expect("token")
+    };
+    let (enroller, admin, analyst) = (
+        scoped(Role::Enroller, "loader-a"),
+        scoped(Role::Admin, "ops-a"),
+        scoped(Role::Analyst, "analyst-a"),
+    );
+    let mut ingest = IngestServiceClient::new(cluster.channel.clone());
+    let enrol = |gallery: &str| EnrollRequest {
+        gallery: gallery.into(),
+        subject_id: "late".into(),
+        samples: vec![biomatch_tests::embedding(vec![1.0; 8]).expect("probe")],
+        mode: EnrollMode::Add.into(),
+        idempotency_key: String::new(),
+    };
+    fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+        r.err().map_or(Code::Ok, |s| s.code())
+    }
+    assert_eq!(
+        code(ingest.enroll(biomatch_client::request(enrol("b"), &enroller)).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(code(ingest.enroll(biomatch_client::request(enrol("a"), &enroller)).await), Code::Ok);
+    let delete = DeleteGalleryRequest { name: "b".into(), ..Default::default() };
+    assert_eq!(
+        code(ingest.delete_gallery(biomatch_client::request(delete, &admin)).await),
+        Code::PermissionDenied
+    );
+    let listed = ingest.list_galleries(biomatch_client::request(ListGalleriesRequest {}, &admin)).await;
+    let names: Vec<String> =
+        listed.expect("list").into_inner().galleries.into_iter().map(|g| g.name).collect();
+    assert_eq!(names, ["a"], "a scoped administrator sees only its galleries");
+    let purge = ingest.purge_expired(biomatch_client::request(PurgeExpiredRequest {}, &admin)).await;
+    assert_eq!(code(purge), Code::PermissionDenied);
+
+    // Subject reads: in scope, recorded, and budgeted like searches (2 a minute here).
+    let read = |gallery: &str| GetSubjectRequest { gallery: gallery.into(), subject_id: "s00000".into() };
+    assert_eq!(
+        code(ingest.get_subject(biomatch_client::request(read("b"), &analyst)).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(code(ingest.get_subject(biomatch_client::request(read("a"), &analyst)).await), Code::Ok);
+    let missing = GetSubjectRequest { gallery: "a".into(), subject_id: "nobody".into() };
+    assert_eq!(code(ingest.get_subject(biomatch_client::request(missing, &analyst)).await), Code::NotFound);
+    let over = ingest.get_subject(biomatch_client::request(read("a"), &analyst)).await;
+    assert_eq!(code(over), Code::ResourceExhausted);
+    let query = QueryAuditRequest {
+        actor_subject: "analyst-a".into(),
+        operation: Operation::SubjectRead.into(),
+        ..Default::default()
+    };
+    let reads = cluster.audit().query(query).await.expect("query").into_inner().leaves;
+    let outcomes: Vec<String> =
+        reads.iter().filter_map(|l| l.event.as_ref()).map(|e| e.outcome.clone()).collect();
+    assert_eq!(outcomes, ["OK", "NOT_FOUND"], "every subject read is a leaf, found or not");
     cluster.running.shutdown().await;
 }

@@ -23,6 +23,7 @@ pub(crate) fn operation_name(op: Operation) -> &'static str {
         Operation::BudgetExceeded => "budget_exceeded",
         Operation::SetThreshold => "set_threshold",
         Operation::AuthFailed => "auth_failed",
+        Operation::SubjectRead => "subject_read",
     }
 }
 

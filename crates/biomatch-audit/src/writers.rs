@@ -14,7 +14,16 @@ fn records(role: &str) -> Option<&'static [Operation]> {
     match role {
         "audit" | ALL_ROLES => None,
         "search" => Some(&[Identify, Verify, Review, BudgetExceeded]),
-        "ingest" => Some(&[Enroll, DeleteSubject, CreateGallery, DeleteGallery, Purge, SetThreshold, KeyChange]),
+        "ingest" => Some(&[
+            Enroll,
+            DeleteSubject,
+            CreateGallery,
+            DeleteGallery,
+            Purge,
+            SetThreshold,
+            KeyChange,
+            SubjectRead,
+        ]),
         _ => Some(&[]),
     }
 }

@@ -2,6 +2,7 @@
 //! token, the fail-closed audit append every writing or searching role uses before it answers, and
 //! the audited refusal of a request.
 
+pub mod budget;
 mod probe;
 mod refusals;
 mod tls;

@@ -82,11 +82,20 @@ impl Principal {
     /// Whether the token lets this caller search `gallery` for `purpose`. Kiosk tokens must name
     /// both their galleries and their purposes.
     pub fn may_search(&self, gallery: &str, purpose: &str) -> bool {
-        let listed = |scope: &Option<Vec<String>>, value: &str| match scope {
+        self.may_use_gallery(gallery) && self.listed(&self.purposes, purpose)
+    }
+
+    /// Whether the token lets this caller act on `gallery` at all, in any role: a token that
+    /// names galleries is limited to them (an enroller scoped to A does not enrol into B).
+    pub fn may_use_gallery(&self, gallery: &str) -> bool {
+        self.listed(&self.galleries, gallery)
+    }
+
+    fn listed(&self, scope: &Option<Vec<String>>, value: &str) -> bool {
+        match scope {
             Some(list) => list.iter().any(|v| v == value),
             None => self.role != Role::Kiosk,
-        };
-        listed(&self.galleries, gallery) && listed(&self.purposes, purpose)
+        }
     }
 }
 
@@ -104,5 +113,9 @@ mod tests {
         assert!(!kiosk.may_search("other", "border"));
         assert!(!kiosk.may_search("g", "marketing"));
         assert!(Principal::new("a", Role::Analyst).may_search("g", "border"));
+        let mut enroller = Principal::new("e", Role::Enroller);
+        assert!(enroller.may_use_gallery("b"), "no scope: not limited");
+        enroller.galleries = Some(vec!["a".into()]);
+        assert!(enroller.may_use_gallery("a") && !enroller.may_use_gallery("b"));
     }
 }

@@ -17,6 +17,7 @@ mod galleries;
 mod validate;
 
 use biomatch_auth::ServiceCredentials;
+use biomatch_client::budget::Budgets;
 use biomatch_client::{FaceRule, GalleryModel};
 use biomatch_crypto::KeyStore;
 use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_REASON_BYTES, bounded};
@@ -56,6 +57,7 @@ pub struct IngestServer {
     keys: Arc<dyn KeyStore>,
     /// Enrolment photos need exactly one face of at least this quality.
     face_rule: FaceRule,
+    subject_reads: Option<Budgets>,
 }
 
 impl IngestServer {
@@ -69,7 +71,14 @@ impl IngestServer {
         keys: Arc<dyn KeyStore>,
     ) -> Self {
         let face_rule = FaceRule::Single { min_quality: 0.5 };
-        Self { store, audit, embed, changed, clock, creds, keys, face_rule }
+        Self { store, audit, embed, changed, clock, creds, keys, face_rule, subject_reads: None }
+    }
+
+    /// Spends a query of the caller's budget on every subject read (`GetSubject` tells whether
+    /// someone is enrolled, as a verify does).
+    pub fn with_subject_read_budget(mut self, budgets: Budgets) -> Self {
+        self.subject_reads = Some(budgets);
+        self
     }
 
     /// The overall face quality (0..1) below which an enrolment photo is refused (default 0.5).
@@ -82,9 +91,21 @@ impl IngestServer {
         biomatch_client::require(&self.audit, &self.creds, principal, allowed, rpc).await
     }
 
-    async fn gallery(&self, name: &str) -> Result<GalleryRecord, Status> {
+    /// The gallery `name`, when the caller's token covers it (an enroller scoped to gallery A
+    /// does not touch B); a refusal is audited.
+    async fn gallery(&self, principal: &Principal, name: &str) -> Result<GalleryRecord, Status> {
         let name = validate::gallery_name(name)?;
+        self.in_scope(principal, name.as_str()).await?;
         self.store.gallery(&name).await.map_err(|e| status_from(&e))
+    }
+
+    /// Refuses, with an audited refusal, a gallery outside the caller's token.
+    async fn in_scope(&self, principal: &Principal, gallery: &str) -> Result<(), Status> {
+        if principal.may_use_gallery(gallery) {
+            return Ok(());
+        }
+        let what = format!("this token does not cover gallery {gallery}");
+        Err(biomatch_client::deny(&self.audit, &self.creds, principal, gallery, what).await)
     }
 
     /// The gallery as shown to readers, with its counts.
@@ -276,6 +297,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/CreateGallery").await?;
         let spec = validate::gallery_spec(request.into_inner())?;
+        self.in_scope(&principal, spec.name.as_str()).await?;
         let custody = Custody::fresh("create-gallery");
         self.intent(&custody, events::create_intent(&principal, &spec)).await?;
         // The data key exists before the gallery does, so no gallery is ever without one.
@@ -302,7 +324,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, READERS, "IngestService/GetGallery").await?;
         let GetGalleryRequest { name, settings_only } = request.into_inner();
-        let record = self.gallery(&name).await?;
+        let record = self.gallery(&principal, &name).await?;
         if settings_only {
             return Ok(Response::new(galleries::to_proto(&record, GalleryCounts::default())));
         }
@@ -317,7 +339,7 @@ impl IngestService for IngestServer {
         self.require(&principal, READERS, "IngestService/ListGalleries").await?;
         let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
         let mut shown = Vec::with_capacity(records.len());
-        for record in &records {
+        for record in records.iter().filter(|r| principal.may_use_gallery(r.name.as_str())) {
             shown.push(self.counted(record).await?);
         }
         Ok(Response::new(ListGalleriesResponse { galleries: shown }))
@@ -332,7 +354,7 @@ impl IngestService for IngestServer {
         let SetThresholdRequest { gallery, threshold, reason } = request.into_inner();
         bounded("reason", &reason, MAX_REASON_BYTES).map_err(|e| status_from(&e))?;
         let threshold = validate::threshold(threshold)?;
-        let before = self.gallery(&gallery).await?;
+        let before = self.gallery(&principal, &gallery).await?;
         let name = validate::gallery_name(&gallery)?;
         let mut intent = events::gallery_event(&principal, Operation::SetThreshold, &before);
         intent.threshold = Some(threshold);
@@ -366,6 +388,7 @@ impl IngestService for IngestServer {
         self.require(&principal, &[Role::Admin], "IngestService/DeleteGallery").await?;
         let DeleteGalleryRequest { name, idempotency_key } = request.into_inner();
         let name = validate::gallery_name(&name)?;
+        self.in_scope(&principal, name.as_str()).await?;
         // The key is bound to the gallery's name: reused for another gallery, it deletes nothing.
         let (idem, replay) = self
             .idempotency("delete-gallery", &idempotency_key, || digest(&[name.as_str().as_bytes()]))
@@ -375,7 +398,7 @@ impl IngestService for IngestServer {
         let intent = if replay {
             events::named_gallery_event(&principal, Operation::DeleteGallery, name.as_str())
         } else {
-            let record = self.gallery(name.as_str()).await?;
+            let record = self.gallery(&principal, name.as_str()).await?;
             events::gallery_event(&principal, Operation::DeleteGallery, &record)
         };
         let custody = Custody::of("delete-gallery", idem.as_ref());
@@ -406,7 +429,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, ENROLLERS, "IngestService/Enroll").await?;
         let request = request.into_inner();
-        let gallery = self.gallery(&request.gallery).await?;
+        let gallery = self.gallery(&principal, &request.gallery).await?;
         let write = self.prepare(&gallery, request).await?;
         let custody = Custody::of("enroll", write.idempotency.as_ref());
         let subject_ids = vec![write.subject.to_string()];
@@ -455,7 +478,7 @@ impl IngestService for IngestServer {
         while let Some(item) = stream.next().await {
             let item = item?;
             let subject_id = item.subject_id.clone();
-            match self.gallery(&item.gallery).await {
+            match self.gallery(&principal, &item.gallery).await {
                 Ok(gallery) => match self.prepare(&gallery, item).await {
                     Ok(write) => batch.push(gallery, index, write),
                     Err(status) => batch.fail(index, subject_id, &status),
@@ -478,7 +501,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, ENROLLERS, "IngestService/DeleteSubject").await?;
         let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request.into_inner();
-        let gallery = self.gallery(&gallery).await?;
+        let gallery = self.gallery(&principal, &gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
         let (idem, _) = self
             .idempotency("delete", &idempotency_key, || {
@@ -505,10 +528,20 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Enroller, Role::Analyst], "IngestService/GetSubject").await?;
         let GetSubjectRequest { gallery, subject_id } = request.into_inner();
-        let gallery = self.gallery(&gallery).await?;
+        let gallery = self.gallery(&principal, &gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
-        let record = self.store.subject(&gallery, &subject).await.map_err(|e| status_from(&e))?;
-        Ok(Response::new(galleries::subject_to_proto(&gallery, &record)))
+        if let Some(budgets) = &self.subject_reads {
+            let (name, now) = (gallery.name.as_str(), (self.clock)());
+            biomatch_client::budget::spend(budgets, &self.audit, &self.creds, &principal, name, now).await?;
+        }
+        let found = self.store.subject(&gallery, &subject).await.map_err(|e| status_from(&e));
+        // Who looked up whom, and whether they are enrolled, is on the record before the answer.
+        let mut event = events::enroll_event(&principal, &gallery, vec![subject.to_string()]);
+        event.operation = Operation::SubjectRead.into();
+        event.outcome =
+            found.as_ref().err().map_or_else(|| "OK".to_owned(), |s| biomatch_proto::code_name(s.code()));
+        self.audit(event, format!("subject-read:{}", uuid::Uuid::new_v4())).await?;
+        Ok(Response::new(galleries::subject_to_proto(&gallery, &found?)))
     }
 
     async fn purge_expired(
@@ -517,6 +550,10 @@ impl IngestService for IngestServer {
     ) -> Result<Response<PurgeExpiredResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         self.require(&principal, &[Role::Admin], "IngestService/PurgeExpired").await?;
+        if principal.galleries.is_some() {
+            let what = "purging every gallery needs a token not limited to some galleries".to_owned();
+            return Err(biomatch_client::deny(&self.audit, &self.creds, &principal, "", what).await);
+        }
         Ok(Response::new(IngestServer::purge_expired(self, &principal).await?))
     }
 }

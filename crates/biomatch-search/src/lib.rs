@@ -7,12 +7,11 @@
 //! subject. What an answer discloses depends on the caller ([`disclosure`]). The search role keeps
 //! no state.
 
-mod budget;
 pub mod disclosure;
 mod merge;
 mod router;
 
-pub use budget::{BudgetPolicy, Budgets, Exceeded, Limits, Refusal};
+pub use biomatch_client::budget::{BudgetPolicy, Budgets, Exceeded, Limits, Refusal};
 pub use disclosure::DisclosurePolicy;
 pub use merge::merge_top_k;
 pub use router::Router;
@@ -91,32 +90,8 @@ impl SearchServer {
 
     /// Spends one search from the caller's budget; an exhausted budget is refused and audited.
     async fn spend_budget(&self, principal: &Principal, gallery: &str) -> Result<(), Status> {
-        let what = match self.budgets.take(principal, (self.clock)()).await {
-            Ok(()) => return Ok(()),
-            Err(Refusal::Unavailable) => {
-                return Err(status_with(ErrorClass::Unavailable, "query budgets cannot be checked"));
-            }
-            Err(Refusal::Exceeded(Exceeded::Minute)) => "per-minute",
-            Err(Refusal::Exceeded(Exceeded::Day)) => "per-day",
-        };
-        tracing::warn!(role = %principal.role, window = what, "query budget exceeded");
-        // Alert on this: a role's account hammering the gallery. Labels name the role and window,
-        // never the subject.
-        metrics::counter!("biomatch_budget_refusals_total", "role" => principal.role.as_str(), "window" => what)
-            .increment(1);
-        let event = AuditEvent {
-            actor: Some(actor(principal)),
-            operation: Operation::BudgetExceeded.into(),
-            gallery: gallery.to_owned(),
-            outcome: "RESOURCE_EXHAUSTED".into(),
-            detail: format!("{what} query budget exhausted"),
-            ..Default::default()
-        };
-        let _ = self.audit(event, format!("budget:{}", uuid::Uuid::new_v4())).await;
-        Err(status_with(
-            ErrorClass::ResourceExhausted,
-            format!("{what} query budget exhausted for this caller"),
-        ))
+        let now = (self.clock)();
+        biomatch_client::budget::spend(&self.budgets, &self.audit, &self.creds, principal, gallery, now).await
     }
 
     async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
@@ -273,6 +248,16 @@ impl SearchServer {
     }
 }
 
+/// Refuses, before anything is spent or recorded, a field longer than a leaf may hold.
+fn bounded_fields(gallery: &str, purpose: &str, case_ref: &str) -> Result<(), Status> {
+    use biomatch_domain::limits::{MAX_CASE_REF_BYTES, MAX_GALLERY_NAME_BYTES, MAX_PURPOSE_BYTES, bounded};
+    bounded("gallery", gallery, MAX_GALLERY_NAME_BYTES)
+        .and_then(|_| bounded("purpose", purpose, MAX_PURPOSE_BYTES))
+        .and_then(|_| bounded("case_ref", case_ref, MAX_CASE_REF_BYTES))
+        .map(drop)
+        .map_err(|e| biomatch_proto::status_from(&e))
+}
+
 /// Another replica may answer: this one is down, slow, or does not hold the shard.
 fn retryable(status: &Status) -> bool {
     matches!(
@@ -317,6 +302,7 @@ impl SearchService for SearchServer {
             allow_partial,
             min_change_seq,
         } = request.into_inner();
+        bounded_fields(&gallery, &purpose, &case_ref)?;
         self.spend_budget(&principal, &gallery).await?;
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
@@ -405,6 +391,7 @@ impl SearchService for SearchServer {
             case_ref,
             min_change_seq,
         } = request.into_inner();
+        bounded_fields(&gallery, &purpose, &case_ref)?;
         self.spend_budget(&principal, &gallery).await?;
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
@@ -474,6 +461,7 @@ impl SearchService for SearchServer {
         self.require(&principal, &[Role::Analyst], "SearchService/ReviewCandidate").await?;
         let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
             request.into_inner();
+        bounded_fields(&gallery, "", &case_ref)?;
         if search_id.is_empty() || search_id.len() > 64 {
             return Err(status_with(ErrorClass::InvalidArgument, "search_id is required (at most 64 bytes)"));
         }

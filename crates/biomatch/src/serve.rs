@@ -225,7 +225,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 creds.clone(),
                 keys.clone().context("key store")?,
             )
-            .with_min_enroll_quality(config.ingest.min_enroll_quality);
+            .with_min_enroll_quality(config.ingest.min_enroll_quality)
+            .with_subject_read_budget(query_budgets(&config).await?);
             let server = Arc::new(server);
             let purge = server.clone().purge_loop(Duration::from_millis(config.ingest.purge_interval_ms));
             tasks.push(spawn_until_stopped(purge, stopped.clone()));
@@ -269,22 +270,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             shard_timeout: Duration::from_millis(config.search.shard_timeout_ms),
             creds: creds.clone(),
         };
-        let policy = BudgetPolicy {
-            kiosk: Limits {
-                per_minute: config.search.kiosk_per_minute,
-                per_day: config.search.kiosk_per_day,
-            },
-            analyst: Limits {
-                per_minute: config.search.analyst_per_minute,
-                per_day: config.search.analyst_per_day,
-            },
-        };
-        let budgets = match &config.redis_url {
-            Some(url) => Budgets::shared(policy, url.expose_secret(), &config.redis_key_prefix)
-                .await
-                .context("cannot connect to Redis for the query budgets")?,
-            None => Budgets::new(policy),
-        };
+        let budgets = query_budgets(&config).await?;
         let disclosure = DisclosurePolicy { candidate_margin: config.search.candidate_margin };
         let server = SearchServer::new(peers, budgets, clock.clone()).with_disclosure(disclosure);
         Some(SearchServiceServer::new(server).max_decoding_message_size(photo_message))
@@ -408,6 +394,22 @@ const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// The process-wide Prometheus recorder (installed once, shared by every role in the process).
+/// Query budgets as configured, in Redis when a URL is set: every search replica and every
+/// ingest replica counts one principal's searches and subject reads together.
+async fn query_budgets(config: &ServeConfig) -> anyhow::Result<Budgets> {
+    let s = &config.search;
+    let policy = BudgetPolicy {
+        kiosk: Limits { per_minute: s.kiosk_per_minute, per_day: s.kiosk_per_day },
+        analyst: Limits { per_minute: s.analyst_per_minute, per_day: s.analyst_per_day },
+    };
+    Ok(match &config.redis_url {
+        Some(url) => Budgets::shared(policy, url.expose_secret(), &config.redis_key_prefix)
+            .await
+            .context("cannot connect to Redis for the query budgets")?,
+        None => Budgets::new(policy),
+    })
+}
+
 fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();

@@ -59,7 +59,8 @@ pub struct Keys {
     /// The service key pair.
     pub private: std::path::PathBuf,
     pub public: std::path::PathBuf,
-    /// The issuer's public key.
+    /// The issuer's key pair: it signs people's tokens.
+    pub issuer: std::path::PathBuf,
     pub issuer_public: std::path::PathBuf,
     pub master: std::path::PathBuf,
     signer: biomatch_auth::TokenSigner,
@@ -76,7 +77,7 @@ impl Keys {
             biomatch_auth::TokenSigner::from_file(&private, "biomatch", "biomatch").expect("signer");
         let master = dir.join("master.key");
         biomatch_crypto::MasterKey::load_or_create(&master).expect("master key");
-        Self { private, public, issuer_public, master, signer, service_signer }
+        Self { private, public, issuer, issuer_public, master, signer, service_signer }
     }
 
     /// Every public key a process trusts.
@@ -115,6 +116,7 @@ impl Keys {
 
     /// A request from `role`.
     pub fn as_role<T>(&self, role: biomatch_domain::Role, message: T) -> tonic::Request<T> {
-        biomatch_client::request(message, &self.token(role, "someone"))
+        let subject = if role == biomatch_domain::Role::Service { "biomatch-all" } else { "someone" };
+        biomatch_client::request(message, &self.token(role, subject))
     }
 }

@@ -1,8 +1,17 @@
-//! Per-principal query budgets: a contractor's or partner's account cannot walk the gallery.
+//! Per-principal query budgets: a contractor's or partner's account cannot walk the gallery. The
+//! search role spends one per identify and verify, the ingest role one per subject read, from
+//! the same budget (shared through Redis when configured).
 
-use biomatch_domain::{Principal, Role};
+use crate::{actor, append_audit};
+use biomatch_auth::ServiceCredentials;
+use biomatch_domain::{ErrorClass, Principal, Role};
+use biomatch_proto::status_with;
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::{AuditEvent, Operation};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use tonic::Status;
+use tonic::transport::Channel;
 
 /// Searches a principal may make per minute and per day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +157,42 @@ impl Budgets {
         u.in_day += 1;
         Ok(())
     }
+}
+
+/// Spends one query of `principal` at `now_ms`. An exhausted budget is refused with
+/// `RESOURCE_EXHAUSTED`, counted in `biomatch_budget_refusals_total` (labelled by role and window,
+/// never by subject) and recorded as a `budget_exceeded` leaf (best effort: the refusal stands).
+pub async fn spend(
+    budgets: &Budgets,
+    audit: &AuditServiceClient<Channel>,
+    creds: &ServiceCredentials,
+    principal: &Principal,
+    gallery: &str,
+    now_ms: i64,
+) -> Result<(), Status> {
+    let what = match budgets.take(principal, now_ms).await {
+        Ok(()) => return Ok(()),
+        Err(Refusal::Unavailable) => {
+            return Err(status_with(ErrorClass::Unavailable, "query budgets cannot be checked"));
+        }
+        Err(Refusal::Exceeded(Exceeded::Minute)) => "per-minute",
+        Err(Refusal::Exceeded(Exceeded::Day)) => "per-day",
+    };
+    tracing::warn!(role = %principal.role, window = what, "query budget exceeded");
+    metrics::counter!("biomatch_budget_refusals_total", "role" => principal.role.as_str(), "window" => what)
+        .increment(1);
+    let event = AuditEvent {
+        actor: Some(actor(principal)),
+        operation: Operation::BudgetExceeded.into(),
+        gallery: gallery.to_owned(),
+        outcome: "RESOURCE_EXHAUSTED".into(),
+        detail: format!("{what} query budget exhausted"),
+        ..Default::default()
+    };
+    if append_audit(audit, creds, event, format!("budget:{}", uuid::Uuid::new_v4())).await.is_err() {
+        tracing::warn!("a budget refusal could not be audited");
+    }
+    Err(status_with(ErrorClass::ResourceExhausted, format!("{what} query budget exhausted for this caller")))
 }
 
 #[cfg(test)]
