@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// (shard, change position of the snapshot it was restored from) of every shard held.
 async fn restored_from(cluster: &TestCluster) -> Vec<(u32, u64)> {
-    let token = cluster.token(DomainRole::Service, "biomatch-test");
+    let token = cluster.token(DomainRole::Service, "biomatch-search");
     let request = biomatch_client::request(DescribeMatcherRequest {}, &token);
     let described =
         MatcherServiceClient::new(cluster.channel.clone()).describe(request).await.expect("describe");

@@ -6,6 +6,7 @@ use biomatch::synthetic::Synthetic;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 mod common;
 
@@ -177,32 +178,53 @@ fn separate_processes_survive_a_killed_matcher_and_detect_tampering() {
     drop(audit);
     let db = format!("sqlite://{}", Path::new(data).join("audit.db").display());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
+    let index = runtime.block_on(async {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("open audit.db");
         sqlx::query("DROP TRIGGER audit_leaves_no_update")
             .execute(&mut conn)
             .await
             .expect("insider drops the guard");
-        let leaf: Vec<u8> = sqlx::query_scalar("SELECT leaf FROM audit_leaves WHERE idx = 5")
-            .fetch_one(&mut conn)
-            .await
-            .expect("leaf");
+        // The first identify of the kiosk (its leaves follow the gallery's and enrolment's intent
+        // and outcome leaves).
+        let (index, leaf): (i64, Vec<u8>) = sqlx::query_as(
+            "SELECT idx, leaf FROM audit_leaves WHERE leaf LIKE '%kiosk-9%' ORDER BY idx LIMIT 1",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("leaf");
         let edited = String::from_utf8(leaf).expect("utf-8").replace("kiosk-9", "kiosk-0");
-        sqlx::query("UPDATE audit_leaves SET leaf = $1 WHERE idx = 5")
+        sqlx::query("UPDATE audit_leaves SET leaf = $1 WHERE idx = $2")
             .bind(edited.into_bytes())
+            .bind(index)
             .execute(&mut conn)
             .await
             .expect("edit");
+        index
     });
-    // The audit role will not start on it (nor sign a checkpoint over the forgery).
-    let refused = Command::new(BIN)
+    // The audit role will not start on it (nor sign a checkpoint over the forgery), naming the
+    // leaf, or the checkpoint that covers it.
+    let mut refused = Command::new(BIN)
         .args(["serve", "--role", "audit", "--data-dir", data, "--grpc-addr", any])
         .args(keys.flags())
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run biomatch serve");
-    assert!(!refused.status.success());
-    let message = String::from_utf8_lossy(&refused.stderr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("the audit role started on a tampered log");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut message = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().expect("stderr"), &mut message).expect("stderr");
     assert!(message.contains("audit log tampered"), "{message}");
+    assert!(message.contains(&format!("leaf {index}")) || message.contains("root signed"), "{message}");
     drop(search);
 }
