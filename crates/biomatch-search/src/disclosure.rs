@@ -62,8 +62,8 @@ pub fn probe_refusal(principal: &Principal, probe: Option<&Probe>) -> Option<Str
     let is_vector = matches!(probe.and_then(|p| p.kind.as_ref()), Some(probe::Kind::Embedding(_)));
     (is_vector && !principal.vector_probes).then(|| {
         format!(
-            "a {} token may not send an embedding as a probe: send a photo (raw vectors need the \
-             token scope {:?})",
+            "role {} may not send an embedding as a probe without the token scope {:?}: send a \
+             photo",
             principal.role,
             biomatch_domain::VECTOR_PROBES_SCOPE
         )

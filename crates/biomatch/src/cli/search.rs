@@ -141,7 +141,11 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
         println!("PARTIAL: shards {:?} did not answer", r.missing_shards);
     }
     if r.candidates.is_empty() {
-        println!("no candidates listed (none at or above the candidate floor {:.3})", r.candidate_floor);
+        // A kiosk is told the mate only; others see the candidates at or above the floor.
+        println!(
+            "no candidates listed (candidate floor {:.3}; kiosks are told the mate only)",
+            r.candidate_floor
+        );
     } else {
         println!("{:<5} {:<40} {:>8}", "rank", "subject", "score");
         for c in &r.candidates {
