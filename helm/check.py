@@ -38,6 +38,7 @@ BAD = {
     "an empty peer (everything) for Redis": ("networkPolicy.redis.to", [{}]),
     "an unknown key": ("matcher.colour", "blue"),
     "a memory quantity in furlongs": ("resources.limits.memory", "1furlong"),
+    "a candidate margin that reopens the template oracle": ("search.candidateMargin", 0.9),
 }
 
 
