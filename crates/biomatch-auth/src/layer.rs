@@ -18,8 +18,8 @@ const OPEN_PREFIXES: [&str; 3] =
 /// Where the pipeline records what it refused, before answering. Recording is best effort: a
 /// refusal stands even when the log cannot be reached.
 pub trait RefusalLog: Send + Sync + 'static {
-    /// An authenticated caller asked for an RPC its role may not call.
-    fn denied(&self, principal: Principal, rpc: String, why: String) -> BoxFuture<'static, ()>;
+    /// An authenticated caller asked for an RPC its role may not call (`why` names the RPC).
+    fn denied(&self, principal: Principal, why: String) -> BoxFuture<'static, ()>;
     /// A call whose token was missing or refused, from `source` (the peer's address).
     fn unauthenticated(&self, source: String, rpc: String, why: String) -> BoxFuture<'static, ()>;
 }
@@ -114,7 +114,7 @@ where
             };
             if let Err(why) = crate::policy::authorize(&rpc, &principal) {
                 if let Some(log) = &refusals {
-                    log.denied(principal, rpc, why.clone()).await;
+                    log.denied(principal, why.clone()).await;
                 }
                 return Ok(biomatch_proto::status_with(ErrorClass::PermissionDenied, why).into_http());
             }

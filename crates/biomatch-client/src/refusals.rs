@@ -89,7 +89,7 @@ fn event(source: &str, detail: String) -> AuditEvent {
 }
 
 impl RefusalLog for AuditRefusals {
-    fn denied(&self, principal: Principal, _rpc: String, why: String) -> BoxFuture<'static, ()> {
+    fn denied(&self, principal: Principal, why: String) -> BoxFuture<'static, ()> {
         let (audit, creds) = (self.audit.clone(), self.creds.clone());
         Box::pin(async move {
             deny(&audit, &creds, &principal, "", why).await;

@@ -57,7 +57,7 @@ pub struct IngestServer {
     keys: Arc<dyn KeyStore>,
     /// Enrolment photos need exactly one face of at least this quality.
     face_rule: FaceRule,
-    subject_reads: Option<Budgets>,
+    subject_reads: Option<Arc<Budgets>>,
 }
 
 impl IngestServer {
@@ -76,7 +76,7 @@ impl IngestServer {
 
     /// Spends a query of the caller's budget on every subject read (`GetSubject` tells whether
     /// someone is enrolled, as a verify does).
-    pub fn with_subject_read_budget(mut self, budgets: Budgets) -> Self {
+    pub fn with_subject_read_budget(mut self, budgets: Arc<Budgets>) -> Self {
         self.subject_reads = Some(budgets);
         self
     }

@@ -97,19 +97,19 @@ pub fn threshold(
     Ok(t)
 }
 
-/// The candidates an identify answer lists, from the merged list (best first), and the mate's id.
+/// The candidates an identify answer lists, from the merged list (best first), and the mate.
 pub fn identify_answer(
     sees: Sees,
     merged: Vec<Candidate>,
     floor: f32,
     threshold: f32,
-) -> (Vec<Candidate>, String) {
-    let mate = merged.first().filter(|c| c.score >= threshold).map(|c| c.subject_id.clone());
+) -> (Vec<Candidate>, Option<Candidate>) {
+    let mate = merged.first().filter(|c| c.score >= threshold).cloned();
     let listed = match sees {
         Sees::Candidates => merged.into_iter().take_while(|c| c.score >= floor).collect(),
         Sees::Decision => Vec::new(),
     };
-    (listed, mate.unwrap_or_default())
+    (listed, mate)
 }
 
 /// The score a verify answer carries, if any.
@@ -135,12 +135,12 @@ mod tests {
         let merged = vec![candidate("a", 0.7), candidate("b", 0.4)];
         let (listed, mate) = identify_answer(Sees::Decision, merged.clone(), 0.35, 0.45);
         assert!(listed.is_empty());
-        assert_eq!(mate, "a");
+        assert_eq!(mate.map(|m| m.subject_id).as_deref(), Some("a"));
         let (listed, mate) = identify_answer(Sees::Candidates, merged, 0.35, 0.45);
         assert_eq!(listed.len(), 2);
-        assert_eq!(mate, "a");
+        assert_eq!(mate.map(|m| m.subject_id).as_deref(), Some("a"));
         let (listed, mate) = identify_answer(Sees::Candidates, vec![candidate("c", 0.2)], 0.35, 0.45);
-        assert!(listed.is_empty() && mate.is_empty(), "nothing below the floor, no mate");
+        assert!(listed.is_empty() && mate.is_none(), "nothing below the floor, no mate");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct SearchServer {
     router: Router,
     shard_timeout: Duration,
     creds: Arc<ServiceCredentials>,
-    budgets: Budgets,
+    budgets: Arc<Budgets>,
     disclosure: DisclosurePolicy,
     clock: Clock,
 }
@@ -61,7 +61,7 @@ pub struct Peers {
 }
 
 impl SearchServer {
-    pub fn new(peers: Peers, budgets: Budgets, clock: Clock) -> Self {
+    pub fn new(peers: Peers, budgets: Arc<Budgets>, clock: Clock) -> Self {
         let Peers { ingest, audit, embed, matchers, shard_timeout, creds } = peers;
         let disclosure = DisclosurePolicy::default();
         Self { ingest, audit, embed, router: matchers, shard_timeout, creds, budgets, disclosure, clock }
@@ -339,17 +339,12 @@ impl SearchService for SearchServer {
         let merged = merge_top_k(lists, k as usize);
         let decision = Decision::from_score(merged.first().map(|c| c.score), threshold);
         let sees = disclosure::Sees::of(&principal);
+        let (candidates, mate) = disclosure::identify_answer(sees, merged, floor, threshold);
         // The leaf records what the caller was told: the listed candidates, or the mate alone.
-        let recorded: Vec<ScoredSubject> = merged
-            .iter()
-            .take_while(|c| match sees {
-                disclosure::Sees::Candidates => c.score >= floor,
-                disclosure::Sees::Decision => c.score >= threshold,
-            })
-            .take(if sees == disclosure::Sees::Decision { 1 } else { usize::MAX })
-            .map(|c| ScoredSubject { subject_id: c.subject_id.clone(), score: c.score })
-            .collect();
-        let (candidates, mate_subject_id) = disclosure::identify_answer(sees, merged, floor, threshold);
+        let told = if sees == disclosure::Sees::Candidates { &candidates[..] } else { mate.as_slice() };
+        let recorded =
+            told.iter().map(|c| ScoredSubject { subject_id: c.subject_id.clone(), score: c.score });
+        let recorded = recorded.collect();
         let search_id = uuid::Uuid::new_v4().to_string();
 
         let mut event = base_event(&principal, Operation::Identify, &gallery, &probe);
@@ -374,7 +369,7 @@ impl SearchService for SearchServer {
             missing_shards,
             audit_leaf_index,
             probe_quality: probe.quality,
-            mate_subject_id,
+            mate_subject_id: mate.map(|m| m.subject_id).unwrap_or_default(),
             candidate_floor: floor,
         }))
     }

@@ -213,6 +213,13 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         }
         _ => None,
     };
+    // One budget per principal for its searches and its subject reads, in this process and (with
+    // Redis) across replicas.
+    let budgets = if config.runs(Role::Search) || config.runs(Role::Ingest) {
+        Some(Arc::new(query_budgets(&config).await?))
+    } else {
+        None
+    };
     let ingest = match (&gallery_store, config.runs(Role::Ingest)) {
         (Some(store), true) => {
             health_reporter.set_serving::<IngestServiceServer<IngestServer>>().await;
@@ -226,7 +233,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
                 keys.clone().context("key store")?,
             )
             .with_min_enroll_quality(config.ingest.min_enroll_quality)
-            .with_subject_read_budget(query_budgets(&config).await?);
+            .with_subject_read_budget(budgets.clone().context("query budgets")?);
             let server = Arc::new(server);
             let purge = server.clone().purge_loop(Duration::from_millis(config.ingest.purge_interval_ms));
             tasks.push(spawn_until_stopped(purge, stopped.clone()));
@@ -270,9 +277,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             shard_timeout: Duration::from_millis(config.search.shard_timeout_ms),
             creds: creds.clone(),
         };
-        let budgets = query_budgets(&config).await?;
         let disclosure = DisclosurePolicy { candidate_margin: config.search.candidate_margin };
-        let server = SearchServer::new(peers, budgets, clock.clone()).with_disclosure(disclosure);
+        let server = SearchServer::new(peers, budgets.clone().context("query budgets")?, clock.clone())
+            .with_disclosure(disclosure);
         Some(SearchServiceServer::new(server).max_decoding_message_size(photo_message))
     } else {
         None
