@@ -115,10 +115,18 @@ fn blur_darkness_and_empty_scenes_are_reported() {
         sharp.quality
     );
     assert!(blurred.quality.issues.iter().any(|i| i.contains("blurred")), "{:?}", blurred.quality);
+    // Darkened, the face is still found and its exposure score falls; darkened further, it is
+    // either reported as badly exposed or not found at all, never passed as a good photo.
+    let dim = one_face(pipeline, &png(&image::imageops::colorops::brighten(&original, -60)));
+    assert!(dim.quality.exposure < sharp.quality.exposure, "{:?} vs {:?}", dim.quality, sharp.quality);
     let dark = image::imageops::colorops::brighten(&original, -110);
-    let dark = pipeline.analyze(&png(&dark), &FaceOptions::default());
-    if let Ok(dark) = dark {
-        assert!(dark.faces[0].quality.exposure < sharp.quality.exposure, "{:?}", dark.faces[0].quality);
+    match pipeline.analyze(&png(&dark), &FaceOptions::default()) {
+        Ok(dark) => {
+            let quality = &dark.faces[0].quality;
+            assert!(quality.exposure < dim.quality.exposure, "{quality:?} vs {:?}", dim.quality);
+            assert!(quality.issues.iter().any(|i| i.contains("expos") || i.contains("dark")), "{quality:?}");
+        }
+        Err(e) => assert!(matches!(e, FaceError::NoFace(_)), "{e}"),
     }
 
     let empty = RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, 90]));

@@ -152,6 +152,10 @@ async fn no_change_takes_effect_without_its_leaf() {
         for name in ["a", "b", "c", "d", "e"] {
             admin.create_gallery(create(name)).await.expect("created");
         }
+        let keyed = || CreateGalleryRequest { idempotency_key: "create-k".into(), ..create("k") };
+        let made = admin.create_gallery(keyed()).await.expect("created with a key").into_inner();
+        let again = admin.create_gallery(keyed()).await.expect("a retry answers the gallery").into_inner();
+        assert_eq!(again.name, made.name);
         // Gallery e's subject expires a minute before the others enrolled below.
         ingest.enroll(enroll("e", "old", 5, "")).await.expect("enrolled");
         now.fetch_add(RETENTION_SECS * 1000 - 60_000, Ordering::SeqCst);
@@ -182,9 +186,14 @@ async fn no_change_takes_effect_without_its_leaf() {
         assert!(subject_exists(&mut ingest, "a", "x").await, "{backend:?}: x has not expired");
 
         let all = leaves(&audit).await;
-        for name in ["a", "b", "c", "d", "e"] {
+        for name in ["a", "b", "c", "d", "e", "k"] {
             assert_paired(&all, Operation::CreateGallery, name, "create gallery");
         }
+        assert_eq!(
+            changes(&all, Operation::CreateGallery, "k").len(),
+            2,
+            "{backend:?}: the retried creation appended no more leaves"
+        );
         let enrolled = assert_paired(&all, Operation::Enroll, "a", "enroll");
         assert_eq!(enrolled.subject_ids.len(), 1);
         let batched = assert_paired(&all, Operation::Enroll, "b", "batch enroll");
@@ -266,6 +275,9 @@ async fn no_change_takes_effect_without_its_leaf() {
             Code::InvalidArgument
         );
         assert_eq!(code(admin.delete_gallery(delete_gallery("d", "drop-c")).await), Code::InvalidArgument);
+        let reuse = CreateGalleryRequest { idempotency_key: "create-k".into(), ..create("k2") };
+        assert_eq!(code(admin.create_gallery(reuse).await), Code::InvalidArgument);
+        assert!(!gallery_exists(&mut admin, "k2").await, "{backend:?}: a reused key creates nothing");
         assert!(!subject_exists(&mut ingest, "a", "w").await);
         assert!(!subject_exists(&mut ingest, "b", "b4").await);
         assert!(subject_exists(&mut ingest, "a", "y").await, "{backend:?}: y kept");

@@ -9,12 +9,12 @@ use biomatch_proto::v1::{
     Actor, AppendRequest, AuditEvent, ConsistencyProofRequest, GetCheckpointRequest, GetPublicKeyRequest,
     ListLeavesRequest, Operation,
 };
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::time::Duration;
 use tonic::transport::Channel;
 
-mod common;
+use crate::common;
 
 use biomatch_domain::Role;
 use common::Keys;
@@ -73,7 +73,14 @@ fn acknowledged_leaves_survive_sigkill_exactly_once() {
         (0..WRITERS).map(|w| runtime.spawn(writer(client.clone(), w, service.clone()))).collect();
 
     let mut signed: Vec<(u64, Hash)> = Vec::new();
-    let mut rng = rand::rng();
+    // The kill moments come from a seed, printed so a failure can be replayed with
+    // BIOMATCH_TEST_SEED=<seed>.
+    let seed = std::env::var("BIOMATCH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("audit_crash: kill moments from seed {seed} (replay with BIOMATCH_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for _ in 0..3 {
         // Let some appends through, sign a checkpoint, then kill at a random moment.
         std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));

@@ -269,6 +269,7 @@ async fn gallery_scopes_hold_at_ingest_and_subject_reads_are_recorded_and_budget
     let backend = backends(dir.path()).await.remove(0);
     let mut c = config(&backend, dir.path(), &[ProcessRole::All]);
     c.search.analyst_per_minute = 2;
+    c.search.enroller_per_minute = 1;
     let cluster = TestCluster::start_with_clock(c, std::sync::Arc::new(|| 1_800_000_000_000)).await;
     enrolled_gallery(&cluster, "a", 8, 1, 2, 1).await;
     enrolled_gallery(&cluster, "b", 8, 1, 2, 2).await;
@@ -330,5 +331,9 @@ async fn gallery_scopes_hold_at_ingest_and_subject_reads_are_recorded_and_budget
     let outcomes: Vec<String> =
         reads.iter().filter_map(|l| l.event.as_ref()).map(|e| e.outcome.clone()).collect();
     assert_eq!(outcomes, ["OK", "NOT_FOUND"], "every subject read is a leaf, found or not");
+    // Enrollers' reads are counted too (1 a minute here): membership cannot be walked.
+    assert_eq!(code(ingest.get_subject(biomatch_client::request(read("a"), &enroller)).await), Code::Ok);
+    let over = ingest.get_subject(biomatch_client::request(read("a"), &enroller)).await;
+    assert_eq!(code(over), Code::ResourceExhausted);
     cluster.running.shutdown().await;
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use biomatch_domain::Role;
 use common::{BIN, Keys};

@@ -1,6 +1,4 @@
-//! Helpers shared by the binary's integration tests (a `mod.rs` so cargo does not run it as a test).
-
-#![allow(dead_code)]
+//! Helpers shared by the binary's integration tests.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

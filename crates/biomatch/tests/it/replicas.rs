@@ -3,7 +3,7 @@
 //! replicas of a shard gone, a search fails clearly, or, when the caller allows it, is answered
 //! flagged partial with the missing shard named, in the answer and in the audit log.
 
-mod common;
+use crate::common;
 
 use biomatch::synthetic::Synthetic;
 use biomatch_domain::Role;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use tonic::transport::Channel;
 
-mod common;
+use crate::common;
 
 use biomatch_domain::Role as Caller;
 use common::{BIN, Keys};
@@ -405,4 +405,44 @@ async fn reads_of_the_log_are_on_the_record_and_fail_closed() {
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
         log.running.shutdown().await;
     }
+}
+
+/// A change announced by an intent leaf with no outcome leaf (the ingest role died between the
+/// two, or the outcome could not be recorded and nobody retried) is named by `audit verify`, and
+/// `--strict` fails on it; a concluded change is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_changes_announced_without_an_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = start(dir.path(), None).await;
+    let mut client = client(&log);
+    let leaves = [("q1", "INTENT"), ("q2", "INTENT"), ("q2", "OK"), ("q3", "INTENT"), ("q3", "UNAVAILABLE")];
+    for (i, (request, outcome)) in leaves.into_iter().enumerate() {
+        let event = AuditEvent {
+            actor: Some(Actor {
+                subject: "loader".into(),
+                role: "enroller".into(),
+                device_id: String::new(),
+            }),
+            operation: Operation::Enroll.into(),
+            gallery: "travelers".into(),
+            subject_ids: vec!["s1".into()],
+            request_id: request.into(),
+            outcome: outcome.into(),
+            ..Default::default()
+        };
+        let append = AppendRequest { event: Some(event), idempotency_key: format!("c{i}") };
+        client.append(log.keys.as_role(Caller::Service, append)).await.expect("append");
+    }
+    let (code, out) = verify(&log);
+    assert_eq!(code, Some(0), "the log is intact: {out}");
+    assert!(out.contains("1 change(s) announced without an outcome"), "{out}");
+    assert!(out.contains("leaf 0\tenroll\ttravelers\trequest q1"), "{out}");
+    assert!(!out.contains("request q2") && !out.contains("request q3"), "concluded changes: {out}");
+    let strict = Command::new(BIN)
+        .args(["audit", "verify", "--strict", "--endpoint", &format!("http://{}", log.running.grpc_addr)])
+        .env("BIOMATCH_TOKEN", log.keys.token(Caller::Auditor, "auditor-1"))
+        .output()
+        .expect("run verify");
+    assert_eq!(strict.status.code(), Some(3), "--strict fails on an open intent");
+    log.running.shutdown().await;
 }

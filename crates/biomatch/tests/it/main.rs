@@ -1,0 +1,9 @@
+//! The `biomatch` binary run as separate processes (crash, restart, replicas, an insider
+//! editing the audit database), gathered into one test binary so it is linked once.
+
+mod common;
+
+mod audit_crash;
+mod audit_tamper;
+mod processes;
+mod replicas;

@@ -1,0 +1,22 @@
+//! The cross-service scenarios, gathered into one test binary so that FAISS, ONNX Runtime and
+//! tract are linked once instead of once per file. Each module is one scenario file. Scenarios
+//! that read process-wide state have binaries of their own beside this one: `telemetry` and
+//! `traces` install the global tracing subscriber, and `budgets` and `operations` read exact
+//! values of the process's metrics, which scenarios running beside them would change.
+
+mod at_rest;
+mod audit_outage;
+mod authorization;
+mod bad_input;
+mod custody_changes;
+mod fail_closed;
+mod galleries;
+mod gateway;
+mod identify;
+mod mtls;
+mod no_default_secrets;
+mod photos;
+mod restart;
+mod retention;
+mod snapshots;
+mod template_oracle;
