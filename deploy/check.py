@@ -259,6 +259,9 @@ def check(target):
         if doc["kind"] in ("Deployment", "StatefulSet"):
             check_workload(name, doc)
             check_role_pod(name, doc)
+        if doc["kind"] == "Deployment" and role_of(doc) == "audit":
+            if doc["spec"].get("replicas") != 1 or doc["spec"].get("strategy", {}).get("type") != "Recreate":
+                fail(name, "the audit log has one writer: 1 replica, strategy Recreate (never two at once)")
     if "Secret" in by_kind:
         fail(where, "defines a Secret (secrets are referenced, never defined here)")
     roles = {"audit", "ingest", "embed", "search", "gateway"}

@@ -26,6 +26,7 @@ M = [
  ("shared master key path", B+"config.yaml", "[crypto]\n", '[crypto]\n    master_key_file = "/etc/biomatch/master-key/master.key"\n', "master_key_file"),
  ("gRPC readiness probe", B+"search.yaml", "        readinessProbe:\n          httpGet:\n            path: /readyz\n            port: ops\n", "        readinessProbe:\n          grpc:\n            port: 50051\n", "readinessProbe"),
  ("scrape annotation on 8080", B+"gateway.yaml", "prometheus.io/port: '9090'", "prometheus.io/port: '8080'", "scrape"),
+ ("audit rolling update", B+"audit.yaml", "    type: Recreate\n", "    type: RollingUpdate\n", "one writer"),
  ("no ops port", B+"audit.yaml", "        - name: ops\n          containerPort: 9090\n", "", "ops port"),
  ("gateway Service exposes grpc", B+"gateway.yaml", "  - name: http\n    port: 8080\n    targetPort: http\n", "  - name: http\n    port: 8080\n    targetPort: http\n  - name: grpc\n    port: 50051\n    targetPort: grpc\n", "gateway Service"),
  ("demo CMD", "deploy/Dockerfile", 'CMD ["--help"]', 'CMD ["serve", "--config", "/etc/biomatch/biomatch.toml"]', "demo"),

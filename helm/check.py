@@ -115,6 +115,7 @@ def check_deployment_rules(text):
         failures.append("_helpers.tpl ports: no ops port 9090")
     if 'prometheus.io/port: "9090"' not in helpers.get("biomatch.podAnnotations", ""):
         failures.append("_helpers.tpl podAnnotations: Prometheus must scrape the ops port")
+    only_under("roles.yaml strategy", text["roles.yaml"], 'eq $role "audit"', "strategy: {type: Recreate}")
     for name in ("roles.yaml", "matcher.yaml"):
         for needle in ('include "biomatch.flags" $ctx', 'include "biomatch.env" $ctx', 'include "biomatch.probes" $ctx',
                        'include "biomatch.podAnnotations" $ctx', 'include "biomatch.volumes" $ctx', 'include "biomatch.mounts" $ctx'):

@@ -24,6 +24,7 @@ M = [
  ("metrics on public port", T+"config.yaml", 'metrics_addr = "0.0.0.0:9090"', 'metrics_addr = "0.0.0.0:8080"', "metrics_addr"),
  ("http endpoint", T+"config.yaml", 'audit = "https://', 'audit = "http://', "https"),
  ("matcher without flags", T+"matcher.yaml", ' {{ include "biomatch.flags" $ctx }}', "", "biomatch.flags"),
+ ("audit rolling update", T+"roles.yaml", "  strategy: {type: Recreate}\n", "", "strategy"),
  ("roles gRPC probe", T+"roles.yaml", '          {{- include "biomatch.probes" $ctx | nindent 10 }}\n', "          readinessProbe:\n            grpc: {port: 50051}\n", "probe"),
 ]
 bad = 0

@@ -7,7 +7,10 @@
 //! `checkpoint_interval` when new leaves exist, and on demand. Every read of the log (`Query`,
 //! `ListLeaves`) is itself appended as an `audit_read` leaf saying what was read (the filters, or
 //! the range), committed before the answer leaves; a read that cannot be recorded is refused. At
-//! start the log since the latest signed checkpoint is checked (see [`Log::open`]).
+//! start the log since the latest signed checkpoint is checked (see [`Log::open`]). Which roles may
+//! call each RPC is the authorization table's rule ([`biomatch_auth::policy`]), applied before a
+//! handler runs; `Append` further limits each service to the leaf kinds it writes (`writers.rs`).
+#![forbid(unsafe_code)]
 
 mod convert;
 pub mod keys;
@@ -19,7 +22,7 @@ pub use log::Log;
 
 use biomatch_auditlog::AuditRecord;
 use biomatch_auditlog::checkpoint::key_id;
-use biomatch_domain::{Clock, ErrorClass, Principal, Role};
+use biomatch_domain::{Clock, ErrorClass, Principal};
 use biomatch_proto::v1::audit_service_server::AuditService;
 use biomatch_proto::v1::{
     AppendRequest, AppendResponse, AuditLeaf, Checkpoint, ConsistencyProof, ConsistencyProofRequest,
@@ -36,12 +39,6 @@ pub struct AuditServer {
     log: Arc<Log>,
     clock: Clock,
 }
-
-/// Separation of duties: only auditors read the log.
-const READERS: &[Role] = &[Role::Auditor];
-/// Checkpoints, proofs and the public key are for anyone who can authenticate.
-const ANYONE: &[Role] =
-    &[Role::Kiosk, Role::Analyst, Role::Enroller, Role::Auditor, Role::Admin, Role::Service];
 
 impl AuditServer {
     pub fn new(log: Arc<Log>, clock: Clock) -> Self {
@@ -82,14 +79,6 @@ impl AuditServer {
         let mut record = convert::empty_record(principal, Operation::AuditRead, (self.clock)());
         record.detail = detail;
         self.append_record(record, None).await.map(|_| ())
-    }
-
-    /// The audited role check: a refusal becomes an `access_denied` leaf.
-    async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
-        if allowed.contains(&principal.role) {
-            return Ok(());
-        }
-        Err(self.refuse(principal, format!("role {} may not call {rpc}", principal.role)).await)
     }
 
     /// A `PERMISSION_DENIED` answer, recorded as an `access_denied` leaf first (best effort).
@@ -147,7 +136,6 @@ fn proof_error(e: biomatch_auditlog::merkle::ProofError) -> Status {
 impl AuditService for AuditServer {
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Service], "AuditService/Append").await?;
         let AppendRequest { event, idempotency_key } = request.into_inner();
         let operation = event.as_ref().map(|e| e.operation()).unwrap_or_default();
         if !writers::may_write(&principal.subject, operation) {
@@ -166,7 +154,6 @@ impl AuditService for AuditServer {
         request: Request<QueryAuditRequest>,
     ) -> Result<Response<QueryAuditResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, READERS, "AuditService/Query").await?;
         let QueryAuditRequest {
             actor_subject,
             operation,
@@ -225,7 +212,6 @@ impl AuditService for AuditServer {
         request: Request<ListLeavesRequest>,
     ) -> Result<Response<ListLeavesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, READERS, "AuditService/ListLeaves").await?;
         let ListLeavesRequest { start, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(1000) };
         // The read covers only leaves committed before its own leaf: the leaf names exactly the
@@ -256,7 +242,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<Checkpoint>, Status> {
-        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetCheckpoint").await?;
+        biomatch_auth::principal(&request)?;
         let row = if request.get_ref().sign_now {
             Some(self.log.sign_checkpoint().await.map_err(|e| status_from(&e))?)
         } else {
@@ -271,7 +257,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<ListCheckpointsRequest>,
     ) -> Result<Response<ListCheckpointsResponse>, Status> {
-        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/ListCheckpoints").await?;
+        biomatch_auth::principal(&request)?;
         let ListCheckpointsRequest { after_size, count } = request.into_inner();
         let count = if count == 0 { 1000 } else { count.min(10_000) };
         let rows = self.log.store().checkpoints(after_size, count).await.map_err(|e| status_from(&e))?;
@@ -284,7 +270,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<InclusionProofRequest>,
     ) -> Result<Response<InclusionProof>, Status> {
-        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetInclusionProof").await?;
+        biomatch_auth::principal(&request)?;
         let InclusionProofRequest { leaf_index, tree_size } = request.into_inner();
         let tree_size = self.proof_size(tree_size).await?;
         let hashes = self.log.inclusion_proof(leaf_index, tree_size).map_err(proof_error)?;
@@ -299,8 +285,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProof>, Status> {
-        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetConsistencyProof")
-            .await?;
+        biomatch_auth::principal(&request)?;
         let ConsistencyProofRequest { from_size, to_size } = request.into_inner();
         let to_size = self.proof_size(to_size).await?;
         let hashes = self.log.consistency_proof(from_size, to_size).map_err(proof_error)?;
@@ -315,7 +300,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<GetPublicKeyRequest>,
     ) -> Result<Response<PublicKey>, Status> {
-        self.require(&biomatch_auth::principal(&request)?, ANYONE, "AuditService/GetPublicKey").await?;
+        biomatch_auth::principal(&request)?;
         let key = self.log.key().verifying_key();
         Ok(Response::new(PublicKey {
             algorithm: "Ed25519".into(),
@@ -329,8 +314,7 @@ impl AuditService for AuditServer {
         &self,
         request: Request<GetSearchRecordRequest>,
     ) -> Result<Response<AuditLeaf>, Status> {
-        let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Service], "AuditService/GetSearchRecord").await?;
+        biomatch_auth::principal(&request)?;
         let GetSearchRecordRequest { search_id } = request.into_inner();
         let store = self.log.store();
         // The search role appends an answered search under `identify:ID` or `verify:ID`.

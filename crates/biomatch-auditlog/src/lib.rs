@@ -8,15 +8,17 @@
 //! (`chain_i = SHA-256(chain_{i-1} || leaf_hash_i)`, empty `chain_{-1}`), so [`Verifier`] can name
 //! the first leaf that was edited, dropped, inserted or reordered, while signed checkpoints catch
 //! an editor who rewrote every later hash too.
+#![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod intents;
 pub mod merkle;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What one audit leaf records. Never an image or an embedding: only identifiers, scores and codes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Milliseconds since the Unix epoch, from the audit service's clock.
     pub time_ms: i64,

@@ -1,7 +1,8 @@
 //! Authentication and authorization as a tower layer in front of every gRPC service of a process:
 //! it validates the bearer token, spends a single-use token (which may ask Redis, hence a layer
 //! and not tonic's synchronous interceptor), checks the caller against the one RPC table
-//! ([`crate::policy`]), and puts the [`Principal`] into the request's extensions, where handlers
+//! ([`crate::policy`]) and a kiosk's device against its client certificate ([`crate::device`]),
+//! and puts the [`Principal`] into the request's extensions, where handlers
 //! find it. Refusals are recorded through a [`RefusalLog`] before they are answered. Health
 //! checks stay open so that orchestrators can probe without credentials.
 
@@ -63,15 +64,20 @@ pub struct AuthService<S> {
     inner: S,
 }
 
+type TlsInfo = tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>;
+
 /// The peer's address as tonic recorded it (without the port: one source, many connections).
 fn source<B>(request: &http::Request<B>) -> String {
     let tcp =
         request.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr());
-    let tls = request
-        .extensions()
-        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
-        .and_then(|c| c.get_ref().remote_addr());
+    let tls = request.extensions().get::<TlsInfo>().and_then(|c| c.get_ref().remote_addr());
     tcp.or(tls).map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
+/// The client certificate (DER) the connection was made with, when it is a TLS connection.
+fn client_certificate<B>(request: &http::Request<B>) -> Option<Vec<u8>> {
+    let chain = request.extensions().get::<TlsInfo>()?.peer_certs()?;
+    chain.first().map(|leaf| leaf.as_ref().to_vec())
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
@@ -112,7 +118,10 @@ where
                     return Ok(status.into_http());
                 }
             };
-            if let Err(why) = crate::policy::authorize(&rpc, &principal) {
+            let certificate = client_certificate(&request);
+            let allowed = crate::policy::authorize(&rpc, &principal)
+                .and_then(|()| crate::device::check(&principal, certificate.as_deref()));
+            if let Err(why) = allowed {
                 if let Some(log) = &refusals {
                     log.denied(principal, why.clone()).await;
                 }

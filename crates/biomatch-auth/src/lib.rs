@@ -8,7 +8,9 @@
 //! `sub` are required, with at most 30 s of leeway; a token marked `single_use` is refused the second
 //! time its `jti` is seen ([`ReplayStore`]: in process, or Redis shared by replicas). Services call each other with short-lived service tokens minted by
 //! [`ServiceCredentials`]. Keys: [`keys`]; tokens: [`token`].
+#![forbid(unsafe_code)]
 
+pub mod device;
 pub mod issuers;
 pub mod keys;
 mod layer;

@@ -20,11 +20,13 @@ pub struct Limits {
     pub per_day: u32,
 }
 
-/// Limits by role; roles without limits here may not search at all.
+/// Limits by role (other roles neither search nor read subjects).
 #[derive(Debug, Clone)]
 pub struct BudgetPolicy {
     pub kiosk: Limits,
     pub analyst: Limits,
+    /// Enrollers search nothing; their subject reads are counted.
+    pub enroller: Limits,
 }
 
 impl Default for BudgetPolicy {
@@ -34,6 +36,8 @@ impl Default for BudgetPolicy {
             kiosk: Limits { per_minute: 120, per_day: 20_000 },
             // An analyst reviews cases, not the whole gallery.
             analyst: Limits { per_minute: 60, per_day: 2_000 },
+            // Checking a load's subjects one by one; a whole gallery's membership is out of reach.
+            enroller: Limits { per_minute: 600, per_day: 20_000 },
         }
     }
 }
@@ -95,7 +99,8 @@ impl Budgets {
         match role {
             Role::Kiosk => Some(self.policy.kiosk),
             Role::Analyst => Some(self.policy.analyst),
-            _ => None,
+            Role::Enroller => Some(self.policy.enroller),
+            Role::Service | Role::Admin | Role::Auditor => None,
         }
     }
 
@@ -189,8 +194,8 @@ pub async fn spend(
         detail: format!("{what} query budget exhausted"),
         ..Default::default()
     };
-    if append_audit(audit, creds, event, format!("budget:{}", uuid::Uuid::new_v4())).await.is_err() {
-        tracing::warn!("a budget refusal could not be audited");
+    if let Err(e) = append_audit(audit, creds, event, format!("budget:{}", uuid::Uuid::new_v4())).await {
+        tracing::warn!(error = %e, "a budget refusal could not be audited");
     }
     Err(status_with(ErrorClass::ResourceExhausted, format!("{what} query budget exhausted for this caller")))
 }
@@ -204,6 +209,7 @@ mod tests {
         let policy = BudgetPolicy {
             kiosk: Limits { per_minute: 3, per_day: 5 },
             analyst: Limits { per_minute: 1, per_day: 1 },
+            enroller: Limits { per_minute: 1, per_day: 1 },
         };
         let budgets = Budgets::new(policy);
         let kiosk = Principal::new("k1", Role::Kiosk);

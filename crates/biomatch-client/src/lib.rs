@@ -1,6 +1,7 @@
 //! Connecting to other biomatch roles: lazily connected channels, requests that carry a bearer
 //! token, the fail-closed audit append every writing or searching role uses before it answers, and
 //! the audited refusal of a request.
+#![forbid(unsafe_code)]
 
 pub mod budget;
 mod probe;
@@ -12,31 +13,40 @@ pub use refusals::AuditRefusals;
 pub use tls::{MutualTls, TlsFileError};
 
 use biomatch_auth::ServiceCredentials;
-use biomatch_domain::{ErrorClass, Principal, Role};
+use biomatch_domain::{ErrorClass, Principal};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::{Actor, AppendRequest, AppendResponse, AuditEvent, Operation};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// Why a channel could not be set up (nothing is connected yet: channels connect on first use).
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("invalid endpoint {url:?}: {source}")]
+    Endpoint { url: String, source: tonic::transport::Error },
+    #[error("TLS for {url:?}: {source}")]
+    Tls { url: String, source: tonic::transport::Error },
+}
+
 /// A channel to `url` (e.g. `http://127.0.0.1:50051`) that connects on first use and reconnects
 /// after failures, so roles can start in any order.
-pub fn channel(url: &str) -> Result<Channel, String> {
+pub fn channel(url: &str) -> Result<Channel, ChannelError> {
     channel_with(url, None)
 }
 
 /// As [`channel`], over mutual TLS when `tls` is given (an `http://` URL becomes `https://`).
-pub fn channel_with(url: &str, tls: Option<&MutualTls>) -> Result<Channel, String> {
+pub fn channel_with(url: &str, tls: Option<&MutualTls>) -> Result<Channel, ChannelError> {
     let url = match (tls, url.strip_prefix("http://")) {
         (Some(_), Some(rest)) => format!("https://{rest}"),
         _ => url.to_owned(),
     };
     let mut endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("invalid endpoint {url:?}: {e}"))?
+        .map_err(|source| ChannelError::Endpoint { url: url.clone(), source })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.client()).map_err(|e| format!("TLS for {url:?}: {e}"))?;
+        endpoint = endpoint.tls_config(tls.client()).map_err(|source| ChannelError::Tls { url, source })?;
     }
     Ok(endpoint.connect_lazy())
 }
@@ -55,31 +65,40 @@ pub fn actor(principal: &Principal) -> Actor {
     }
 }
 
-/// Appends an audit event and waits for the commit. Any failure is `UNAVAILABLE`: the caller must
-/// then answer its own client with that error and no result.
+/// The audit log did not commit a leaf.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log did not commit the leaf ({code:?}: {message})")]
+pub struct AuditUnavailable {
+    pub code: tonic::Code,
+    message: String,
+}
+
+/// What the caller is told when its answer's leaf could not be committed: `UNAVAILABLE` and no
+/// result. This conversion is where that refusal is handled, so it is logged here, once.
+impl From<AuditUnavailable> for tonic::Status {
+    fn from(e: AuditUnavailable) -> Self {
+        tracing::warn!(error = %e, "refusing to answer without its audit leaf");
+        status_with(ErrorClass::Unavailable, "audit log unavailable: no unaudited result is returned")
+    }
+}
+
+/// Appends an audit event and waits for the commit. A caller that may not answer without the
+/// leaf turns the failure into `UNAVAILABLE` (`?` on a `Status`); one recording a refusal logs it.
 pub async fn append_audit(
     client: &AuditServiceClient<Channel>,
     service: &ServiceCredentials,
     mut event: AuditEvent,
     idempotency_key: String,
-) -> Result<AppendResponse, tonic::Status> {
+) -> Result<AppendResponse, AuditUnavailable> {
     let mut client = client.clone();
     if event.trace_id.is_empty() {
         event.trace_id = biomatch_telemetry::current_trace_id();
     }
-    match client
+    client
         .append(request(AppendRequest { event: Some(event), idempotency_key }, &service.token()))
         .await
-    {
-        Ok(response) => Ok(response.into_inner()),
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), "audit append failed, refusing to answer");
-            Err(status_with(
-                ErrorClass::Unavailable,
-                "audit log unavailable: no unaudited result is returned",
-            ))
-        }
-    }
+        .map(tonic::Response::into_inner)
+        .map_err(|status| AuditUnavailable { code: status.code(), message: status.message().to_owned() })
 }
 
 /// Refuses a request with `PERMISSION_DENIED` after recording the refusal in the audit log
@@ -100,40 +119,8 @@ pub async fn deny(
         ..Default::default()
     };
     let key = format!("denied:{}", uuid::Uuid::new_v4());
-    if append_audit(audit, service, event, key).await.is_err() {
-        tracing::warn!("a refusal could not be audited");
+    if let Err(e) = append_audit(audit, service, event, key).await {
+        tracing::warn!(error = %e, "a refusal could not be audited");
     }
     status_with(ErrorClass::PermissionDenied, what)
-}
-
-/// Checks the caller's role; a refusal is audited.
-pub async fn require(
-    audit: &AuditServiceClient<Channel>,
-    service: &ServiceCredentials,
-    principal: &Principal,
-    allowed: &[Role],
-    rpc: &str,
-) -> Result<(), tonic::Status> {
-    if allowed.contains(&principal.role) {
-        return Ok(());
-    }
-    Err(deny(audit, service, principal, "", format!("role {} may not call {rpc}", principal.role)).await)
-}
-
-/// The audited role check for roles that otherwise never talk to the audit log.
-#[derive(Clone)]
-pub struct Guard {
-    pub audit: AuditServiceClient<Channel>,
-    pub creds: std::sync::Arc<ServiceCredentials>,
-}
-
-impl Guard {
-    pub async fn require(
-        &self,
-        principal: &Principal,
-        allowed: &[Role],
-        rpc: &str,
-    ) -> Result<(), tonic::Status> {
-        require(&self.audit, &self.creds, principal, allowed, rpc).await
-    }
 }

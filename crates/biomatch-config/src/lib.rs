@@ -2,6 +2,7 @@
 //! file, then `BIOMATCH__SECTION__KEY` environment variables, then command-line flags. The result
 //! is validated before anything starts; an invalid configuration stops start-up with a clear
 //! message. Database URLs, which may hold passwords, are [`secrecy::SecretString`]s.
+#![forbid(unsafe_code)]
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -72,9 +73,8 @@ pub struct MatcherConfig {
     pub batch_max_queries: usize,
     /// Threads FAISS may use for one batch of one shard (it splits a batch by query); 0: one per
     /// core (the default). The binary runs OpenMP with `OMP_WAIT_POLICY=PASSIVE` unless told
-    /// otherwise: with libgomp's default, idle threads spin after every batch and 2 threads were
-    /// slower than 1 (537 vs 738 identifies/s, 1e5 x 512 `pq_rerank`, all roles on 2 cores);
-    /// passive, 2 threads on 2 cores took 1e6 x 512 `pq_rerank` from 1,115 to 1,405 identifies/s.
+    /// otherwise, so idle threads sleep between batches instead of spinning against the other
+    /// roles (measurements in docs/benchmarks.md).
     pub search_threads: usize,
     /// How often changed shards are written as encrypted snapshots (and once at shutdown);
     /// 0: never (a restart rebuilds every shard from the store).
@@ -130,6 +130,9 @@ pub struct SearchConfig {
     pub kiosk_per_day: u32,
     pub analyst_per_minute: u32,
     pub analyst_per_day: u32,
+    /// Enrollers' subject reads (`GetSubject` answers whether someone is enrolled).
+    pub enroller_per_minute: u32,
+    pub enroller_per_day: u32,
     /// Analysts see candidates and scores at or above a gallery's threshold minus this (0 to 1);
     /// below it nothing is disclosed, so probes far from every template learn nothing. Raising it
     /// towards 1 turns search answers back into a template oracle (docs/security.md).
@@ -144,6 +147,8 @@ impl Default for SearchConfig {
             kiosk_per_day: 20_000,
             analyst_per_minute: 60,
             analyst_per_day: 2_000,
+            enroller_per_minute: 600,
+            enroller_per_day: 20_000,
             candidate_margin: 0.10,
         }
     }

@@ -9,11 +9,9 @@
 //! body) derives the same request id and audit keys: the audit log de-duplicates the intent and
 //! appends the missing outcome.
 
+use biomatch_auditlog::intents::INTENT;
 use biomatch_proto::v1::AuditEvent;
 use sha2::{Digest, Sha256};
-
-/// The `outcome` of an intent leaf.
-pub(crate) const INTENT: &str = "INTENT";
 
 /// The request id and audit keys of one change's intent and outcome leaves.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The ingest role: [`IngestServer`] implements `IngestService`, the only writer of the gallery
-//! store.
+//! store. Which roles may call each RPC is the authorization table's rule
+//! ([`biomatch_auth::policy`]), applied before a handler runs; handlers check the token's scopes.
 //!
 //! Every change is audited before it takes effect (see [`custody`]): an enrolment is validated
 //! (field lengths, gallery, subject id, dimension, finite values, one model per gallery), named in
@@ -9,6 +10,7 @@
 //! returns the first answer (and re-appends its leaves under the same audit keys, which the audit
 //! log de-duplicates), and the same key with another body is `INVALID_ARGUMENT` with nothing
 //! changed and nothing appended.
+#![forbid(unsafe_code)]
 
 mod batch;
 mod custody;
@@ -18,10 +20,10 @@ mod validate;
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_client::budget::Budgets;
-use biomatch_client::{FaceRule, GalleryModel};
+use biomatch_client::{AuditUnavailable, FaceRule, GalleryModel};
 use biomatch_crypto::KeyStore;
 use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_REASON_BYTES, bounded};
-use biomatch_domain::{Clock, ErrorClass, Principal, Role, SubjectId, shard_of};
+use biomatch_domain::{Clock, ErrorClass, Principal, SubjectId, shard_of};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_server::IngestService;
@@ -85,10 +87,6 @@ impl IngestServer {
     pub fn with_min_enroll_quality(mut self, min_quality: f32) -> Self {
         self.face_rule = FaceRule::Single { min_quality };
         self
-    }
-
-    async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
-        biomatch_client::require(&self.audit, &self.creds, principal, allowed, rpc).await
     }
 
     /// The gallery `name`, when the caller's token covers it (an enroller scoped to gallery A
@@ -226,27 +224,27 @@ impl IngestServer {
         }
     }
 
-    async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, Status> {
+    async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, AuditUnavailable> {
         biomatch_client::append_audit(&self.audit, &self.creds, event, key).await.map(|r| r.leaf_index)
     }
 
     /// Commits the intent leaf of a change; nothing may change unless this succeeds.
     async fn intent(&self, custody: &Custody, event: AuditEvent) -> Result<u64, Status> {
         let (event, key) = custody.intent(event);
-        self.audit(event, key).await
+        Ok(self.audit(event, key).await?)
     }
 
     /// Commits the outcome leaf of a change.
     async fn outcome(&self, custody: &Custody, event: AuditEvent) -> Result<u64, Status> {
         let (event, key) = custody.outcome(event);
-        self.audit(event, key).await
+        Ok(self.audit(event, key).await?)
     }
 
     /// Records, best effort, that an intended change was refused; returns the refusal.
     async fn refused(&self, custody: &Custody, event: AuditEvent, status: Status) -> Status {
         let (event, key) = custody.refusal(event, &status);
-        if self.audit(event, key).await.is_err() {
-            tracing::warn!("the refusal of an intended change could not be audited");
+        if let Err(e) = self.audit(event, key).await {
+            tracing::warn!(error = %e, "the refusal of an intended change could not be audited");
         }
         status
     }
@@ -271,11 +269,6 @@ impl IngestServer {
     }
 }
 
-/// Separation of duties: administrators manage galleries, enrollers manage subjects.
-const ENROLLERS: &[Role] = &[Role::Enroller];
-/// Gallery settings are for staff and other roles; kiosks only search.
-const READERS: &[Role] = &[Role::Enroller, Role::Admin, Role::Analyst, Role::Service, Role::Auditor];
-
 /// Subject ids grouped by gallery, in first-seen order.
 fn by_gallery<'a>(items: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String, Vec<String>)> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -295,10 +288,14 @@ impl IngestService for IngestServer {
         request: Request<CreateGalleryRequest>,
     ) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Admin], "IngestService/CreateGallery").await?;
-        let spec = validate::gallery_spec(request.into_inner())?;
+        let mut request = request.into_inner();
+        let idempotency_key = std::mem::take(&mut request.idempotency_key);
+        // The key is bound to the whole request: reused for another gallery, it creates nothing.
+        let request_digest = digest(&[&prost::Message::encode_to_vec(&request)]);
+        let spec = validate::gallery_spec(request)?;
         self.in_scope(&principal, spec.name.as_str()).await?;
-        let custody = Custody::fresh("create-gallery");
+        let (idem, _) = self.idempotency("create-gallery", &idempotency_key, || request_digest).await?;
+        let custody = Custody::of("create-gallery", idem.as_ref());
         self.intent(&custody, events::create_intent(&principal, &spec)).await?;
         // The data key exists before the gallery does, so no gallery is ever without one.
         let key_ref = uuid::Uuid::new_v4().simple().to_string();
@@ -306,8 +303,13 @@ impl IngestService for IngestServer {
             tracing::error!(error = %e, "cannot create a gallery data key");
             status_with(ErrorClass::Unavailable, "cannot create the gallery's data key")
         })?;
-        let record = match self.store.create_gallery(&spec, &key_ref, (self.clock)()).await {
-            Ok(record) => record,
+        let record = match self.store.create_gallery(&spec, &key_ref, idem.as_ref(), (self.clock)()).await {
+            // A replay answers the gallery the first attempt made; the new key is not needed.
+            Ok(written) if written.replayed => {
+                let _ = self.keys.destroy(&key_ref);
+                written.value
+            }
+            Ok(written) => written.value,
             Err(e) => {
                 let _ = self.keys.destroy(&key_ref);
                 let event = events::create_intent(&principal, &spec);
@@ -322,7 +324,6 @@ impl IngestService for IngestServer {
 
     async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, READERS, "IngestService/GetGallery").await?;
         let GetGalleryRequest { name, settings_only } = request.into_inner();
         let record = self.gallery(&principal, &name).await?;
         if settings_only {
@@ -336,7 +337,6 @@ impl IngestService for IngestServer {
         request: Request<ListGalleriesRequest>,
     ) -> Result<Response<ListGalleriesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, READERS, "IngestService/ListGalleries").await?;
         let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
         let mut shown = Vec::with_capacity(records.len());
         for record in records.iter().filter(|r| principal.may_use_gallery(r.name.as_str())) {
@@ -350,7 +350,6 @@ impl IngestService for IngestServer {
         request: Request<SetThresholdRequest>,
     ) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Admin], "IngestService/SetThreshold").await?;
         let SetThresholdRequest { gallery, threshold, reason } = request.into_inner();
         bounded("reason", &reason, MAX_REASON_BYTES).map_err(|e| status_from(&e))?;
         let threshold = validate::threshold(threshold)?;
@@ -385,7 +384,6 @@ impl IngestService for IngestServer {
         request: Request<DeleteGalleryRequest>,
     ) -> Result<Response<DeleteGalleryResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Admin], "IngestService/DeleteGallery").await?;
         let DeleteGalleryRequest { name, idempotency_key } = request.into_inner();
         let name = validate::gallery_name(&name)?;
         self.in_scope(&principal, name.as_str()).await?;
@@ -427,7 +425,6 @@ impl IngestService for IngestServer {
 
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, ENROLLERS, "IngestService/Enroll").await?;
         let request = request.into_inner();
         let gallery = self.gallery(&principal, &request.gallery).await?;
         let write = self.prepare(&gallery, request).await?;
@@ -471,7 +468,6 @@ impl IngestService for IngestServer {
         request: Request<Streaming<EnrollRequest>>,
     ) -> Result<Response<BatchEnrollResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, ENROLLERS, "IngestService/BatchEnroll").await?;
         let mut stream = request.into_inner();
         let mut batch = batch::Batch::default();
         let mut index = 0u32;
@@ -499,7 +495,6 @@ impl IngestService for IngestServer {
         request: Request<DeleteSubjectRequest>,
     ) -> Result<Response<DeleteSubjectResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, ENROLLERS, "IngestService/DeleteSubject").await?;
         let DeleteSubjectRequest { gallery, subject_id, idempotency_key } = request.into_inner();
         let gallery = self.gallery(&principal, &gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
@@ -526,7 +521,6 @@ impl IngestService for IngestServer {
 
     async fn get_subject(&self, request: Request<GetSubjectRequest>) -> Result<Response<Subject>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Enroller, Role::Analyst], "IngestService/GetSubject").await?;
         let GetSubjectRequest { gallery, subject_id } = request.into_inner();
         let gallery = self.gallery(&principal, &gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
@@ -549,7 +543,6 @@ impl IngestService for IngestServer {
         request: Request<PurgeExpiredRequest>,
     ) -> Result<Response<PurgeExpiredResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Admin], "IngestService/PurgeExpired").await?;
         if principal.galleries.is_some() {
             let what = "purging every gallery needs a token not limited to some galleries".to_owned();
             return Err(biomatch_client::deny(&self.audit, &self.creds, &principal, "", what).await);

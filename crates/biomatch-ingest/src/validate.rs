@@ -37,6 +37,7 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
         allowed_purposes,
         retention,
         default_k,
+        idempotency_key: _,
     } = request;
     let name = gallery_name(&name)?;
     if !(1..=MAX_DIMENSION).contains(&dimension) {
@@ -47,11 +48,11 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
         return Err(invalid(format!("shard_count must be at most {MAX_SHARDS}")));
     }
     let index = index_spec_from_proto(index);
-    index.resolved(dimension as usize).map_err(|e| invalid(format!("index: {e}")))?;
+    index.resolved(dimension as usize).map_err(|e| status_from(&e))?;
     let threshold = self::threshold(threshold.unwrap_or(0.5))?;
     let default_k = if default_k == 0 { 10 } else { default_k };
-    if default_k > 1000 {
-        return Err(invalid("default_k must be at most 1000"));
+    if default_k > biomatch_domain::limits::MAX_K {
+        return Err(invalid(format!("default_k must be at most {}", biomatch_domain::limits::MAX_K)));
     }
     if allowed_purposes.is_empty() {
         return Err(invalid(

@@ -6,6 +6,7 @@
 //! names a subject, not a template: applying it reads the subject's current templates, so applying
 //! an entry twice, or an old entry after a newer state, converges to the store's state. A search
 //! that carries `min_change_seq` first catches up to it (read-your-writes).
+#![forbid(unsafe_code)]
 
 mod batch;
 mod shards;
@@ -15,30 +16,28 @@ mod sync;
 pub use batch::Batching;
 pub use shards::{Assignment, Shards};
 pub use snapshot::SnapshotStore;
-pub use sync::{MatcherOptions, Syncer};
+pub use sync::{MatcherOptions, SyncError, Syncer};
 
-use biomatch_client::Guard;
-use biomatch_domain::{ErrorClass, Role};
+use biomatch_domain::ErrorClass;
+use biomatch_domain::check_query;
 use biomatch_proto::v1::matcher_service_server::MatcherService;
 use biomatch_proto::v1::{
     Candidate, DescribeMatcherRequest, DescribeMatcherResponse, QueryResult, ShardRef, ShardScoreRequest,
     ShardScoreResponse, ShardSearchRequest, ShardSearchResponse, ShardStatus,
 };
-use biomatch_proto::{index_kind_to_proto, status_with};
+use biomatch_proto::{index_kind_to_proto, status_from, status_with};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct MatcherServer {
     syncer: Arc<Syncer>,
-    guard: Guard,
 }
 
-/// Only other biomatch roles query shards directly.
-const CALLERS: &[Role] = &[Role::Service];
-
 impl MatcherServer {
-    pub fn new(syncer: Arc<Syncer>, guard: Guard) -> Self {
-        Self { syncer, guard }
+    /// Only the search role may call (the authorization table's rule, applied before a handler
+    /// runs); handlers still refuse a request that did not pass through it.
+    pub fn new(syncer: Arc<Syncer>) -> Self {
+        Self { syncer }
     }
 
     async fn shard_for(
@@ -65,27 +64,17 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<ShardSearchRequest>,
     ) -> Result<Response<ShardSearchResponse>, Status> {
-        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "MatcherService/Search").await?;
+        biomatch_auth::principal(&request)?;
         let ShardSearchRequest { shard, queries, k, min_change_seq } = request.into_inner();
         let (shard, applied) = self.shard_for(shard, min_change_seq).await?;
-        if k == 0 || k > 1000 {
-            return Err(status_with(ErrorClass::InvalidArgument, "k must be between 1 and 1000"));
+        if k == 0 || k > biomatch_domain::limits::MAX_K {
+            let what = format!("k must be between 1 and {}", biomatch_domain::limits::MAX_K);
+            return Err(status_with(ErrorClass::InvalidArgument, what));
         }
         let dimension = shard.dimension();
         let mut flat = Vec::with_capacity(queries.len() * dimension);
         for q in &queries {
-            if q.values.len() != dimension {
-                return Err(status_with(
-                    ErrorClass::InvalidArgument,
-                    format!("query has {} values, the gallery's dimension is {dimension}", q.values.len()),
-                ));
-            }
-            if q.values.iter().any(|v| !v.is_finite()) {
-                return Err(status_with(
-                    ErrorClass::InvalidArgument,
-                    "query contains a NaN or infinite value",
-                ));
-            }
+            check_query(&q.values, dimension).map_err(|e| status_from(&e))?;
             flat.extend_from_slice(&q.values);
         }
         let shard_no = shard.number();
@@ -117,14 +106,12 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<ShardScoreRequest>,
     ) -> Result<Response<ShardScoreResponse>, Status> {
-        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "MatcherService/Score").await?;
+        biomatch_auth::principal(&request)?;
         let ShardScoreRequest { shard, subject_id, probe, min_change_seq } = request.into_inner();
         let (shard, _) = self.shard_for(shard, min_change_seq).await?;
         let probe =
             probe.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "probe is required"))?.values;
-        if probe.iter().any(|v| !v.is_finite()) {
-            return Err(status_with(ErrorClass::InvalidArgument, "probe contains a NaN or infinite value"));
-        }
+        check_query(&probe, shard.dimension()).map_err(|e| status_from(&e))?;
         let scored = self.syncer.score(&shard, &subject_id, &probe).await?;
         let response = match scored {
             Some((score, templates)) => ShardScoreResponse {
@@ -141,7 +128,7 @@ impl MatcherService for MatcherServer {
         &self,
         request: Request<DescribeMatcherRequest>,
     ) -> Result<Response<DescribeMatcherResponse>, Status> {
-        self.guard.require(&biomatch_auth::principal(&request)?, CALLERS, "MatcherService/Describe").await?;
+        biomatch_auth::principal(&request)?;
         let applied = self.syncer.applied();
         let shards = self
             .syncer

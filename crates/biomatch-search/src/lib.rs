@@ -5,7 +5,9 @@
 //! appends the audit leaf and only then answers: when the audit log cannot commit, the caller gets
 //! `UNAVAILABLE` and no candidates. Verify scores the probe against the one shard that holds the
 //! subject. What an answer discloses depends on the caller ([`disclosure`]). The search role keeps
-//! no state.
+//! no state. Which roles may call each RPC is the authorization table's rule
+//! ([`biomatch_auth::policy`]), applied before a handler runs; handlers check the token's scopes.
+#![forbid(unsafe_code)]
 
 pub mod disclosure;
 mod merge;
@@ -17,8 +19,10 @@ pub use merge::merge_top_k;
 pub use router::Router;
 
 use biomatch_auth::ServiceCredentials;
-use biomatch_client::{FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe};
-use biomatch_domain::{Clock, Decision, ErrorClass, Principal, Role, SubjectId, shard_of};
+use biomatch_client::{
+    AuditUnavailable, FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe,
+};
+use biomatch_domain::{Clock, Decision, ErrorClass, Principal, SubjectId, shard_of};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
@@ -45,9 +49,6 @@ pub struct SearchServer {
     disclosure: DisclosurePolicy,
     clock: Clock,
 }
-
-/// Administrators manage galleries but do not search them.
-const SEARCHERS: &[Role] = &[Role::Kiosk, Role::Analyst];
 
 /// The roles a search role talks to, and how.
 pub struct Peers {
@@ -92,10 +93,6 @@ impl SearchServer {
     async fn spend_budget(&self, principal: &Principal, gallery: &str) -> Result<(), Status> {
         let now = (self.clock)();
         biomatch_client::budget::spend(&self.budgets, &self.audit, &self.creds, principal, gallery, now).await
-    }
-
-    async fn require(&self, principal: &Principal, allowed: &[Role], rpc: &str) -> Result<(), Status> {
-        biomatch_client::require(&self.audit, &self.creds, principal, allowed, rpc).await
     }
 
     /// Purpose binding: a search names a purpose the gallery allows and the caller's token covers.
@@ -169,8 +166,8 @@ impl SearchServer {
             detail: what,
             ..Default::default()
         };
-        if self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await.is_err() {
-            tracing::warn!("a refused review could not be audited");
+        if let Err(e) = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await {
+            tracing::warn!(error = %e, "a refused review could not be audited");
         }
         status
     }
@@ -214,36 +211,26 @@ impl SearchServer {
         k: u32,
         min_change_seq: u64,
     ) -> Result<Vec<Candidate>, Status> {
-        let mut last = status_with(ErrorClass::Unavailable, format!("no matcher holds shard {shard}"));
-        for mut matcher in self.router.candidates(gallery, shard) {
-            let message = ShardSearchRequest {
-                shard: Some(ShardRef { gallery: gallery.to_owned(), shard }),
-                queries: vec![QueryVector { values: query.to_vec() }],
-                k,
-                min_change_seq,
-            };
-            let mut call = biomatch_client::request(message, &self.creds.token());
-            call.set_timeout(self.shard_timeout);
-            match matcher.search(call).await {
-                Ok(response) => {
-                    return Ok(response
-                        .into_inner()
-                        .results
-                        .into_iter()
-                        .next()
-                        .unwrap_or_default()
-                        .candidates);
-                }
-                Err(status) if retryable(&status) => last = status,
-                Err(status) => return Err(status),
-            }
-        }
-        self.router.refresh(&self.creds.token()).await;
-        Err(last)
+        let message = ShardSearchRequest {
+            shard: Some(ShardRef { gallery: gallery.to_owned(), shard }),
+            queries: vec![QueryVector { values: query.to_vec() }],
+            k,
+            min_change_seq,
+        };
+        let token = self.creds.token();
+        let response = self
+            .router
+            .ask(gallery, shard, &token, |mut matcher| {
+                let mut call = biomatch_client::request(message.clone(), &token);
+                call.set_timeout(self.shard_timeout);
+                async move { matcher.search(call).await }
+            })
+            .await?;
+        Ok(response.results.into_iter().next().unwrap_or_default().candidates)
     }
 
     #[tracing::instrument(name = "search.audit", skip_all)]
-    async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, Status> {
+    async fn audit(&self, event: AuditEvent, key: String) -> Result<u64, AuditUnavailable> {
         biomatch_client::append_audit(&self.audit, &self.creds, event, key).await.map(|r| r.leaf_index)
     }
 }
@@ -256,14 +243,6 @@ fn bounded_fields(gallery: &str, purpose: &str, case_ref: &str) -> Result<(), St
         .and_then(|_| bounded("case_ref", case_ref, MAX_CASE_REF_BYTES))
         .map(drop)
         .map_err(|e| biomatch_proto::status_from(&e))
-}
-
-/// Another replica may answer: this one is down, slow, or does not hold the shard.
-fn retryable(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::NotFound | Code::Unknown | Code::Cancelled
-    )
 }
 
 fn base_event(
@@ -291,7 +270,6 @@ impl SearchService for SearchServer {
         request: Request<IdentifyRequest>,
     ) -> Result<Response<IdentifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, SEARCHERS, "SearchService/Identify").await?;
         let IdentifyRequest {
             gallery,
             probe,
@@ -308,8 +286,9 @@ impl SearchService for SearchServer {
         self.check_purpose(&principal, &gallery, &purpose).await?;
         self.check_probe_kind(&principal, &gallery, probe.as_ref()).await?;
         let k = if k == 0 { gallery.default_k } else { k };
-        if k > 1000 {
-            return Err(status_with(ErrorClass::InvalidArgument, "k must be at most 1000"));
+        if k > biomatch_domain::limits::MAX_K {
+            let what = format!("k must be at most {}", biomatch_domain::limits::MAX_K);
+            return Err(status_with(ErrorClass::InvalidArgument, what));
         }
         let floor = self.disclosure.floor(&gallery);
         let threshold = disclosure::threshold(&principal, &gallery, requested, floor)?;
@@ -326,7 +305,7 @@ impl SearchService for SearchServer {
         for (shard, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(list) => lists.push(list),
-                Err(status) if retryable(&status) => missing_shards.push(shard as u32),
+                Err(status) if router::retryable(&status) => missing_shards.push(shard as u32),
                 Err(status) => return Err(status),
             }
         }
@@ -360,7 +339,7 @@ impl SearchService for SearchServer {
 
         Ok(Response::new(IdentifyResponse {
             search_id,
-            decision: decision_to_proto(decision).into(),
+            decision: biomatch_proto::decision_to_proto(decision).into(),
             candidates,
             threshold,
             model_id: probe.model_id,
@@ -376,7 +355,6 @@ impl SearchService for SearchServer {
 
     async fn verify(&self, request: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, SEARCHERS, "SearchService/Verify").await?;
         let VerifyRequest {
             gallery,
             subject_id,
@@ -397,22 +375,21 @@ impl SearchService for SearchServer {
         let probe = self.probe(&gallery, probe).await?;
         let shard = shard_of(&subject, gallery.shard_count);
 
-        let mut answer = Err(status_with(ErrorClass::Unavailable, format!("no matcher holds shard {shard}")));
-        for mut matcher in self.router.candidates(&gallery.name, shard) {
-            let message = ShardScoreRequest {
-                shard: Some(ShardRef { gallery: gallery.name.clone(), shard }),
-                subject_id: subject_id.clone(),
-                probe: Some(QueryVector { values: probe.template.values().to_vec() }),
-                min_change_seq,
-            };
-            let mut call = biomatch_client::request(message, &self.creds.token());
-            call.set_timeout(self.shard_timeout);
-            answer = matcher.score(call).await.map(Response::into_inner);
-            if !answer.as_ref().is_err_and(retryable) {
-                break;
-            }
-        }
-        let scored = answer?;
+        let message = ShardScoreRequest {
+            shard: Some(ShardRef { gallery: gallery.name.clone(), shard }),
+            subject_id: subject_id.clone(),
+            probe: Some(QueryVector { values: probe.template.values().to_vec() }),
+            min_change_seq,
+        };
+        let token = self.creds.token();
+        let scored = self
+            .router
+            .ask(&gallery.name, shard, &token, |mut matcher| {
+                let mut call = biomatch_client::request(message.clone(), &token);
+                call.set_timeout(self.shard_timeout);
+                async move { matcher.score(call).await }
+            })
+            .await?;
         let verification_id = uuid::Uuid::new_v4().to_string();
         let mut event = base_event(&principal, Operation::Verify, &gallery, &probe);
         event.purpose = purpose;
@@ -438,7 +415,7 @@ impl SearchService for SearchServer {
 
         Ok(Response::new(VerifyResponse {
             verification_id,
-            decision: decision_to_proto(decision).into(),
+            decision: biomatch_proto::decision_to_proto(decision).into(),
             score,
             threshold,
             model_id: probe.model_id,
@@ -453,7 +430,6 @@ impl SearchService for SearchServer {
         request: Request<ReviewCandidateRequest>,
     ) -> Result<Response<ReviewCandidateResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        self.require(&principal, &[Role::Analyst], "SearchService/ReviewCandidate").await?;
         let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
             request.into_inner();
         bounded_fields(&gallery, "", &case_ref)?;
@@ -491,12 +467,5 @@ impl SearchService for SearchServer {
         };
         let audit_leaf_index = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await?;
         Ok(Response::new(ReviewCandidateResponse { audit_leaf_index }))
-    }
-}
-
-fn decision_to_proto(decision: Decision) -> biomatch_proto::v1::Decision {
-    match decision {
-        Decision::Mate => biomatch_proto::v1::Decision::Mate,
-        Decision::NoMate => biomatch_proto::v1::Decision::NoMate,
     }
 }

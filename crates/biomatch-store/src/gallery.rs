@@ -210,9 +210,16 @@ impl GalleryStore for SqlStore {
         &self,
         spec: &GallerySpec,
         key_ref: &str,
+        idempotency: Option<&Idempotency>,
         now_ms: i64,
-    ) -> Result<GalleryRecord, StoreError> {
+    ) -> Result<Written<GalleryRecord>, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        if let Some(idem) = idempotency
+            && check_idempotency(&mut tx, idem).await?.is_some()
+        {
+            drop(tx);
+            return Ok(Written { value: self.gallery(&spec.name).await?, replayed: true });
+        }
         let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
             .bind(spec.name.as_str())
             .fetch_optional(&mut *tx)
@@ -244,8 +251,11 @@ impl GalleryStore for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         append_change(&mut tx, id, 0, "", ChangeOp::CreateGallery, now_ms).await?;
+        if let Some(idem) = idempotency {
+            remember_idempotency(&mut tx, idem, spec.name.to_string(), now_ms).await?;
+        }
         tx.commit().await?;
-        self.gallery(&spec.name).await
+        Ok(Written { value: self.gallery(&spec.name).await?, replayed: false })
     }
 
     async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError> {

@@ -7,6 +7,7 @@
 //! their migrations and in how a writer is serialised (one writer connection for SQLite, a
 //! transaction-scoped advisory lock for PostgreSQL), which keeps change-log sequence numbers and
 //! audit leaf indexes gap-free and committed in order. The same test suite runs against both.
+#![forbid(unsafe_code)]
 
 mod audit;
 mod error;
@@ -29,13 +30,16 @@ use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
 /// Galleries and their templates. Only the ingest role writes; matchers read the change log.
 #[async_trait]
 pub trait GalleryStore: Send + Sync + 'static {
-    /// Creates a gallery whose data key the key store knows as `key_ref`.
+    /// Creates a gallery whose data key the key store knows as `key_ref`. With an idempotency
+    /// key, a repeat of the same request answers the gallery again (`replayed`, `key_ref`
+    /// unused); the same key with another hash is [`StoreError::IdempotencyConflict`].
     async fn create_gallery(
         &self,
         spec: &GallerySpec,
         key_ref: &str,
+        idempotency: Option<&Idempotency>,
         now_ms: i64,
-    ) -> Result<GalleryRecord, StoreError>;
+    ) -> Result<Written<GalleryRecord>, StoreError>;
     async fn gallery(&self, name: &GalleryName) -> Result<GalleryRecord, StoreError>;
     async fn gallery_by_id(&self, id: i64) -> Result<Option<GalleryRecord>, StoreError>;
     /// Counts the gallery's subjects and templates (reads the whole gallery: not for hot paths).

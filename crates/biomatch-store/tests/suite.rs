@@ -53,12 +53,22 @@ where
 #[tokio::test]
 async fn galleries_are_created_listed_and_deleted() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g1"), "k1", 1000).await.expect("create");
+        let key = |hash: &str| Idempotency { key: "create-g1".into(), request_hash: hash.into() };
+        let first = store.create_gallery(&spec("g1"), "k1", Some(&key("h1")), 1000).await.expect("create");
+        let g = first.value;
+        assert!(!first.replayed);
         assert_eq!(g.name, "g1");
         assert_eq!(g.allowed_purposes, vec!["border".to_owned()]);
         assert!(matches!(
-            store.create_gallery(&spec("g1"), "k1", 1000).await,
+            store.create_gallery(&spec("g1"), "k1", None, 1000).await,
             Err(StoreError::GalleryExists(_))
+        ));
+        let again = store.create_gallery(&spec("g1"), "k2", Some(&key("h1")), 1000).await.expect("replay");
+        assert!(again.replayed, "the same key and request answer the gallery again");
+        assert_eq!((again.value.id, again.value.key_ref.as_str()), (g.id, "k1"), "nothing new was made");
+        assert!(matches!(
+            store.create_gallery(&spec("g2"), "k3", Some(&key("h2")), 1000).await,
+            Err(StoreError::IdempotencyConflict(_))
         ));
         assert_eq!(store.galleries().await.expect("list").len(), 1);
         let name = GalleryName::parse("g1").expect("valid");
@@ -75,8 +85,8 @@ async fn galleries_are_created_listed_and_deleted() {
 #[tokio::test]
 async fn a_gallery_deletion_key_is_bound_to_its_gallery() {
     each_backend(|store| async move {
-        store.create_gallery(&spec("a"), "ka", 0).await.expect("a");
-        store.create_gallery(&spec("b"), "kb", 0).await.expect("b");
+        store.create_gallery(&spec("a"), "ka", None, 0).await.expect("a");
+        store.create_gallery(&spec("b"), "kb", None, 0).await.expect("b");
         let a = GalleryName::parse("a").expect("valid");
         let b = GalleryName::parse("b").expect("valid");
         let key = |hash: &str| Idempotency { key: "drop".into(), request_hash: hash.into() };
@@ -104,7 +114,7 @@ async fn a_gallery_deletion_key_is_bound_to_its_gallery() {
 #[tokio::test]
 async fn expired_subjects_are_listed_then_purged_unless_renewed() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), "k", 0).await.expect("create");
+        let g = store.create_gallery(&spec("g"), "k", None, 0).await.expect("create").value;
         store.enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], None)], 0).await.expect("a");
         store.enroll(&g, &[write("b", &[[0.0, 1.0, 0.0, 0.0]], None)], 0).await.expect("b");
         let later = 3_600_000 + 1;
@@ -124,7 +134,7 @@ async fn expired_subjects_are_listed_then_purged_unless_renewed() {
 #[tokio::test]
 async fn enrolment_writes_templates_and_change_log_in_order() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), "k", 0).await.expect("create");
+        let g = store.create_gallery(&spec("g"), "k", None, 0).await.expect("create").value;
         let items = vec![
             write("a", &[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], None),
             write("b", &[[0.0, 0.0, 1.0, 0.0]], None),
@@ -172,7 +182,7 @@ async fn enrolment_writes_templates_and_change_log_in_order() {
 #[tokio::test]
 async fn idempotency_keys_replay_or_conflict_without_half_writes() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), "k", 0).await.expect("create");
+        let g = store.create_gallery(&spec("g"), "k", None, 0).await.expect("create").value;
         let first = store
             .enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], Some(("k1", "h1")))], 1)
             .await

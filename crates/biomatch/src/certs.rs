@@ -17,6 +17,9 @@ pub struct DevCerts {
     /// A client-only certificate for the CLI and tests.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// One client certificate per kiosk device, named after it (the kiosk's token must name the
+    /// same device): `(device, certificate, key)`.
+    pub kiosks: Vec<(String, PathBuf, PathBuf)>,
 }
 
 fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<PathBuf> {
@@ -29,9 +32,10 @@ fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Resul
     Ok(path)
 }
 
-/// Writes a new CA, a node certificate for `names` (DNS names or IP addresses) and a client
-/// certificate into `out`. For development and tests only: the CA key is discarded.
-pub fn dev(out: &Path, names: &[String]) -> anyhow::Result<DevCerts> {
+/// Writes a new CA, a node certificate for `names` (DNS names or IP addresses), a client
+/// certificate and a client certificate for each kiosk of `devices` into `out`. For development
+/// and tests only: the CA key is discarded.
+pub fn dev(out: &Path, names: &[String], devices: &[String]) -> anyhow::Result<DevCerts> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name.push(DnType::CommonName, "biomatch development CA");
@@ -57,7 +61,22 @@ pub fn dev(out: &Path, names: &[String]) -> anyhow::Result<DevCerts> {
     )?;
     let (client_pem, client_key) =
         leaf("biomatch client", Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth])?;
+    let mut kiosks = Vec::with_capacity(devices.len());
+    for device in devices {
+        anyhow::ensure!(
+            !device.is_empty() && device.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+            "a kiosk device name is letters, digits, '-' and '.' (got {device:?})"
+        );
+        let (pem, key) =
+            leaf(device.as_str(), vec![device.clone()], vec![ExtendedKeyUsagePurpose::ClientAuth])?;
+        kiosks.push((
+            device.clone(),
+            write(out, &format!("kiosk-{device}.pem"), &pem, false)?,
+            write(out, &format!("kiosk-{device}.key.pem"), &key, true)?,
+        ));
+    }
     Ok(DevCerts {
+        kiosks,
         ca: write(out, "ca.pem", &ca.pem(), false)?,
         node_cert: write(out, "node.pem", &node_pem, false)?,
         node_key: write(out, "node.key.pem", &node_key, true)?,

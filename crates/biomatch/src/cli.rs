@@ -71,6 +71,9 @@ pub enum CertsCommand {
         /// Names the roles are reached by (DNS names or IP addresses).
         #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
         names: Vec<String>,
+        /// Kiosk devices to make client certificates for (each kiosk's token names its device).
+        #[arg(long, value_delimiter = ',')]
+        kiosks: Vec<String>,
     },
 }
 
@@ -103,7 +106,7 @@ impl ClientArgs {
             (None, None, None) => None,
             _ => anyhow::bail!("mutual TLS needs --tls-ca, --tls-cert and --tls-key together"),
         };
-        biomatch_client::channel_with(&self.endpoint, tls.as_ref()).map_err(anyhow::Error::msg)
+        Ok(biomatch_client::channel_with(&self.endpoint, tls.as_ref())?)
     }
 
     /// A request carrying the caller's token.
@@ -150,11 +153,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token::run(cmd),
         Command::Eval(args) => eval::run(args).await,
         Command::MasterKey(cmd) => master_key::run(cmd),
-        Command::Certs(CertsCommand::Dev { out, names }) => {
-            let certs = crate::certs::dev(&out, &names)?;
+        Command::Certs(CertsCommand::Dev { out, names, kiosks }) => {
+            let certs = crate::certs::dev(&out, &names, &kiosks)?;
             println!("CA       {}", certs.ca.display());
             println!("node     {} {}", certs.node_cert.display(), certs.node_key.display());
             println!("client   {} {}", certs.client_cert.display(), certs.client_key.display());
+            for (device, cert, key) in &certs.kiosks {
+                println!("kiosk    {device}: {} {}", cert.display(), key.display());
+            }
             Ok(())
         }
     }

@@ -67,6 +67,10 @@ pub struct CreateArgs {
     /// Default number of candidates.
     #[arg(long, default_value_t = 10)]
     k: u32,
+    /// Makes retrying this command safe: run again with the same key and options, it answers
+    /// the gallery already made (and records the outcome an interrupted attempt missed).
+    #[arg(long, default_value = "")]
+    idempotency_key: String,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -151,6 +155,7 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
                 allowed_purposes: a.purposes,
                 retention: Some(prost_types::Duration { seconds: parse_duration(&a.retention)?, nanos: 0 }),
                 default_k: a.k,
+                idempotency_key: a.idempotency_key,
             };
             let mut client = IngestServiceClient::new(a.client.channel()?);
             let g = client.create_gallery(a.client.request(request)?).await.map_err(rpc_error)?.into_inner();

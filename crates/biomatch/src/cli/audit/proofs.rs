@@ -5,8 +5,9 @@ use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use biomatch_auditlog::checkpoint::{self, Checkpoint};
+use biomatch_auditlog::intents::OpenIntents;
 use biomatch_auditlog::merkle::{Frontier, Hash, verify_inclusion};
-use biomatch_auditlog::{StoredLeaf, Verifier};
+use biomatch_auditlog::{AuditRecord, StoredLeaf, Verifier};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::{
     GetCheckpointRequest, GetPublicKeyRequest, InclusionProofRequest, ListCheckpointsRequest,
@@ -23,6 +24,9 @@ pub struct VerifyArgs {
     /// The log's public key (64 hex characters); default: ask the server (weaker: trust on first use).
     #[arg(long)]
     public_key: Option<String>,
+    /// Exit with status 3 when a change was announced (intent leaf) without an outcome leaf.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -135,6 +139,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let mut verifier = Verifier::default();
     let mut frontier = Frontier::default();
+    let mut intents = OpenIntents::default();
     let mut pending = checkpoints.iter().peekable();
     let check = |frontier: &Frontier, pending: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>| {
         while let Some(c) = pending.peek().filter(|c| c.size == frontier.size()) {
@@ -164,6 +169,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 chain_hash: leaf.chain_hash,
             };
             verifier.push(&stored).map_err(|e| tampered(e.to_string()))?;
+            // Read from the hashed bytes, not from the server's decoding of them.
+            let record = AuditRecord::decode(&stored.leaf).map_err(|e| tampered(e.to_string()))?;
+            intents.push(stored.index, &record);
             let hash: Hash =
                 stored.leaf_hash.as_slice().try_into().map_err(|_| tampered("bad leaf hash".into()))?;
             frontier.push(hash);
@@ -181,8 +189,13 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         )));
     }
     let root = hex::encode(frontier.root());
+    let open = intents.open();
     if args.client.json {
-        let json = serde_json::json!({"intact": true, "leaves": frontier.size(), "root": root, "checkpoints": checkpoints.len()});
+        let open: Vec<_> = open
+            .iter()
+            .map(|i| serde_json::json!({"leaf": i.index, "operation": i.operation, "gallery": i.gallery, "request_id": i.request_id}))
+            .collect();
+        let json = serde_json::json!({"intact": true, "leaves": frontier.size(), "root": root, "checkpoints": checkpoints.len(), "open_intents": open});
         println!("{json}");
     } else {
         println!(
@@ -190,6 +203,18 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             frontier.size(),
             checkpoints.len()
         );
+        if !open.is_empty() {
+            println!(
+                "{} change(s) announced without an outcome (attempted, maybe made: check the store; one in flight right now also shows here):",
+                open.len()
+            );
+            for i in &open {
+                println!("  leaf {}\t{}\t{}\trequest {}", i.index, i.operation, i.gallery, i.request_id);
+            }
+        }
+    }
+    if args.strict && !open.is_empty() {
+        return Err(ExitWith(3, format!("{} change(s) announced without an outcome", open.len())).into());
     }
     Ok(())
 }
