@@ -1,6 +1,7 @@
 //! Helpers for cross-service scenarios: a real cluster started in process on port 0, on SQLite and
 //! (when `BIOMATCH_TEST_DATABASE_URL` is set, and always under `CI=true`) on a fresh PostgreSQL
 //! database, plus synthetic face-like galleries.
+#![forbid(unsafe_code)]
 
 use biomatch::serve::Running;
 use biomatch::synthetic::Synthetic;

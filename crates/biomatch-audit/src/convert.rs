@@ -42,22 +42,8 @@ pub(crate) fn empty_record(principal: &Principal, op: Operation, time_ms: i64) -
         actor_role: principal.role.to_string(),
         actor_device: principal.device.clone(),
         operation: operation_name(op).to_owned(),
-        gallery: String::new(),
-        purpose: String::new(),
-        case_ref: String::new(),
-        model_id: String::new(),
-        model_version: String::new(),
-        threshold: None,
-        threshold_version: 0,
-        candidates: Vec::new(),
-        subject_ids: Vec::new(),
-        decision: String::new(),
-        partial: false,
-        missing_shards: Vec::new(),
-        trace_id: String::new(),
-        request_id: String::new(),
         outcome: "OK".to_owned(),
-        detail: String::new(),
+        ..AuditRecord::default()
     }
 }
 

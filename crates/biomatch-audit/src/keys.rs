@@ -1,7 +1,6 @@
 //! The audit log's Ed25519 signing key, kept as a hex seed in a file readable by its owner only.
 
 use ed25519_dalek::SigningKey;
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,17 +22,9 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey, KeyError> {
             Ok(SigningKey::from_bytes(&seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
             let seed: [u8; 32] = rand::random();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).map_err(io)?;
-            file.write_all(hex::encode(seed).as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            // Created once: a second creator finds the first one's key and fails, never replacing it.
+            biomatch_crypto::create_private(path, hex::encode(seed).as_bytes()).map_err(io)?;
             tracing::info!(path = %path.display(), "created a new audit signing key");
             Ok(SigningKey::from_bytes(&seed))
         }

@@ -120,13 +120,7 @@ pub fn generate(dir: &Path, kid: &str) -> Result<(PathBuf, PathBuf), KeyError> {
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
         .map_err(|_| KeyError::Format(public.clone()))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    use std::io::Write;
-    let mut file = options.open(&private).map_err(io(&private))?;
-    file.write_all(private_pem.as_bytes()).map_err(io(&private))?;
+    biomatch_crypto::write_private(&private, private_pem.as_bytes()).map_err(io(&private))?;
     std::fs::write(&public, public_pem).map_err(io(&public))?;
     Ok((private, public))
 }

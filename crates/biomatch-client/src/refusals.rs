@@ -102,8 +102,8 @@ impl RefusalLog for AuditRefusals {
         Box::pin(async move {
             for leaf in leaves {
                 let key = format!("auth-failed:{}", uuid::Uuid::new_v4());
-                if append_audit(&audit, &creds, leaf, key).await.is_err() {
-                    tracing::warn!("a refused authentication could not be audited");
+                if let Err(e) = append_audit(&audit, &creds, leaf, key).await {
+                    tracing::warn!(error = %e, "a refused authentication could not be audited");
                 }
             }
         })

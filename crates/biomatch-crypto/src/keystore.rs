@@ -1,8 +1,8 @@
 //! Where wrapped data keys live.
 
+use crate::files::write_private;
 use crate::{CryptoError, DataKey, MasterKey};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -95,37 +95,6 @@ impl FileKeyStore {
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, DataKey>> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-/// Writes a file only its owner can read, atomically: temp file, fsync, rename, fsync the
-/// directory.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    write_private_parts(path, &[contents])
-}
-
-/// [`write_private`] of the concatenation of `parts`, without concatenating them in memory.
-pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Unique per writer: two processes writing the same file never share a temp file.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    for part in parts {
-        file.write_all(part)?;
-    }
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl KeyStore for FileKeyStore {

@@ -9,11 +9,14 @@
 //! by a [`MasterKey`] from a file or the environment; a KMS implements the same trait. Large
 //! plaintexts (shard snapshots) are sealed in authenticated chunks ([`SealedChunks`],
 //! [`OpenChunks`]) so they can be read back as a stream. AES-GCM is `ring`'s.
+#![forbid(unsafe_code)]
 
+pub mod files;
 mod keystore;
 mod stream;
 
-pub use keystore::{FileKeyStore, KeyStore, Rewrapped, write_private, write_private_parts};
+pub use files::{create_private, write_private, write_private_parts};
+pub use keystore::{FileKeyStore, KeyStore, Rewrapped};
 pub use stream::{OpenChunks, SealedChunks};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -34,6 +37,19 @@ pub enum CryptoError {
     MasterKey(String),
     #[error("key store: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl biomatch_domain::Classified for CryptoError {
+    fn class(&self) -> biomatch_domain::ErrorClass {
+        use biomatch_domain::ErrorClass;
+        match self {
+            // Stored bytes that do not open: corrupt or tampered data, not the caller's doing.
+            CryptoError::Open => ErrorClass::Internal,
+            // A key store that is unreachable or not mounted, or a master key not configured:
+            // the same answer wherever a key is needed (ingest and matcher alike).
+            CryptoError::NoKey(_) | CryptoError::MasterKey(_) | CryptoError::Io(_) => ErrorClass::Unavailable,
+        }
+    }
 }
 
 /// A 256-bit AES key that is wiped from memory when dropped and never printed.
@@ -139,7 +155,7 @@ impl MasterKey {
             return Self::from_file(path);
         }
         let key = DataKey::generate();
-        keystore::write_private(path, hex::encode(key.0.as_ref()).as_bytes())?;
+        files::write_private(path, hex::encode(key.0.as_ref()).as_bytes())?;
         tracing::info!(path = %path.display(), "created a new master key");
         Ok(Self(key))
     }

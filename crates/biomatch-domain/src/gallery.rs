@@ -103,7 +103,7 @@ impl IndexSpec {
 
     /// This spec with every zero ("the default for the kind") filled in and every value checked
     /// against the gallery's `dimension`.
-    pub fn resolved(&self, dimension: usize) -> Result<Self, String> {
+    pub fn resolved(&self, dimension: usize) -> Result<Self, IndexSpecError> {
         let mut s = self.clone();
         let or = |v: u32, default: u32| if v == 0 { default } else { v };
         match s.kind {
@@ -113,7 +113,7 @@ impl IndexSpec {
                 s.hnsw_ef_construction = or(s.hnsw_ef_construction, HNSW_EF_CONSTRUCTION);
                 s.hnsw_ef_search = or(s.hnsw_ef_search, HNSW_EF_SEARCH);
                 if !(4..=128).contains(&s.hnsw_m) {
-                    return Err(format!("hnsw_m must be 4..=128, not {}", s.hnsw_m));
+                    return Err(IndexSpecError(format!("hnsw_m must be 4..=128, not {}", s.hnsw_m)));
                 }
             }
             IndexKind::PqRerank => {
@@ -121,26 +121,43 @@ impl IndexSpec {
                 // 16 dimensions per 4-bit sub-quantizer: 16 bytes per template at d=512.
                 s.pq_m = or(s.pq_m, (dimension / 16).max(1) as u32);
                 if s.pq_m as usize > dimension || !dimension.is_multiple_of(s.pq_m as usize) {
-                    return Err(format!("pq_m {} must divide the dimension {dimension}", s.pq_m));
+                    return Err(IndexSpecError(format!(
+                        "pq_m {} must divide the dimension {dimension}",
+                        s.pq_m
+                    )));
                 }
             }
             IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq => {
                 s.train_threshold = or(s.train_threshold, IVF_TRAIN_THRESHOLD);
                 if s.ivf_nlist > 0 && u64::from(s.train_threshold) < u64::from(s.ivf_nlist) * 39 {
-                    return Err(format!(
+                    return Err(IndexSpecError(format!(
                         "train_threshold {} is too small to train {} lists (at least 39 per list)",
                         s.train_threshold, s.ivf_nlist
-                    ));
+                    )));
                 }
                 if s.kind == IndexKind::IvfPq {
                     s.pq_m = or(s.pq_m, (dimension / 8).max(1) as u32);
                     if !dimension.is_multiple_of(s.pq_m as usize) {
-                        return Err(format!("pq_m {} must divide the dimension {dimension}", s.pq_m));
+                        return Err(IndexSpecError(format!(
+                            "pq_m {} must divide the dimension {dimension}",
+                            s.pq_m
+                        )));
                     }
                 }
             }
         }
         Ok(s)
+    }
+}
+
+/// An index spec that does not fit its kind or the gallery's dimension.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("index: {0}")]
+pub struct IndexSpecError(pub String);
+
+impl crate::Classified for IndexSpecError {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::InvalidArgument
     }
 }
 

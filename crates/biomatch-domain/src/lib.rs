@@ -4,6 +4,7 @@
 //! [`GalleryName`], [`SubjectId`], [`Template`] (a finite, L2-normalised vector), [`Principal`].
 //! Errors are classified once with [`ErrorClass`]; the proto crate maps a class to gRPC and HTTP
 //! codes, so no other crate decides what a client sees.
+#![forbid(unsafe_code)]
 
 mod clock;
 mod error;
@@ -15,8 +16,8 @@ mod vector;
 
 pub use clock::{Clock, system_clock};
 pub use error::{Classified, ErrorClass};
-pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, shard_of};
+pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, IndexSpecError, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};
 pub use limits::TooLong;
 pub use principal::{Principal, Role, VECTOR_PROBES_SCOPE};
-pub use vector::{Template, VectorError};
+pub use vector::{Template, VectorError, check_query};

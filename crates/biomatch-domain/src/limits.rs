@@ -22,6 +22,8 @@ pub const MAX_PURPOSE_BYTES: usize = 64;
 pub const MAX_PURPOSES: usize = 64;
 /// Free-text reasons (e.g. of a threshold change).
 pub const MAX_REASON_BYTES: usize = 1024;
+/// Candidates one search may ask for (a gallery's default `k` included).
+pub const MAX_K: u32 = 1000;
 
 /// A field over its bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,15 +27,22 @@ impl std::fmt::Debug for Template {
     }
 }
 
+/// Checks a query vector against a gallery's dimension, without normalising it (a matcher is
+/// sent probes the search role normalised; it checks them again, never trusting the wire).
+pub fn check_query(values: &[f32], dimension: usize) -> Result<(), VectorError> {
+    if values.len() != dimension {
+        return Err(VectorError::WrongDimension { got: values.len(), want: dimension });
+    }
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(VectorError::NotFinite);
+    }
+    Ok(())
+}
+
 impl Template {
     /// Validates `values` against the gallery dimension and normalises them.
     pub fn new(mut values: Vec<f32>, dimension: usize) -> Result<Self, VectorError> {
-        if values.len() != dimension {
-            return Err(VectorError::WrongDimension { got: values.len(), want: dimension });
-        }
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(VectorError::NotFinite);
-        }
+        check_query(&values, dimension)?;
         let norm = values.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt();
         if norm == 0.0 || !norm.is_finite() {
             return Err(VectorError::Zero);

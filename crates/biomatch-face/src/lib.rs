@@ -9,6 +9,7 @@
 //! (faster); [`onnx_fold`] turns the block-quantized weights of OpenCV Zoo's int8 models into
 //! fp32 constants and fixes the input size. Nothing here logs: images, crops and
 //! templates never leave the returned values.
+#![forbid(unsafe_code)]
 
 pub mod align;
 pub mod decode;

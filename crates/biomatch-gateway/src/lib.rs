@@ -1,5 +1,5 @@
 //! The gateway role: a REST/JSON API (axum) over the gRPC services, for analysts, auditors and
-//! admins. So far: `GET /healthz`, `GET /readyz` and `POST /v1/galleries/{gallery}/identify` with an
+//! admins: `GET /healthz`, `GET /readyz` and `POST /v1/galleries/{gallery}/identify` with an
 //! embedding (JSON) or a photo (multipart form). `/metrics` is not on this public port: every
 //! process, the gateway included, serves it with the health endpoints on its operator port
 //! ([`ops_router`] at `metrics_addr`), which only the monitoring network reaches.
@@ -7,6 +7,7 @@
 //! The caller's bearer token is validated by [`biomatch_auth::Authenticator`] and forwarded to the
 //! gRPC service, which establishes the principal; errors come back as `{"error": {"code", "message"}}` with the HTTP
 //! status that [`biomatch_proto::http_status`] assigns.
+#![forbid(unsafe_code)]
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,12 +16,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use biomatch_auth::Authenticator;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
-use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, probe};
+use biomatch_proto::v1::{Embedding, IdentifyRequest, Probe, probe};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::transport::Channel;
+
+mod json;
+
+pub use json::{CandidateJson, IdentifyJson, QualityJson};
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -131,43 +136,6 @@ pub struct IdentifyBody {
     pub min_change_seq: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CandidateJson {
-    pub subject_id: String,
-    pub score: f32,
-    pub rank: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IdentifyJson {
-    pub search_id: String,
-    pub decision: String,
-    /// On a mate, the best candidate's subject id (the only id a kiosk is told).
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub mate_subject_id: String,
-    /// Candidates at or above `candidate_floor` (none for a kiosk).
-    pub candidates: Vec<CandidateJson>,
-    pub candidate_floor: f32,
-    pub threshold: f32,
-    pub model_id: String,
-    pub partial: bool,
-    pub missing_shards: Vec<u32>,
-    pub audit_leaf_index: u64,
-    /// When the probe was a photo.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub probe_quality: Option<QualityJson>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct QualityJson {
-    pub overall: f32,
-    pub size: f32,
-    pub sharpness: f32,
-    pub pose: f32,
-    pub exposure: f32,
-    pub issues: Vec<String>,
-}
-
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(biomatch_proto::status_with(biomatch_domain::ErrorClass::InvalidArgument, message))
 }
@@ -243,35 +211,7 @@ async fn identify(
         if multipart { from_form(gallery, request).await? } else { from_json(gallery, request).await? };
     let mut search = gateway.search.clone();
     let response = search.identify(biomatch_client::request(message, token)).await.map_err(ApiError)?;
-    let r = response.into_inner();
-    let decision = match r.decision() {
-        Decision::Mate => "mate",
-        Decision::NoMate | Decision::Unspecified => "no_mate",
-    };
-    Ok(Json(IdentifyJson {
-        search_id: r.search_id,
-        decision: decision.to_owned(),
-        mate_subject_id: r.mate_subject_id,
-        candidate_floor: r.candidate_floor,
-        candidates: r
-            .candidates
-            .into_iter()
-            .map(|c| CandidateJson { subject_id: c.subject_id, score: c.score, rank: c.rank })
-            .collect(),
-        threshold: r.threshold,
-        model_id: r.model_id,
-        partial: r.partial,
-        missing_shards: r.missing_shards,
-        audit_leaf_index: r.audit_leaf_index,
-        probe_quality: r.probe_quality.map(|q| QualityJson {
-            overall: q.overall,
-            size: q.size,
-            sharpness: q.sharpness,
-            pose: q.pose,
-            exposure: q.exposure,
-            issues: q.issues,
-        }),
-    }))
+    Ok(Json(IdentifyJson::from(response.into_inner())))
 }
 
 #[cfg(test)]

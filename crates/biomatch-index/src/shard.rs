@@ -126,7 +126,7 @@ fn inner_product(a: &[f32], b: &[f32]) -> f32 {
 
 impl ShardIndex {
     pub fn new(dimension: usize, spec: &IndexSpec) -> Result<Self, IndexError> {
-        let spec = spec.resolved(dimension).map_err(IndexError::Spec)?;
+        let spec = spec.resolved(dimension).map_err(|e| IndexError::Spec(e.0))?;
         let (index, layout) = Self::empty(dimension, &spec)?;
         Ok(Self::assemble((index, None), dimension, spec, layout, HashMap::new(), 0))
     }

@@ -69,7 +69,7 @@ impl ShardIndex {
         spec: &IndexSpec,
         source: &mut dyn Read,
     ) -> Result<Self, IndexError> {
-        let spec = spec.resolved(dimension).map_err(IndexError::Spec)?;
+        let spec = spec.resolved(dimension).map_err(|e| IndexError::Spec(e.0))?;
         let mut r = Reader(source);
         if r.array::<4>()? != *MAGIC || r.u8()? != VERSION {
             return Err(bad("not a biomatch shard snapshot of this version"));

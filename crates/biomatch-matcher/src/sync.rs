@@ -4,7 +4,7 @@ use crate::batch::Batching;
 use crate::shards::{Assignment, Shard, Shards};
 use crate::snapshot::SnapshotStore;
 use biomatch_crypto::KeyStore;
-use biomatch_domain::{ErrorClass, Template};
+use biomatch_domain::{Classified, ErrorClass, Template};
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{Change, ChangeOp, GalleryRecord, GalleryStore, StoreError, TemplateRow};
 use std::collections::HashMap;
@@ -16,6 +16,35 @@ use tokio::sync::{Notify, watch};
 use tonic::Status;
 
 const PAGE: u32 = 4096;
+
+/// Why a matcher could not load or update a shard. Each keeps its own class, so a missing data
+/// key is `UNAVAILABLE` here as at ingest, and a template that does not open is `INTERNAL`.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gallery data key: {0}")]
+    Key(#[from] biomatch_crypto::CryptoError),
+    #[error("template {id} does not open: {source}")]
+    Template { id: i64, source: biomatch_crypto::CryptoError },
+    #[error("template {0} has the wrong length")]
+    Length(i64),
+    #[error("index update failed: {0}")]
+    Index(#[from] biomatch_index::IndexError),
+    #[error("snapshot task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Classified for SyncError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SyncError::Store(e) => e.class(),
+            SyncError::Key(e) => e.class(),
+            SyncError::Template { .. } | SyncError::Length(_) | SyncError::Task(_) => ErrorClass::Internal,
+            SyncError::Index(e) => e.class(),
+        }
+    }
+}
 
 /// What a matcher holds and how it serves and persists it.
 #[derive(Debug, Clone)]
@@ -47,7 +76,7 @@ impl Syncer {
         store: Arc<dyn GalleryStore>,
         keys: Arc<dyn KeyStore>,
         options: MatcherOptions,
-    ) -> Result<Arc<Self>, StoreError> {
+    ) -> Result<Arc<Self>, SyncError> {
         let snapshots = options.snapshot_dir.map(|dir| Arc::new(SnapshotStore::new(dir, keys.clone())));
         let syncer = Arc::new(Self {
             store,
@@ -120,7 +149,7 @@ impl Syncer {
     /// Applies every committed change after `applied()`. While it works, the gauge
     /// `biomatch_matcher_change_lag` holds how many changes it is behind the store (one change log
     /// for all the shards of the process); it is 0 once caught up.
-    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+    pub async fn catch_up(&self) -> Result<u64, SyncError> {
         let _one = self.catching_up.lock().await;
         // The store's head is asked for once, and only when there is something to apply (not on
         // every idle poll).
@@ -155,7 +184,7 @@ impl Syncer {
         }
     }
 
-    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+    async fn apply(&self, change: &Change) -> Result<(), SyncError> {
         match change.op {
             ChangeOp::CreateGallery | ChangeOp::Upsert if !self.shards.knows(change.gallery_id) => {
                 // Unknown gallery: created after we loaded. If it is gone again, a later
@@ -175,11 +204,11 @@ impl Syncer {
                 let rows = self.store.subject_templates(change.gallery_id, &change.subject_id).await?;
                 let decoded = self.decode(&rows, &key_ref, dimension)?;
                 let refs: Vec<(i64, &[f32])> = decoded.iter().map(|(id, t)| (*id, t.values())).collect();
-                shard.replace_subject(&change.subject_id, &refs).map_err(index_failed)?;
+                shard.replace_subject(&change.subject_id, &refs)?;
             }
             ChangeOp::Delete => {
                 if let Some(shard) = self.shards.get_by_id(change.gallery_id, change.shard) {
-                    shard.remove_subject(&change.subject_id).map_err(index_failed)?;
+                    shard.remove_subject(&change.subject_id)?;
                 }
             }
             ChangeOp::DropGallery => {
@@ -199,16 +228,15 @@ impl Syncer {
         &self,
         gallery: &GalleryRecord,
         snapshots_up_to: Option<u64>,
-    ) -> Result<(usize, u64), StoreError> {
+    ) -> Result<(usize, u64), SyncError> {
         let dimension = gallery.dimension as usize;
-        let shards = self.shards.add_gallery(gallery, &self.assignment).map_err(index_failed)?;
+        let shards = self.shards.add_gallery(gallery, &self.assignment)?;
         let (mut loaded, mut oldest) = (0, u64::MAX);
         for shard in shards {
             if let (Some(snapshots), Some(head)) = (&self.snapshots, snapshots_up_to) {
                 let (snapshots, record, number) = (snapshots.clone(), gallery.clone(), shard.number());
-                let restored = tokio::task::spawn_blocking(move || snapshots.load(&record, number, head))
-                    .await
-                    .map_err(|e| StoreError::Corrupt(format!("snapshot task failed: {e}")))?;
+                let restored =
+                    tokio::task::spawn_blocking(move || snapshots.load(&record, number, head)).await?;
                 if let Some((index, seq)) = restored {
                     loaded += index.template_count();
                     oldest = oldest.min(seq);
@@ -230,7 +258,7 @@ impl Syncer {
             }
             for (subject, templates) in &by_subject {
                 let refs: Vec<(i64, &[f32])> = templates.iter().map(|(id, t)| (*id, t.values())).collect();
-                shard.replace_subject(subject, &refs).map_err(index_failed)?;
+                shard.replace_subject(subject, &refs)?;
                 loaded += refs.len();
             }
         }
@@ -308,12 +336,6 @@ impl Syncer {
         subject: &str,
         probe: &[f32],
     ) -> Result<Option<(f32, usize)>, Status> {
-        if probe.len() != shard.dimension() {
-            return Err(status_with(
-                ErrorClass::InvalidArgument,
-                format!("probe has {} values, the gallery's dimension is {}", probe.len(), shard.dimension()),
-            ));
-        }
         let Some((dimension, key_ref)) = self.shards.gallery_of(shard.gallery_id()) else {
             return Ok(None);
         };
@@ -334,26 +356,22 @@ impl Syncer {
         rows: &[TemplateRow],
         key_ref: &str,
         dimension: usize,
-    ) -> Result<Vec<(i64, Template)>, StoreError> {
+    ) -> Result<Vec<(i64, Template)>, SyncError> {
         // A subject deleted with its gallery has no rows, and its key may be destroyed already.
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let key = self.keys.get(key_ref).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key = self.keys.get(key_ref)?;
         rows.iter()
             .map(|row| {
                 let context = biomatch_crypto::template_context(key_ref, &row.subject_id);
                 let plain = key
                     .open(&row.vector, &context)
-                    .map_err(|e| StoreError::Corrupt(format!("template {}: {e}", row.id)))?;
+                    .map_err(|source| SyncError::Template { id: row.id, source })?;
                 Template::from_le_bytes(&plain, dimension)
                     .map(|t| (row.id, t))
-                    .ok_or_else(|| StoreError::Corrupt(format!("template {} has the wrong length", row.id)))
+                    .ok_or(SyncError::Length(row.id))
             })
             .collect()
     }
-}
-
-fn index_failed(e: biomatch_index::IndexError) -> StoreError {
-    StoreError::Corrupt(format!("index update failed: {e}"))
 }

@@ -2,7 +2,22 @@
 //! a field added to the contract does not compile until it is handled here.
 
 use crate::v1;
-use biomatch_domain::{IndexKind, IndexSpec};
+use biomatch_domain::{Decision, IndexKind, IndexSpec};
+
+pub fn decision_to_proto(decision: Decision) -> v1::Decision {
+    match decision {
+        Decision::Mate => v1::Decision::Mate,
+        Decision::NoMate => v1::Decision::NoMate,
+    }
+}
+
+/// An unspecified decision (an old or empty answer) is no mate: never a match by default.
+pub fn decision_from_proto(decision: v1::Decision) -> Decision {
+    match decision {
+        v1::Decision::Mate => Decision::Mate,
+        v1::Decision::NoMate | v1::Decision::Unspecified => Decision::NoMate,
+    }
+}
 
 pub fn index_kind_from_proto(kind: v1::IndexKind) -> IndexKind {
     match kind {

@@ -2,13 +2,14 @@
 //! [`biomatch_domain::ErrorClass`] to gRPC and HTTP codes, and the proto <-> domain conversions.
 //!
 //! Services depend on this crate and talk to each other only through the clients generated here.
+#![forbid(unsafe_code)]
 
 mod convert;
 mod status;
 
 pub use convert::{
-    embedding_probe, index_kind_from_proto, index_kind_to_proto, index_spec_from_proto, index_spec_to_proto,
-    millis_from_timestamp, timestamp_from_millis,
+    decision_from_proto, decision_to_proto, embedding_probe, index_kind_from_proto, index_kind_to_proto,
+    index_spec_from_proto, index_spec_to_proto, millis_from_timestamp, timestamp_from_millis,
 };
 pub use status::{code_name, http_status, status_from, status_with};
 

@@ -6,6 +6,7 @@
 //!
 //! Log fields, span fields and metric labels carry identifiers, counts and durations, never
 //! templates, images or scores of named subjects.
+#![forbid(unsafe_code)]
 
 mod rpc_layer;
 pub mod traces;

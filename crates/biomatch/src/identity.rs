@@ -123,14 +123,8 @@ pub fn load(config: &ServeConfig) -> anyhow::Result<Identity> {
     Ok(identity)
 }
 
-/// Writes a file only its owner can read (mode 0600 on Unix).
+/// Writes a file only its owner can read (mode 0600 on Unix), atomically.
 pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+    biomatch_crypto::write_private(path, contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }

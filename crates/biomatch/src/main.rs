@@ -1,4 +1,5 @@
 //! The `biomatch` binary: parses arguments and dispatches to the library.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use std::os::unix::process::CommandExt;

@@ -1,27 +1,27 @@
-//! Starting the roles of one process.
+//! Starting the roles of one process: what they share (listeners, stores, keys, clients, the
+//! authentication layer) here, each role in [`roles`].
+
+mod roles;
 
 use anyhow::Context;
-use biomatch_audit::{AuditServer, Log};
+use biomatch_audit::AuditServer;
 use biomatch_auth::{AuthLayer, ReplayStore};
-use biomatch_client::Guard;
 use biomatch_config::{Role, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
-use biomatch_face::FacePipeline;
 use biomatch_gateway::{Gateway, Ops, ops_router};
 use biomatch_ingest::IngestServer;
-use biomatch_matcher::{Assignment, Batching, MatcherOptions, MatcherServer, Syncer};
+use biomatch_matcher::MatcherServer;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::audit_service_server::AuditServiceServer;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::embed_service_server::EmbedServiceServer;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::ingest_service_server::IngestServiceServer;
-use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::matcher_service_server::MatcherServiceServer;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
-use biomatch_search::{BudgetPolicy, Budgets, DisclosurePolicy, Limits, Peers, Router, SearchServer};
+use biomatch_search::{BudgetPolicy, Budgets, Limits, SearchServer};
 use biomatch_store::SqlStore;
 use biomatch_telemetry::RpcTelemetryLayer;
 use secrecy::ExposeSecret;
@@ -106,7 +106,7 @@ fn client_channel(
     tls: Option<&biomatch_client::MutualTls>,
 ) -> anyhow::Result<tonic::transport::Channel> {
     let url = url.as_deref().unwrap_or(own);
-    biomatch_client::channel_with(url, tls).map_err(anyhow::Error::msg)
+    Ok(biomatch_client::channel_with(url, tls)?)
 }
 
 /// Starts the configured roles. Returns once every role is ready to answer.
@@ -130,16 +130,12 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let own = format!("http://{grpc_addr}");
     let e = &config.endpoints;
     let audit_client = AuditServiceClient::new(client_channel(&e.audit, &own, tls.as_ref())?);
-    let embed_client = EmbedServiceClient::new(client_channel(&e.embed, &own, tls.as_ref())?);
-    let ingest_client = IngestServiceClient::new(client_channel(&e.ingest, &own, tls.as_ref())?);
     let search_client = SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?);
-    let matcher_urls = if e.matchers.is_empty() { vec![own.clone()] } else { e.matchers.clone() };
 
     // Only ingest, matcher and audit open a store (and need a database URL or a data directory);
     // only ingest and matcher read the master key.
-    let needs_gallery_store = config.seals_templates();
     let mut stores = Vec::new();
-    let gallery_store = if needs_gallery_store {
+    let gallery_store = if config.seals_templates() {
         let (gallery_url, _) = store_urls(&config)?;
         let store = SqlStore::connect(&gallery_url).await.context("cannot open the gallery store")?;
         stores.push(store.clone());
@@ -155,10 +151,13 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     } else {
         None
     };
+    // One key store per process, shared by ingest and matcher.
+    let keys: Option<Arc<dyn biomatch_crypto::KeyStore>> = match gallery_store {
+        Some(_) => Some(Arc::new(crate::identity::key_store(&config)?)),
+        None => None,
+    };
 
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let changed = Arc::new(Notify::new());
     let identity = crate::identity::load(&config)?;
     let auth = match &config.redis_url {
         // Replicas share spent single-use tokens, as they share query budgets.
@@ -169,50 +168,29 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         ),
         None => identity.auth.clone(),
     };
-    let creds = identity.creds.clone();
-    let guard = Guard { audit: audit_client.clone(), creds: creds.clone() };
     // Every refused call is on the record: denials one leaf each, failed authentications per
     // source and minute.
-    let refusals: Arc<dyn biomatch_auth::RefusalLog> =
-        Arc::new(biomatch_client::AuditRefusals::new(audit_client.clone(), creds.clone(), clock.clone()));
+    let refusals: Arc<dyn biomatch_auth::RefusalLog> = Arc::new(biomatch_client::AuditRefusals::new(
+        audit_client.clone(),
+        identity.creds.clone(),
+        clock.clone(),
+    ));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-
-    // Requests that may carry a photo: up to the embed role's limit (refused there with the
-    // reason), plus the rest of the message; tonic's default is 4 MiB.
-    let photo_message = config.embed.max_image_bytes + 1024 * 1024;
-    // One key store per process, shared by ingest and matcher.
-    let keys: Option<Arc<dyn biomatch_crypto::KeyStore>> =
-        if needs_gallery_store { Some(Arc::new(crate::identity::key_store(&config)?)) } else { None };
-    let matcher = match (&gallery_store, config.runs(Role::Matcher)) {
-        (Some(store), true) => {
-            let m = &config.matcher;
-            let options = MatcherOptions {
-                assignment: match config.matcher_shards()? {
-                    list if list.is_empty() => Assignment::All,
-                    list => Assignment::Only(list),
-                },
-                batching: Batching {
-                    wait: Duration::from_micros(m.batch_wait_us),
-                    max_queries: m.batch_max_queries.max(1),
-                    threads: biomatch_config::threads_or_cores(m.search_threads),
-                },
-                snapshot_dir: (m.snapshot_interval_ms > 0)
-                    .then(|| m.snapshot_dir.clone().unwrap_or_else(|| config.data_dir.join("snapshots"))),
-            };
-            let keys = keys.clone().context("key store")?;
-            let syncer =
-                Syncer::start(store.clone(), keys, options).await.context("cannot load matcher shards")?;
-            let tail = syncer.clone().tail(changed.clone(), Duration::from_millis(m.poll_interval_ms));
-            tasks.push(spawn_until_stopped(tail, stopped.clone()));
-            if m.snapshot_interval_ms > 0 {
-                let interval = Duration::from_millis(m.snapshot_interval_ms);
-                tasks.push(tokio::spawn(syncer.clone().snapshot_loop(interval, stopped.clone())));
-            }
-            health_reporter.set_serving::<MatcherServiceServer<MatcherServer>>().await;
-            Some(MatcherServiceServer::new(MatcherServer::new(syncer, guard.clone())))
-        }
-        _ => None,
+    let mut process = roles::Process {
+        config: &config,
+        clock: clock.clone(),
+        creds: identity.creds.clone(),
+        audit: audit_client,
+        embed: EmbedServiceClient::new(client_channel(&e.embed, &own, tls.as_ref())?),
+        ingest: IngestServiceClient::new(client_channel(&e.ingest, &own, tls.as_ref())?),
+        tls,
+        own,
+        health: health_reporter.clone(),
+        stopped: stopped.clone(),
+        tasks: Vec::new(),
+        changed: Arc::new(Notify::new()),
     };
+    let p = &mut process;
     // One budget per principal for its searches and its subject reads, in this process and (with
     // Redis) across replicas.
     let budgets = if config.runs(Role::Search) || config.runs(Role::Ingest) {
@@ -220,91 +198,29 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     } else {
         None
     };
-    let ingest = match (&gallery_store, config.runs(Role::Ingest)) {
-        (Some(store), true) => {
-            health_reporter.set_serving::<IngestServiceServer<IngestServer>>().await;
-            let server = IngestServer::new(
-                store.clone(),
-                audit_client.clone(),
-                embed_client.clone(),
-                changed.clone(),
-                clock.clone(),
-                creds.clone(),
-                keys.clone().context("key store")?,
-            )
-            .with_min_enroll_quality(config.ingest.min_enroll_quality)
-            .with_subject_read_budget(budgets.clone().context("query budgets")?);
-            let server = Arc::new(server);
-            let purge = server.clone().purge_loop(Duration::from_millis(config.ingest.purge_interval_ms));
-            tasks.push(spawn_until_stopped(purge, stopped.clone()));
-            Some(IngestServiceServer::from_arc(server).max_decoding_message_size(photo_message))
+    let stored = gallery_store.zip(keys);
+    let matcher = match &stored {
+        Some((store, keys)) if config.runs(Role::Matcher) => {
+            Some(roles::matcher(p, store.clone(), keys.clone()).await?)
+        }
+        _ => None,
+    };
+    let ingest = match (&stored, &budgets) {
+        (Some((store, keys)), Some(budgets)) if config.runs(Role::Ingest) => {
+            Some(roles::ingest(p, store.clone(), keys.clone(), budgets.clone()).await?)
         }
         _ => None,
     };
     let audit = match audit_store {
-        Some(store) => {
-            let key_file = config
-                .audit
-                .signing_key_file
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("audit-signing.key"));
-            let key = biomatch_audit::keys::load_or_create(&key_file)?;
-            let interval = Duration::from_millis(config.audit.checkpoint_interval_ms);
-            let (log, worker) = Log::open(store, key, config.audit.origin.clone(), clock.clone(), interval)
-                .await
-                .context("cannot open the audit log")?;
-            tasks.push(spawn_until_stopped(worker, stopped.clone()));
-            health_reporter.set_serving::<AuditServiceServer<AuditServer>>().await;
-            Some(AuditServiceServer::new(AuditServer::new(log, clock.clone())))
-        }
+        Some(store) => Some(roles::audit(p, store).await?),
         None => None,
     };
-    let search = if config.runs(Role::Search) {
-        health_reporter.set_serving::<SearchServiceServer<SearchServer>>().await;
-        let matchers = matcher_urls
-            .iter()
-            .map(|url| {
-                biomatch_client::channel_with(url, tls.as_ref())
-                    .map(MatcherServiceClient::new)
-                    .map_err(anyhow::Error::msg)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let peers = Peers {
-            ingest: ingest_client,
-            audit: audit_client,
-            embed: embed_client,
-            matchers: Router::new(matchers),
-            shard_timeout: Duration::from_millis(config.search.shard_timeout_ms),
-            creds: creds.clone(),
-        };
-        let disclosure = DisclosurePolicy { candidate_margin: config.search.candidate_margin };
-        let server = SearchServer::new(peers, budgets.clone().context("query budgets")?, clock.clone())
-            .with_disclosure(disclosure);
-        Some(SearchServiceServer::new(server).max_decoding_message_size(photo_message))
-    } else {
-        None
+    let search = match &budgets {
+        Some(budgets) if config.runs(Role::Search) => Some(roles::search(p, budgets.clone()).await?),
+        _ => None,
     };
-    let embed = if config.runs(Role::Embed) {
-        health_reporter.set_serving::<EmbedServiceServer<EmbedServer>>().await;
-        let pipeline = match biomatch_embed::face_config(&config.embed).map_err(anyhow::Error::msg)? {
-            Some(face) => {
-                let pipeline = tokio::task::spawn_blocking(move || FacePipeline::load(&face))
-                    .await?
-                    .context("cannot load the face models (embed.model_dir)")?;
-                let model = pipeline.model();
-                tracing::info!(model = %model.model_id, version = %model.model_version, "face models loaded");
-                Some(Arc::new(pipeline))
-            }
-            None => {
-                tracing::info!("no face model configured (embed.model_dir): photos are refused");
-                None
-            }
-        };
-        let server = EmbedServer::new(guard.clone(), pipeline, &config.embed);
-        Some(EmbedServiceServer::new(server).max_decoding_message_size(photo_message))
-    } else {
-        None
-    };
+    let embed = if config.runs(Role::Embed) { Some(roles::embed(p).await?) } else { None };
+    let roles::Process { tls, mut tasks, .. } = process;
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
@@ -400,7 +316,6 @@ const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// The process-wide Prometheus recorder (installed once, shared by every role in the process).
 /// Query budgets as configured, in Redis when a URL is set: every search replica and every
 /// ingest replica counts one principal's searches and subject reads together.
 async fn query_budgets(config: &ServeConfig) -> anyhow::Result<Budgets> {
@@ -408,6 +323,7 @@ async fn query_budgets(config: &ServeConfig) -> anyhow::Result<Budgets> {
     let policy = BudgetPolicy {
         kiosk: Limits { per_minute: s.kiosk_per_minute, per_day: s.kiosk_per_day },
         analyst: Limits { per_minute: s.analyst_per_minute, per_day: s.analyst_per_day },
+        enroller: Limits { per_minute: s.enroller_per_minute, per_day: s.enroller_per_day },
     };
     Ok(match &config.redis_url {
         Some(url) => Budgets::shared(policy, url.expose_secret(), &config.redis_key_prefix)
@@ -417,6 +333,7 @@ async fn query_budgets(config: &ServeConfig) -> anyhow::Result<Budgets> {
     })
 }
 
+/// The process-wide Prometheus recorder (installed once, shared by every role in the process).
 fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();

@@ -134,8 +134,7 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     let (mut config, signer) = scratch_config(dir.path(), vec![Role::Audit])?;
     config.database_url = Some(url.clone().into());
     let running = crate::serve::start(config).await?;
-    let channel =
-        biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
+    let channel = biomatch_client::channel(&format!("http://{}", running.grpc_addr))?;
     let me = biomatch_auth::ServiceCredentials::new(signer, "bench").token();
     for (round, clients) in args.clients.iter().copied().enumerate() {
         let per_client = args.appends.div_ceil(clients.max(1));

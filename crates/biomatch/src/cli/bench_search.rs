@@ -293,8 +293,7 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
     config.search.shard_timeout_ms = 3_600_000;
     let config_service_key = config.auth.service_key_file.clone();
     let running = crate::serve::start(config).await?;
-    let channel =
-        biomatch_client::channel(&format!("http://{}", running.grpc_addr)).map_err(anyhow::Error::msg)?;
+    let channel = biomatch_client::channel(&format!("http://{}", running.grpc_addr))?;
     // The benchmark searches with raw vectors, as a trusted integration does.
     let token = |role, name: &str| {
         let mut spec = biomatch_auth::TokenSpec::new(name, role, Duration::from_secs(3600));

@@ -3,7 +3,7 @@
 use super::{ClientArgs, rpc_error};
 use anyhow::Context;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
-use biomatch_proto::v1::{Decision, Embedding, IdentifyRequest, Probe, VerifyRequest, probe};
+use biomatch_proto::v1::{Embedding, IdentifyRequest, Probe, VerifyRequest, probe};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -82,13 +82,6 @@ pub struct VerifyArgs {
     client: ClientArgs,
 }
 
-fn decision_name(d: Decision) -> &'static str {
-    match d {
-        Decision::Mate => "mate",
-        Decision::NoMate | Decision::Unspecified => "no_mate",
-    }
-}
-
 pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
     let request = IdentifyRequest {
         gallery: args.gallery,
@@ -102,31 +95,10 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<()> {
     };
     let mut client = SearchServiceClient::new(args.client.channel()?);
     let r = client.identify(args.client.request(request)?).await.map_err(rpc_error)?.into_inner();
-    let decision = decision_name(r.decision());
+    let decision = biomatch_proto::decision_from_proto(r.decision()).as_str();
     if args.client.json {
-        let candidates: Vec<serde_json::Value> = r
-            .candidates
-            .iter()
-            .map(|c| serde_json::json!({"subject_id": c.subject_id, "score": c.score, "rank": c.rank}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "decision": decision,
-                "mate_subject_id": r.mate_subject_id,
-                "candidates": candidates,
-                "candidate_floor": r.candidate_floor,
-                "threshold": r.threshold,
-                "search_id": r.search_id,
-                "partial": r.partial,
-                "missing_shards": r.missing_shards,
-                "audit_leaf_index": r.audit_leaf_index,
-                "probe_quality": r.probe_quality.as_ref().map(|q| serde_json::json!({
-                    "overall": q.overall, "size": q.size, "sharpness": q.sharpness,
-                    "pose": q.pose, "exposure": q.exposure, "issues": q.issues,
-                })),
-            })
-        );
+        // The REST API's JSON, field for field.
+        println!("{}", serde_json::to_string(&biomatch_gateway::IdentifyJson::from(r))?);
         return Ok(());
     }
     println!("decision: {decision} (threshold {:.3})", r.threshold);
@@ -168,7 +140,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     };
     let mut client = SearchServiceClient::new(args.client.channel()?);
     let r = client.verify(args.client.request(request)?).await.map_err(rpc_error)?.into_inner();
-    let decision = decision_name(r.decision());
+    let decision = biomatch_proto::decision_from_proto(r.decision()).as_str();
     if args.client.json {
         println!(
             "{}",
