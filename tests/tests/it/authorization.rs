@@ -24,6 +24,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("IngestService/GetGallery", staff.clone()),
         ("IngestService/ListGalleries", vec![Enroller, Admin, Analyst, Auditor]),
         ("IngestService/DeleteGallery", vec![Admin]),
+        ("IngestService/SetThreshold", vec![Admin]),
         ("IngestService/Enroll", vec![Enroller]),
         ("IngestService/BatchEnroll", vec![Enroller]),
         ("IngestService/DeleteSubject", vec![Enroller]),
@@ -72,6 +73,10 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
         "IngestService/ListGalleries" => ingest.list_galleries(r!(ListGalleriesRequest {})).await.map(|_| ()),
         "IngestService/DeleteGallery" => ingest
             .delete_gallery(r!(DeleteGalleryRequest { name: nope(), ..Default::default() }))
+            .await
+            .map(|_| ()),
+        "IngestService/SetThreshold" => ingest
+            .set_threshold(r!(SetThresholdRequest { gallery: nope(), threshold: 0.5, reason: "test".into() }))
             .await
             .map(|_| ()),
         "IngestService/Enroll" => {
@@ -138,6 +143,25 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
         other => panic!("no call for {other}"),
     };
     result.err().map_or(Code::Ok, |s| s.code())
+}
+
+/// The matrix names every RPC of the contract, and the authorization table has a rule for each
+/// (a new RPC is refused to everyone until it is added to both).
+#[test]
+fn the_matrix_and_the_table_cover_the_whole_contract() {
+    let mut contract: Vec<String> = biomatch_proto::rpc_paths()
+        .iter()
+        .map(|path| biomatch_auth::policy::rpc_of_path(path).to_owned())
+        .filter(|rpc| !rpc.starts_with("Health/") && !rpc.starts_with("ServerReflection/"))
+        .collect();
+    contract.sort();
+    let mut tested: Vec<String> = matrix().into_iter().map(|(rpc, _)| rpc.to_owned()).collect();
+    tested.sort();
+    let mut ruled: Vec<String> =
+        biomatch_auth::policy::RULES.iter().map(|(rpc, _)| (*rpc).to_owned()).collect();
+    ruled.sort();
+    assert_eq!(tested, contract, "the matrix tests every RPC of the contract");
+    assert_eq!(ruled, contract, "the table has one rule per RPC");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
