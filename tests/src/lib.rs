@@ -6,8 +6,8 @@
 use biomatch::serve::Running;
 use biomatch::synthetic::Synthetic;
 use biomatch_auth::{TokenSigner, TokenSpec};
-use biomatch_config::{Role, ServeConfig};
-use biomatch_domain::Role as DomainRole;
+use biomatch_config::{ProcessRole, ServeConfig};
+use biomatch_domain::Role;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
@@ -50,7 +50,7 @@ fn service_keys(data_dir: &Path) -> (PathBuf, PathBuf) {
 /// A configuration for `roles` on loopback port 0 over `backend`; `data_dir` holds local state.
 /// Every process trusts the test issuer and the test service key, and signs its own calls with
 /// the latter.
-pub fn config(backend: &Backend, data_dir: &Path, roles: &[Role]) -> ServeConfig {
+pub fn config(backend: &Backend, data_dir: &Path, roles: &[ProcessRole]) -> ServeConfig {
     let (_, public) = test_keys(data_dir);
     let (service_private, service_public) = service_keys(data_dir);
     let mut config = ServeConfig {
@@ -123,18 +123,17 @@ impl TestCluster {
     /// integration does.
     /// A `service` token is signed with the service key, and its subject must name roles
     /// (`biomatch-search`, `biomatch-all`).
-    pub fn token(&self, role: DomainRole, subject: &str) -> String {
+    pub fn token(&self, role: Role, subject: &str) -> String {
         let mut spec = TokenSpec::new(subject, role, std::time::Duration::from_secs(600));
-        spec.vector_probes = role == DomainRole::Analyst;
-        let signer = if role == DomainRole::Service { &self.service_signer } else { &self.signer };
+        spec.vector_probes = role == Role::Analyst;
+        let signer = if role == Role::Service { &self.service_signer } else { &self.signer };
         signer.issue(&spec).expect("token")
     }
 
     /// A trusted integration's token (an analyst with the `vector-probes` scope) on device
     /// `lane-1`, scoped to `gallery` for purpose `border`: what [`identify`] searches with.
     pub fn integration_token(&self, gallery: &str) -> String {
-        let mut spec =
-            TokenSpec::new("integration-1", DomainRole::Analyst, std::time::Duration::from_secs(600));
+        let mut spec = TokenSpec::new("integration-1", Role::Analyst, std::time::Duration::from_secs(600));
         spec.device = "lane-1".into();
         spec.galleries = Some(vec![gallery.to_owned()]);
         spec.purposes = Some(vec![PURPOSE.to_owned()]);
@@ -144,48 +143,39 @@ impl TestCluster {
 
     /// A kiosk token scoped to `gallery` for purpose `border`.
     pub fn kiosk_token(&self, gallery: &str) -> String {
-        let mut spec = TokenSpec::new("kiosk-1", DomainRole::Kiosk, std::time::Duration::from_secs(600));
+        let mut spec = TokenSpec::new("kiosk-1", Role::Kiosk, std::time::Duration::from_secs(600));
         spec.device = "lane-1".into();
         spec.galleries = Some(vec![gallery.to_owned()]);
         spec.purposes = Some(vec![PURPOSE.to_owned()]);
         self.signer.issue(&spec).expect("token")
     }
 
-    fn as_role(&self, role: DomainRole, subject: &str) -> WithToken {
+    fn as_role(&self, role: Role, subject: &str) -> WithToken {
         WithToken(self.token(role, subject))
     }
 
     /// The whole cluster in one process, as `serve --role all` runs it.
     pub async fn all(backend: &Backend, data_dir: &Path) -> Self {
-        Self::start(config(backend, data_dir, &[Role::All])).await
+        Self::start(config(backend, data_dir, &[ProcessRole::All])).await
     }
 
     /// Clients acting in the role each service is for, unless a request carries its own token:
     /// galleries as an administrator, subjects as an enroller, searches as an analyst, the log
     /// as an auditor.
     pub fn galleries(&self) -> IngestServiceClient<Authed> {
-        IngestServiceClient::with_interceptor(self.channel.clone(), self.as_role(DomainRole::Admin, "ops-1"))
+        IngestServiceClient::with_interceptor(self.channel.clone(), self.as_role(Role::Admin, "ops-1"))
     }
 
     pub fn ingest(&self) -> IngestServiceClient<Authed> {
-        IngestServiceClient::with_interceptor(
-            self.channel.clone(),
-            self.as_role(DomainRole::Enroller, "loader-1"),
-        )
+        IngestServiceClient::with_interceptor(self.channel.clone(), self.as_role(Role::Enroller, "loader-1"))
     }
 
     pub fn search(&self) -> SearchServiceClient<Authed> {
-        SearchServiceClient::with_interceptor(
-            self.channel.clone(),
-            self.as_role(DomainRole::Analyst, "analyst-1"),
-        )
+        SearchServiceClient::with_interceptor(self.channel.clone(), self.as_role(Role::Analyst, "analyst-1"))
     }
 
     pub fn audit(&self) -> AuditServiceClient<Authed> {
-        AuditServiceClient::with_interceptor(
-            self.channel.clone(),
-            self.as_role(DomainRole::Auditor, "auditor-1"),
-        )
+        AuditServiceClient::with_interceptor(self.channel.clone(), self.as_role(Role::Auditor, "auditor-1"))
     }
 }
 

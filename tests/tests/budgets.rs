@@ -2,7 +2,7 @@
 //! replicas share budgets and spent single-use tokens through Redis.
 
 use biomatch_auth::{TokenSpec, bearer};
-use biomatch_domain::Role as DomainRole;
+use biomatch_domain::Role;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{IdentifyRequest, Operation, QueryAuditRequest};
 use biomatch_tests::{PURPOSE, TestCluster, backends, config, embedding, enrolled_gallery, identify};
@@ -15,9 +15,18 @@ async fn query_budgets_are_enforced_and_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
     // Every role but the gateway; the process serves its metrics on `metrics_addr`.
-    use biomatch_config::Role;
-    let mut c =
-        config(&backend, dir.path(), &[Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
+    use biomatch_config::ProcessRole;
+    let mut c = config(
+        &backend,
+        dir.path(),
+        &[
+            ProcessRole::Audit,
+            ProcessRole::Embed,
+            ProcessRole::Ingest,
+            ProcessRole::Matcher,
+            ProcessRole::Search,
+        ],
+    );
     c.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     c.search.analyst_per_minute = 5;
     // A fixed clock: all searches fall in one minute, whatever the machine's speed.
@@ -79,7 +88,7 @@ async fn two_search_replicas_share_one_budget_through_redis() {
     let mut replicas = Vec::new();
     for name in ["a", "b"] {
         let backend = biomatch_tests::Backend::Sqlite(dir.path().join(name));
-        let mut c = config(&backend, dir.path(), &[biomatch_config::Role::All]);
+        let mut c = config(&backend, dir.path(), &[biomatch_config::ProcessRole::All]);
         c.search.analyst_per_minute = 5;
         c.redis_url = Some(redis.clone().into());
         c.redis_key_prefix = prefix.clone();
@@ -101,7 +110,7 @@ async fn two_search_replicas_share_one_budget_through_redis() {
     assert_eq!(answered, 5, "the two replicas counted together");
 
     // A single-use token spent at one replica is refused at the other.
-    let mut spec = TokenSpec::new("kiosk-2", DomainRole::Kiosk, Duration::from_secs(60));
+    let mut spec = TokenSpec::new("kiosk-2", Role::Kiosk, Duration::from_secs(60));
     spec.galleries = Some(vec!["r".into()]);
     spec.purposes = Some(vec![PURPOSE.into()]);
     spec.single_use = true;

@@ -2,7 +2,7 @@
 //! a token, serves `/healthz`, `/readyz` and `/metrics`, counts every RPC by method and status, and
 //! drains (not ready, NOT_SERVING, still answering) before it stops.
 
-use biomatch_config::Role;
+use biomatch_config::ProcessRole;
 use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -15,8 +15,17 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 async fn health_reflection_and_rpc_metrics_without_a_gateway() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    let mut c =
-        config(&backend, dir.path(), &[Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
+    let mut c = config(
+        &backend,
+        dir.path(),
+        &[
+            ProcessRole::Audit,
+            ProcessRole::Embed,
+            ProcessRole::Ingest,
+            ProcessRole::Matcher,
+            ProcessRole::Search,
+        ],
+    );
     c.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let cluster = TestCluster::start(c).await;
     let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 32, 2, 20, 3).await;

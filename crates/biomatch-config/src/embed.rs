@@ -24,19 +24,20 @@ pub struct EmbedConfig {
     /// Another ONNX recogniser instead of SFace.
     pub recognizer: Option<RecognizerConfig>,
     /// What runs the models.
-    pub runtime: Runtime,
-    /// ONNX Runtime's shared library; default `libonnxruntime.so` in `model_dir`.
+    pub runtime: RuntimeKind,
+    /// ONNX RuntimeKind's shared library; default `libonnxruntime.so` in `model_dir`.
     pub onnxruntime_library: Option<PathBuf>,
     /// Its SHA-256, checked before it is loaded; default: that of the library
     /// `scripts/fetch-models.sh` installs when `onnxruntime_library` is not set, none otherwise.
     pub onnxruntime_sha256: Option<String>,
 }
 
-/// The engine that runs the face models.
+/// Which engine runs the face models (the embed role builds a `biomatch_face::Runtime` from it,
+/// with the library's path and digest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// ONNX Runtime, loaded from its shared library: ~2x faster than tract for SFace here.
+pub enum RuntimeKind {
+    /// ONNX RuntimeKind, loaded from its shared library: ~2x faster than tract for SFace here.
     #[default]
     OnnxRuntime,
     /// tract: pure Rust, built in, nothing to install.
@@ -55,7 +56,7 @@ impl Default for EmbedConfig {
             max_image_bytes: 10 * 1024 * 1024,
             max_image_pixels: 40_000_000,
             recognizer: None,
-            runtime: Runtime::default(),
+            runtime: RuntimeKind::default(),
             onnxruntime_library: None,
             onnxruntime_sha256: None,
         }

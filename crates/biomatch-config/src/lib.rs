@@ -12,12 +12,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod embed;
-pub use embed::{EmbedConfig, RecognizerConfig, Runtime};
+pub use embed::{EmbedConfig, RecognizerConfig, RuntimeKind};
 
 /// The roles a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum ProcessRole {
     All,
     Embed,
     Ingest,
@@ -27,19 +27,25 @@ pub enum Role {
     Gateway,
 }
 
-impl Role {
-    pub const SERVICES: [Role; 6] =
-        [Role::Embed, Role::Ingest, Role::Matcher, Role::Search, Role::Audit, Role::Gateway];
+impl ProcessRole {
+    pub const SERVICES: [ProcessRole; 6] = [
+        ProcessRole::Embed,
+        ProcessRole::Ingest,
+        ProcessRole::Matcher,
+        ProcessRole::Search,
+        ProcessRole::Audit,
+        ProcessRole::Gateway,
+    ];
 
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         match s.trim() {
-            "all" => Ok(Role::All),
-            "embed" => Ok(Role::Embed),
-            "ingest" => Ok(Role::Ingest),
-            "matcher" => Ok(Role::Matcher),
-            "search" => Ok(Role::Search),
-            "audit" => Ok(Role::Audit),
-            "gateway" => Ok(Role::Gateway),
+            "all" => Ok(ProcessRole::All),
+            "embed" => Ok(ProcessRole::Embed),
+            "ingest" => Ok(ProcessRole::Ingest),
+            "matcher" => Ok(ProcessRole::Matcher),
+            "search" => Ok(ProcessRole::Search),
+            "audit" => Ok(ProcessRole::Audit),
+            "gateway" => Ok(ProcessRole::Gateway),
             other => Err(ConfigError::Invalid(format!(
                 "unknown role {other:?} (all, embed, ingest, matcher, search, audit, gateway)"
             ))),
@@ -241,7 +247,7 @@ impl Default for AuditConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    pub roles: Vec<Role>,
+    pub roles: Vec<ProcessRole>,
     pub data_dir: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -276,7 +282,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            roles: vec![Role::All],
+            roles: vec![ProcessRole::All],
             data_dir: PathBuf::from("biomatch-data"),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -330,7 +336,7 @@ impl ServeConfig {
         if self.roles.is_empty() {
             return Err(ConfigError::Invalid("at least one role is required".into()));
         }
-        if self.roles.contains(&Role::All) && self.roles.len() > 1 {
+        if self.roles.contains(&ProcessRole::All) && self.roles.len() > 1 {
             return Err(ConfigError::Invalid("role all runs every role; do not combine it".into()));
         }
         if self.ingest.purge_interval_ms == 0
@@ -357,20 +363,20 @@ impl ServeConfig {
         Ok(())
     }
 
-    pub fn runs(&self, role: Role) -> bool {
-        self.roles.contains(&Role::All) || self.roles.contains(&role)
+    pub fn runs(&self, role: ProcessRole) -> bool {
+        self.roles.contains(&ProcessRole::All) || self.roles.contains(&role)
     }
 
     /// Ingest and matcher seal and open templates: only they read the master key and the key
     /// directory, and open the gallery store (the database). Other roles start without them.
     pub fn seals_templates(&self) -> bool {
-        self.runs(Role::Ingest) || self.runs(Role::Matcher)
+        self.runs(ProcessRole::Ingest) || self.runs(ProcessRole::Matcher)
     }
 
     /// Only the audit role opens the audit store (the database) and reads the checkpoint
     /// signing key.
     pub fn keeps_audit_log(&self) -> bool {
-        self.runs(Role::Audit)
+        self.runs(ProcessRole::Audit)
     }
 
     /// Demo mode: the whole cluster in one process on embedded storage.
@@ -380,7 +386,7 @@ impl ServeConfig {
     }
 
     pub fn demo(&self) -> bool {
-        self.roles.contains(&Role::All)
+        self.roles.contains(&ProcessRole::All)
     }
 
     /// The `gallery:shard` assignment, parsed.
@@ -447,21 +453,21 @@ mod tests {
     #[test]
     fn each_role_needs_only_its_own_secrets() {
         let only = |role| ServeConfig { roles: vec![role], ..Default::default() };
-        for role in [Role::Gateway, Role::Embed] {
+        for role in [ProcessRole::Gateway, ProcessRole::Embed] {
             let c = only(role);
             assert!(c.database_url.is_none() && c.crypto.master_key_file.is_none());
             c.validate().expect("valid without store, master key or Redis");
             assert!(!c.seals_templates() && !c.keeps_audit_log());
         }
-        for role in [Role::Ingest, Role::Matcher] {
+        for role in [ProcessRole::Ingest, ProcessRole::Matcher] {
             let c = only(role);
             assert!(c.seals_templates() && !c.keeps_audit_log(), "{role:?}");
         }
-        let audit = only(Role::Audit);
+        let audit = only(ProcessRole::Audit);
         assert!(audit.keeps_audit_log() && !audit.seals_templates());
-        let search = only(Role::Search);
+        let search = only(ProcessRole::Search);
         assert!(!search.seals_templates() && !search.keeps_audit_log());
-        let all = only(Role::All);
+        let all = only(ProcessRole::All);
         assert!(all.seals_templates() && all.keeps_audit_log());
     }
 
@@ -503,9 +509,9 @@ snapshot_intervall_ms = 5
             assert!(e.to_string().contains("snapshot_intervall_ms"), "names the unknown key: {e}");
             Ok(())
         });
-        let mut c = ServeConfig { roles: vec![Role::All, Role::Matcher], ..Default::default() };
+        let mut c = ServeConfig { roles: vec![ProcessRole::All, ProcessRole::Matcher], ..Default::default() };
         assert!(c.validate().is_err());
-        c.roles = vec![Role::Matcher];
+        c.roles = vec![ProcessRole::Matcher];
         c.matcher.shards = vec!["g".into()];
         assert!(c.validate().is_err());
         c.matcher.shards = vec!["g:1".into()];

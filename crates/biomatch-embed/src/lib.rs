@@ -10,7 +10,7 @@
 //! the authorization table's rule, applied before a handler runs ([`biomatch_auth::policy`]).
 #![forbid(unsafe_code)]
 
-use biomatch_config::{EmbedConfig, Runtime};
+use biomatch_config::{EmbedConfig, RuntimeKind};
 use biomatch_domain::{Classified, ErrorClass};
 use biomatch_face::{
     ChannelOrder, FaceConfig, FaceOptions, FacePipeline, ImageLimits, ONNXRUNTIME, RecognizerSpec,
@@ -29,7 +29,17 @@ use tonic::{Request, Response, Status};
 /// directory.
 pub fn face_config(config: &EmbedConfig) -> Result<Option<FaceConfig>, String> {
     let Some(dir) = &config.model_dir else { return Ok(None) };
-    let mut face = FaceConfig::new(dir);
+    let runtime = match config.runtime {
+        RuntimeKind::Tract => biomatch_face::Runtime::Tract,
+        RuntimeKind::OnnxRuntime => match (&config.onnxruntime_library, &config.onnxruntime_sha256) {
+            (None, None) => biomatch_face::Runtime::onnxruntime_in(dir),
+            (library, sha256) => biomatch_face::Runtime::OnnxRuntime {
+                library: library.clone().unwrap_or_else(|| dir.join(ONNXRUNTIME.name)),
+                sha256: sha256.clone(),
+            },
+        },
+    };
+    let mut face = FaceConfig::new(dir, runtime);
     face.detector_input = config.detector_input;
     face.detection_threshold = config.detection_threshold;
     face.min_face_size = config.min_face_size;
@@ -37,16 +47,6 @@ pub fn face_config(config: &EmbedConfig) -> Result<Option<FaceConfig>, String> {
         max_bytes: config.max_image_bytes,
         max_pixels: config.max_image_pixels,
         ..ImageLimits::default()
-    };
-    face.runtime = match config.runtime {
-        Runtime::Tract => biomatch_face::Runtime::Tract,
-        Runtime::OnnxRuntime => match (&config.onnxruntime_library, &config.onnxruntime_sha256) {
-            (None, None) => biomatch_face::Runtime::onnxruntime_in(dir),
-            (library, sha256) => biomatch_face::Runtime::OnnxRuntime {
-                library: library.clone().unwrap_or_else(|| dir.join(ONNXRUNTIME.name)),
-                sha256: sha256.clone(),
-            },
-        },
     };
     if let Some(r) = &config.recognizer {
         face.recognizer = RecognizerSpec {

@@ -1,7 +1,6 @@
 //! Running an ONNX model on one fixed-size f32 input, with the runtime the configuration picks.
 //!
-//! - [`Runtime::Tract`]: pure Rust, built in, nothing to install ([`crate::FaceConfig::new`]'s
-//!   default; the embed role's configuration defaults to ONNX Runtime).
+//! - [`Runtime::Tract`]: pure Rust, built in, nothing to install.
 //! - [`Runtime::OnnxRuntime`]: ONNX Runtime, loaded at start from a shared library (the one in
 //!   the `onnxruntime` wheel, installed by `scripts/fetch-models.sh`). The pipeline runs ~2x
 //!   faster in it than in tract on this machine (see docs/benchmarks.md). One ONNX Runtime
@@ -24,14 +23,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
-/// The engine that runs the models.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The engine that runs the models. No default: whoever builds a pipeline chooses (the embed
+/// role's configuration, `embed.runtime`, defaults to ONNX Runtime).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Runtime {
-    #[default]
     Tract,
     /// ONNX Runtime from this shared library (`libonnxruntime.so`, 1.22 or newer; 1.31 is
     /// installed), checked against its SHA-256 before it is loaded.
-    OnnxRuntime { library: PathBuf, sha256: Option<String> },
+    OnnxRuntime {
+        library: PathBuf,
+        sha256: Option<String>,
+    },
 }
 
 impl Runtime {

@@ -26,7 +26,8 @@ pub struct FaceConfig {
 }
 
 impl FaceConfig {
-    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+    /// The default settings for the models in `model_dir`, run by `runtime`.
+    pub fn new(model_dir: impl Into<PathBuf>, runtime: Runtime) -> Self {
         Self {
             model_dir: model_dir.into(),
             detector_input: 320,
@@ -34,7 +35,7 @@ impl FaceConfig {
             min_face_size: 40,
             limits: ImageLimits::default(),
             recognizer: RecognizerSpec::sface(),
-            runtime: Runtime::Tract,
+            runtime,
         }
     }
 }

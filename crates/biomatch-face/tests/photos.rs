@@ -17,7 +17,7 @@ fn pipeline() -> Option<&'static FacePipeline> {
 
 fn load(runtime: impl Fn(&Path) -> Runtime) -> Option<FacePipeline> {
     let dir = testing::model_dir()?;
-    let config = FaceConfig { runtime: runtime(&dir), ..FaceConfig::new(&dir) };
+    let config = FaceConfig::new(&dir, runtime(&dir));
     Some(FacePipeline::load(&config).expect("models load"))
 }
 
@@ -143,7 +143,10 @@ fn blur_darkness_and_empty_scenes_are_reported() {
 fn missing_or_corrupt_models_are_named_at_load() {
     let Some(models) = testing::model_dir() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = FacePipeline::load(&FaceConfig::new(dir.path())).err().expect("no models").to_string();
+    let err = FacePipeline::load(&FaceConfig::new(dir.path(), Runtime::Tract))
+        .err()
+        .expect("no models")
+        .to_string();
     assert!(err.contains("cannot read model file") && err.contains("yunet"), "{err}");
     for name in [biomatch_face::YUNET.name, biomatch_face::SFACE.name] {
         std::fs::copy(models.join(name), dir.path().join(name)).expect("copy");
@@ -153,7 +156,8 @@ fn missing_or_corrupt_models_are_named_at_load() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xFF;
     std::fs::write(&sface, bytes).expect("write");
-    let err = FacePipeline::load(&FaceConfig::new(dir.path())).err().expect("corrupt").to_string();
+    let err =
+        FacePipeline::load(&FaceConfig::new(dir.path(), Runtime::Tract)).err().expect("corrupt").to_string();
     assert!(err.contains("SHA-256") && err.contains("sface"), "{err}");
 }
 
@@ -183,7 +187,7 @@ fn a_missing_or_foreign_onnxruntime_library_is_named_at_load() {
     for name in [biomatch_face::YUNET.name, biomatch_face::SFACE.name] {
         std::fs::copy(models.join(name), dir.path().join(name)).expect("copy");
     }
-    let config = FaceConfig { runtime: Runtime::onnxruntime_in(dir.path()), ..FaceConfig::new(dir.path()) };
+    let config = FaceConfig::new(dir.path(), Runtime::onnxruntime_in(dir.path()));
     let err = FacePipeline::load(&config).err().expect("no library").to_string();
     assert!(err.contains("libonnxruntime.so is missing") && err.contains("fetch-models"), "{err}");
     // Another file in its place is refused before it is loaded.

@@ -6,7 +6,7 @@ mod roles;
 use anyhow::Context;
 use biomatch_audit::AuditServer;
 use biomatch_auth::{AuthLayer, ReplayStore};
-use biomatch_config::{Role, ServeConfig};
+use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
 use biomatch_gateway::{Gateway, Ops, ops_router};
@@ -193,20 +193,20 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let p = &mut process;
     // One budget per principal for its searches and its subject reads, in this process and (with
     // Redis) across replicas.
-    let budgets = if config.runs(Role::Search) || config.runs(Role::Ingest) {
+    let budgets = if config.runs(ProcessRole::Search) || config.runs(ProcessRole::Ingest) {
         Some(Arc::new(query_budgets(&config).await?))
     } else {
         None
     };
     let stored = gallery_store.zip(keys);
     let matcher = match &stored {
-        Some((store, keys)) if config.runs(Role::Matcher) => {
+        Some((store, keys)) if config.runs(ProcessRole::Matcher) => {
             Some(roles::matcher(p, store.clone(), keys.clone()).await?)
         }
         _ => None,
     };
     let ingest = match (&stored, &budgets) {
-        (Some((store, keys)), Some(budgets)) if config.runs(Role::Ingest) => {
+        (Some((store, keys)), Some(budgets)) if config.runs(ProcessRole::Ingest) => {
             Some(roles::ingest(p, store.clone(), keys.clone(), budgets.clone()).await?)
         }
         _ => None,
@@ -216,10 +216,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         None => None,
     };
     let search = match &budgets {
-        Some(budgets) if config.runs(Role::Search) => Some(roles::search(p, budgets.clone()).await?),
+        Some(budgets) if config.runs(ProcessRole::Search) => Some(roles::search(p, budgets.clone()).await?),
         _ => None,
     };
-    let embed = if config.runs(Role::Embed) { Some(roles::embed(p).await?) } else { None };
+    let embed = if config.runs(ProcessRole::Embed) { Some(roles::embed(p).await?) } else { None };
     let roles::Process { tls, mut tasks, .. } = process;
 
     let mut builder = tonic::transport::Server::builder();
@@ -255,7 +255,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     }));
     tracing::info!(addr = %grpc_addr, roles = %config.role_names(","), "grpc listening");
 
-    let http_addr = if config.runs(Role::Gateway) {
+    let http_addr = if config.runs(ProcessRole::Gateway) {
         // A photo at the embed role's limit, plus the form around it.
         let body_limit = config.embed.max_image_bytes + 1024 * 1024;
         let app = Gateway::new(search_client, auth, ops.ready.clone()).with_body_limit(body_limit).router();

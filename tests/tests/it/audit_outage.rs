@@ -1,7 +1,7 @@
 //! The audit service goes away in the middle of kiosk traffic: every answer a kiosk received has a
 //! committed audit leaf, and every other request failed with UNAVAILABLE.
 
-use biomatch_config::Role;
+use biomatch_config::ProcessRole;
 use biomatch_proto::v1::ListLeavesRequest;
 use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
 use std::collections::HashMap;
@@ -11,9 +11,12 @@ use tonic::Code;
 async fn no_answer_leaves_without_a_committed_leaf() {
     let dir = tempfile::tempdir().expect("tempdir");
     for backend in backends(dir.path()).await {
-        let audit = TestCluster::start(config(&backend, dir.path(), &[Role::Audit])).await;
-        let mut rest =
-            config(&backend, dir.path(), &[Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
+        let audit = TestCluster::start(config(&backend, dir.path(), &[ProcessRole::Audit])).await;
+        let mut rest = config(
+            &backend,
+            dir.path(),
+            &[ProcessRole::Embed, ProcessRole::Ingest, ProcessRole::Matcher, ProcessRole::Search],
+        );
         rest.endpoints.audit = Some(format!("http://{}", audit.running.grpc_addr));
         let cluster = TestCluster::start(rest).await;
         let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", 64, 2, 200, 8).await;
@@ -57,7 +60,7 @@ async fn no_answer_leaves_without_a_committed_leaf() {
         assert!(!answered.is_empty() && refused > 0, "{} answered, {refused} refused", answered.len());
 
         // Every answer that left is in the log, at the index it was given, for that search.
-        let audit = TestCluster::start(config(&backend, dir.path(), &[Role::Audit])).await;
+        let audit = TestCluster::start(config(&backend, dir.path(), &[ProcessRole::Audit])).await;
         let mut leaves = HashMap::new();
         let mut start = 0;
         // Up to the size each page was read at: every page is itself an audit_read leaf.

@@ -1,6 +1,6 @@
 //! Every role against every RPC: the allow/deny matrix, and every denial is an audit leaf.
 
-use biomatch_config::Role as ProcessRole;
+use biomatch_config::ProcessRole;
 use biomatch_domain::{Principal, Role};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;

@@ -5,7 +5,7 @@
 //! target untouched; a successful change leaves an intent leaf and an outcome leaf that repeats
 //! the intent's request id.
 
-use biomatch_config::Role;
+use biomatch_config::ProcessRole;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::{
     AuditEvent, CreateGalleryRequest, DeleteGalleryRequest, DeleteSubjectRequest, EnrollRequest,
@@ -137,9 +137,12 @@ async fn no_change_takes_effect_without_its_leaf() {
     for backend in backends(dir.path()).await {
         let now = Arc::new(AtomicI64::new(1_800_000_000_000));
         let clock = now.clone();
-        let audit = TestCluster::start(config(&backend, dir.path(), &[Role::Audit])).await;
-        let mut rest =
-            config(&backend, dir.path(), &[Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
+        let audit = TestCluster::start(config(&backend, dir.path(), &[ProcessRole::Audit])).await;
+        let mut rest = config(
+            &backend,
+            dir.path(),
+            &[ProcessRole::Embed, ProcessRole::Ingest, ProcessRole::Matcher, ProcessRole::Search],
+        );
         rest.endpoints.audit = Some(format!("http://{}", audit.running.grpc_addr));
         // The scheduled purge runs often, so it is exercised too.
         rest.ingest.purge_interval_ms = 100;

@@ -1,6 +1,6 @@
 //! No result leaves without a committed audit leaf.
 
-use biomatch_config::Role;
+use biomatch_config::ProcessRole;
 use biomatch_tests::{TestCluster, backends, config, enrolled_gallery, identify};
 use tonic::Code;
 
@@ -16,7 +16,11 @@ async fn identify_without_audit_is_unavailable() {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
         drop(dead);
-        let mut c = config(&backend, dir.path(), &[Role::Embed, Role::Ingest, Role::Matcher, Role::Search]);
+        let mut c = config(
+            &backend,
+            dir.path(),
+            &[ProcessRole::Embed, ProcessRole::Ingest, ProcessRole::Matcher, ProcessRole::Search],
+        );
         c.endpoints.audit = Some(dead_url);
         let cluster = TestCluster::start(c).await;
         let probe = synthetic.sample(&centres[3]);

@@ -7,7 +7,7 @@ use biomatch_tests::{Backend, TestCluster, backends, config, enrolled_gallery, i
 /// A cluster that discloses every candidate (candidate margin 1): these tests check the matching
 /// itself, whole top-k lists included, not what a caller may be shown.
 async fn disclosing_cluster(backend: &Backend, dir: &std::path::Path) -> TestCluster {
-    let mut c = config(backend, dir, &[biomatch_config::Role::All]);
+    let mut c = config(backend, dir, &[biomatch_config::ProcessRole::All]);
     c.search.candidate_margin = 1.0;
     TestCluster::start(c).await
 }

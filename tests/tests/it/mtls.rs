@@ -4,8 +4,8 @@
 
 use biomatch_auth::TokenSpec;
 use biomatch_client::MutualTls;
-use biomatch_config::Role;
-use biomatch_domain::Role as Caller;
+use biomatch_config::ProcessRole;
+use biomatch_domain::Role;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
@@ -23,8 +23,17 @@ async fn roles_talk_mutual_tls_and_refuse_callers_without_a_certificate() {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let certs =
         biomatch::certs::dev(&dir.path().join("tls"), &names, &["lane-7".to_owned()]).expect("dev certs");
-    let mut c =
-        config(&backend, dir.path(), &[Role::Embed, Role::Ingest, Role::Matcher, Role::Search, Role::Audit]);
+    let mut c = config(
+        &backend,
+        dir.path(),
+        &[
+            ProcessRole::Embed,
+            ProcessRole::Ingest,
+            ProcessRole::Matcher,
+            ProcessRole::Search,
+            ProcessRole::Audit,
+        ],
+    );
     c.tls.ca_file = Some(certs.ca.clone());
     c.tls.cert_file = Some(certs.node_cert.clone());
     c.tls.key_file = Some(certs.node_key.clone());
@@ -34,8 +43,8 @@ async fn roles_talk_mutual_tls_and_refuse_callers_without_a_certificate() {
     // With a client certificate from the cluster's CA: the whole path works, role to role over TLS.
     let tls = MutualTls::from_files(&certs.ca, &certs.client_cert, &certs.client_key).expect("client tls");
     let channel = biomatch_client::channel_with(&url, Some(&tls)).expect("channel");
-    let admin = cluster.token(Caller::Admin, "ops");
-    let enroller = cluster.token(Caller::Enroller, "loader");
+    let admin = cluster.token(Role::Admin, "ops");
+    let enroller = cluster.token(Role::Enroller, "loader");
     let mut ingest = IngestServiceClient::new(channel.clone());
     let gallery = CreateGalleryRequest {
         name: "g".into(),
@@ -65,7 +74,7 @@ async fn roles_talk_mutual_tls_and_refuse_callers_without_a_certificate() {
         min_change_seq: seq,
         ..Default::default()
     };
-    let analyst = cluster.token(Caller::Analyst, "analyst");
+    let analyst = cluster.token(Role::Analyst, "analyst");
     let found = SearchServiceClient::new(channel.clone())
         .identify(biomatch_client::request(identify.clone(), &analyst))
         .await
@@ -75,7 +84,7 @@ async fn roles_talk_mutual_tls_and_refuse_callers_without_a_certificate() {
 
     // A kiosk token counts only from the lane its certificate names.
     let kiosk = |device: &str| {
-        let mut spec = TokenSpec::new("kiosk-7", Caller::Kiosk, std::time::Duration::from_secs(600));
+        let mut spec = TokenSpec::new("kiosk-7", Role::Kiosk, std::time::Duration::from_secs(600));
         spec.device = device.into();
         spec.vector_probes = true;
         spec.galleries = Some(vec!["g".into()]);
@@ -111,7 +120,7 @@ async fn roles_talk_mutual_tls_and_refuse_callers_without_a_certificate() {
         page_size: 100,
         ..Default::default()
     };
-    let auditor = cluster.token(Caller::Auditor, "auditor");
+    let auditor = cluster.token(Role::Auditor, "auditor");
     let leaves = AuditServiceClient::new(channel.clone())
         .query(biomatch_client::request(query, &auditor))
         .await

@@ -1,7 +1,7 @@
 //! Outside `--role all` demo mode the cluster refuses to start without explicitly configured keys,
 //! and refuses the demo's keys.
 
-use biomatch_config::{Role, ServeConfig};
+use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_tests::{backends, config};
 
 async fn refusal(config: ServeConfig) -> String {
@@ -18,7 +18,7 @@ async fn refusal(config: ServeConfig) -> String {
 async fn a_cluster_refuses_to_start_without_explicit_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    let roles = [Role::Ingest, Role::Matcher];
+    let roles = [ProcessRole::Ingest, ProcessRole::Matcher];
     let good = config(&backend, dir.path(), &roles);
 
     let mut c = good.clone();
@@ -53,7 +53,8 @@ async fn a_cluster_refuses_to_start_without_explicit_keys() {
 async fn roles_without_templates_start_without_the_master_key_or_a_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = biomatch_tests::Backend::Sqlite(dir.path().join("data"));
-    let mut c = config(&backend, dir.path(), &[Role::Gateway, Role::Embed, Role::Search]);
+    let mut c =
+        config(&backend, dir.path(), &[ProcessRole::Gateway, ProcessRole::Embed, ProcessRole::Search]);
     c.crypto.master_key_file = None;
     c.database_url = None;
     c.redis_url = None;

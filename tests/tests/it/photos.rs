@@ -1,7 +1,7 @@
 //! Enrol and identify by photo, end to end through ingest, search, the embed role and the REST
 //! gateway, with real photos and the real model; every kind of unusable photo gets its reason.
 
-use biomatch_config::Role;
+use biomatch_config::ProcessRole;
 use biomatch_face::testing;
 use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest, Probe, probe};
 use biomatch_tests::{PURPOSE, RETENTION_SECS, TestCluster, backends, config};
@@ -40,7 +40,7 @@ async fn enrol_and_identify_by_photo() {
     let read = |name: &str| std::fs::read(photos.join(name)).expect("photo");
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    let mut c = config(&backend, dir.path(), &[Role::All]);
+    let mut c = config(&backend, dir.path(), &[ProcessRole::All]);
     c.embed.model_dir = Some(models);
     c.embed.max_image_bytes = 3 * 1024 * 1024;
     let cluster = TestCluster::start(c).await;

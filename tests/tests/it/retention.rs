@@ -15,7 +15,7 @@ async fn expired_subjects_are_purged_everywhere_and_audited() {
     for backend in backends(dir.path()).await {
         let now = Arc::new(AtomicI64::new(1_800_000_000_000));
         let clock = now.clone();
-        let config = biomatch_tests::config(&backend, dir.path(), &[biomatch_config::Role::All]);
+        let config = biomatch_tests::config(&backend, dir.path(), &[biomatch_config::ProcessRole::All]);
         let cluster =
             TestCluster::start_with_clock(config, Arc::new(move || clock.load(Ordering::SeqCst))).await;
         let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "flight", 32, 2, 20, 17).await;

@@ -1,8 +1,8 @@
 //! A matcher restarts from its encrypted shard snapshots and replays the change log written after
 //! them; a corrupt or foreign snapshot is refused and the shard is rebuilt from the store.
 
-use biomatch_config::Role;
-use biomatch_domain::Role as DomainRole;
+use biomatch_config::ProcessRole;
+use biomatch_domain::Role;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::{DeleteSubjectRequest, DescribeMatcherRequest, EnrollMode, EnrollRequest};
 use biomatch_tests::{
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// (shard, change position of the snapshot it was restored from) of every shard held.
 async fn restored_from(cluster: &TestCluster) -> Vec<(u32, u64)> {
-    let token = cluster.token(DomainRole::Service, "biomatch-search");
+    let token = cluster.token(Role::Service, "biomatch-search");
     let request = biomatch_client::request(DescribeMatcherRequest {}, &token);
     let described =
         MatcherServiceClient::new(cluster.channel.clone()).describe(request).await.expect("describe");
@@ -48,7 +48,7 @@ async fn restart_from_snapshots_replays_later_changes_and_refuses_bad_snapshots(
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
     let Backend::Sqlite(data) = &backend else { unreachable!("SQLite comes first") };
-    let all = || config(&backend, dir.path(), &[Role::All]);
+    let all = || config(&backend, dir.path(), &[ProcessRole::All]);
 
     // 1. Enrol, delete one subject, stop: the shutdown writes one snapshot per shard.
     let first = TestCluster::start(all()).await;
@@ -58,8 +58,12 @@ async fn restart_from_snapshots_replays_later_changes_and_refuses_bad_snapshots(
     assert_eq!(snapshot_files(data).len(), 2, "one snapshot per shard");
 
     // 2. Without a matcher running, enrol a late subject and delete another.
-    let ingest_only =
-        TestCluster::start(config(&backend, dir.path(), &[Role::Audit, Role::Embed, Role::Ingest])).await;
+    let ingest_only = TestCluster::start(config(
+        &backend,
+        dir.path(),
+        &[ProcessRole::Audit, ProcessRole::Embed, ProcessRole::Ingest],
+    ))
+    .await;
     let late = synthetic.identity();
     let enrol = EnrollRequest {
         gallery: "g".into(),

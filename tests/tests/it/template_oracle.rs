@@ -8,7 +8,7 @@
 
 use biomatch::synthetic::{Synthetic, cosine};
 use biomatch_auth::TokenSpec;
-use biomatch_config::Role as ProcessRole;
+use biomatch_config::ProcessRole;
 use biomatch_domain::Role;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use biomatch_auditlog::merkle::{Tree, leaf_hash, verify_consistency, verify_inclusion};
-use biomatch_config::{Role, ServeConfig};
+use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::{Actor, AppendRequest, AuditEvent, Operation};
 use biomatch_store::{AuditStore, NewAuditLeaf, SqlStore};
@@ -59,7 +59,7 @@ fn event(i: usize) -> AuditEvent {
 /// token key (its signer is returned for the benchmark's tokens) and a fresh master key.
 pub(crate) fn scratch_config(
     dir: &std::path::Path,
-    roles: Vec<Role>,
+    roles: Vec<ProcessRole>,
 ) -> anyhow::Result<(ServeConfig, biomatch_auth::TokenSigner)> {
     let (private, public) = biomatch_auth::keys::generate(&dir.join("jwt"), "bench")?;
     let service_kid = biomatch_auth::issuers::service_kid(biomatch_auth::issuers::ALL_ROLES);
@@ -131,7 +131,7 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     store.close().await;
 
     // The service: gRPC appends from concurrent clients, group-committed.
-    let (mut config, signer) = scratch_config(dir.path(), vec![Role::Audit])?;
+    let (mut config, signer) = scratch_config(dir.path(), vec![ProcessRole::Audit])?;
     config.database_url = Some(url.clone().into());
     let running = crate::serve::start(config).await?;
     let channel = biomatch_client::channel(&format!("http://{}", running.grpc_addr))?;

@@ -82,9 +82,8 @@ pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
     });
     let mut pipelines = Vec::new();
     for runtime in &args.runtimes {
-        let mut config = FaceConfig::new(&args.model_dir);
+        let mut config = FaceConfig::new(&args.model_dir, runtime.runtime(&args.model_dir));
         config.detector_input = args.detector_input;
-        config.runtime = runtime.runtime(&args.model_dir);
         let started = Instant::now();
         let pipeline =
             FacePipeline::load(&config).with_context(|| format!("loading the models in {runtime:?}"))?;

@@ -6,7 +6,7 @@
 
 use crate::synthetic::Synthetic;
 use anyhow::Context;
-use biomatch_config::Role;
+use biomatch_config::ProcessRole;
 use biomatch_domain::{IndexKind, IndexSpec};
 use biomatch_index::ShardIndex;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
@@ -281,7 +281,13 @@ where
 /// Through gRPC: identify (search -> matcher -> audit), then the matcher's shard search alone.
 async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyhow::Result<(Load, Load)> {
     let dir = tempfile::tempdir()?;
-    let roles = vec![Role::Audit, Role::Embed, Role::Ingest, Role::Matcher, Role::Search];
+    let roles = vec![
+        ProcessRole::Audit,
+        ProcessRole::Embed,
+        ProcessRole::Ingest,
+        ProcessRole::Matcher,
+        ProcessRole::Search,
+    ];
     let (mut config, signer) = crate::cli::bench::scratch_config(dir.path(), roles)?;
     config.matcher.snapshot_interval_ms = 0;
     config.matcher.search_threads = args.search_threads;

@@ -148,11 +148,8 @@ pub async fn run(mut args: EvalArgs) -> anyhow::Result<()> {
 
 /// Prints the evaluation; the threshold for the target FMR and the impostor pairs behind it.
 fn evaluate(args: &EvalArgs) -> anyhow::Result<Option<(f32, usize)>> {
-    let pipeline = FacePipeline::load(&FaceConfig {
-        runtime: args.runtime.runtime(&args.model_dir),
-        ..FaceConfig::new(&args.model_dir)
-    })
-    .context("loading the face models")?;
+    let config = FaceConfig::new(&args.model_dir, args.runtime.runtime(&args.model_dir));
+    let pipeline = FacePipeline::load(&config).context("loading the face models")?;
     let photos = photos(&args.dir)?;
     let (samples, failed) = embed_all(&pipeline, &photos, args.threads);
     let identities = photos.iter().map(|(i, _)| *i).collect::<std::collections::HashSet<_>>().len();

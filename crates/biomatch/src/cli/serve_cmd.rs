@@ -1,6 +1,6 @@
 //! `biomatch serve`.
 
-use biomatch_config::{Role, ServeConfig};
+use biomatch_config::{ProcessRole, ServeConfig};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -11,9 +11,9 @@ use std::path::PathBuf;
 #[derive(Debug, Args, Serialize)]
 pub struct ServeArgs {
     /// Roles to run: all, or a comma-separated list of embed, ingest, matcher, search, audit, gateway.
-    #[arg(long = "role", value_delimiter = ',', value_parser = Role::parse)]
+    #[arg(long = "role", value_delimiter = ',', value_parser = ProcessRole::parse)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    roles: Vec<Role>,
+    roles: Vec<ProcessRole>,
     /// Directory for SQLite stores (embedded default) and local state.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

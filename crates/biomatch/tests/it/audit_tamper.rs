@@ -5,7 +5,7 @@
 //! Run on SQLite and PostgreSQL.
 
 use biomatch::serve::Running;
-use biomatch_config::{Role, ServeConfig};
+use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::{
     Actor, AppendRequest, AuditEvent, GetCheckpointRequest, ListLeavesRequest, Operation, QueryAuditRequest,
@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::common;
 
-use biomatch_domain::Role as Caller;
+use biomatch_domain::Role;
 use common::{BIN, Keys};
 
 struct Log {
@@ -30,7 +30,7 @@ struct Log {
 
 async fn start(dir: &Path, postgres: Option<String>) -> Log {
     let mut config = ServeConfig {
-        roles: vec![Role::Audit],
+        roles: vec![ProcessRole::Audit],
         data_dir: dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         ..ServeConfig::default()
@@ -72,14 +72,14 @@ async fn append(log: &Log, indexes: std::ops::Range<usize>, sign_after: &[usize]
         };
         client
             .append(log.keys.as_role(
-                Caller::Service,
+                Role::Service,
                 AppendRequest { event: Some(event), idempotency_key: format!("k{i}") },
             ))
             .await
             .expect("append");
         if sign_after.contains(&i) {
             client
-                .get_checkpoint(log.keys.as_role(Caller::Auditor, GetCheckpointRequest { sign_now: true }))
+                .get_checkpoint(log.keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true }))
                 .await
                 .expect("checkpoint");
         }
@@ -317,7 +317,7 @@ async fn reads_of_the_log_are_on_the_record_and_fail_closed() {
         let log = start(dir.path(), database(postgres).await).await;
         fill(&log).await;
         let mut audit = client(&log);
-        let token = log.keys.token(Caller::Auditor, "auditor-7");
+        let token = log.keys.token(Role::Auditor, "auditor-7");
         let detail = |leaf: &biomatch_proto::v1::AuditLeaf| -> serde_json::Value {
             let event = leaf.event.as_ref().expect("event");
             assert_eq!(event.operation(), Operation::AuditRead);
@@ -431,7 +431,7 @@ async fn audit_verify_names_changes_announced_without_an_outcome() {
             ..Default::default()
         };
         let append = AppendRequest { event: Some(event), idempotency_key: format!("c{i}") };
-        client.append(log.keys.as_role(Caller::Service, append)).await.expect("append");
+        client.append(log.keys.as_role(Role::Service, append)).await.expect("append");
     }
     let (code, out) = verify(&log);
     assert_eq!(code, Some(0), "the log is intact: {out}");
@@ -440,7 +440,7 @@ async fn audit_verify_names_changes_announced_without_an_outcome() {
     assert!(!out.contains("request q2") && !out.contains("request q3"), "concluded changes: {out}");
     let strict = Command::new(BIN)
         .args(["audit", "verify", "--strict", "--endpoint", &format!("http://{}", log.running.grpc_addr)])
-        .env("BIOMATCH_TOKEN", log.keys.token(Caller::Auditor, "auditor-1"))
+        .env("BIOMATCH_TOKEN", log.keys.token(Role::Auditor, "auditor-1"))
         .output()
         .expect("run verify");
     assert_eq!(strict.status.code(), Some(3), "--strict fails on an open intent");
