@@ -16,6 +16,16 @@ pub struct GalleryModel {
     pub model_version: String,
 }
 
+impl From<&biomatch_domain::Gallery> for GalleryModel {
+    fn from(gallery: &biomatch_domain::Gallery) -> Self {
+        Self {
+            dimension: gallery.dimension as usize,
+            model_id: gallery.model_id.clone(),
+            model_version: gallery.model_version.clone(),
+        }
+    }
+}
+
 /// A probe resolved into a normalised template, with the model that produced it and, for a
 /// photo, the face's quality.
 #[derive(Debug, Clone)]

@@ -161,9 +161,12 @@ impl crate::Classified for IndexSpecError {
     }
 }
 
-/// Everything a gallery is created with.
+/// A gallery's settings, the one type every role uses for them (the wire's `Gallery` and the
+/// store's row convert to and from it at the edges). A new gallery is described with
+/// `threshold_version` 1 and `created_at_ms` 0: the store stamps the time it is created, and
+/// every threshold change raises the version.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GallerySpec {
+pub struct Gallery {
     pub name: crate::GalleryName,
     pub dimension: u32,
     pub shard_count: u32,
@@ -172,9 +175,12 @@ pub struct GallerySpec {
     pub model_version: String,
     pub threshold: f32,
     pub allowed_purposes: Vec<String>,
+    /// Version of `threshold`, recorded in every audit leaf that used it.
+    pub threshold_version: u32,
     /// Time to live of enrolled subjects in seconds; 0 = no retention policy.
     pub retention_seconds: i64,
     pub default_k: u32,
+    pub created_at_ms: i64,
 }
 
 /// Identify's and verify's answer.

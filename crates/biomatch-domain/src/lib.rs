@@ -16,7 +16,7 @@ mod vector;
 
 pub use clock::{Clock, system_clock};
 pub use error::{Classified, ErrorClass};
-pub use gallery::{Decision, GallerySpec, IndexKind, IndexSpec, IndexSpecError, shard_of};
+pub use gallery::{Decision, Gallery, IndexKind, IndexSpec, IndexSpecError, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};
 pub use limits::TooLong;
 pub use principal::{Principal, Role, VECTOR_PROBES_SCOPE};

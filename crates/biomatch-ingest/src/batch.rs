@@ -82,7 +82,7 @@ fn custody(gallery: &GalleryRecord, items: &[(u32, EnrollWrite)]) -> Custody {
         .collect::<Option<Vec<_>>>()
         .map(|pairs| pairs.into_iter().flatten().collect());
     match keys {
-        Some(keys) => Custody::keyed("batch-enroll", &gallery.name, &digest(&keys)),
+        Some(keys) => Custody::keyed("batch-enroll", gallery.settings.name.as_str(), &digest(&keys)),
         None => Custody::fresh("batch-enroll"),
     }
 }

@@ -1,7 +1,7 @@
 //! Audit events of the ingest role.
 
 use biomatch_client::actor;
-use biomatch_domain::{GallerySpec, Principal};
+use biomatch_domain::{Gallery, Principal};
 use biomatch_proto::v1::{AuditEvent, Operation};
 use biomatch_store::GalleryRecord;
 
@@ -13,18 +13,18 @@ pub(crate) fn gallery_event(
     AuditEvent {
         actor: Some(actor(principal)),
         operation: operation.into(),
-        gallery: gallery.name.clone(),
-        model_id: gallery.model_id.clone(),
-        model_version: gallery.model_version.clone(),
-        threshold: Some(gallery.threshold),
-        threshold_version: gallery.threshold_version,
+        gallery: gallery.settings.name.to_string(),
+        model_id: gallery.settings.model_id.clone(),
+        model_version: gallery.settings.model_version.clone(),
+        threshold: Some(gallery.settings.threshold),
+        threshold_version: gallery.settings.threshold_version,
         outcome: "OK".into(),
         ..Default::default()
     }
 }
 
 /// The intent to create a gallery with `spec`.
-pub(crate) fn create_intent(principal: &Principal, spec: &GallerySpec) -> AuditEvent {
+pub(crate) fn create_intent(principal: &Principal, spec: &Gallery) -> AuditEvent {
     AuditEvent {
         actor: Some(actor(principal)),
         operation: Operation::CreateGallery.into(),
@@ -75,9 +75,9 @@ pub(crate) fn enroll_event(
     AuditEvent {
         actor: Some(actor(principal)),
         operation: Operation::Enroll.into(),
-        gallery: gallery.name.clone(),
-        model_id: gallery.model_id.clone(),
-        model_version: gallery.model_version.clone(),
+        gallery: gallery.settings.name.to_string(),
+        model_id: gallery.settings.model_id.clone(),
+        model_version: gallery.settings.model_version.clone(),
         subject_ids,
         outcome: "OK".into(),
         ..Default::default()

@@ -117,10 +117,10 @@ impl IngestServer {
         let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
         let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
-        if gallery.retention_seconds <= 0 {
+        if gallery.settings.retention_seconds <= 0 {
             return Err(status_with(
                 ErrorClass::FailedPrecondition,
-                format!("gallery {} has no retention policy; enrolment is refused", gallery.name),
+                format!("gallery {} has no retention policy; enrolment is refused", gallery.settings.name),
             ));
         }
         if samples.is_empty() {
@@ -137,16 +137,17 @@ impl IngestServer {
                     samples.iter().flat_map(Message::encode_length_delimited_to_vec).collect();
                 let samples = digest(&[&samples]);
                 let mode: &[u8] = if replace { b"replace" } else { b"add" };
-                digest(&[gallery.name.as_bytes(), subject.as_str().as_bytes(), mode, samples.as_bytes()])
+                digest(&[
+                    gallery.settings.name.as_str().as_bytes(),
+                    subject.as_str().as_bytes(),
+                    mode,
+                    samples.as_bytes(),
+                ])
             })
             .await?;
-        let model = GalleryModel {
-            dimension: gallery.dimension as usize,
-            model_id: gallery.model_id.clone(),
-            model_version: gallery.model_version.clone(),
-        };
+        let model = GalleryModel::from(&gallery.settings);
         let key = self.keys.get(&gallery.key_ref).map_err(|e| {
-            tracing::error!(error = %e, gallery = %gallery.name, "gallery data key unavailable");
+            tracing::error!(error = %e, gallery = %gallery.settings.name, "gallery data key unavailable");
             status_with(ErrorClass::Unavailable, "the gallery's data key is unavailable")
         })?;
         let context = biomatch_crypto::template_context(&gallery.key_ref, subject.as_str());
@@ -163,9 +164,9 @@ impl IngestServer {
             sealed_templates.push(key.seal(&resolved.template.to_le_bytes(), &context));
         }
         Ok(EnrollWrite {
-            shard: shard_of(&subject, gallery.shard_count),
+            shard: shard_of(&subject, gallery.settings.shard_count),
             subject,
-            model_id: gallery.model_id.clone(),
+            model_id: gallery.settings.model_id.clone(),
             sealed_templates,
             replace,
             idempotency,
@@ -339,7 +340,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         let records = self.store.galleries().await.map_err(|e| status_from(&e))?;
         let mut shown = Vec::with_capacity(records.len());
-        for record in records.iter().filter(|r| principal.may_use_gallery(r.name.as_str())) {
+        for record in records.iter().filter(|r| principal.may_use_gallery(r.settings.name.as_str())) {
             shown.push(self.counted(record).await?);
         }
         Ok(Response::new(ListGalleriesResponse { galleries: shown }))
@@ -359,7 +360,7 @@ impl IngestService for IngestServer {
         intent.threshold = Some(threshold);
         intent.detail = format!(
             "threshold {} (version {}) -> {threshold}: {reason}",
-            before.threshold, before.threshold_version
+            before.settings.threshold, before.settings.threshold_version
         );
         let custody = Custody::fresh("set-threshold");
         self.intent(&custody, intent.clone()).await?;
@@ -370,11 +371,14 @@ impl IngestService for IngestServer {
         let mut event = events::gallery_event(&principal, Operation::SetThreshold, &after);
         event.detail = format!(
             "threshold {} (version {}) -> {} (version {}): {reason}",
-            before.threshold, before.threshold_version, after.threshold, after.threshold_version
+            before.settings.threshold,
+            before.settings.threshold_version,
+            after.settings.threshold,
+            after.settings.threshold_version
         );
         // One outcome record per threshold version: a retry re-appends under the same key.
-        let custody =
-            custody.with_outcome_key(format!("set-threshold:{}:{}", after.id, after.threshold_version));
+        let custody = custody
+            .with_outcome_key(format!("set-threshold:{}:{}", after.id, after.settings.threshold_version));
         self.outcome(&custody, event).await?;
         Ok(Response::new(self.counted(&after).await?))
     }
@@ -500,7 +504,7 @@ impl IngestService for IngestServer {
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
         let (idem, _) = self
             .idempotency("delete", &idempotency_key, || {
-                digest(&[gallery.name.as_bytes(), subject.as_str().as_bytes()])
+                digest(&[gallery.settings.name.as_str().as_bytes(), subject.as_str().as_bytes()])
             })
             .await?;
         let custody = Custody::of("delete", idem.as_ref());
@@ -525,7 +529,7 @@ impl IngestService for IngestServer {
         let gallery = self.gallery(&principal, &gallery).await?;
         let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
         if let Some(budgets) = &self.subject_reads {
-            let (name, now) = (gallery.name.as_str(), (self.clock)());
+            let (name, now) = (gallery.settings.name.as_str(), (self.clock)());
             biomatch_client::budget::spend(budgets, &self.audit, &self.creds, &principal, name, now).await?;
         }
         let found = self.store.subject(&gallery, &subject).await.map_err(|e| status_from(&e));

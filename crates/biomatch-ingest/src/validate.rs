@@ -1,7 +1,7 @@
 //! Validation of gallery requests.
 
 use biomatch_domain::limits::{MAX_MODEL_BYTES, MAX_PURPOSE_BYTES, MAX_PURPOSES, bounded};
-use biomatch_domain::{ErrorClass, GalleryName, GallerySpec};
+use biomatch_domain::{ErrorClass, Gallery, GalleryName};
 use biomatch_proto::v1::CreateGalleryRequest;
 use biomatch_proto::{index_spec_from_proto, status_from, status_with};
 use tonic::Status;
@@ -25,7 +25,7 @@ pub(crate) fn threshold(threshold: f32) -> Result<f32, Status> {
     Ok(threshold)
 }
 
-pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec, Status> {
+pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<Gallery, Status> {
     let CreateGalleryRequest {
         name,
         dimension,
@@ -78,7 +78,7 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
         return Err(invalid("retention must not be negative"));
     }
     let model_id = if model_id.is_empty() { "external".to_owned() } else { model_id };
-    Ok(GallerySpec {
+    Ok(Gallery {
         name,
         dimension,
         shard_count,
@@ -86,9 +86,12 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<GallerySpec,
         model_id,
         model_version,
         threshold,
+        // The store stamps these when it creates the gallery.
+        threshold_version: 1,
         allowed_purposes,
         retention_seconds,
         default_k,
+        created_at_ms: 0,
     })
 }
 

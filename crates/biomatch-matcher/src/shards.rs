@@ -161,25 +161,31 @@ impl Shards {
         gallery: &GalleryRecord,
         assignment: &Assignment,
     ) -> Result<Vec<Arc<Shard>>, IndexError> {
-        let dimension = gallery.dimension as usize;
+        let dimension = gallery.settings.dimension as usize;
         let mut shards = HashMap::new();
-        for number in (0..gallery.shard_count).filter(|s| assignment.holds(&gallery.name, *s)) {
-            let index = Arc::new(Mutex::new(ShardIndex::new(dimension, &gallery.index)?));
+        for number in
+            (0..gallery.settings.shard_count).filter(|s| assignment.holds(gallery.settings.name.as_str(), *s))
+        {
+            let index = Arc::new(Mutex::new(ShardIndex::new(dimension, &gallery.settings.index)?));
             let shard = Shard {
                 batcher: Batcher::start(index.clone(), dimension, self.batching),
                 gallery_id: gallery.id,
-                gallery: gallery.name.clone(),
+                gallery: gallery.settings.name.to_string(),
                 number,
                 dimension,
-                kind: gallery.index.kind,
+                kind: gallery.settings.index.kind,
                 index,
                 restored_from: AtomicU64::new(0),
             };
             shards.insert(number, Arc::new(shard));
         }
         let created = shards.values().cloned().collect();
-        let entry =
-            GalleryShards { name: gallery.name.clone(), key_ref: gallery.key_ref.clone(), dimension, shards };
+        let entry = GalleryShards {
+            name: gallery.settings.name.to_string(),
+            key_ref: gallery.key_ref.clone(),
+            dimension,
+            shards,
+        };
         self.write().insert(gallery.id, entry);
         Ok(created)
     }

@@ -67,7 +67,7 @@ impl SnapshotStore {
         let file = std::fs::File::open(&path).ok()?;
         let loaded = self.open(gallery, shard, head, file);
         if let Err(why) = &loaded {
-            tracing::warn!(gallery = %gallery.name, shard, %why, "snapshot refused; rebuilding the shard from the store");
+            tracing::warn!(gallery = %gallery.settings.name, shard, %why, "snapshot refused; rebuilding the shard from the store");
             let _ = std::fs::remove_file(&path);
         }
         loaded.ok()
@@ -94,8 +94,12 @@ impl SnapshotStore {
         let key = self.keys.get(&gallery.key_ref).map_err(|e| e.to_string())?;
         let context = context(&gallery.key_ref, gallery.id, shard, seq);
         let mut plain = OpenChunks::new(&key, &context, file, len - 12).map_err(|e| e.to_string())?;
-        let index = ShardIndex::read_snapshot(gallery.dimension as usize, &gallery.index, &mut plain)
-            .map_err(|e| format!("{e} (corrupt, or another shard's snapshot?)"))?;
+        let index = ShardIndex::read_snapshot(
+            gallery.settings.dimension as usize,
+            &gallery.settings.index,
+            &mut plain,
+        )
+        .map_err(|e| format!("{e} (corrupt, or another shard's snapshot?)"))?;
         Ok((index, seq))
     }
 

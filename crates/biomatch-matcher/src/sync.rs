@@ -229,7 +229,7 @@ impl Syncer {
         gallery: &GalleryRecord,
         snapshots_up_to: Option<u64>,
     ) -> Result<(usize, u64), SyncError> {
-        let dimension = gallery.dimension as usize;
+        let dimension = gallery.settings.dimension as usize;
         let shards = self.shards.add_gallery(gallery, &self.assignment)?;
         let (mut loaded, mut oldest) = (0, u64::MAX);
         for shard in shards {

@@ -2,7 +2,7 @@
 //! a field added to the contract does not compile until it is handled here.
 
 use crate::v1;
-use biomatch_domain::{Decision, IndexKind, IndexSpec};
+use biomatch_domain::{Decision, Gallery, GalleryName, IndexKind, IndexSpec};
 
 pub fn decision_to_proto(decision: Decision) -> v1::Decision {
     match decision {
@@ -91,6 +91,74 @@ pub fn index_spec_to_proto(spec: &IndexSpec) -> v1::IndexSpec {
     }
 }
 
+/// A gallery on the wire, with how many subjects and templates it holds (0 where not counted).
+pub fn gallery_to_proto(gallery: &Gallery, subject_count: u64, template_count: u64) -> v1::Gallery {
+    let Gallery {
+        name,
+        dimension,
+        shard_count,
+        index,
+        model_id,
+        model_version,
+        threshold,
+        threshold_version,
+        allowed_purposes,
+        retention_seconds,
+        default_k,
+        created_at_ms,
+    } = gallery;
+    v1::Gallery {
+        name: name.to_string(),
+        dimension: *dimension,
+        shard_count: *shard_count,
+        index: Some(index_spec_to_proto(index)),
+        model_id: model_id.clone(),
+        model_version: model_version.clone(),
+        threshold: *threshold,
+        allowed_purposes: allowed_purposes.clone(),
+        retention: Some(prost_types::Duration { seconds: *retention_seconds, nanos: 0 }),
+        default_k: *default_k,
+        subject_count,
+        template_count,
+        created_at: Some(timestamp_from_millis(*created_at_ms)),
+        threshold_version: *threshold_version,
+    }
+}
+
+/// A gallery from the wire (the counts are left out: they are not settings).
+pub fn gallery_from_proto(gallery: v1::Gallery) -> Result<Gallery, biomatch_domain::IdError> {
+    let v1::Gallery {
+        name,
+        dimension,
+        shard_count,
+        index,
+        model_id,
+        model_version,
+        threshold,
+        allowed_purposes,
+        retention,
+        default_k,
+        subject_count: _,
+        template_count: _,
+        created_at,
+        threshold_version,
+    } = gallery;
+    Ok(Gallery {
+        name: GalleryName::parse(&name)?,
+        dimension,
+        shard_count,
+        index: index_spec_from_proto(index),
+        model_id,
+        model_version,
+        threshold,
+        threshold_version,
+        allowed_purposes,
+        retention_seconds: retention.map_or(0, |d| d.seconds),
+        default_k,
+        created_at_ms: created_at.as_ref().map_or(0, millis_from_timestamp),
+    })
+}
+
 /// Milliseconds since the Unix epoch as a protobuf timestamp.
 pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
@@ -116,6 +184,29 @@ mod tests {
         spec.hnsw_ef_search = 128;
         assert_eq!(index_spec_from_proto(Some(index_spec_to_proto(&spec))), spec);
         assert_eq!(index_spec_from_proto(None), IndexSpec::flat());
+    }
+
+    #[test]
+    fn galleries_round_trip() {
+        let gallery = Gallery {
+            name: GalleryName::parse("travelers").expect("name"),
+            dimension: 512,
+            shard_count: 4,
+            index: IndexSpec::of(IndexKind::PqRerank),
+            model_id: "sface".into(),
+            model_version: "2021dec".into(),
+            threshold: 0.42,
+            threshold_version: 3,
+            allowed_purposes: vec!["border".into()],
+            retention_seconds: 86_400,
+            default_k: 20,
+            created_at_ms: 1_795_810_491_192,
+        };
+        let wire = gallery_to_proto(&gallery, 7, 9);
+        assert_eq!((wire.subject_count, wire.template_count), (7, 9));
+        assert_eq!(gallery_from_proto(wire).expect("valid"), gallery);
+        let bad = v1::Gallery { name: "not a name".into(), ..Default::default() };
+        assert!(gallery_from_proto(bad).is_err());
     }
 
     #[test]

@@ -8,8 +8,9 @@ mod convert;
 mod status;
 
 pub use convert::{
-    decision_from_proto, decision_to_proto, embedding_probe, index_kind_from_proto, index_kind_to_proto,
-    index_spec_from_proto, index_spec_to_proto, millis_from_timestamp, timestamp_from_millis,
+    decision_from_proto, decision_to_proto, embedding_probe, gallery_from_proto, gallery_to_proto,
+    index_kind_from_proto, index_kind_to_proto, index_spec_from_proto, index_spec_to_proto,
+    millis_from_timestamp, timestamp_from_millis,
 };
 pub use status::{code_name, http_status, status_from, status_with};
 

@@ -11,9 +11,9 @@
 //!   (a one-hot vector, a random start) learns nothing;
 //! - identify and verify spend the same query budget.
 
-use biomatch_domain::{ErrorClass, Principal, Role};
+use biomatch_domain::{ErrorClass, Gallery, Principal, Role};
 use biomatch_proto::status_with;
-use biomatch_proto::v1::{Candidate, Gallery, Probe, probe};
+use biomatch_proto::v1::{Candidate, Probe, probe};
 use tonic::Status;
 
 /// How far below a gallery's threshold candidates are still shown to analysts, by default.
@@ -127,7 +127,20 @@ mod tests {
     }
 
     fn gallery(threshold: f32) -> Gallery {
-        Gallery { name: "g".into(), threshold, ..Default::default() }
+        Gallery {
+            name: biomatch_domain::GalleryName::parse("g").expect("name"),
+            dimension: 8,
+            shard_count: 1,
+            index: biomatch_domain::IndexSpec::flat(),
+            model_id: "external".into(),
+            model_version: String::new(),
+            threshold,
+            threshold_version: 1,
+            allowed_purposes: vec!["border".into()],
+            retention_seconds: 0,
+            default_k: 10,
+            created_at_ms: 0,
+        }
     }
 
     #[test]

@@ -22,16 +22,16 @@ use biomatch_auth::ServiceCredentials;
 use biomatch_client::{
     AuditUnavailable, FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe,
 };
-use biomatch_domain::{Clock, Decision, ErrorClass, Principal, SubjectId, shard_of};
+use biomatch_domain::{Clock, Decision, ErrorClass, Gallery, Principal, SubjectId, shard_of};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    AuditEvent, Candidate, Gallery, GetGalleryRequest, GetSearchRecordRequest, IdentifyRequest,
-    IdentifyResponse, Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome,
-    ScoredSubject, ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
+    AuditEvent, Candidate, GetGalleryRequest, GetSearchRecordRequest, IdentifyRequest, IdentifyResponse,
+    Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome, ScoredSubject,
+    ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,8 @@ impl SearchServer {
         match disclosure::probe_refusal(principal, probe) {
             None => Ok(()),
             Some(what) => {
-                Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery.name, what).await)
+                Err(biomatch_client::deny(&self.audit, &self.creds, principal, gallery.name.as_str(), what)
+                    .await)
             }
         }
     }
@@ -107,7 +108,7 @@ impl SearchServer {
             Some(format!("a search of gallery {} must name its purpose", gallery.name))
         } else if !gallery.allowed_purposes.iter().any(|p| p == purpose) {
             Some(format!("gallery {} may not be searched for purpose {purpose:?}", gallery.name))
-        } else if !principal.may_search(&gallery.name, purpose) {
+        } else if !principal.may_search(gallery.name.as_str(), purpose) {
             Some(format!("this token does not cover gallery {} for purpose {purpose:?}", gallery.name))
         } else {
             None
@@ -115,7 +116,8 @@ impl SearchServer {
         match refusal {
             None => Ok(()),
             Some(what) => {
-                Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery.name, what).await)
+                Err(biomatch_client::deny(&self.audit, &self.creds, principal, gallery.name.as_str(), what)
+                    .await)
             }
         }
     }
@@ -184,7 +186,10 @@ impl SearchServer {
                 &self.creds.token(),
             ))
             .await?;
-        Ok(gallery.into_inner())
+        biomatch_proto::gallery_from_proto(gallery.into_inner()).map_err(|e| {
+            tracing::error!(error = %e, "the ingest role sent an invalid gallery");
+            status_with(ErrorClass::Internal, "invalid gallery settings")
+        })
     }
 
     #[tracing::instrument(name = "search.probe", skip_all)]
@@ -193,11 +198,7 @@ impl SearchServer {
         gallery: &Gallery,
         probe: Option<biomatch_proto::v1::Probe>,
     ) -> Result<ResolvedProbe, Status> {
-        let model = GalleryModel {
-            dimension: gallery.dimension as usize,
-            model_id: gallery.model_id.clone(),
-            model_version: gallery.model_version.clone(),
-        };
+        let model = GalleryModel::from(gallery);
         resolve_probe(&self.embed, &self.creds, probe, &model, FaceRule::Largest).await
     }
 
@@ -254,7 +255,7 @@ fn base_event(
     AuditEvent {
         actor: Some(actor(principal)),
         operation: operation.into(),
-        gallery: gallery.name.clone(),
+        gallery: gallery.name.to_string(),
         model_id: model.model_id.clone(),
         model_version: model.model_version.clone(),
         threshold_version: gallery.threshold_version,
@@ -297,7 +298,7 @@ impl SearchService for SearchServer {
         let query = probe.template.values();
         let answers = futures::future::join_all(
             (0..gallery.shard_count)
-                .map(|shard| self.search_shard(&gallery.name, shard, query, k, min_change_seq)),
+                .map(|shard| self.search_shard(gallery.name.as_str(), shard, query, k, min_change_seq)),
         )
         .await;
         let mut lists = Vec::with_capacity(answers.len());
@@ -376,7 +377,7 @@ impl SearchService for SearchServer {
         let shard = shard_of(&subject, gallery.shard_count);
 
         let message = ShardScoreRequest {
-            shard: Some(ShardRef { gallery: gallery.name.clone(), shard }),
+            shard: Some(ShardRef { gallery: gallery.name.to_string(), shard }),
             subject_id: subject_id.clone(),
             probe: Some(QueryVector { values: probe.template.values().to_vec() }),
             min_change_seq,
@@ -384,7 +385,7 @@ impl SearchService for SearchServer {
         let token = self.creds.token();
         let scored = self
             .router
-            .ask(&gallery.name, shard, &token, |mut matcher| {
+            .ask(gallery.name.as_str(), shard, &token, |mut matcher| {
                 let mut call = biomatch_client::request(message.clone(), &token);
                 call.set_timeout(self.shard_timeout);
                 async move { matcher.score(call).await }

@@ -7,7 +7,7 @@ use crate::{
     TemplateRow, Written,
 };
 use async_trait::async_trait;
-use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
+use biomatch_domain::{Gallery, GalleryName, SubjectId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -18,10 +18,9 @@ const GALLERY_COLUMNS: &str = "g.id, g.key_ref, g.name, g.dimension, g.shard_cou
 fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
     let index: String = row.try_get("index_spec")?;
     let purposes: String = row.try_get("allowed_purposes")?;
-    Ok(GalleryRecord {
-        id: row.try_get("id")?,
-        key_ref: row.try_get("key_ref")?,
-        name: row.try_get("name")?,
+    let name: String = row.try_get("name")?;
+    let settings = Gallery {
+        name: GalleryName::parse(&name).map_err(|e| StoreError::Corrupt(format!("gallery name: {e}")))?,
         dimension: to_u32(row.try_get("dimension")?)?,
         shard_count: to_u32(row.try_get("shard_count")?)?,
         index: serde_json::from_str(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -33,7 +32,8 @@ fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
         retention_seconds: row.try_get("retention_seconds")?,
         default_k: to_u32(row.try_get("default_k")?)?,
         created_at_ms: row.try_get("created_at")?,
-    })
+    };
+    Ok(GalleryRecord { id: row.try_get("id")?, key_ref: row.try_get("key_ref")?, settings })
 }
 
 fn template_from_row(row: &AnyRow) -> Result<TemplateRow, StoreError> {
@@ -131,7 +131,8 @@ async fn enroll_one(
             .bind(subject)
             .fetch_optional(&mut **tx)
             .await?;
-    let expires_at = (gallery.retention_seconds > 0).then(|| now_ms + gallery.retention_seconds * 1000);
+    let expires_at =
+        (gallery.settings.retention_seconds > 0).then(|| now_ms + gallery.settings.retention_seconds * 1000);
     match existing {
         Some(model) if model != item.model_id => {
             return Err(StoreError::ModelMismatch {
@@ -208,7 +209,7 @@ async fn enroll_one(
 impl GalleryStore for SqlStore {
     async fn create_gallery(
         &self,
-        spec: &GallerySpec,
+        spec: &Gallery,
         key_ref: &str,
         idempotency: Option<&Idempotency>,
         now_ms: i64,
@@ -308,7 +309,7 @@ impl GalleryStore for SqlStore {
         .await?;
         tx.commit().await?;
         let record = self.gallery(name).await?;
-        if updated.rows_affected() == 0 && record.threshold != threshold {
+        if updated.rows_affected() == 0 && record.settings.threshold != threshold {
             return Err(StoreError::Corrupt(format!("the threshold of gallery {name} did not change")));
         }
         Ok(record)
@@ -370,7 +371,7 @@ impl GalleryStore for SqlStore {
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
-            return Err(StoreError::GalleryNotFound(gallery.name.clone()));
+            return Err(StoreError::GalleryNotFound(gallery.settings.name.to_string()));
         }
         let mut results = Vec::with_capacity(items.len());
         for item in items {

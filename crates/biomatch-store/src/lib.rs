@@ -25,17 +25,18 @@ pub use model::{
 pub use sql::{Backend, SqlStore};
 
 use async_trait::async_trait;
-use biomatch_domain::{GalleryName, GallerySpec, SubjectId};
+use biomatch_domain::{Gallery, GalleryName, SubjectId};
 
 /// Galleries and their templates. Only the ingest role writes; matchers read the change log.
 #[async_trait]
 pub trait GalleryStore: Send + Sync + 'static {
-    /// Creates a gallery whose data key the key store knows as `key_ref`. With an idempotency
+    /// Creates a gallery with `spec`'s settings (the store stamps `created_at_ms` and
+    /// `threshold_version` 1) whose data key the key store knows as `key_ref`. With an idempotency
     /// key, a repeat of the same request answers the gallery again (`replayed`, `key_ref`
     /// unused); the same key with another hash is [`StoreError::IdempotencyConflict`].
     async fn create_gallery(
         &self,
-        spec: &GallerySpec,
+        spec: &Gallery,
         key_ref: &str,
         idempotency: Option<&Idempotency>,
         now_ms: i64,

@@ -1,25 +1,15 @@
 //! Rows and write requests of the stores.
 
-use biomatch_domain::{IndexSpec, SubjectId};
+use biomatch_domain::{Gallery, SubjectId};
 use serde::{Deserialize, Serialize};
 
+/// A stored gallery: its settings, its row id and the reference of its data key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryRecord {
     pub id: i64,
     /// Names the gallery's data key in the key store.
     pub key_ref: String,
-    pub name: String,
-    pub dimension: u32,
-    pub shard_count: u32,
-    pub index: IndexSpec,
-    pub model_id: String,
-    pub model_version: String,
-    pub threshold: f32,
-    pub threshold_version: u32,
-    pub allowed_purposes: Vec<String>,
-    pub retention_seconds: i64,
-    pub default_k: u32,
-    pub created_at_ms: i64,
+    pub settings: Gallery,
 }
 
 /// How much a gallery holds: a count over the whole gallery, so asked for only where shown.

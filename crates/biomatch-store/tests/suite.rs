@@ -1,6 +1,6 @@
 //! One suite, run against SQLite and (when configured) PostgreSQL.
 
-use biomatch_domain::{GalleryName, GallerySpec, IndexSpec, SubjectId, Template};
+use biomatch_domain::{Gallery, GalleryName, IndexSpec, SubjectId, Template};
 use biomatch_store::testing::backend_urls;
 use biomatch_store::{
     AuditQuery, AuditStore, Backend, ChangeOp, CheckpointRow, EnrollWrite, GalleryStore, Idempotency,
@@ -8,8 +8,8 @@ use biomatch_store::{
 };
 use sqlx::Connection;
 
-fn spec(name: &str) -> GallerySpec {
-    GallerySpec {
+fn spec(name: &str) -> Gallery {
+    Gallery {
         name: GalleryName::parse(name).expect("valid"),
         dimension: 4,
         shard_count: 2,
@@ -17,9 +17,11 @@ fn spec(name: &str) -> GallerySpec {
         model_id: "external".into(),
         model_version: "1".into(),
         threshold: 0.5,
+        threshold_version: 1,
         allowed_purposes: vec!["border".into()],
         retention_seconds: 3600,
         default_k: 10,
+        created_at_ms: 0,
     }
 }
 
@@ -57,8 +59,8 @@ async fn galleries_are_created_listed_and_deleted() {
         let first = store.create_gallery(&spec("g1"), "k1", Some(&key("h1")), 1000).await.expect("create");
         let g = first.value;
         assert!(!first.replayed);
-        assert_eq!(g.name, "g1");
-        assert_eq!(g.allowed_purposes, vec!["border".to_owned()]);
+        assert_eq!(g.settings.name.as_str(), "g1");
+        assert_eq!(g.settings.allowed_purposes, vec!["border".to_owned()]);
         assert!(matches!(
             store.create_gallery(&spec("g1"), "k1", None, 1000).await,
             Err(StoreError::GalleryExists(_))

@@ -29,10 +29,8 @@ pub(crate) fn measure(index: &mut ShardIndex, spec: &IndexSpec, probe: &[f32]) -
     let master = MasterKey::load_or_create(&dir.path().join("master.key"))?;
     let keys = Arc::new(FileKeyStore::new(&dir.path().join("keys"), master)?);
     keys.create("bench-gallery")?;
-    let gallery = GalleryRecord {
-        id: 1,
-        key_ref: "bench-gallery".into(),
-        name: "bench".into(),
+    let settings = biomatch_domain::Gallery {
+        name: biomatch_domain::GalleryName::parse("bench")?,
         dimension: index.dimension() as u32,
         shard_count: 1,
         index: spec.clone(),
@@ -45,6 +43,7 @@ pub(crate) fn measure(index: &mut ShardIndex, spec: &IndexSpec, probe: &[f32]) -
         default_k: 10,
         created_at_ms: 0,
     };
+    let gallery = GalleryRecord { id: 1, key_ref: "bench-gallery".into(), settings };
     let snapshots = SnapshotStore::new(dir.path().join("snapshots"), keys);
     std::fs::create_dir_all(dir.path().join("snapshots"))?;
 
