@@ -15,6 +15,8 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io::Read;
 
+use crate::IndexError;
+
 thread_local! {
     static SINK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The reader FAISS is reading from (borrowed for the duration of one `from_reader` call)
@@ -58,7 +60,7 @@ unsafe extern "C" fn read_items(ptr: *mut c_void, size: usize, nitems: usize) ->
 }
 
 /// FAISS's message for a failed call.
-fn check(code: std::os::raw::c_int, what: &str) -> Result<(), String> {
+fn check(code: std::os::raw::c_int, what: &str) -> Result<(), IndexError> {
     if code == 0 {
         return Ok(());
     }
@@ -67,11 +69,11 @@ fn check(code: std::os::raw::c_int, what: &str) -> Result<(), String> {
         let e = faiss_get_last_error();
         if e.is_null() { String::new() } else { std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned() }
     };
-    Err(format!("{what} failed: {message}"))
+    Err(IndexError::Snapshot(format!("{what} failed: {message}")))
 }
 
 /// Appends the index, in FAISS's own serialisation format, to `out`.
-pub fn append_bytes(index: &IndexImpl, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn append_bytes(index: &IndexImpl, out: &mut Vec<u8>) -> Result<(), IndexError> {
     SINK.with(|sink| std::mem::swap(&mut *sink.borrow_mut(), out));
     let mut writer = std::ptr::null_mut();
     // SAFETY: the writer is created, used for one synchronous write and freed on this thread; the
@@ -91,7 +93,7 @@ pub fn append_bytes(index: &IndexImpl, out: &mut Vec<u8>) -> Result<(), String> 
 
 /// An index from [`append_bytes`] output, read from `source` (which may stop at the index's end
 /// or go on; FAISS reads exactly what it needs).
-pub fn from_reader(source: &mut dyn Read) -> Result<IndexImpl, String> {
+pub fn from_reader(source: &mut dyn Read) -> Result<IndexImpl, IndexError> {
     let source: *mut (dyn Read + '_) = source;
     // SAFETY: only the lifetime is erased; SOURCE forgets the pointer before this function returns.
     let source: *mut (dyn Read + 'static) = unsafe { std::mem::transmute(source) };
@@ -112,7 +114,7 @@ pub fn from_reader(source: &mut dyn Read) -> Result<IndexImpl, String> {
     let index = read.map(|()| unsafe { IndexImpl::from_inner_ptr(out) });
     match SOURCE.with(|s| s.borrow_mut().take()).and_then(|(_, error)| error) {
         // The reader's own error says why FAISS saw a short read.
-        Some(error) => Err(format!("reading the index failed: {error}")),
+        Some(error) => Err(IndexError::Snapshot(format!("reading the index failed: {error}"))),
         None => index,
     }
 }

@@ -49,7 +49,7 @@ impl ShardIndex {
         for index in std::iter::once(&self.index).chain(&self.exact) {
             let length_at = out.len();
             out.extend_from_slice(&0u64.to_le_bytes());
-            io::append_bytes(index, &mut out).map_err(IndexError::Snapshot)?;
+            io::append_bytes(index, &mut out)?;
             let faiss_len = (out.len() - length_at - 8) as u64;
             out[length_at..length_at + 8].copy_from_slice(&faiss_len.to_le_bytes());
         }
@@ -108,7 +108,7 @@ impl ShardIndex {
             use faiss::Index;
             let len = r.u64()?;
             let mut part = (&mut *r.0).take(len);
-            let index = io::from_reader(&mut part).map_err(IndexError::Snapshot)?;
+            let index = io::from_reader(&mut part)?;
             if part.limit() != 0 {
                 return Err(bad("index shorter than its length"));
             }

@@ -12,7 +12,7 @@ mod rpc_layer;
 pub mod traces;
 
 pub use rpc_layer::{RpcTelemetry, RpcTelemetryLayer};
-pub use traces::{current_trace_id, inject};
+pub use traces::{TelemetryError, current_trace_id, inject};
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
@@ -52,7 +52,7 @@ impl Telemetry {
 /// OpenTelemetry when exporting is configured (`service_name` unless `OTEL_SERVICE_NAME` says
 /// otherwise). A bad `OTEL_*` setting is an error. Later calls (as in tests that start several
 /// roles) install nothing.
-pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, String> {
+pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, TelemetryError> {
     let provider = traces::provider_from_env(service_name)?;
     let filter = EnvFilter::try_from_default_env()
         // ONNX Runtime logs every session's graph rewrites and allocations at INFO.

@@ -15,13 +15,23 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::registry::LookupSpan;
 
+/// Why tracing could not be set up as the environment asks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TelemetryError {
+    /// An `OTEL_*` variable asks for something this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("OpenTelemetry exporter: {0}")]
+    Exporter(String),
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
 /// Whether the variables ask for exporting; an error names a variable that asks for something
 /// this build cannot do.
-fn exporting(var: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
+fn exporting(var: impl Fn(&str) -> Option<String>) -> Result<bool, TelemetryError> {
     let var = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(false);
@@ -30,7 +40,8 @@ fn exporting(var: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
         None | Some("otlp") => {}
         Some("none") => return Ok(false),
         Some(other) => {
-            return Err(format!("OTEL_TRACES_EXPORTER={other} is not supported: use otlp or none"));
+            let what = format!("OTEL_TRACES_EXPORTER={other} is not supported: use otlp or none");
+            return Err(TelemetryError::Unsupported(what));
         }
     }
     if var("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
@@ -38,23 +49,23 @@ fn exporting(var: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
     }
     for name in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] {
         if let Some(protocol) = var(name).filter(|p| p != "http/protobuf") {
-            return Err(format!(
+            return Err(TelemetryError::Unsupported(format!(
                 "{name}={protocol} is not supported: biomatch exports OTLP as http/protobuf (port 4318)"
-            ));
+            )));
         }
     }
     Ok(true)
 }
 
 /// The tracer provider the environment asks for: `Ok(None)` when exporting is off.
-pub fn provider_from_env(default_service_name: &str) -> Result<Option<SdkTracerProvider>, String> {
+pub fn provider_from_env(default_service_name: &str) -> Result<Option<SdkTracerProvider>, TelemetryError> {
     if !exporting(env)? {
         return Ok(None);
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()
-        .map_err(|e| format!("OpenTelemetry exporter: {e}"))?;
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     if env("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(default_service_name.to_owned());
@@ -130,7 +141,7 @@ mod tests {
     fn with(vars: &[(&str, &str)]) -> Result<bool, String> {
         let vars: HashMap<String, String> =
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        exporting(|name| vars.get(name).cloned())
+        exporting(|name| vars.get(name).cloned()).map_err(|e| e.to_string())
     }
 
     #[test]

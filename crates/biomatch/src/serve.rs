@@ -24,7 +24,7 @@ use biomatch_proto::v1::search_service_server::SearchServiceServer;
 use biomatch_search::{BudgetPolicy, Budgets, Limits, SearchServer};
 use biomatch_store::SqlStore;
 use biomatch_telemetry::RpcTelemetryLayer;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,14 +89,14 @@ impl Running {
 
 /// Database URLs: PostgreSQL when configured, otherwise SQLite files in the data directory
 /// (the gallery store and the audit store in separate files).
-fn store_urls(config: &ServeConfig) -> anyhow::Result<(String, String)> {
+/// Kept secret (a URL may hold a password) until the store connects.
+fn store_urls(config: &ServeConfig) -> anyhow::Result<(SecretString, SecretString)> {
     if let Some(url) = &config.database_url {
-        let url = url.expose_secret().to_owned();
-        return Ok((url.clone(), url));
+        return Ok((url.clone(), url.clone()));
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let file = |name: &str| format!("sqlite://{}", config.data_dir.join(name).display());
+    let file = |name: &str| SecretString::from(format!("sqlite://{}", config.data_dir.join(name).display()));
     Ok((file("gallery.db"), file("audit.db")))
 }
 
@@ -137,7 +137,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let mut stores = Vec::new();
     let gallery_store = if config.seals_templates() {
         let (gallery_url, _) = store_urls(&config)?;
-        let store = SqlStore::connect(&gallery_url).await.context("cannot open the gallery store")?;
+        let store =
+            SqlStore::connect(gallery_url.expose_secret()).await.context("cannot open the gallery store")?;
         stores.push(store.clone());
         Some(Arc::new(store))
     } else {
@@ -145,7 +146,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     };
     let audit_store = if config.keeps_audit_log() {
         let (_, audit_url) = store_urls(&config)?;
-        let store = SqlStore::connect(&audit_url).await.context("cannot open the audit store")?;
+        let store =
+            SqlStore::connect(audit_url.expose_secret()).await.context("cannot open the audit store")?;
         stores.push(store.clone());
         Some(Arc::new(store))
     } else {

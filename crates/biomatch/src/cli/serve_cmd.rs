@@ -154,8 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         biomatch_telemetry::LogFormat::Text
     };
-    let telemetry = biomatch_telemetry::init(format, &format!("biomatch-{}", config.role_names("-")))
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let telemetry = biomatch_telemetry::init(format, &format!("biomatch-{}", config.role_names("-")))?;
     if telemetry.exporting_traces() {
         tracing::info!("exporting traces over OTLP");
     }
