@@ -5,6 +5,7 @@
 //! certificate, and every leaf's `device` is the certificate's, not merely the token's say-so.
 //! Without TLS there is no certificate to bind to and the claim is only recorded.
 
+use crate::policy::Denied;
 use biomatch_domain::{Principal, Role};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -28,7 +29,7 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 /// Checks a principal against the client certificate its connection presented (`leaf`, DER;
 /// `None` without TLS). Only kiosks are bound: people's roles use operators' tools and services
 /// have their own keys.
-pub fn check(principal: &Principal, leaf: Option<&[u8]>) -> Result<(), String> {
+pub fn check(principal: &Principal, leaf: Option<&[u8]>) -> Result<(), Denied> {
     if principal.role != Role::Kiosk {
         return Ok(());
     }
@@ -36,16 +37,18 @@ pub fn check(principal: &Principal, leaf: Option<&[u8]>) -> Result<(), String> {
         return Ok(());
     };
     if principal.device.is_empty() {
-        return Err("a kiosk token must name its device (claim `device`) when mutual TLS is on".to_owned());
+        return Err(Denied(
+            "a kiosk token must name its device (claim `device`) when mutual TLS is on".to_owned(),
+        ));
     }
     let names = certificate_names(leaf);
     if names.iter().any(|name| name.eq_ignore_ascii_case(&principal.device)) {
         Ok(())
     } else {
-        Err(format!(
+        Err(Denied(format!(
             "kiosk token for device {:?} was presented with a client certificate for {}",
             principal.device,
             if names.is_empty() { "no name".to_owned() } else { names.join(", ") }
-        ))
+        )))
     }
 }

@@ -44,7 +44,7 @@ pub fn max_lifetime(role: Role) -> Duration {
 /// Refuses a token that key `kid` may not sign, or that lives longer than its role allows.
 /// `narrowed` lists the roles an operator's issuer is limited to, when configured.
 pub fn check(kid: &str, claims: &Claims, narrowed: Option<&[Role]>) -> Result<(), TokenError> {
-    let role: Role = claims.role.parse().map_err(TokenError::Invalid)?;
+    let role: Role = claims.role.parse()?;
     if claims.iat == 0 || claims.exp < claims.iat {
         return Err(TokenError::Invalid("token must carry iat, before exp".into()));
     }

@@ -121,7 +121,7 @@ where
             let certificate = client_certificate(&request);
             let allowed = crate::policy::authorize(&rpc, &principal)
                 .and_then(|()| crate::device::check(&principal, certificate.as_deref()));
-            if let Err(why) = allowed {
+            if let Err(crate::policy::Denied(why)) = allowed {
                 if let Some(log) = &refusals {
                     log.denied(principal, why.clone()).await;
                 }

@@ -143,7 +143,7 @@ impl Authenticator {
         } else {
             None
         };
-        let principal = claims.principal().map_err(unauthenticated)?;
+        let principal = claims.principal().map_err(|e| unauthenticated(e.to_string()))?;
         Ok((principal, single_use))
     }
 }

@@ -11,6 +11,11 @@
 use crate::issuers::{ALL_ROLES, service_roles};
 use biomatch_domain::{Principal, Role};
 
+/// Why a caller may not make a call: what it is told, and what the refusal's leaf records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
 /// Who may call one RPC.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
@@ -75,9 +80,9 @@ pub fn rpc_of_path(path: &str) -> &str {
 }
 
 /// Whether `principal` may call `rpc`; the refusal says why.
-pub fn authorize(rpc: &str, principal: &Principal) -> Result<(), String> {
+pub fn authorize(rpc: &str, principal: &Principal) -> Result<(), Denied> {
     let Some(rule) = rule(rpc) else {
-        return Err(format!("{rpc} is not an RPC of this cluster"));
+        return Err(Denied(format!("{rpc} is not an RPC of this cluster")));
     };
     let allowed = match principal.role {
         Role::Service => service_roles(&principal.subject).is_some_and(|roles| {
@@ -88,9 +93,9 @@ pub fn authorize(rpc: &str, principal: &Principal) -> Result<(), String> {
     if allowed {
         Ok(())
     } else if principal.role == Role::Service {
-        Err(format!("service {} may not call {rpc}", principal.subject))
+        Err(Denied(format!("service {} may not call {rpc}", principal.subject)))
     } else {
-        Err(format!("role {} may not call {rpc}", principal.role))
+        Err(Denied(format!("role {} may not call {rpc}", principal.role)))
     }
 }
 

@@ -34,9 +34,9 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub fn principal(&self) -> Result<Principal, String> {
+    pub fn principal(&self) -> Result<Principal, TokenError> {
         if self.sub.is_empty() {
-            return Err("token has an empty subject".into());
+            return Err(TokenError::EmptySubject);
         }
         let role: Role = self.role.parse()?;
         Ok(Principal {
@@ -54,6 +54,10 @@ impl Claims {
 pub enum TokenError {
     #[error("token is malformed")]
     Malformed,
+    #[error("token has an empty subject")]
+    EmptySubject,
+    #[error("token role: {0}")]
+    UnknownRole(#[from] biomatch_domain::UnknownRole),
     #[error("token must be signed with EdDSA")]
     Algorithm,
     #[error("token names no key id")]

@@ -74,9 +74,9 @@ pub struct RecognizerConfig {
     pub model_version: String,
     #[serde(default = "default_input_size")]
     pub input_size: u32,
-    /// "rgb" or "bgr".
-    #[serde(default = "default_channel_order")]
-    pub channel_order: String,
+    /// `rgb` (the default) or `bgr`; anything else is refused when the configuration loads.
+    #[serde(default)]
+    pub channel_order: ChannelOrder,
     /// Per input plane, applied as (value - mean) / std to 0..255 values.
     #[serde(default)]
     pub mean: [f32; 3],
@@ -88,8 +88,13 @@ fn default_input_size() -> u32 {
     112
 }
 
-fn default_channel_order() -> String {
-    "rgb".into()
+/// The order of the colour planes a recogniser expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
 }
 
 fn default_std() -> [f32; 3] {

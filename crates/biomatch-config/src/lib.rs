@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod embed;
-pub use embed::{EmbedConfig, RecognizerConfig, RuntimeKind};
+pub use embed::{ChannelOrder, EmbedConfig, RecognizerConfig, RuntimeKind};
 
 /// The roles a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,5 +19,5 @@ pub use error::{Classified, ErrorClass};
 pub use gallery::{Decision, Gallery, IndexKind, IndexSpec, IndexSpecError, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};
 pub use limits::TooLong;
-pub use principal::{Principal, Role, VECTOR_PROBES_SCOPE};
+pub use principal::{Principal, Role, UnknownRole, VECTOR_PROBES_SCOPE};
 pub use vector::{Template, VectorError, check_query};

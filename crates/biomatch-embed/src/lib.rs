@@ -27,8 +27,8 @@ use tonic::{Request, Response, Status};
 
 /// The face pipeline's settings from the embed section of the configuration, if it has a model
 /// directory.
-pub fn face_config(config: &EmbedConfig) -> Result<Option<FaceConfig>, String> {
-    let Some(dir) = &config.model_dir else { return Ok(None) };
+pub fn face_config(config: &EmbedConfig) -> Option<FaceConfig> {
+    let dir = config.model_dir.as_ref()?;
     let runtime = match config.runtime {
         RuntimeKind::Tract => biomatch_face::Runtime::Tract,
         RuntimeKind::OnnxRuntime => match (&config.onnxruntime_library, &config.onnxruntime_sha256) {
@@ -55,18 +55,15 @@ pub fn face_config(config: &EmbedConfig) -> Result<Option<FaceConfig>, String> {
             model_id: r.model_id.clone(),
             model_version: r.model_version.clone(),
             input_size: r.input_size,
-            channel_order: match r.channel_order.as_str() {
-                "rgb" => ChannelOrder::Rgb,
-                "bgr" => ChannelOrder::Bgr,
-                other => {
-                    return Err(format!("embed.recognizer.channel_order {other:?}: use \"rgb\" or \"bgr\""));
-                }
+            channel_order: match r.channel_order {
+                biomatch_config::ChannelOrder::Rgb => ChannelOrder::Rgb,
+                biomatch_config::ChannelOrder::Bgr => ChannelOrder::Bgr,
             },
             mean: r.mean,
             std: r.std,
         };
     }
-    Ok(Some(face))
+    Some(face)
 }
 
 struct Workers {

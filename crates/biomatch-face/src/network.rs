@@ -76,8 +76,8 @@ impl Network {
         let onnx = tract_onnx::onnx().with_ignore_value_info(true).with_ignore_output_shapes(true);
         let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| fail(&e))?;
         let graph = proto.graph.as_mut().ok_or_else(|| fail(&"the file holds no graph"))?;
-        fold_dequantize(graph).map_err(|e| fail(&e))?;
-        fix_input_shape(graph, shape).map_err(|e| fail(&e))?;
+        fold_dequantize(graph).map_err(|e| fail(&e.to_string()))?;
+        fix_input_shape(graph, shape).map_err(|e| fail(&e.to_string()))?;
         let engine = match runtime {
             Runtime::Tract => Engine::Tract(
                 onnx.model_for_proto_model(&proto)

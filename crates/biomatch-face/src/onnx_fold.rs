@@ -7,6 +7,23 @@
 //! quantizer started from: `y = (x - zero_point) * scale`, per tensor, per axis, or per block.
 
 use std::collections::HashSet;
+
+/// Why a model's graph could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FoldError(String);
+
+impl From<String> for FoldError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for FoldError {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
 use tract_onnx::pb::type_proto::{self, Tensor};
 use tract_onnx::pb::{GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto};
@@ -17,7 +34,7 @@ const INT8: i32 = 3;
 
 /// Replaces every `DequantizeLinear` whose inputs are all initializers with its fp32 result;
 /// returns how many were folded.
-pub fn fold_dequantize(graph: &mut GraphProto) -> Result<usize, String> {
+pub fn fold_dequantize(graph: &mut GraphProto) -> Result<usize, FoldError> {
     let mut folded = 0;
     let mut kept = Vec::with_capacity(graph.node.len());
     for node in std::mem::take(&mut graph.node) {
@@ -51,9 +68,9 @@ pub fn fold_dequantize(graph: &mut GraphProto) -> Result<usize, String> {
 /// Declares the graph's one input as f32 of `shape` and forgets the shapes the exporter recorded
 /// for intermediate values and outputs, which hold for its export size only (YuNet is exported
 /// at 640 x 640 and runs at the configured detector size; its reshapes use -1).
-pub fn fix_input_shape(graph: &mut GraphProto, shape: &[usize]) -> Result<(), String> {
+pub fn fix_input_shape(graph: &mut GraphProto, shape: &[usize]) -> Result<(), FoldError> {
     let [input] = graph.input.as_mut_slice() else {
-        return Err(format!("the model has {} inputs, expected one", graph.input.len()));
+        return Err(FoldError(format!("the model has {} inputs, expected one", graph.input.len())));
     };
     let dim = shape
         .iter()
@@ -85,19 +102,19 @@ fn attribute(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 
-fn integers(tensor: &TensorProto) -> Result<Vec<f32>, String> {
+fn integers(tensor: &TensorProto) -> Result<Vec<f32>, FoldError> {
     let raw = !tensor.raw_data.is_empty();
     match tensor.data_type {
         INT8 if raw => Ok(tensor.raw_data.iter().map(|&b| f32::from(b as i8)).collect()),
         UINT8 if raw => Ok(tensor.raw_data.iter().map(|&b| f32::from(b)).collect()),
         INT8 | UINT8 => Ok(tensor.int32_data.iter().map(|&v| v as f32).collect()),
-        other => Err(format!("quantized type {other} is not supported (int8 and uint8 are)")),
+        other => Err(FoldError(format!("quantized type {other} is not supported (int8 and uint8 are)"))),
     }
 }
 
-fn floats(tensor: &TensorProto) -> Result<Vec<f32>, String> {
+fn floats(tensor: &TensorProto) -> Result<Vec<f32>, FoldError> {
     if tensor.data_type != FLOAT {
-        return Err(format!("scale type {} is not supported (float is)", tensor.data_type));
+        return Err(FoldError(format!("scale type {} is not supported (float is)", tensor.data_type)));
     }
     if tensor.raw_data.is_empty() {
         return Ok(tensor.float_data.clone());
@@ -105,7 +122,7 @@ fn floats(tensor: &TensorProto) -> Result<Vec<f32>, String> {
     Ok(tensor.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
-fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<TensorProto, String> {
+fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<TensorProto, FoldError> {
     let input = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| find(graph, n));
     let x = input(0).ok_or("no input")?;
     let values = integers(x)?;
@@ -116,12 +133,12 @@ fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<TensorProto, Strin
         None => vec![0.0; scales.len()],
     };
     if zero_points.len() != scales.len() {
-        return Err("zero point and scale differ in shape".into());
+        return Err(FoldError("zero point and scale differ in shape".into()));
     }
     let dims: Vec<usize> =
         x.dims.iter().map(|&d| usize::try_from(d).map_err(|_| "negative dim")).collect::<Result<_, _>>()?;
     if dims.iter().product::<usize>() != values.len() {
-        return Err("data does not match its dims".into());
+        return Err(FoldError("data does not match its dims".into()));
     }
     let rank = dims.len() as i64;
     let axis = attribute(node, "axis").unwrap_or(1);
@@ -132,7 +149,7 @@ fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<TensorProto, Strin
         Box::new(|_| 0)
     } else {
         if axis >= dims.len() {
-            return Err("axis out of range".into());
+            return Err(FoldError("axis out of range".into()));
         }
         let inner: usize = dims[axis + 1..].iter().product();
         if block > 0 {
@@ -143,7 +160,10 @@ fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<TensorProto, Strin
                 .map(|(i, &d)| if i == axis { d.div_ceil(block) } else { d })
                 .collect();
             if scale_dims.iter().product::<usize>() != scales.len() {
-                return Err(format!("{} block scales for dims {dims:?} and block {block}", scales.len()));
+                return Err(FoldError(format!(
+                    "{} block scales for dims {dims:?} and block {block}",
+                    scales.len()
+                )));
             }
             let (along, scale_along) = (dims[axis], scale_dims[axis]);
             Box::new(move |i| {
@@ -153,7 +173,7 @@ fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<TensorProto, Strin
             })
         } else {
             if scales.len() != dims[axis] {
-                return Err(format!("{} scales for axis {axis} of dims {dims:?}", scales.len()));
+                return Err(FoldError(format!("{} scales for axis {axis} of dims {dims:?}", scales.len())));
             }
             let along = dims[axis];
             Box::new(move |i| (i / inner) % along)
@@ -248,6 +268,6 @@ mod tests {
     fn inconsistent_shapes_are_refused() {
         let mut g =
             graph(&[2, 5], &[0; 10], (&[2, 2], &[1.0; 4]), &[0; 4], &[("axis", 1), ("block_size", 2)]);
-        assert!(fold_dequantize(&mut g).expect_err("refused").contains("block scales"));
+        assert!(fold_dequantize(&mut g).expect_err("refused").to_string().contains("block scales"));
     }
 }

@@ -2,15 +2,18 @@
 //! `RUST_LOG` (default `info`), as text or JSON lines; OpenTelemetry traces over OTLP when the
 //! standard `OTEL_*` variables ask for them ([`traces`]); and [`RpcTelemetryLayer`], which gives
 //! every gRPC call and REST request a server span joined to the caller's trace, a request counter
-//! and a latency histogram for Prometheus.
+//! and a latency histogram for Prometheus; [`CatchPanicLayer`] turns a handler's panic into an
+//! `INTERNAL` answer, counted, instead of a dropped connection.
 //!
 //! Log fields, span fields and metric labels carry identifiers, counts and durations, never
 //! templates, images or scores of named subjects.
 #![forbid(unsafe_code)]
 
+mod panics;
 mod rpc_layer;
 pub mod traces;
 
+pub use panics::{CatchPanic, CatchPanicLayer};
 pub use rpc_layer::{RpcTelemetry, RpcTelemetryLayer};
 pub use traces::{TelemetryError, current_trace_id, inject};
 

@@ -100,7 +100,7 @@ pub fn load(config: &ServeConfig) -> anyhow::Result<Identity> {
     let mut key_roles = std::collections::HashMap::new();
     for (kid, names) in &a.key_roles {
         let parsed = names.iter().map(|n| n.parse::<Role>()).collect::<Result<Vec<_>, _>>();
-        key_roles.insert(kid.clone(), parsed.map_err(anyhow::Error::msg).context("auth.key_roles")?);
+        key_roles.insert(kid.clone(), parsed.context("auth.key_roles")?);
     }
     let identity = Identity {
         auth: Authenticator::new(set, &a.issuer, &a.audience, a.leeway_secs).with_key_roles(key_roles),

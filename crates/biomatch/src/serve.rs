@@ -23,7 +23,7 @@ use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
 use biomatch_search::{BudgetPolicy, Budgets, Limits, SearchServer};
 use biomatch_store::SqlStore;
-use biomatch_telemetry::RpcTelemetryLayer;
+use biomatch_telemetry::{CatchPanicLayer, RpcTelemetryLayer};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -235,6 +235,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .context("gRPC reflection")?;
     let router = builder
         .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
+        // Inside the telemetry layer, so a caught panic is counted as the INTERNAL it answers.
+        .layer(CatchPanicLayer)
         .layer(AuthLayer::new(auth.clone()).with_refusal_log(refusals))
         .add_service(health_service)
         .add_service(reflection)

@@ -73,7 +73,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --key FILE or --data-dir DIR"),
             };
             let signer = TokenSigner::from_file(&key, &a.issuer, &a.audience)?;
-            let role: Role = a.role.parse().map_err(anyhow::Error::msg)?;
+            let role: Role = a.role.parse()?;
             let ttl = u64::try_from(parse_duration(&a.ttl)?).context("ttl must be positive")?;
             let mut spec = TokenSpec::new(&a.sub, role, Duration::from_secs(ttl));
             spec.device = a.device;

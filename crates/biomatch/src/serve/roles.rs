@@ -163,7 +163,7 @@ pub(super) async fn search(
 
 /// Photos to faces and templates, when a model directory is configured.
 pub(super) async fn embed(p: &mut Process<'_>) -> anyhow::Result<EmbedServiceServer<EmbedServer>> {
-    let pipeline = match biomatch_embed::face_config(&p.config.embed).map_err(anyhow::Error::msg)? {
+    let pipeline = match biomatch_embed::face_config(&p.config.embed) {
         Some(face) => {
             let pipeline = tokio::task::spawn_blocking(move || FacePipeline::load(&face))
                 .await?
