@@ -92,8 +92,14 @@ async fn fill(log: &Log) {
 }
 
 fn verify(log: &Log) -> (Option<i32>, String) {
+    verify_with(log, &[])
+}
+
+/// `audit verify` with `flags`: its exit status and everything it printed.
+fn verify_with(log: &Log, flags: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(BIN)
         .args(["audit", "verify", "--endpoint", &format!("http://{}", log.running.grpc_addr)])
+        .args(flags)
         .env("BIOMATCH_TOKEN", log.keys.token(biomatch_domain::Role::Auditor, "auditor-1"))
         .output()
         .expect("run verify");
@@ -438,11 +444,7 @@ async fn audit_verify_names_changes_announced_without_an_outcome() {
     assert!(out.contains("1 change(s) announced without an outcome"), "{out}");
     assert!(out.contains("leaf 0\tenroll\ttravelers\trequest q1"), "{out}");
     assert!(!out.contains("request q2") && !out.contains("request q3"), "concluded changes: {out}");
-    let strict = Command::new(BIN)
-        .args(["audit", "verify", "--strict", "--endpoint", &format!("http://{}", log.running.grpc_addr)])
-        .env("BIOMATCH_TOKEN", log.keys.token(Role::Auditor, "auditor-1"))
-        .output()
-        .expect("run verify");
-    assert_eq!(strict.status.code(), Some(3), "--strict fails on an open intent");
+    let (strict, _) = verify_with(&log, &["--strict"]);
+    assert_eq!(strict, Some(3), "--strict fails on an open intent");
     log.running.shutdown().await;
 }
