@@ -107,4 +107,29 @@ mod tests {
         assert_eq!(open(&forged, &key(1).verifying_key()), Err(CheckpointError::BadSignature));
         assert!(open("garbage", &key(1).verifying_key()).is_err());
     }
+
+    // Fuzzing the checkpoint parser: arbitrary notes are refused, never panicked on, and no
+    // change to a signed note opens as something else.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_notes_are_refused(note in "(?s).{0,400}") {
+            proptest::prop_assert!(open(&note, &key(1).verifying_key()).is_err());
+        }
+
+        #[test]
+        fn a_changed_note_does_not_open(at in 0usize..1000, byte in proptest::prelude::any::<u8>(), size in 0u64..1 << 40) {
+            let cp = Checkpoint { origin: "biomatch.example/audit".into(), size, root: [9; 32] };
+            let mut bytes = sign(&cp, &key(1)).into_bytes();
+            let at = at % bytes.len();
+            proptest::prop_assume!(bytes[at] != byte);
+            bytes[at] = byte;
+            if let Ok(changed) = String::from_utf8(bytes) {
+                // Only a change the base64 decoding ignores can leave the same checkpoint.
+                let opened = open(&changed, &key(1).verifying_key());
+                proptest::prop_assert!(opened.as_ref().map_or(true, |c| *c == cp), "{opened:?}");
+            }
+        }
+    }
 }

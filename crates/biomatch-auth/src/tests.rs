@@ -217,3 +217,32 @@ async fn layer_puts_the_principal_in_extensions_and_leaves_health_open() {
     let health = service.ready().await.expect("ready").call(health).await.expect("resp");
     assert!(health.headers().get("grpc-status").is_none(), "health needs no token");
 }
+
+// Fuzzing the token parser: whatever arrives in the authorization header is refused with
+// UNAUTHENTICATED or accepted, never a panic; and no change to a signed token is accepted.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    #[test]
+    fn arbitrary_headers_are_refused_not_panicked_on(header in ".{0,600}") {
+        let f = fixture();
+        let result = check(&f.auth, &header);
+        proptest::prop_assert!(result.is_err_and(|s| s.code() == tonic::Code::Unauthenticated));
+    }
+
+    #[test]
+    fn no_byte_change_to_a_signed_token_is_accepted(at in 0usize..4096, byte in proptest::prelude::any::<u8>()) {
+        let f = fixture();
+        let token = f.signer.issue(&TokenSpec::new("kiosk-7", Role::Kiosk, Duration::from_secs(60))).expect("token");
+        let mut bytes = token.clone().into_bytes();
+        let at = at % bytes.len();
+        proptest::prop_assume!(bytes[at] != byte);
+        bytes[at] = byte;
+        let Ok(changed) = String::from_utf8(bytes) else { return Ok(()) };
+        // Base64url padding bits can change without changing the decoded bytes: such a token is
+        // the same token, and may pass; any other change must not.
+        let same_decoded = changed.split('.').zip(token.split('.')).all(|(a, b)| B64.decode(a).ok() == B64.decode(b).ok() && B64.decode(a).is_ok());
+        let result = check(&f.auth, &changed);
+        proptest::prop_assert!(same_decoded || result.is_err(), "a changed token was accepted");
+    }
+}

@@ -189,4 +189,35 @@ mod tests {
         assert!(open(&key, &swapped, b"g:0:7").is_err(), "chunks reordered");
         assert!(open(&key, &s[..PREFIX + 3], b"g:0:7").is_err(), "shorter than a tag");
     }
+
+    // Fuzzing the snapshot reader's first line of defence: any change, truncation or extension of
+    // sealed chunks is refused, never panicked on, and never read back as other plaintext.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        #[test]
+        fn changed_sealed_chunks_are_refused(
+            len in 0usize..3 * CHUNK,
+            at in 0usize..4 * CHUNK,
+            byte in proptest::prelude::any::<u8>(),
+            cut in proptest::option::of(0usize..4 * CHUNK),
+        ) {
+            let key = DataKey::generate();
+            let plain: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+            let mut s = sealed(&key, &plain, b"g:1:9");
+            let at = at % s.len();
+            proptest::prop_assume!(s[at] != byte);
+            s[at] = byte;
+            if let Some(cut) = cut {
+                s.truncate(cut.min(s.len()));
+            }
+            proptest::prop_assert!(open(&key, &s, b"g:1:9").is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let key = DataKey::generate();
+            proptest::prop_assert!(open(&key, &bytes, b"g:1:9").is_err());
+        }
+    }
 }

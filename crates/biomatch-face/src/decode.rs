@@ -116,4 +116,34 @@ mod tests {
         let err = decode(&png, &ImageLimits::default()).expect_err("refused").to_string();
         assert!(err.contains("declares 100000x100000 pixels"), "{err}");
     }
+
+    // Fuzzing the decoder: hostile bytes, and valid photos with bytes changed or cut off, get an
+    // answer (a decoded image or a precise refusal), never a panic, within the limits.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let _ = decode(&bytes, &ImageLimits::default());
+        }
+
+        #[test]
+        fn damaged_photos_get_an_answer(
+            format in proptest::sample::select(vec![ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP]),
+            changes in proptest::collection::vec((0usize..1 << 16, proptest::prelude::any::<u8>()), 0..8),
+            cut in proptest::option::of(0usize..1 << 16),
+        ) {
+            let mut bytes = encode(&photo(64, 48), format);
+            for (at, byte) in changes {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            if let Ok(image) = decode(&bytes, &ImageLimits::default()) {
+                proptest::prop_assert!(u64::from(image.width()) * u64::from(image.height()) <= ImageLimits::default().max_pixels);
+            }
+        }
+    }
 }

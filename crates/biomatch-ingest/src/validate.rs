@@ -150,4 +150,49 @@ mod tests {
         };
         assert_eq!(code(CreateGalleryRequest { index: Some(pq), ..request() }), tonic::Code::InvalidArgument);
     }
+
+    // Fuzzing request validation: any CreateGallery request is either a gallery whose settings
+    // hold the documented bounds or INVALID_ARGUMENT, never a panic.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn any_request_is_a_bounded_gallery_or_invalid(
+            name in ".{0,80}",
+            dimension in proptest::prelude::any::<u32>(),
+            shard_count in proptest::prelude::any::<u32>(),
+            kind in proptest::prelude::any::<i32>(),
+            pq_m in proptest::prelude::any::<u32>(),
+            ivf_nlist in proptest::prelude::any::<u32>(),
+            threshold in proptest::option::of(proptest::prelude::any::<f32>()),
+            purposes in proptest::collection::vec(".{0,80}", 0..4),
+            model_id in ".{0,300}",
+            retention in proptest::prelude::any::<i64>(),
+            default_k in proptest::prelude::any::<u32>(),
+        ) {
+            let request = CreateGalleryRequest {
+                name,
+                dimension,
+                shard_count,
+                index: Some(biomatch_proto::v1::IndexSpec { kind, pq_m, ivf_nlist, ..Default::default() }),
+                model_id,
+                threshold,
+                allowed_purposes: purposes,
+                retention: Some(prost_types::Duration { seconds: retention, nanos: 0 }),
+                default_k,
+                ..Default::default()
+            };
+            match gallery_spec(request) {
+                Ok(g) => {
+                    proptest::prop_assert!((1..=MAX_DIMENSION).contains(&g.dimension));
+                    proptest::prop_assert!((1..=MAX_SHARDS).contains(&g.shard_count));
+                    proptest::prop_assert!(g.threshold.is_finite() && (-1.0..=1.0).contains(&g.threshold));
+                    proptest::prop_assert!(g.default_k >= 1 && g.default_k <= biomatch_domain::limits::MAX_K);
+                    proptest::prop_assert!(!g.allowed_purposes.is_empty() && g.retention_seconds >= 0);
+                    proptest::prop_assert!(g.index.resolved(g.dimension as usize).is_ok());
+                }
+                Err(status) => proptest::prop_assert_eq!(status.code(), tonic::Code::InvalidArgument),
+            }
+        }
+    }
 }
