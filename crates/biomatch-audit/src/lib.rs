@@ -27,8 +27,8 @@ use biomatch_proto::v1::audit_service_server::AuditService;
 use biomatch_proto::v1::{
     AppendRequest, AppendResponse, AuditLeaf, Checkpoint, ConsistencyProof, ConsistencyProofRequest,
     GetCheckpointRequest, GetPublicKeyRequest, GetSearchRecordRequest, InclusionProof, InclusionProofRequest,
-    ListCheckpointsRequest, ListCheckpointsResponse, ListLeavesRequest, ListLeavesResponse, Operation,
-    PublicKey, QueryAuditRequest, QueryAuditResponse,
+    ListCheckpointsRequest, ListCheckpointsResponse, ListLeavesRequest, ListLeavesResponse,
+    ListReviewsRequest, ListReviewsResponse, Operation, PublicKey, QueryAuditRequest, QueryAuditResponse,
 };
 use biomatch_proto::{status_from, status_with, timestamp_from_millis};
 use biomatch_store::{AuditLeafRow, AuditQuery, CheckpointRow, NewAuditLeaf};
@@ -324,5 +324,44 @@ impl AuditService for AuditServer {
             }
         }
         Err(status_with(ErrorClass::NotFound, format!("no search {search_id:?} is on record")))
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<ListReviewsRequest>,
+    ) -> Result<Response<ListReviewsResponse>, Status> {
+        biomatch_auth::principal(&request)?;
+        let ListReviewsRequest { search_id, gallery, subject_id } = request.into_inner();
+        if search_id.is_empty() || gallery.is_empty() || subject_id.is_empty() {
+            return Err(status_with(
+                ErrorClass::InvalidArgument,
+                "search_id, gallery and subject_id are required",
+            ));
+        }
+        // Every review of this subject in this gallery, page by page, kept when it names the search.
+        let store = self.log.store();
+        let mut reviews = Vec::new();
+        let mut after = None;
+        loop {
+            let query = AuditQuery {
+                operation: convert::operation_name(Operation::Review).to_owned(),
+                gallery: gallery.clone(),
+                subject_id: subject_id.clone(),
+                after,
+                limit: 1000,
+                ..AuditQuery::default()
+            };
+            let rows = store.query_leaves(&query).await.map_err(|e| status_from(&e))?;
+            let last = rows.last().map(|r| r.index);
+            let full = rows.len() == 1000;
+            reviews.extend(rows.into_iter().map(to_proto_leaf).filter(|leaf| {
+                leaf.event.as_ref().is_some_and(|e| e.request_id == search_id && e.outcome == "OK")
+            }));
+            match last {
+                Some(index) if full => after = Some(index),
+                _ => break,
+            }
+        }
+        Ok(Response::new(ListReviewsResponse { reviews }))
     }
 }

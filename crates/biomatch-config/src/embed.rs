@@ -25,7 +25,7 @@ pub struct EmbedConfig {
     pub recognizer: Option<RecognizerConfig>,
     /// What runs the models.
     pub runtime: RuntimeKind,
-    /// ONNX RuntimeKind's shared library; default `libonnxruntime.so` in `model_dir`.
+    /// ONNX Runtime's shared library; default `libonnxruntime.so` in `model_dir`.
     pub onnxruntime_library: Option<PathBuf>,
     /// Its SHA-256, checked before it is loaded; default: that of the library
     /// `scripts/fetch-models.sh` installs when `onnxruntime_library` is not set, none otherwise.
@@ -37,7 +37,7 @@ pub struct EmbedConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
-    /// ONNX RuntimeKind, loaded from its shared library: ~2x faster than tract for SFace here.
+    /// ONNX Runtime, loaded from its shared library: ~2x faster than tract for SFace here.
     #[default]
     OnnxRuntime,
     /// tract: pure Rust, built in, nothing to install.

@@ -11,6 +11,7 @@
 
 pub mod disclosure;
 mod merge;
+mod review;
 mod router;
 
 pub use biomatch_client::budget::{BudgetPolicy, Budgets, Exceeded, Limits, Refusal};
@@ -29,14 +30,14 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    AuditEvent, Candidate, GetGalleryRequest, GetSearchRecordRequest, IdentifyRequest, IdentifyResponse,
-    Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ReviewOutcome, ScoredSubject,
-    ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
+    AuditEvent, Candidate, GetGalleryRequest, IdentifyRequest, IdentifyResponse, Operation, QueryVector,
+    ReviewCandidateRequest, ReviewCandidateResponse, ScoredSubject, ShardRef, ShardScoreRequest,
+    ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 pub struct SearchServer {
     ingest: IngestServiceClient<Channel>,
@@ -120,58 +121,6 @@ impl SearchServer {
                     .await)
             }
         }
-    }
-
-    /// The audit record of search `search_id`, which a review must name: refused (and the
-    /// refusal recorded) when there is no such search, it was of another gallery than `gallery`
-    /// (when given), or its gallery and purpose are outside the reviewer's token.
-    async fn search_record(
-        &self,
-        principal: &Principal,
-        search_id: &str,
-        gallery: &str,
-    ) -> Result<AuditEvent, Status> {
-        let mut audit = self.audit.clone();
-        let message = GetSearchRecordRequest { search_id: search_id.to_owned() };
-        let record = match audit.get_search_record(request(message, &self.creds.token())).await {
-            Ok(leaf) => leaf.into_inner().event.unwrap_or_default(),
-            Err(status) if status.code() == Code::NotFound => {
-                let what = format!("no search {search_id} is on record");
-                return Err(self.refuse(principal, gallery, ErrorClass::NotFound, what).await);
-            }
-            Err(_) => return Err(status_with(ErrorClass::Unavailable, "the audit log cannot be read")),
-        };
-        if !gallery.is_empty() && record.gallery != gallery {
-            let what = format!("search {search_id} was not of gallery {gallery}");
-            return Err(self.refuse(principal, gallery, ErrorClass::InvalidArgument, what).await);
-        }
-        if !principal.may_search(&record.gallery, &record.purpose) {
-            let what = format!(
-                "this token does not cover gallery {} for purpose {:?}",
-                record.gallery, record.purpose
-            );
-            return Err(
-                biomatch_client::deny(&self.audit, &self.creds, principal, &record.gallery, what).await
-            );
-        }
-        Ok(record)
-    }
-
-    /// Refuses a review with `class`, recording the refusal (best effort: it stands regardless).
-    async fn refuse(&self, principal: &Principal, gallery: &str, class: ErrorClass, what: String) -> Status {
-        let status = status_with(class, what.clone());
-        let event = AuditEvent {
-            actor: Some(actor(principal)),
-            operation: Operation::Review.into(),
-            gallery: gallery.to_owned(),
-            outcome: biomatch_proto::code_name(status.code()),
-            detail: what,
-            ..Default::default()
-        };
-        if let Err(e) = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await {
-            tracing::warn!(error = %e, "a refused review could not be audited");
-        }
-        status
     }
 
     #[tracing::instrument(name = "search.gallery", skip_all)]
@@ -431,42 +380,6 @@ impl SearchService for SearchServer {
         request: Request<ReviewCandidateRequest>,
     ) -> Result<Response<ReviewCandidateResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } =
-            request.into_inner();
-        bounded_fields(&gallery, "", &case_ref)?;
-        if search_id.is_empty() || search_id.len() > 64 {
-            return Err(status_with(ErrorClass::InvalidArgument, "search_id is required (at most 64 bytes)"));
-        }
-        let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
-        let outcome = match ReviewOutcome::try_from(outcome).unwrap_or_default() {
-            ReviewOutcome::Unspecified => {
-                return Err(status_with(ErrorClass::InvalidArgument, "outcome is required"));
-            }
-            ReviewOutcome::Confirmed => "confirmed",
-            ReviewOutcome::Rejected => "rejected",
-            ReviewOutcome::Inconclusive => "inconclusive",
-        };
-        // Only a real candidate of a real search, in the reviewer's scope, can be reviewed.
-        let searched = self.search_record(&principal, &search_id, &gallery).await?;
-        if !searched.candidates.iter().any(|c| c.subject_id == subject.as_str()) {
-            let what = format!("subject {subject_id} was not a candidate of search {search_id}");
-            return Err(self
-                .refuse(&principal, &searched.gallery, ErrorClass::FailedPrecondition, what)
-                .await);
-        }
-        let event = AuditEvent {
-            actor: Some(actor(&principal)),
-            operation: Operation::Review.into(),
-            gallery: searched.gallery,
-            purpose: searched.purpose,
-            case_ref: if case_ref.is_empty() { searched.case_ref } else { case_ref },
-            subject_ids: vec![subject.into_string()],
-            decision: outcome.to_owned(),
-            request_id: search_id,
-            outcome: "OK".into(),
-            ..Default::default()
-        };
-        let audit_leaf_index = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await?;
-        Ok(Response::new(ReviewCandidateResponse { audit_leaf_index }))
+        Ok(Response::new(self.review(&principal, request.into_inner()).await?))
     }
 }

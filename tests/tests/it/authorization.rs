@@ -42,6 +42,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("AuditService/GetConsistencyProof", ROLES.to_vec()),
         ("AuditService/GetPublicKey", ROLES.to_vec()),
         ("AuditService/GetSearchRecord", vec![Service]),
+        ("AuditService/ListReviews", vec![Service]),
         ("MatcherService/Search", vec![Service]),
         ("MatcherService/Score", vec![Service]),
         ("MatcherService/Describe", vec![Service]),
@@ -135,6 +136,14 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
         "MatcherService/Score" => matcher.score(r!(ShardScoreRequest::default())).await.map(|_| ()),
         "AuditService/GetSearchRecord" => audit
             .get_search_record(r!(GetSearchRecordRequest { search_id: "no-such-search".into() }))
+            .await
+            .map(|_| ()),
+        "AuditService/ListReviews" => audit
+            .list_reviews(r!(ListReviewsRequest {
+                search_id: "s".into(),
+                gallery: nope(),
+                subject_id: "x".into()
+            }))
             .await
             .map(|_| ()),
         "MatcherService/Describe" => matcher.describe(r!(DescribeMatcherRequest {})).await.map(|_| ()),

@@ -18,5 +18,6 @@ mod no_default_secrets;
 mod photos;
 mod restart;
 mod retention;
+mod review;
 mod snapshots;
 mod template_oracle;

@@ -1,0 +1,269 @@
+//! Reviewing a candidate of a search, under the two-person rule (the four-eyes rule of the EU AI
+//! Act Art. 14(5) for remote biometric identification): a candidate is `CONFIRMED` only when two
+//! different analysts confirmed it, and the analyst who ran the search may give the first
+//! confirmation, never the second. A rejection stands as `REJECTED`; a confirmation and a
+//! rejection by different analysts is `DISPUTED`. Every review is an audit leaf naming the search
+//! (its request id), the subject and the outcome; the state is derived from those leaves in log
+//! order ([`state`]), so it survives restarts and cannot drift from the record.
+
+use crate::SearchServer;
+use biomatch_client::{actor, request};
+use biomatch_domain::{ErrorClass, Principal, SubjectId};
+use biomatch_proto::status_with;
+use biomatch_proto::v1::{
+    AuditEvent, GetSearchRecordRequest, ListReviewsRequest, Operation, ReviewCandidateRequest,
+    ReviewCandidateResponse, ReviewOutcome, ReviewState,
+};
+use tonic::{Code, Status};
+
+/// What a review is of.
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    search_id: &'a str,
+    gallery: &'a str,
+    subject: &'a str,
+}
+
+/// One review in the log: who gave it and what it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Said {
+    Confirmed,
+    Rejected,
+    Inconclusive,
+}
+
+impl Said {
+    fn parse(decision: &str) -> Option<Self> {
+        match decision {
+            "confirmed" => Some(Said::Confirmed),
+            "rejected" => Some(Said::Rejected),
+            "inconclusive" => Some(Said::Inconclusive),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Said::Confirmed => "confirmed",
+            Said::Rejected => "rejected",
+            Said::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// The state of a candidate after `reviews` (reviewer, outcome), in log order, of a search run
+/// by `searcher`. A confirmation counts once per analyst, and the searcher's only when no other
+/// confirmation came before it.
+pub(crate) fn state(searcher: &str, reviews: &[(String, Said)]) -> ReviewState {
+    let mut confirmers: Vec<&str> = Vec::new();
+    let mut rejected = false;
+    let mut inconclusive = false;
+    for (reviewer, said) in reviews {
+        match said {
+            Said::Confirmed if confirmers.contains(&reviewer.as_str()) => {}
+            Said::Confirmed if reviewer == searcher && !confirmers.is_empty() => {}
+            Said::Confirmed => confirmers.push(reviewer),
+            Said::Rejected => rejected = true,
+            Said::Inconclusive => inconclusive = true,
+        }
+    }
+    match (confirmers.len(), rejected) {
+        (1.., true) => ReviewState::Disputed,
+        (2.., false) => ReviewState::Confirmed,
+        (1, false) => ReviewState::AwaitingSecond,
+        (0, true) => ReviewState::Rejected,
+        (0, false) if inconclusive => ReviewState::Inconclusive,
+        _ => ReviewState::Unspecified,
+    }
+}
+
+/// Why `reviewer` may not give `said` now, if it may not: the two-person rule, checked before
+/// the leaf is appended (the state is derived from the log regardless, so a race cannot make a
+/// one-person confirmation).
+fn refusal(searcher: &str, reviews: &[(String, Said)], reviewer: &str, said: Said) -> Option<String> {
+    if said != Said::Confirmed {
+        return None;
+    }
+    let confirmed_by = |who: &str| reviews.iter().any(|(r, s)| r == who && *s == Said::Confirmed);
+    if confirmed_by(reviewer) {
+        return Some("this analyst has already confirmed this candidate: a second analyst must".into());
+    }
+    let others = reviews.iter().any(|(_, s)| *s == Said::Confirmed);
+    if reviewer == searcher && others {
+        return Some(
+            "the analyst who ran the search may give the first confirmation, never the second".into(),
+        );
+    }
+    None
+}
+
+impl SearchServer {
+    pub(crate) async fn review(
+        &self,
+        principal: &Principal,
+        request: ReviewCandidateRequest,
+    ) -> Result<ReviewCandidateResponse, Status> {
+        let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } = request;
+        crate::bounded_fields(&gallery, "", &case_ref)?;
+        if search_id.is_empty() || search_id.len() > 64 {
+            return Err(status_with(ErrorClass::InvalidArgument, "search_id is required (at most 64 bytes)"));
+        }
+        let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
+        let said = match ReviewOutcome::try_from(outcome).unwrap_or_default() {
+            ReviewOutcome::Unspecified => {
+                return Err(status_with(ErrorClass::InvalidArgument, "outcome is required"));
+            }
+            ReviewOutcome::Confirmed => Said::Confirmed,
+            ReviewOutcome::Rejected => Said::Rejected,
+            ReviewOutcome::Inconclusive => Said::Inconclusive,
+        };
+        // Only a real candidate of a real search, in the reviewer's scope, can be reviewed.
+        let asked = Target { search_id: &search_id, gallery: &gallery, subject: subject.as_str() };
+        let searched = self.search_record(principal, &asked).await?;
+        let target = Target { gallery: &searched.gallery, ..asked };
+        if !searched.candidates.iter().any(|c| c.subject_id == subject.as_str()) {
+            let what = format!("subject {subject_id} was not a candidate of search {search_id}");
+            return Err(self.refuse(principal, &target, ErrorClass::FailedPrecondition, what).await);
+        }
+        let searcher = searched.actor.as_ref().map(|a| a.subject.clone()).unwrap_or_default();
+        let mut reviews = self.reviews(&search_id, &searched.gallery, subject.as_str()).await?;
+        if let Some(what) = refusal(&searcher, &reviews, &principal.subject, said) {
+            return Err(self.refuse(principal, &target, ErrorClass::FailedPrecondition, what).await);
+        }
+        reviews.push((principal.subject.clone(), said));
+        let state = state(&searcher, &reviews);
+        let event = AuditEvent {
+            actor: Some(actor(principal)),
+            operation: Operation::Review.into(),
+            gallery: searched.gallery,
+            purpose: searched.purpose,
+            case_ref: if case_ref.is_empty() { searched.case_ref } else { case_ref },
+            subject_ids: vec![subject.into_string()],
+            decision: said.as_str().to_owned(),
+            request_id: search_id,
+            outcome: "OK".into(),
+            detail: format!("state {}", state.as_str_name()),
+            ..Default::default()
+        };
+        let audit_leaf_index = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await?;
+        Ok(ReviewCandidateResponse { audit_leaf_index, state: state.into() })
+    }
+
+    /// The reviews on record of `subject` in search `search_id`, in log order.
+    async fn reviews(
+        &self,
+        search_id: &str,
+        gallery: &str,
+        subject: &str,
+    ) -> Result<Vec<(String, Said)>, Status> {
+        let message = ListReviewsRequest {
+            search_id: search_id.to_owned(),
+            gallery: gallery.to_owned(),
+            subject_id: subject.to_owned(),
+        };
+        let mut audit = self.audit.clone();
+        let leaves = audit
+            .list_reviews(request(message, &self.creds.token()))
+            .await
+            .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
+            .into_inner()
+            .reviews;
+        Ok(leaves
+            .into_iter()
+            .filter_map(|leaf| leaf.event)
+            .filter_map(|e| Some((e.actor?.subject, Said::parse(&e.decision)?)))
+            .collect())
+    }
+
+    /// The audit record of search `search_id`, which a review must name: refused (and the
+    /// refusal recorded) when there is no such search, it was of another gallery than `gallery`
+    /// (when given), or its gallery and purpose are outside the reviewer's token.
+    async fn search_record(&self, principal: &Principal, target: &Target<'_>) -> Result<AuditEvent, Status> {
+        let Target { search_id, gallery, .. } = *target;
+        let mut audit = self.audit.clone();
+        let message = GetSearchRecordRequest { search_id: search_id.to_owned() };
+        let record = match audit.get_search_record(request(message, &self.creds.token())).await {
+            Ok(leaf) => leaf.into_inner().event.unwrap_or_default(),
+            Err(status) if status.code() == Code::NotFound => {
+                let what = format!("no search {search_id} is on record");
+                return Err(self.refuse(principal, target, ErrorClass::NotFound, what).await);
+            }
+            Err(_) => return Err(status_with(ErrorClass::Unavailable, "the audit log cannot be read")),
+        };
+        if !gallery.is_empty() && record.gallery != gallery {
+            let what = format!("search {search_id} was not of gallery {gallery}");
+            return Err(self.refuse(principal, target, ErrorClass::InvalidArgument, what).await);
+        }
+        if !principal.may_search(&record.gallery, &record.purpose) {
+            let what = format!(
+                "this token does not cover gallery {} for purpose {:?}",
+                record.gallery, record.purpose
+            );
+            return Err(
+                biomatch_client::deny(&self.audit, &self.creds, principal, &record.gallery, what).await
+            );
+        }
+        Ok(record)
+    }
+
+    /// Refuses a review of `target` with `class`, recording the refusal (best effort: it stands
+    /// regardless). Refusals are not reviews: a review's state comes from `OK` leaves only.
+    async fn refuse(
+        &self,
+        principal: &Principal,
+        target: &Target<'_>,
+        class: ErrorClass,
+        what: String,
+    ) -> Status {
+        let status = status_with(class, what.clone());
+        let event = AuditEvent {
+            actor: Some(actor(principal)),
+            operation: Operation::Review.into(),
+            gallery: target.gallery.to_owned(),
+            subject_ids: vec![target.subject.to_owned()],
+            request_id: target.search_id.to_owned(),
+            outcome: biomatch_proto::code_name(status.code()),
+            detail: what,
+            ..Default::default()
+        };
+        if let Err(e) = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await {
+            tracing::warn!(error = %e, "a refused review could not be audited");
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(list: &[(&str, Said)]) -> Vec<(String, Said)> {
+        list.iter().map(|(who, s)| ((*who).to_owned(), *s)).collect()
+    }
+
+    #[test]
+    fn two_different_analysts_confirm_and_the_searcher_never_second() {
+        use Said::*;
+        assert_eq!(state("a", &said(&[])), ReviewState::Unspecified);
+        assert_eq!(state("a", &said(&[("a", Confirmed)])), ReviewState::AwaitingSecond);
+        assert_eq!(state("a", &said(&[("a", Confirmed), ("b", Confirmed)])), ReviewState::Confirmed);
+        assert_eq!(state("a", &said(&[("b", Confirmed), ("a", Confirmed)])), ReviewState::AwaitingSecond);
+        assert_eq!(state("a", &said(&[("b", Confirmed), ("b", Confirmed)])), ReviewState::AwaitingSecond);
+        assert_eq!(state("a", &said(&[("b", Confirmed), ("c", Confirmed)])), ReviewState::Confirmed);
+        assert_eq!(state("a", &said(&[("b", Rejected)])), ReviewState::Rejected);
+        assert_eq!(state("a", &said(&[("b", Confirmed), ("c", Rejected)])), ReviewState::Disputed);
+        assert_eq!(state("a", &said(&[("b", Inconclusive)])), ReviewState::Inconclusive);
+        assert_eq!(state("a", &said(&[("b", Inconclusive), ("c", Confirmed)])), ReviewState::AwaitingSecond);
+    }
+
+    #[test]
+    fn refusals_name_the_rule() {
+        use Said::*;
+        let first_by_b = said(&[("b", Confirmed)]);
+        assert!(refusal("a", &first_by_b, "a", Confirmed).is_some_and(|w| w.contains("never the second")));
+        assert!(refusal("a", &first_by_b, "b", Confirmed).is_some_and(|w| w.contains("already confirmed")));
+        assert_eq!(refusal("a", &first_by_b, "c", Confirmed), None);
+        assert_eq!(refusal("a", &first_by_b, "a", Rejected), None, "the searcher may still reject");
+        assert_eq!(refusal("a", &said(&[]), "a", Confirmed), None, "the searcher may confirm first");
+    }
+}
