@@ -20,11 +20,12 @@ pub struct OpenIntent {
 }
 
 /// Intents seen and not yet concluded, fed leaves in log order. One request may change several
-/// galleries (a purge), each with its own intent and outcome, so they pair by request id and
-/// gallery.
+/// galleries (a purge), each with its own intent and outcome, so they pair by request id,
+/// gallery and operation: only the ingest role writes change leaves, so a leaf of another kind
+/// (a refusal any role may record) cannot conclude, and so hide, an intent.
 #[derive(Debug, Default)]
 pub struct OpenIntents {
-    open: BTreeMap<(String, String), OpenIntent>,
+    open: BTreeMap<(String, String, String), OpenIntent>,
 }
 
 impl OpenIntents {
@@ -32,7 +33,7 @@ impl OpenIntents {
         if record.request_id.is_empty() {
             return;
         }
-        let key = (record.request_id.clone(), record.gallery.clone());
+        let key = (record.request_id.clone(), record.gallery.clone(), record.operation.clone());
         if record.outcome == INTENT {
             let intent = OpenIntent {
                 index,
@@ -59,8 +60,12 @@ mod tests {
     use super::*;
 
     fn leaf(request_id: &str, gallery: &str, outcome: &str) -> AuditRecord {
+        kind("enroll", request_id, gallery, outcome)
+    }
+
+    fn kind(operation: &str, request_id: &str, gallery: &str, outcome: &str) -> AuditRecord {
         AuditRecord {
-            operation: "enroll".into(),
+            operation: operation.into(),
             gallery: gallery.into(),
             request_id: request_id.into(),
             outcome: outcome.into(),
@@ -83,7 +88,10 @@ mod tests {
         // A retry's intent (de-duplicated by the log, or re-appended) keeps the first index.
         intents.push(6, &leaf("r1", "b", INTENT));
         assert_eq!(intents.open()[0].index, 1);
-        intents.push(7, &leaf("r1", "b", "OK"));
+        // A leaf of another kind with the same request id cannot conclude it.
+        intents.push(7, &kind("access_denied", "r1", "b", "PERMISSION_DENIED"));
+        assert_eq!(intents.open().len(), 1, "a refusal recorded by any role does not hide an intent");
+        intents.push(8, &leaf("r1", "b", "OK"));
         assert!(intents.open().is_empty());
     }
 }

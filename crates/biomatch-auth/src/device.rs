@@ -27,13 +27,18 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 }
 
 /// Checks a principal against the client certificate its connection presented (`leaf`, DER;
-/// `None` without TLS). Only kiosks are bound: people's roles use operators' tools and services
-/// have their own keys.
-pub fn check(principal: &Principal, leaf: Option<&[u8]>) -> Result<(), Denied> {
+/// `None` without TLS). `required`: the server runs mutual TLS, so a kiosk without a certificate
+/// (connect information lost, TLS ended in front of the process) is refused rather than let
+/// through unbound. Only kiosks are bound: people's roles use operators' tools and services have
+/// their own keys.
+pub fn check(principal: &Principal, leaf: Option<&[u8]>, required: bool) -> Result<(), Denied> {
     if principal.role != Role::Kiosk {
         return Ok(());
     }
     let Some(leaf) = leaf else {
+        if required {
+            return Err(Denied("a kiosk must connect with its own client certificate".to_owned()));
+        }
         return Ok(());
     };
     if principal.device.is_empty() {

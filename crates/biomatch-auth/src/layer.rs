@@ -29,6 +29,7 @@ pub trait RefusalLog: Send + Sync + 'static {
 pub struct AuthLayer {
     auth: Authenticator,
     refusals: Option<Arc<dyn RefusalLog>>,
+    certificates_required: bool,
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -39,7 +40,13 @@ impl std::fmt::Debug for AuthLayer {
 
 impl AuthLayer {
     pub fn new(auth: Authenticator) -> Self {
-        Self { auth, refusals: None }
+        Self { auth, refusals: None, certificates_required: false }
+    }
+
+    /// The server runs mutual TLS: every kiosk call must come with its client certificate.
+    pub fn with_client_certificates_required(mut self, required: bool) -> Self {
+        self.certificates_required = required;
+        self
     }
 
     /// Records refusals in `log`.
@@ -53,7 +60,12 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { auth: self.auth.clone(), refusals: self.refusals.clone(), inner }
+        AuthService {
+            auth: self.auth.clone(),
+            refusals: self.refusals.clone(),
+            certificates_required: self.certificates_required,
+            inner,
+        }
     }
 }
 
@@ -61,6 +73,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     auth: Authenticator,
     refusals: Option<Arc<dyn RefusalLog>>,
+    certificates_required: bool,
     inner: S,
 }
 
@@ -101,6 +114,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         let refusals = self.refusals.clone();
+        let certificates_required = self.certificates_required;
         Box::pin(async move {
             let path = request.uri().path();
             if OPEN_PREFIXES.iter().any(|open| path.starts_with(open)) {
@@ -119,8 +133,9 @@ where
                 }
             };
             let certificate = client_certificate(&request);
-            let allowed = crate::policy::authorize(&rpc, &principal)
-                .and_then(|()| crate::device::check(&principal, certificate.as_deref()));
+            let allowed = crate::policy::authorize(&rpc, &principal).and_then(|()| {
+                crate::device::check(&principal, certificate.as_deref(), certificates_required)
+            });
             if let Err(crate::policy::Denied(why)) = allowed {
                 if let Some(log) = &refusals {
                     log.denied(principal, why.clone()).await;

@@ -37,16 +37,19 @@ impl Batch {
     pub(crate) async fn flush(&mut self, server: &IngestServer, principal: &Principal) -> Result<(), Status> {
         for (gallery, items) in std::mem::take(&mut self.groups) {
             let custody = custody(&gallery, &items);
-            let intended = items.iter().map(|(_, w)| w.subject.to_string()).collect();
-            let mut intent = events::enroll_event(principal, &gallery, intended);
+            let intended: Vec<String> = items.iter().map(|(_, w)| w.subject.to_string()).collect();
+            let mut intent = events::enroll_event(principal, &gallery, intended.clone());
             intent.detail = format!("batch: {} enrolment(s)", items.len());
             server.intent(&custody, intent).await?;
             let writes: Vec<EnrollWrite> = items.iter().map(|(_, w)| w.clone()).collect();
-            let results = server
-                .store
-                .enroll(&gallery, &writes, (server.clock)())
-                .await
-                .map_err(|e| status_from(&e))?;
+            let results = match server.store.enroll(&gallery, &writes, (server.clock)()).await {
+                Ok(results) => results,
+                Err(e) => {
+                    // Nothing of the group was written: its intent is concluded as refused.
+                    let event = events::enroll_event(principal, &gallery, intended);
+                    return Err(server.refused(&custody, event, status_from(&e)).await);
+                }
+            };
             let mut enrolled = Vec::new();
             for ((index, write), result) in items.into_iter().zip(results) {
                 match result {

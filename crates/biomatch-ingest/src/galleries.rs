@@ -20,3 +20,45 @@ pub(crate) fn subject_to_proto(g: &GalleryRecord, s: &SubjectRecord) -> Subject 
         model_id: s.model_id.clone(),
     }
 }
+
+impl crate::IngestServer {
+    /// Makes a data key, then the gallery under it (no gallery is ever without its key). A
+    /// failure at either step is recorded as the refusal of the intended creation, so its intent
+    /// leaf is concluded.
+    pub(crate) async fn create_new_gallery(
+        &self,
+        principal: &biomatch_domain::Principal,
+        spec: &biomatch_domain::Gallery,
+        custody: &crate::custody::Custody,
+        idempotency: Option<&biomatch_store::Idempotency>,
+    ) -> Result<GalleryRecord, tonic::Status> {
+        let key_ref = uuid::Uuid::new_v4().simple().to_string();
+        if let Err(e) = self.keys.create(&key_ref) {
+            tracing::error!(error = %e, "cannot create a gallery data key");
+            let status = biomatch_proto::status_with(
+                biomatch_domain::ErrorClass::Unavailable,
+                "cannot create the gallery's data key",
+            );
+            return Err(self.refused(custody, crate::events::create_intent(principal, spec), status).await);
+        }
+        match self.store.create_gallery(spec, &key_ref, idempotency, (self.clock)()).await {
+            Ok(written) if !written.replayed => Ok(written.value),
+            // A concurrent attempt with the same key made the gallery: this key is not needed.
+            Ok(written) => {
+                self.discard_key(&key_ref);
+                Ok(written.value)
+            }
+            Err(e) => {
+                self.discard_key(&key_ref);
+                let status = biomatch_proto::status_from(&e);
+                Err(self.refused(custody, crate::events::create_intent(principal, spec), status).await)
+            }
+        }
+    }
+
+    fn discard_key(&self, key_ref: &str) {
+        if let Err(e) = self.keys.destroy(key_ref) {
+            tracing::warn!(error = %e, "an unused gallery data key could not be destroyed");
+        }
+    }
+}

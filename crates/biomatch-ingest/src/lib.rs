@@ -186,12 +186,18 @@ impl IngestServer {
             }
             let custody = Custody::fresh("purge");
             let intended = by_gallery(expired.iter().map(|e: &ExpiredSubject| (&e.gallery, &e.subject_id)));
-            for (gallery, subject_ids) in &intended {
+            for (i, (gallery, subject_ids)) in intended.iter().enumerate() {
                 let mut event = events::purge_event(actor, gallery, subject_ids.clone());
                 event.detail = "retention ended: purging".into();
-                self.intent(&custody.part(gallery), event).await?;
+                if let Err(status) = self.intent(&custody.part(gallery), event).await {
+                    // Nothing was purged: the galleries announced before this one say so.
+                    return Err(self.purge_refused(actor, &custody, &intended[..i], status).await);
+                }
             }
-            let purged = self.store.purge(&expired, now).await.map_err(|e| status_from(&e))?;
+            let purged = match self.store.purge(&expired, now).await {
+                Ok(purged) => purged,
+                Err(e) => return Err(self.purge_refused(actor, &custody, &intended, status_from(&e)).await),
+            };
             self.changed.notify_one();
             for p in &purged {
                 response.purged += 1;
@@ -208,6 +214,21 @@ impl IngestServer {
                 response.audit_leaf_indexes.push(self.outcome(&custody.part(gallery), event).await?);
             }
         }
+    }
+
+    /// Records, best effort, that the announced purges of `galleries` were not made.
+    async fn purge_refused(
+        &self,
+        actor: &Principal,
+        custody: &Custody,
+        galleries: &[(String, Vec<String>)],
+        status: Status,
+    ) -> Status {
+        for (gallery, subject_ids) in galleries {
+            let event = events::purge_event(actor, gallery, subject_ids.clone());
+            self.refused(&custody.part(gallery), event, status.clone()).await;
+        }
+        status
     }
 
     /// Purges on a schedule, as this role's own service principal.
@@ -295,27 +316,17 @@ impl IngestService for IngestServer {
         let request_digest = digest(&[&prost::Message::encode_to_vec(&request)]);
         let spec = validate::gallery_spec(request)?;
         self.in_scope(&principal, spec.name.as_str()).await?;
-        let (idem, _) = self.idempotency("create-gallery", &idempotency_key, || request_digest).await?;
+        let (idem, replay) = self.idempotency("create-gallery", &idempotency_key, || request_digest).await?;
         let custody = Custody::of("create-gallery", idem.as_ref());
         self.intent(&custody, events::create_intent(&principal, &spec)).await?;
-        // The data key exists before the gallery does, so no gallery is ever without one.
-        let key_ref = uuid::Uuid::new_v4().simple().to_string();
-        self.keys.create(&key_ref).map_err(|e| {
-            tracing::error!(error = %e, "cannot create a gallery data key");
-            status_with(ErrorClass::Unavailable, "cannot create the gallery's data key")
-        })?;
-        let record = match self.store.create_gallery(&spec, &key_ref, idem.as_ref(), (self.clock)()).await {
-            // A replay answers the gallery the first attempt made; the new key is not needed.
-            Ok(written) if written.replayed => {
-                let _ = self.keys.destroy(&key_ref);
-                written.value
-            }
-            Ok(written) => written.value,
-            Err(e) => {
-                let _ = self.keys.destroy(&key_ref);
-                let event = events::create_intent(&principal, &spec);
-                return Err(self.refused(&custody, event, status_from(&e)).await);
-            }
+        let record = if replay {
+            // The first attempt made the gallery: answer it and record the outcome it may have
+            // missed. Deleted since, it is NOT_FOUND, and the creation stays on the record as made.
+            let now = (self.clock)();
+            let written = self.store.create_gallery(&spec, "", idem.as_ref(), now).await;
+            written.map_err(|e| status_from(&e))?.value
+        } else {
+            self.create_new_gallery(&principal, &spec, &custody, idem.as_ref()).await?
         };
         self.changed.notify_one();
         let event = events::gallery_event(&principal, Operation::CreateGallery, &record);

@@ -216,10 +216,14 @@ impl GalleryStore for SqlStore {
     ) -> Result<Written<GalleryRecord>, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
         if let Some(idem) = idempotency
-            && check_idempotency(&mut tx, idem).await?.is_some()
+            && let Some(response) = check_idempotency(&mut tx, idem).await?
         {
             drop(tx);
-            return Ok(Written { value: self.gallery(&spec.name).await?, replayed: true });
+            // The gallery this request made, by its id: not whatever has the name now.
+            let id: i64 = response.parse().map_err(|_| StoreError::Corrupt("idempotency response".into()))?;
+            let made = self.gallery_by_id(id).await?;
+            let made = made.ok_or_else(|| StoreError::GalleryNotFound(spec.name.to_string()))?;
+            return Ok(Written { value: made, replayed: true });
         }
         let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
             .bind(spec.name.as_str())
@@ -253,7 +257,7 @@ impl GalleryStore for SqlStore {
             .await?;
         append_change(&mut tx, id, 0, "", ChangeOp::CreateGallery, now_ms).await?;
         if let Some(idem) = idempotency {
-            remember_idempotency(&mut tx, idem, spec.name.to_string(), now_ms).await?;
+            remember_idempotency(&mut tx, idem, id.to_string(), now_ms).await?;
         }
         tx.commit().await?;
         Ok(Written { value: self.gallery(&spec.name).await?, replayed: false })

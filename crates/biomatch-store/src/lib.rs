@@ -32,8 +32,9 @@ use biomatch_domain::{Gallery, GalleryName, SubjectId};
 pub trait GalleryStore: Send + Sync + 'static {
     /// Creates a gallery with `spec`'s settings (the store stamps `created_at_ms` and
     /// `threshold_version` 1) whose data key the key store knows as `key_ref`. With an idempotency
-    /// key, a repeat of the same request answers the gallery again (`replayed`, `key_ref`
-    /// unused); the same key with another hash is [`StoreError::IdempotencyConflict`].
+    /// key, a repeat of the same request answers the gallery it made (`replayed`, `key_ref`
+    /// unused; [`StoreError::GalleryNotFound`] when it was deleted since); the same key with
+    /// another hash is [`StoreError::IdempotencyConflict`].
     async fn create_gallery(
         &self,
         spec: &Gallery,

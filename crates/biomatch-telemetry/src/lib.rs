@@ -13,7 +13,7 @@ mod panics;
 mod rpc_layer;
 pub mod traces;
 
-pub use panics::{CatchPanic, CatchPanicLayer};
+pub use panics::{CatchPanic, CatchPanicLayer, install_panic_hook};
 pub use rpc_layer::{RpcTelemetry, RpcTelemetryLayer};
 pub use traces::{TelemetryError, current_trace_id, inject};
 

@@ -25,6 +25,24 @@ pub struct CatchPanic<S> {
     inner: S,
 }
 
+/// The path as a metric label when it looks like one of this cluster's RPCs, else `other`: the
+/// label set stays bounded whatever paths callers send.
+fn method_label(path: &str) -> String {
+    let rpc_like = path.len() <= 96
+        && path.starts_with("/biomatch.v1.")
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    if rpc_like { path.to_owned() } else { "other".to_owned() }
+}
+
+/// Replaces the default panic hook, which prints the panic's message (it may carry request
+/// data) to stderr, by one that logs where the panic happened only. Called once at start.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(location = %location, "panic (its message is not logged: it may carry request data)");
+    }));
+}
+
 fn internal<B: Default>(method: String) -> http::Response<B> {
     tracing::error!(method = %method, "a handler panicked; answered INTERNAL");
     metrics::counter!("biomatch_panics_total", "method" => method).increment(1);
@@ -47,7 +65,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path());
         let inner = &mut self.inner;
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
             Ok(future) => Box::pin(async move {
@@ -83,5 +101,10 @@ mod tests {
         assert_eq!(answer.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"13"[..]));
         let answer = call("/biomatch.v1.SearchService/Identify").await.expect("answer");
         assert_eq!(answer.into_body(), "served", "the next call is served as usual");
+        assert_eq!(
+            method_label("/biomatch.v1.SearchService/Identify"),
+            "/biomatch.v1.SearchService/Identify"
+        );
+        assert_eq!(method_label("/x/../%00anything"), "other", "labels stay bounded");
     }
 }

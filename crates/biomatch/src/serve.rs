@@ -237,7 +237,11 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
         // Inside the telemetry layer, so a caught panic is counted as the INTERNAL it answers.
         .layer(CatchPanicLayer)
-        .layer(AuthLayer::new(auth.clone()).with_refusal_log(refusals))
+        .layer(
+            AuthLayer::new(auth.clone())
+                .with_refusal_log(refusals)
+                .with_client_certificates_required(tls.is_some()),
+        )
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(embed)

@@ -158,7 +158,12 @@ async fn no_change_takes_effect_without_its_leaf() {
         let keyed = || CreateGalleryRequest { idempotency_key: "create-k".into(), ..create("k") };
         let made = admin.create_gallery(keyed()).await.expect("created with a key").into_inner();
         let again = admin.create_gallery(keyed()).await.expect("a retry answers the gallery").into_inner();
-        assert_eq!(again.name, made.name);
+        assert_eq!((again.name.as_str(), again.created_at), (made.name.as_str(), made.created_at));
+        // Deleted and made again by another request, the gallery is not the one the key made: the
+        // retry is NOT_FOUND and records nothing (the first creation stays on the record as made).
+        admin.delete_gallery(delete_gallery("k", "drop-k")).await.expect("k dropped");
+        admin.create_gallery(create("k")).await.expect("k made again");
+        assert_eq!(code(admin.create_gallery(keyed()).await), Code::NotFound);
         // Gallery e's subject expires a minute before the others enrolled below.
         ingest.enroll(enroll("e", "old", 5, "")).await.expect("enrolled");
         now.fetch_add(RETENTION_SECS * 1000 - 60_000, Ordering::SeqCst);
@@ -194,8 +199,8 @@ async fn no_change_takes_effect_without_its_leaf() {
         }
         assert_eq!(
             changes(&all, Operation::CreateGallery, "k").len(),
-            2,
-            "{backend:?}: the retried creation appended no more leaves"
+            4,
+            "{backend:?}: two creations of k, two leaves each; the retries appended none"
         );
         let enrolled = assert_paired(&all, Operation::Enroll, "a", "enroll");
         assert_eq!(enrolled.subject_ids.len(), 1);

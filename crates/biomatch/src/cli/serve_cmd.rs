@@ -155,6 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         biomatch_telemetry::LogFormat::Text
     };
     let telemetry = biomatch_telemetry::init(format, &format!("biomatch-{}", config.role_names("-")))?;
+    biomatch_telemetry::install_panic_hook();
     if telemetry.exporting_traces() {
         tracing::info!("exporting traces over OTLP");
     }
