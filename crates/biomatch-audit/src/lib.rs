@@ -332,11 +332,28 @@ impl AuditService for AuditServer {
     ) -> Result<Response<ListReviewsResponse>, Status> {
         biomatch_auth::principal(&request)?;
         let ListReviewsRequest { search_id, gallery, subject_id } = request.into_inner();
-        if search_id.is_empty() || gallery.is_empty() || subject_id.is_empty() {
-            return Err(status_with(
-                ErrorClass::InvalidArgument,
-                "search_id, gallery and subject_id are required",
-            ));
+        if gallery.is_empty() || search_id.is_empty() != subject_id.is_empty() {
+            let what = "gallery is required, and search_id and subject_id go together";
+            return Err(status_with(ErrorClass::InvalidArgument, what));
+        }
+        if search_id.is_empty() {
+            // The review queue's view: the gallery's latest reviews, oldest first.
+            let query = AuditQuery {
+                operation: convert::operation_name(Operation::Review).to_owned(),
+                gallery,
+                descending: true,
+                limit: 1000,
+                ..AuditQuery::default()
+            };
+            let mut rows = self.log.store().query_leaves(&query).await.map_err(|e| status_from(&e))?;
+            rows.truncate(1000);
+            rows.reverse();
+            let reviews = rows
+                .into_iter()
+                .map(to_proto_leaf)
+                .filter(|leaf| leaf.event.as_ref().is_some_and(|e| e.outcome == "OK"))
+                .collect();
+            return Ok(Response::new(ListReviewsResponse { reviews }));
         }
         // Every review of this subject in this gallery, page by page, kept when it names the search.
         let store = self.log.store();

@@ -46,6 +46,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("SearchService/Identify", Rule { people: &[Kiosk, Analyst], services: NOBODY }),
     ("SearchService/Verify", Rule { people: &[Kiosk, Analyst], services: NOBODY }),
     ("SearchService/ReviewCandidate", Rule { people: &[Analyst], services: NOBODY }),
+    ("SearchService/ListPendingReviews", Rule { people: &[Analyst], services: NOBODY }),
     // Every role that answers or refuses anything records it; the gateway only forwards, so it
     // appends nothing.
     (

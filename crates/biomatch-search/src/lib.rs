@@ -30,9 +30,9 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    AuditEvent, Candidate, GetGalleryRequest, IdentifyRequest, IdentifyResponse, Operation, QueryVector,
-    ReviewCandidateRequest, ReviewCandidateResponse, ScoredSubject, ShardRef, ShardScoreRequest,
-    ShardSearchRequest, VerifyRequest, VerifyResponse,
+    AuditEvent, Candidate, GetGalleryRequest, IdentifyRequest, IdentifyResponse, ListPendingReviewsRequest,
+    ListPendingReviewsResponse, Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse,
+    ScoredSubject, ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -381,5 +381,13 @@ impl SearchService for SearchServer {
     ) -> Result<Response<ReviewCandidateResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         Ok(Response::new(self.review(&principal, request.into_inner()).await?))
+    }
+
+    async fn list_pending_reviews(
+        &self,
+        request: Request<ListPendingReviewsRequest>,
+    ) -> Result<Response<ListPendingReviewsResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        Ok(Response::new(self.pending(&principal, request.into_inner()).await?))
     }
 }

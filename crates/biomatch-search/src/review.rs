@@ -11,8 +11,9 @@ use biomatch_client::{actor, request};
 use biomatch_domain::{ErrorClass, Principal, SubjectId};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::{
-    AuditEvent, GetSearchRecordRequest, ListReviewsRequest, Operation, ReviewCandidateRequest,
-    ReviewCandidateResponse, ReviewOutcome, ReviewState,
+    AuditEvent, GetSearchRecordRequest, ListPendingReviewsRequest, ListPendingReviewsResponse,
+    ListReviewsRequest, Operation, PendingReview, ReviewCandidateRequest, ReviewCandidateResponse,
+    ReviewOutcome, ReviewState,
 };
 use tonic::{Code, Status};
 
@@ -22,6 +23,15 @@ struct Target<'a> {
     search_id: &'a str,
     gallery: &'a str,
     subject: &'a str,
+}
+
+/// The reviews on record of one candidate of one search, in log order.
+struct Reviewed {
+    search_id: String,
+    subject_id: String,
+    purpose: String,
+    case_ref: String,
+    reviews: Vec<(String, Said)>,
 }
 
 /// One review in the log: who gave it and what it said.
@@ -147,6 +157,90 @@ impl SearchServer {
         };
         let audit_leaf_index = self.audit(event, format!("review:{}", uuid::Uuid::new_v4())).await?;
         Ok(ReviewCandidateResponse { audit_leaf_index, state: state.into() })
+    }
+
+    /// The review queue of a gallery: candidates awaiting their second confirmation, from the
+    /// gallery's latest 1,000 reviews, whose purpose the caller's token covers. The listing is
+    /// itself a leaf naming what it showed.
+    pub(crate) async fn pending(
+        &self,
+        principal: &Principal,
+        asked: ListPendingReviewsRequest,
+    ) -> Result<ListPendingReviewsResponse, Status> {
+        let ListPendingReviewsRequest { gallery } = asked;
+        crate::bounded_fields(&gallery, "", "")?;
+        if gallery.is_empty() {
+            return Err(status_with(ErrorClass::InvalidArgument, "gallery is required"));
+        }
+        if !principal.may_use_gallery(&gallery) {
+            let what = format!("this token does not cover gallery {gallery}");
+            return Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery, what).await);
+        }
+        let message = ListReviewsRequest { gallery: gallery.clone(), ..Default::default() };
+        let mut audit = self.audit.clone();
+        let leaves = audit
+            .list_reviews(request(message, &self.creds.token()))
+            .await
+            .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
+            .into_inner()
+            .reviews;
+        let mut groups: Vec<Reviewed> = Vec::new();
+        for event in leaves.into_iter().filter_map(|leaf| leaf.event) {
+            let (Some(subject), Some(said), Some(actor)) =
+                (event.subject_ids.first(), Said::parse(&event.decision), event.actor.as_ref())
+            else {
+                continue;
+            };
+            let review = (actor.subject.clone(), said);
+            match groups.iter_mut().find(|g| g.search_id == event.request_id && g.subject_id == *subject) {
+                Some(group) => group.reviews.push(review),
+                None => groups.push(Reviewed {
+                    search_id: event.request_id.clone(),
+                    subject_id: subject.clone(),
+                    purpose: event.purpose,
+                    case_ref: event.case_ref,
+                    reviews: vec![review],
+                }),
+            }
+        }
+        let mut pending = Vec::new();
+        for Reviewed { search_id, subject_id, purpose, case_ref, reviews } in groups {
+            if !principal.may_search(&gallery, &purpose) {
+                continue;
+            }
+            let mut audit = self.audit.clone();
+            let message = GetSearchRecordRequest { search_id: search_id.clone() };
+            let Ok(record) = audit.get_search_record(request(message, &self.creds.token())).await else {
+                continue;
+            };
+            let searcher =
+                record.into_inner().event.and_then(|e| e.actor).map(|a| a.subject).unwrap_or_default();
+            if state(&searcher, &reviews) == ReviewState::AwaitingSecond {
+                let first_reviewer = reviews
+                    .iter()
+                    .find(|(_, s)| *s == Said::Confirmed)
+                    .map(|(who, _)| who.clone())
+                    .unwrap_or_default();
+                pending.push(PendingReview {
+                    search_id,
+                    gallery: gallery.clone(),
+                    subject_id,
+                    first_reviewer,
+                    case_ref,
+                });
+            }
+        }
+        let event = AuditEvent {
+            actor: Some(actor(principal)),
+            operation: Operation::Review.into(),
+            gallery: gallery.clone(),
+            subject_ids: pending.iter().map(|p| p.subject_id.clone()).collect(),
+            outcome: "LISTED".into(),
+            detail: format!("review queue: {} awaiting a second review", pending.len()),
+            ..Default::default()
+        };
+        self.audit(event, format!("review-queue:{}", uuid::Uuid::new_v4())).await?;
+        Ok(ListPendingReviewsResponse { pending })
     }
 
     /// The reviews on record of `subject` in search `search_id`, in log order.

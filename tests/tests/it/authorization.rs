@@ -33,6 +33,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("SearchService/Identify", vec![Kiosk, Analyst]),
         ("SearchService/Verify", vec![Kiosk, Analyst]),
         ("SearchService/ReviewCandidate", vec![Analyst]),
+        ("SearchService/ListPendingReviews", vec![Analyst]),
         ("AuditService/Append", vec![Service]),
         ("AuditService/Query", vec![Auditor]),
         ("AuditService/ListLeaves", vec![Auditor]),
@@ -110,6 +111,10 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
         "SearchService/ReviewCandidate" => {
             search.review_candidate(r!(ReviewCandidateRequest::default())).await.map(|_| ())
         }
+        "SearchService/ListPendingReviews" => search
+            .list_pending_reviews(r!(ListPendingReviewsRequest { gallery: "g".into() }))
+            .await
+            .map(|_| ()),
         "AuditService/Append" => audit.append(r!(AppendRequest::default())).await.map(|_| ()),
         "AuditService/Query" => {
             audit.query(r!(QueryAuditRequest { page_size: 1, ..Default::default() })).await.map(|_| ())

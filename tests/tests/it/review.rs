@@ -91,5 +91,38 @@ async fn a_candidate_is_confirmed_by_two_analysts_and_never_by_the_searcher_seco
         [("bob", "OK", "confirmed"), ("alice", "FAILED_PRECONDITION", ""), ("carol", "OK", "rejected")]
     );
     assert!(events[2].detail.contains("DISPUTED"), "{}", events[2].detail);
+
+    // The review queue: what awaits a second confirmation (not the confirmed, the disputed or the
+    // rejected), and the listing is itself on the record.
+    let fourth = search_by_alice(8).await.search_id;
+    assert_eq!(state(review("bob", &fourth, "s00008", Confirmed).await), ReviewState::AwaitingSecond);
+    let mut queue = search.clone();
+    let list = biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into() };
+    let carol = cluster.token(Role::Analyst, "carol");
+    let pending = queue
+        .list_pending_reviews(biomatch_client::request(list.clone(), &carol))
+        .await
+        .expect("queue")
+        .into_inner()
+        .pending;
+    let listed: Vec<(&str, &str, &str)> = pending
+        .iter()
+        .map(|p| (p.search_id.as_str(), p.subject_id.as_str(), p.first_reviewer.as_str()))
+        .collect();
+    assert_eq!(listed, [(fourth.as_str(), "s00008", "bob")]);
+    assert_eq!(state(review("carol", &fourth, "s00008", Confirmed).await), ReviewState::Confirmed);
+    let pending = queue.list_pending_reviews(biomatch_client::request(list, &carol)).await.expect("queue");
+    assert!(pending.into_inner().pending.is_empty(), "nothing awaits a second review any more");
+    let query = QueryAuditRequest {
+        operation: Operation::Review.into(),
+        actor_subject: "carol".into(),
+        ..Default::default()
+    };
+    let carols = cluster.audit().query(query).await.expect("query").into_inner().leaves;
+    assert_eq!(
+        carols.iter().filter_map(|l| l.event.as_ref()).filter(|e| e.outcome == "LISTED").count(),
+        2,
+        "each queue read is a leaf"
+    );
     cluster.running.shutdown().await;
 }
