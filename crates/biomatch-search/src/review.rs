@@ -176,16 +176,12 @@ impl SearchServer {
             let what = format!("this token does not cover gallery {gallery}");
             return Err(biomatch_client::deny(&self.audit, &self.creds, principal, &gallery, what).await);
         }
+        // Each listing asks the log for up to 1,000 reviews and their searches: it spends a query
+        // of the caller's budget, like a search.
+        self.spend_budget(principal, &gallery).await?;
         let message = ListReviewsRequest { gallery: gallery.clone(), ..Default::default() };
-        let mut audit = self.audit.clone();
-        let leaves = audit
-            .list_reviews(request(message, &self.creds.token()))
-            .await
-            .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
-            .into_inner()
-            .reviews;
         let mut groups: Vec<Reviewed> = Vec::new();
-        for event in leaves.into_iter().filter_map(|leaf| leaf.event) {
+        for event in self.review_leaves(message).await? {
             let (Some(subject), Some(said), Some(actor)) =
                 (event.subject_ids.first(), Said::parse(&event.decision), event.actor.as_ref())
             else {
@@ -255,6 +251,12 @@ impl SearchServer {
             gallery: gallery.to_owned(),
             subject_id: subject.to_owned(),
         };
+        let leaves = self.review_leaves(message).await?;
+        Ok(leaves.into_iter().filter_map(|e| Some((e.actor?.subject, Said::parse(&e.decision)?))).collect())
+    }
+
+    /// The review leaves `message` asks the audit log for, in log order.
+    async fn review_leaves(&self, message: ListReviewsRequest) -> Result<Vec<AuditEvent>, Status> {
         let mut audit = self.audit.clone();
         let leaves = audit
             .list_reviews(request(message, &self.creds.token()))
@@ -262,11 +264,7 @@ impl SearchServer {
             .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
             .into_inner()
             .reviews;
-        Ok(leaves
-            .into_iter()
-            .filter_map(|leaf| leaf.event)
-            .filter_map(|e| Some((e.actor?.subject, Said::parse(&e.decision)?)))
-            .collect())
+        Ok(leaves.into_iter().filter_map(|leaf| leaf.event).collect())
     }
 
     /// The audit record of search `search_id`, which a review must name: refused (and the

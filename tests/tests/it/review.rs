@@ -126,3 +126,28 @@ async fn a_candidate_is_confirmed_by_two_analysts_and_never_by_the_searcher_seco
     );
     cluster.running.shutdown().await;
 }
+
+/// Each listing of the review queue spends a query of the caller's budget, like a search: the
+/// queue cannot be polled without limit (each listing reads up to 1,000 reviews and is a leaf).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_queue_spends_the_callers_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let mut c = biomatch_tests::config(&backend, dir.path(), &[biomatch_config::ProcessRole::All]);
+    c.search.analyst_per_minute = 2;
+    let cluster = TestCluster::start_with_clock(c, std::sync::Arc::new(|| 1_800_000_000_000)).await;
+    enrolled_gallery(&cluster, "g", 16, 1, 4, 3).await;
+    let mut queue = SearchServiceClient::new(cluster.channel.clone());
+    let token = cluster.token(Role::Analyst, "dave");
+    let list = biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into() };
+    for _ in 0..2 {
+        queue
+            .list_pending_reviews(biomatch_client::request(list.clone(), &token))
+            .await
+            .expect("within budget");
+    }
+    let over =
+        queue.list_pending_reviews(biomatch_client::request(list, &token)).await.expect_err("over budget");
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    cluster.running.shutdown().await;
+}
