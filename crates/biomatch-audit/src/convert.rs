@@ -24,6 +24,7 @@ pub(crate) fn operation_name(op: Operation) -> &'static str {
         Operation::SetThreshold => "set_threshold",
         Operation::AuthFailed => "auth_failed",
         Operation::SubjectRead => "subject_read",
+        Operation::SearchRead => "search_read",
     }
 }
 

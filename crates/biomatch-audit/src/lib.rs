@@ -27,8 +27,9 @@ use biomatch_proto::v1::audit_service_server::AuditService;
 use biomatch_proto::v1::{
     AppendRequest, AppendResponse, AuditLeaf, Checkpoint, ConsistencyProof, ConsistencyProofRequest,
     GetCheckpointRequest, GetPublicKeyRequest, GetSearchRecordRequest, InclusionProof, InclusionProofRequest,
-    ListCheckpointsRequest, ListCheckpointsResponse, ListLeavesRequest, ListLeavesResponse,
-    ListReviewsRequest, ListReviewsResponse, Operation, PublicKey, QueryAuditRequest, QueryAuditResponse,
+    ListCaseRecordsRequest, ListCheckpointsRequest, ListCheckpointsResponse, ListLeavesRequest,
+    ListLeavesResponse, ListReviewsRequest, ListReviewsResponse, Operation, PublicKey, QueryAuditRequest,
+    QueryAuditResponse,
 };
 use biomatch_proto::{status_from, status_with, timestamp_from_millis};
 use biomatch_store::{AuditLeafRow, AuditQuery, CheckpointRow, NewAuditLeaf};
@@ -50,22 +51,7 @@ impl AuditServer {
         record: AuditRecord,
         idempotency_key: Option<String>,
     ) -> Result<(u64, Vec<u8>, bool), Status> {
-        let leaf = record.encode();
-        let new = NewAuditLeaf {
-            leaf_hash: biomatch_auditlog::leaf_hash(&leaf).to_vec(),
-            leaf,
-            idempotency_key,
-            appended_at_ms: record.time_ms,
-            actor_subject: record.actor_subject.clone(),
-            operation: record.operation.clone(),
-            gallery: record.gallery.clone(),
-            subject_ids: record
-                .subject_ids
-                .iter()
-                .chain(record.candidates.iter().map(|c| &c.subject_id))
-                .cloned()
-                .collect(),
-        };
+        let new = new_leaf(&record, idempotency_key);
         let written = self
             .log
             .append(new)
@@ -113,6 +99,28 @@ impl AuditServer {
         latest
             .map(|c| c.tree_size)
             .ok_or_else(|| status_with(ErrorClass::FailedPrecondition, "no checkpoint has been signed yet"))
+    }
+}
+
+/// The row that records `record`: its canonical bytes, their hash, and the columns reads filter on.
+pub fn new_leaf(record: &AuditRecord, idempotency_key: Option<String>) -> NewAuditLeaf {
+    let leaf = record.encode();
+    NewAuditLeaf {
+        leaf_hash: biomatch_auditlog::leaf_hash(&leaf).to_vec(),
+        leaf,
+        idempotency_key,
+        appended_at_ms: record.time_ms,
+        actor_subject: record.actor_subject.clone(),
+        operation: record.operation.clone(),
+        gallery: record.gallery.clone(),
+        subject_ids: record
+            .subject_ids
+            .iter()
+            .chain(record.candidates.iter().map(|c| &c.subject_id))
+            .cloned()
+            .collect(),
+        case_ref: record.case_ref.clone(),
+        request_id: record.request_id.clone(),
     }
 }
 
@@ -164,6 +172,7 @@ impl AuditService for AuditServer {
             page_size,
             page_token,
             descending,
+            case_ref,
         } = request.into_inner();
         let operation = match Operation::try_from(operation).unwrap_or_default() {
             Operation::Unspecified => String::new(),
@@ -175,6 +184,8 @@ impl AuditService for AuditServer {
             operation,
             gallery,
             subject_id,
+            case_ref,
+            request_id: String::new(),
             from_ms: from.map(|t| biomatch_proto::millis_from_timestamp(&t)),
             to_ms: to.map(|t| biomatch_proto::millis_from_timestamp(&t)),
             after: (page_token > 0).then(|| page_token - 1),
@@ -188,6 +199,7 @@ impl AuditService for AuditServer {
             "operation": query.operation,
             "gallery": query.gallery,
             "subject_id": query.subject_id,
+            "case_ref": query.case_ref,
             "from_ms": query.from_ms,
             "to_ms": query.to_ms,
             "page_token": page_token,
@@ -332,10 +344,18 @@ impl AuditService for AuditServer {
     ) -> Result<Response<ListReviewsResponse>, Status> {
         biomatch_auth::principal(&request)?;
         let ListReviewsRequest { search_id, gallery, subject_id } = request.into_inner();
-        if gallery.is_empty() || search_id.is_empty() != subject_id.is_empty() {
-            let what = "gallery is required, and search_id and subject_id go together";
+        if gallery.is_empty() || (search_id.is_empty() && !subject_id.is_empty()) {
+            let what = "gallery is required, and subject_id needs a search_id";
             return Err(status_with(ErrorClass::InvalidArgument, what));
         }
+        let store = self.log.store();
+        let is_review = |leaf: &AuditLeaf| {
+            leaf.event.as_ref().is_some_and(|e| {
+                e.outcome == "OK"
+                    && (search_id.is_empty() || e.request_id == search_id)
+                    && (subject_id.is_empty() || e.subject_ids.contains(&subject_id))
+            })
+        };
         if search_id.is_empty() {
             // The review queue's view: the gallery's latest reviews, oldest first.
             let query = AuditQuery {
@@ -345,18 +365,14 @@ impl AuditService for AuditServer {
                 limit: 1000,
                 ..AuditQuery::default()
             };
-            let mut rows = self.log.store().query_leaves(&query).await.map_err(|e| status_from(&e))?;
+            let mut rows = store.query_leaves(&query).await.map_err(|e| status_from(&e))?;
             rows.truncate(1000);
             rows.reverse();
-            let reviews = rows
-                .into_iter()
-                .map(to_proto_leaf)
-                .filter(|leaf| leaf.event.as_ref().is_some_and(|e| e.outcome == "OK"))
-                .collect();
+            let reviews = rows.into_iter().map(to_proto_leaf).filter(is_review).collect();
             return Ok(Response::new(ListReviewsResponse { reviews }));
         }
-        // Every review of this subject in this gallery, page by page, kept when it names the search.
-        let store = self.log.store();
+        // Every review of this search (of one subject: found by the subject index, which leaves
+        // written before the request id column also have), page by page.
         let mut reviews = Vec::new();
         let mut after = None;
         loop {
@@ -364,6 +380,7 @@ impl AuditService for AuditServer {
                 operation: convert::operation_name(Operation::Review).to_owned(),
                 gallery: gallery.clone(),
                 subject_id: subject_id.clone(),
+                request_id: if subject_id.is_empty() { search_id.clone() } else { String::new() },
                 after,
                 limit: 1000,
                 ..AuditQuery::default()
@@ -371,14 +388,56 @@ impl AuditService for AuditServer {
             let rows = store.query_leaves(&query).await.map_err(|e| status_from(&e))?;
             let last = rows.last().map(|r| r.index);
             let full = rows.len() == 1000;
-            reviews.extend(rows.into_iter().map(to_proto_leaf).filter(|leaf| {
-                leaf.event.as_ref().is_some_and(|e| e.request_id == search_id && e.outcome == "OK")
-            }));
+            reviews.extend(rows.into_iter().map(to_proto_leaf).filter(is_review));
             match last {
                 Some(index) if full => after = Some(index),
                 _ => break,
             }
         }
         Ok(Response::new(ListReviewsResponse { reviews }))
+    }
+
+    async fn list_case_records(
+        &self,
+        request: Request<ListCaseRecordsRequest>,
+    ) -> Result<Response<QueryAuditResponse>, Status> {
+        biomatch_auth::principal(&request)?;
+        let ListCaseRecordsRequest { case_ref, page_size, page_token } = request.into_inner();
+        if case_ref.is_empty() {
+            return Err(status_with(ErrorClass::InvalidArgument, "case_ref is required"));
+        }
+        let limit = if page_size == 0 { 100 } else { page_size.min(100) };
+        let searches = [Operation::Identify, Operation::Verify].map(convert::operation_name);
+        // Scans the case's leaves (its searches, reviews and reads) until a page of answered
+        // searches is full or the case ends.
+        let mut leaves = Vec::new();
+        let mut after = (page_token > 0).then(|| page_token - 1);
+        let has_more = loop {
+            let query =
+                AuditQuery { case_ref: case_ref.clone(), after, limit: 1000, ..AuditQuery::default() };
+            let rows = self.log.store().query_leaves(&query).await.map_err(|e| status_from(&e))?;
+            let full = rows.len() == 1000;
+            for row in rows {
+                after = Some(row.index);
+                let leaf = to_proto_leaf(row);
+                let answered = leaf.event.as_ref().is_some_and(|e| {
+                    e.outcome == "OK" && searches.contains(&convert::operation_name(e.operation()))
+                });
+                if answered {
+                    leaves.push(leaf);
+                    if leaves.len() == limit as usize {
+                        break;
+                    }
+                }
+            }
+            if leaves.len() == limit as usize || !full {
+                break leaves.len() == limit as usize;
+            }
+        };
+        let next_page_token = match (has_more, leaves.last()) {
+            (true, Some(last)) => last.index + 1,
+            _ => 0,
+        };
+        Ok(Response::new(QueryAuditResponse { leaves, next_page_token, has_more }))
     }
 }

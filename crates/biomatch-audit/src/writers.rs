@@ -13,7 +13,7 @@ fn records(role: &str) -> Option<&'static [Operation]> {
     use Operation::*;
     match role {
         "audit" | ALL_ROLES => None,
-        "search" => Some(&[Identify, Verify, Review, BudgetExceeded]),
+        "search" => Some(&[Identify, Verify, Review, BudgetExceeded, SearchRead]),
         "ingest" => Some(&[
             Enroll,
             DeleteSubject,

@@ -47,6 +47,8 @@ pub const RULES: &[(&str, Rule)] = &[
     ("SearchService/Verify", Rule { people: &[Kiosk, Analyst], services: NOBODY }),
     ("SearchService/ReviewCandidate", Rule { people: &[Analyst], services: NOBODY }),
     ("SearchService/ListPendingReviews", Rule { people: &[Analyst], services: NOBODY }),
+    ("SearchService/GetSearch", Rule { people: &[Analyst, Auditor], services: NOBODY }),
+    ("SearchService/ListCaseSearches", Rule { people: &[Analyst, Auditor], services: NOBODY }),
     // Every role that answers or refuses anything records it; the gateway only forwards, so it
     // appends nothing.
     (
@@ -63,6 +65,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("AuditService/GetSearchRecord", Rule { people: &[], services: &["search"] }),
     // A review's state comes from the reviews on record; auditors read them with Query.
     ("AuditService/ListReviews", Rule { people: &[], services: &["search"] }),
+    ("AuditService/ListCaseRecords", Rule { people: &[], services: &["search"] }),
     // A matcher holds decrypted templates: only the search role asks it anything.
     ("MatcherService/Search", Rule { people: &[], services: &["search"] }),
     ("MatcherService/Score", Rule { people: &[], services: &["search"] }),

@@ -11,6 +11,7 @@
 
 pub mod disclosure;
 mod merge;
+mod records;
 mod review;
 mod router;
 
@@ -30,9 +31,10 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    AuditEvent, Candidate, GetGalleryRequest, IdentifyRequest, IdentifyResponse, ListPendingReviewsRequest,
-    ListPendingReviewsResponse, Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse,
-    ScoredSubject, ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
+    AuditEvent, Candidate, GetGalleryRequest, GetSearchRequest, IdentifyRequest, IdentifyResponse,
+    ListCaseSearchesRequest, ListCaseSearchesResponse, ListPendingReviewsRequest, ListPendingReviewsResponse,
+    Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ScoredSubject, SearchRecord,
+    ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -389,5 +391,18 @@ impl SearchService for SearchServer {
     ) -> Result<Response<ListPendingReviewsResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         Ok(Response::new(self.pending(&principal, request.into_inner()).await?))
+    }
+
+    async fn get_search(&self, request: Request<GetSearchRequest>) -> Result<Response<SearchRecord>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        Ok(Response::new(self.get_search(&principal, request.into_inner()).await?))
+    }
+
+    async fn list_case_searches(
+        &self,
+        request: Request<ListCaseSearchesRequest>,
+    ) -> Result<Response<ListCaseSearchesResponse>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        Ok(Response::new(self.list_case_searches(&principal, request.into_inner()).await?))
     }
 }

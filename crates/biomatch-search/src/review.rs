@@ -43,7 +43,7 @@ pub(crate) enum Said {
 }
 
 impl Said {
-    fn parse(decision: &str) -> Option<Self> {
+    pub(crate) fn parse(decision: &str) -> Option<Self> {
         match decision {
             "confirmed" => Some(Said::Confirmed),
             "rejected" => Some(Said::Rejected),
@@ -167,7 +167,9 @@ impl SearchServer {
         principal: &Principal,
         asked: ListPendingReviewsRequest,
     ) -> Result<ListPendingReviewsResponse, Status> {
-        let ListPendingReviewsRequest { gallery } = asked;
+        let ListPendingReviewsRequest { gallery, page_size, page_token } = asked;
+        let page_size = if page_size == 0 { 100 } else { page_size.min(100) } as usize;
+        let skip = usize::try_from(page_token).unwrap_or(usize::MAX);
         crate::bounded_fields(&gallery, "", "")?;
         if gallery.is_empty() {
             return Err(status_with(ErrorClass::InvalidArgument, "gallery is required"));
@@ -200,9 +202,15 @@ impl SearchServer {
             }
         }
         let mut pending = Vec::new();
+        let mut seen = 0usize;
+        let mut more = false;
         for Reviewed { search_id, subject_id, purpose, case_ref, reviews } in groups {
             if !principal.may_search(&gallery, &purpose) {
                 continue;
+            }
+            if pending.len() == page_size {
+                more = true;
+                break;
             }
             let mut audit = self.audit.clone();
             let message = GetSearchRecordRequest { search_id: search_id.clone() };
@@ -212,6 +220,10 @@ impl SearchServer {
             let searcher =
                 record.into_inner().event.and_then(|e| e.actor).map(|a| a.subject).unwrap_or_default();
             if state(&searcher, &reviews) == ReviewState::AwaitingSecond {
+                seen += 1;
+                if seen <= skip {
+                    continue;
+                }
                 let first_reviewer = reviews
                     .iter()
                     .find(|(_, s)| *s == Said::Confirmed)
@@ -236,7 +248,8 @@ impl SearchServer {
             ..Default::default()
         };
         self.audit(event, format!("review-queue:{}", uuid::Uuid::new_v4())).await?;
-        Ok(ListPendingReviewsResponse { pending })
+        let next_page_token = if more { (skip + pending.len()) as u64 } else { 0 };
+        Ok(ListPendingReviewsResponse { pending, next_page_token })
     }
 
     /// The reviews on record of `subject` in search `search_id`, in log order.

@@ -76,8 +76,8 @@ async fn insert_leaves(
     for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO audit_leaves (idx, idempotency_key, leaf, leaf_hash, chain_hash, appended_at, \
-             actor_subject, operation, gallery) VALUES {}",
-            value_rows(chunk.len(), 9)
+             actor_subject, operation, gallery, case_ref, request_id) VALUES {}",
+            value_rows(chunk.len(), 11)
         );
         let mut query = sqlx::query(&sql);
         for (leaf, index, chain_hash) in chunk {
@@ -90,7 +90,9 @@ async fn insert_leaves(
                 .bind(leaf.appended_at_ms)
                 .bind(&leaf.actor_subject)
                 .bind(&leaf.operation)
-                .bind(&leaf.gallery);
+                .bind(&leaf.gallery)
+                .bind(&leaf.case_ref)
+                .bind(&leaf.request_id);
         }
         query.execute(&mut **tx).await?;
     }
@@ -205,6 +207,7 @@ impl AuditStore for SqlStore {
              ($1 = '' OR a.actor_subject = $1) AND ($2 = '' OR a.operation = $2) AND ($3 = '' OR a.gallery = $3) \
              AND ($4 = '' OR EXISTS (SELECT 1 FROM audit_leaf_subjects s WHERE s.idx = a.idx AND s.subject_id = $4)) \
              AND a.appended_at >= $5 AND a.appended_at <= $6 AND a.idx {cursor} $7 \
+             AND ($9 = '' OR a.case_ref = $9) AND ($10 = '' OR a.request_id = $10) \
              ORDER BY a.idx {order} LIMIT $8"
         );
         let after = match (q.after, q.descending) {
@@ -223,6 +226,8 @@ impl AuditStore for SqlStore {
             // A page of up to 1,000 leaves plus one that says whether there is more (clamping
             // at 1,000 made a full page look like the last one).
             .bind(i64::from(q.limit.clamp(1, 1001)))
+            .bind(&q.case_ref)
+            .bind(&q.request_id)
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(leaf_from_row).collect()

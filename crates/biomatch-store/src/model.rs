@@ -136,6 +136,9 @@ pub struct NewAuditLeaf {
     pub operation: String,
     pub gallery: String,
     pub subject_ids: Vec<String>,
+    pub case_ref: String,
+    /// The search, verification or change the leaf is about (a review names its search).
+    pub request_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +157,8 @@ pub struct AuditQuery {
     pub operation: String,
     pub gallery: String,
     pub subject_id: String,
+    pub case_ref: String,
+    pub request_id: String,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     /// Exclusive bound on the leaf index to continue from.

@@ -239,6 +239,8 @@ fn leaf(n: u8, key: Option<&str>) -> NewAuditLeaf {
         operation: "identify".into(),
         gallery: "g".into(),
         subject_ids: vec![format!("s{n}")],
+        case_ref: format!("case-{}", n % 3),
+        request_id: format!("r{n}"),
     }
 }
 
@@ -282,6 +284,17 @@ async fn audit_leaves_are_append_only_chained_and_queryable() {
         let q = AuditQuery { from_ms: Some(150), to_ms: Some(350), limit: 10, ..Default::default() };
         let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
         assert_eq!(got, vec![2, 3]);
+        let q = AuditQuery { case_ref: "case-1".into(), limit: 10, ..Default::default() };
+        let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
+        assert_eq!(got, vec![1, 4], "by case reference");
+        let q = AuditQuery {
+            request_id: "r5".into(),
+            case_ref: "case-2".into(),
+            limit: 10,
+            ..Default::default()
+        };
+        let got: Vec<u64> = store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect();
+        assert_eq!(got, vec![5], "by request id");
     })
     .await;
 }

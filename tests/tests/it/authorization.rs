@@ -34,6 +34,8 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("SearchService/Verify", vec![Kiosk, Analyst]),
         ("SearchService/ReviewCandidate", vec![Analyst]),
         ("SearchService/ListPendingReviews", vec![Analyst]),
+        ("SearchService/GetSearch", vec![Analyst, Auditor]),
+        ("SearchService/ListCaseSearches", vec![Analyst, Auditor]),
         ("AuditService/Append", vec![Service]),
         ("AuditService/Query", vec![Auditor]),
         ("AuditService/ListLeaves", vec![Auditor]),
@@ -44,6 +46,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("AuditService/GetPublicKey", ROLES.to_vec()),
         ("AuditService/GetSearchRecord", vec![Service]),
         ("AuditService/ListReviews", vec![Service]),
+        ("AuditService/ListCaseRecords", vec![Service]),
         ("MatcherService/Search", vec![Service]),
         ("MatcherService/Score", vec![Service]),
         ("MatcherService/Describe", vec![Service]),
@@ -112,7 +115,17 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
             search.review_candidate(r!(ReviewCandidateRequest::default())).await.map(|_| ())
         }
         "SearchService/ListPendingReviews" => search
-            .list_pending_reviews(r!(ListPendingReviewsRequest { gallery: "g".into() }))
+            .list_pending_reviews(r!(ListPendingReviewsRequest { gallery: "g".into(), ..Default::default() }))
+            .await
+            .map(|_| ()),
+        "SearchService/GetSearch" => {
+            search.get_search(r!(GetSearchRequest { search_id: "no-such-search".into() })).await.map(|_| ())
+        }
+        "SearchService/ListCaseSearches" => search
+            .list_case_searches(r!(ListCaseSearchesRequest {
+                case_ref: "case-1".into(),
+                ..Default::default()
+            }))
             .await
             .map(|_| ()),
         "AuditService/Append" => audit.append(r!(AppendRequest::default())).await.map(|_| ()),
@@ -149,6 +162,10 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
                 gallery: nope(),
                 subject_id: "x".into()
             }))
+            .await
+            .map(|_| ()),
+        "AuditService/ListCaseRecords" => audit
+            .list_case_records(r!(ListCaseRecordsRequest { case_ref: "case-1".into(), ..Default::default() }))
             .await
             .map(|_| ()),
         "MatcherService/Describe" => matcher.describe(r!(DescribeMatcherRequest {})).await.map(|_| ()),

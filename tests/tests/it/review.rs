@@ -97,7 +97,7 @@ async fn a_candidate_is_confirmed_by_two_analysts_and_never_by_the_searcher_seco
     let fourth = search_by_alice(8).await.search_id;
     assert_eq!(state(review("bob", &fourth, "s00008", Confirmed).await), ReviewState::AwaitingSecond);
     let mut queue = search.clone();
-    let list = biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into() };
+    let list = biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into(), ..Default::default() };
     let carol = cluster.token(Role::Analyst, "carol");
     let pending = queue
         .list_pending_reviews(biomatch_client::request(list.clone(), &carol))
@@ -139,7 +139,7 @@ async fn the_review_queue_spends_the_callers_budget() {
     enrolled_gallery(&cluster, "g", 16, 1, 4, 3).await;
     let mut queue = SearchServiceClient::new(cluster.channel.clone());
     let token = cluster.token(Role::Analyst, "dave");
-    let list = biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into() };
+    let list = biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into(), ..Default::default() };
     for _ in 0..2 {
         queue
             .list_pending_reviews(biomatch_client::request(list.clone(), &token))

@@ -114,16 +114,10 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     for i in 0..args.appends {
         let record =
             biomatch_audit::event_to_record(event(i), 0).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-        let leaf = record.encode();
         let new = NewAuditLeaf {
-            leaf_hash: leaf_hash(&leaf).to_vec(),
-            leaf,
-            idempotency_key: Some(format!("baseline-{i}")),
             appended_at_ms: 0,
-            actor_subject: record.actor_subject,
-            operation: record.operation,
-            gallery: record.gallery,
             subject_ids: Vec::new(),
+            ..biomatch_audit::new_leaf(&record, Some(format!("baseline-{i}")))
         };
         store.append_leaves(vec![new], biomatch_auditlog::chain_hash).await?;
     }

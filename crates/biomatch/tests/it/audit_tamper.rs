@@ -363,6 +363,7 @@ async fn reads_of_the_log_are_on_the_record_and_fail_closed() {
             page_size: 7,
             page_token: 4,
             descending: true,
+            case_ref: "case-9".into(),
         };
         audit.query(as_auditor(&token, query)).await.expect("query");
         let page = audit
@@ -376,7 +377,7 @@ async fn reads_of_the_log_are_on_the_record_and_fail_closed() {
             detail(&page.leaves[1]),
             serde_json::json!({
                 "rpc": "Query", "actor_subject": "kiosk-3", "operation": "identify",
-                "gallery": "travelers", "subject_id": "s-42", "from_ms": 1_000_000, "to_ms": null,
+                "gallery": "travelers", "subject_id": "s-42", "case_ref": "case-9", "from_ms": 1_000_000, "to_ms": null,
                 "page_token": 4, "descending": true, "page_size": 7
             }),
             "what was searched for"
