@@ -30,7 +30,7 @@ ROLES = ("audit", "ingest", "embed", "search", "gateway", "matcher")
 # The gRPC calls each role's code makes (crates/biomatch/src/serve.rs and the service crates):
 # embed and matchers call audit only to record a refused call; matchers read the store directly.
 CALLS = {
-    "gateway": {"search"},
+    "gateway": {"search", "ingest", "audit"},
     "search": {"ingest", "matcher", "embed", "audit"},
     "ingest": {"embed", "audit"},
     "embed": {"audit"},

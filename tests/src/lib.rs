@@ -226,6 +226,31 @@ pub async fn enrolled_gallery(
     (synthetic, centres, response.last_change_seq)
 }
 
+/// The whole cluster with the face models in `models` (photos up to 3 MB are embedded), and an
+/// SFace gallery `gallery` (threshold 0.363, purpose [`PURPOSE`]).
+pub async fn photo_cluster(
+    backend: &Backend,
+    data_dir: &Path,
+    models: PathBuf,
+    gallery: &str,
+) -> TestCluster {
+    let mut c = config(backend, data_dir, &[ProcessRole::All]);
+    c.embed.model_dir = Some(models);
+    c.embed.max_image_bytes = 3 * 1024 * 1024;
+    let cluster = TestCluster::start(c).await;
+    let create = CreateGalleryRequest {
+        name: gallery.into(),
+        dimension: 128,
+        model_id: "sface".into(),
+        threshold: Some(0.363),
+        allowed_purposes: vec![PURPOSE.into()],
+        retention: Some(prost_types::Duration { seconds: RETENTION_SECS, nanos: 0 }),
+        ..Default::default()
+    };
+    cluster.galleries().create_gallery(create).await.expect("photo gallery created");
+    cluster
+}
+
 /// The purpose every test gallery allows.
 pub const PURPOSE: &str = "border";
 /// How long test galleries keep their subjects.

@@ -5,7 +5,7 @@
 use biomatch_proto::v1::{Candidate, IdentifyResponse, Quality};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CandidateJson {
     pub subject_id: String,
     pub score: f32,
@@ -20,7 +20,7 @@ impl From<Candidate> for CandidateJson {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IdentifyJson {
     pub search_id: String,
     /// `mate` or `no_mate`.
@@ -76,7 +76,7 @@ impl From<IdentifyResponse> for IdentifyJson {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QualityJson {
     pub overall: f32,
     pub size: f32,

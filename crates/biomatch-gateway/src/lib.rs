@@ -1,71 +1,260 @@
-//! The gateway role: a REST/JSON API (axum) over the gRPC services, for analysts, auditors and
-//! admins: `GET /healthz`, `GET /readyz` and `POST /v1/galleries/{gallery}/identify` with an
-//! embedding (JSON) or a photo (multipart form). `/metrics` is not on this public port: every
-//! process, the gateway included, serves it with the health endpoints on its operator port
-//! ([`ops_router`] at `metrics_addr`), which only the monitoring network reaches.
+//! The gateway role: the REST/JSON API v1 (axum) over the gRPC services, for analysts,
+//! auditors, enrollers and admins, with its OpenAPI 3.1 document at `/v1/openapi.json`, and
+//! `GET /healthz` and `GET /readyz` for load balancers. `/metrics` is not on this public port:
+//! every process, the gateway included, serves it with the health endpoints on its operator
+//! port ([`ops_router`] at `metrics_addr`), which only the monitoring network reaches.
 //!
-//! The caller's bearer token is validated by [`biomatch_auth::Authenticator`] and forwarded to the
-//! gRPC service, which establishes the principal; errors come back as `{"error": {"code", "message"}}` with the HTTP
-//! status that [`biomatch_proto::http_status`] assigns.
+//! Every route is declared once, with its OpenAPI description (`utoipa`), so the document cannot
+//! miss a route. The caller's bearer token is validated here and forwarded to the gRPC service,
+//! which establishes the principal again and applies the same authorization table, scopes,
+//! budgets and audit leaves as for a gRPC caller. Errors are `{"error": {"code", "message",
+//! "request_id"}}` with the HTTP status [`biomatch_proto::http_status`] assigns ([`error`]).
+//! Lists are paginated by an opaque cursor with a bounded page size; every body has a limit.
 #![forbid(unsafe_code)]
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::get;
 use axum::{Json, Router};
 use biomatch_auth::Authenticator;
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
+use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
-use biomatch_proto::v1::{Embedding, IdentifyRequest, Probe, probe};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::transport::Channel;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub mod audit;
+mod console;
+pub mod error;
+pub mod galleries;
 mod json;
+mod photos;
+pub mod searches;
 
+pub use console::CONTENT_SECURITY_POLICY;
+pub use error::{ApiError, Caller, ErrorBody};
 pub use json::{CandidateJson, IdentifyJson, QualityJson};
+
+/// The largest JSON body (vectors, settings); photo routes take [`Gateway::with_body_limit`].
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+/// The largest page of any list.
+pub const MAX_PAGE: u32 = 100;
+
+/// The gRPC services the gateway speaks to.
+#[derive(Clone)]
+pub struct Services {
+    pub search: SearchServiceClient<Channel>,
+    pub ingest: IngestServiceClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
+}
+
+impl Services {
+    /// Every service at one channel (a process running every role, or a single front address).
+    pub fn at(channel: Channel) -> Self {
+        Self {
+            search: SearchServiceClient::new(channel.clone()),
+            ingest: IngestServiceClient::new(channel.clone()),
+            audit: AuditServiceClient::new(channel),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Gateway {
     search: SearchServiceClient<Channel>,
+    ingest: IngestServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
     auth: Authenticator,
     ready: Arc<AtomicBool>,
     body_limit: usize,
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "biomatch", description = "Face matching for border control: galleries, subjects, \
+        searches, two-person review and the audit log. Every call needs a bearer token; what it may \
+        do is its role's (docs/security.md)."),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
 impl Gateway {
     /// `ready` is what `/readyz` reports (the process's readiness flag).
-    pub fn new(search: SearchServiceClient<Channel>, auth: Authenticator, ready: Arc<AtomicBool>) -> Self {
-        Self { search, auth, ready, body_limit: 11 * 1024 * 1024 }
+    pub fn new(services: Services, auth: Authenticator, ready: Arc<AtomicBool>) -> Self {
+        let Services { search, ingest, audit } = services;
+        Self { search, ingest, audit, auth, ready, body_limit: 11 * 1024 * 1024 }
     }
 
-    /// The largest request body accepted (a photo plus its form); larger ones get 413.
+    /// The largest request body a photo route accepts (photos plus their form); larger get 413.
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
     }
 
+    /// Every route of the API with its OpenAPI description.
+    fn api(&self) -> OpenApiRouter<Gateway> {
+        let photos = OpenApiRouter::new()
+            .routes(routes!(searches::identify))
+            .routes(routes!(searches::verify))
+            .routes(routes!(galleries::enrol))
+            .layer(DefaultBodyLimit::max(self.body_limit));
+        let json = OpenApiRouter::new()
+            .routes(routes!(session))
+            .routes(routes!(galleries::list_galleries, galleries::create_gallery))
+            .routes(routes!(galleries::get_gallery, galleries::delete_gallery))
+            .routes(routes!(galleries::set_threshold))
+            .routes(routes!(galleries::get_subject, galleries::delete_subject))
+            .routes(routes!(searches::get_search))
+            .routes(routes!(searches::list_case_searches))
+            .routes(routes!(searches::review))
+            .routes(routes!(searches::pending_reviews))
+            .routes(routes!(audit::query_leaves))
+            .routes(routes!(audit::get_leaf))
+            .routes(routes!(audit::checkpoint))
+            .routes(routes!(audit::consistency))
+            .routes(routes!(audit::public_key))
+            .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(photos).merge(json)
+    }
+
+    /// The OpenAPI document of every route.
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        self.api().into_openapi()
+    }
+
     /// The public REST API with `/healthz` and `/readyz` (for load balancers); no `/metrics`.
     pub fn router(self) -> Router {
         let health = health_router(self.ready.clone());
-        Router::new()
-            .route("/v1/galleries/{gallery}/identify", post(identify))
+        let (api, doc) = self.api().split_for_parts();
+        let doc = Arc::new(doc);
+        api.route("/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
             .route_layer(biomatch_telemetry::RpcTelemetryLayer::http())
-            .layer(DefaultBodyLimit::max(self.body_limit))
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .layer(axum::middleware::from_fn(error::request_ids))
             .with_state(self)
             .merge(health)
+            .merge(console::router())
+    }
+}
+
+/// A JSON body whose rejection is a 400 in the API's error shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> JsonBody<T> {
+    async fn read(request: Request) -> Result<T, ApiError> {
+        let Json(body) = Json::<T>::from_request(request, &()).await.map_err(error::bad_body)?;
+        Ok(body)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
+        Self::read(request).await.map(JsonBody)
+    }
+}
+
+/// A page of a list: `limit` (1 to 100, default 50) and the `cursor` a previous page answered.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// At most this many items (1 to 100; default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(error::bad_request(format!("limit must be 1 to {MAX_PAGE}, not {n}"))),
+        }
     }
 
-    /// Validates the caller's bearer token and returns it for forwarding: the service behind
-    /// the gateway checks it again and spends it if it is single-use.
-    fn caller<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, ApiError> {
-        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        self.auth.authenticate_forwarded(get).map_err(ApiError)?;
-        let header = get(biomatch_auth::AUTHORIZATION).unwrap_or_default();
-        Ok(header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or_default())
+    /// A cursor that is a position in the log or a queue.
+    fn numeric_cursor(&self) -> Result<u64, ApiError> {
+        match self.cursor.as_deref() {
+            None | Some("") => Ok(0),
+            Some(text) => text.parse().map_err(|_| error::bad_request("cursor is not one this API gave")),
+        }
     }
+}
+
+/// A page cut from a sorted list, its cursor the key of its last item.
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn of(mut rest: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Self {
+        let more = rest.len() > limit as usize;
+        rest.truncate(limit as usize);
+        let next_cursor = if more { rest.last().map(key) } else { None };
+        Self { items: rest, next_cursor }
+    }
+}
+
+fn next_cursor(token: u64) -> Option<String> {
+    (token > 0).then(|| token.to_string())
+}
+
+/// A protobuf timestamp as RFC 3339 (UTC).
+fn rfc3339(t: &prost_types::Timestamp) -> String {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Who the token is, as the console needs it to choose its views.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionJson {
+    pub subject: String,
+    /// `analyst`, `auditor`, `admin`, `enroller` or `kiosk`.
+    pub role: String,
+    /// The galleries the token is limited to; absent: not limited.
+    pub galleries: Option<Vec<String>>,
+    /// The purposes the token is limited to; absent: not limited.
+    pub purposes: Option<Vec<String>>,
+}
+
+/// The caller as its token says (checked here; nothing is called or recorded).
+#[utoipa::path(get, path = "/v1/session", tag = "session",
+    responses((status = 200, body = SessionJson), (status = "4XX", body = ErrorBody)))]
+async fn session(caller: Caller) -> Json<SessionJson> {
+    let p = caller.principal;
+    Json(SessionJson {
+        subject: p.subject,
+        role: p.role.to_string(),
+        galleries: p.galleries,
+        purposes: p.purposes,
+    })
 }
 
 /// `/healthz` (the process is up) and `/readyz` (it takes traffic).
@@ -102,118 +291,6 @@ pub struct Ops {
     pub ready: Arc<AtomicBool>,
 }
 
-/// A gRPC status as a JSON error response.
-#[derive(Debug)]
-pub struct ApiError(tonic::Status);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = biomatch_proto::http_status(self.0.code());
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({
-            "error": { "code": biomatch_proto::code_name(self.0.code()), "message": self.0.message() }
-        });
-        (status, Json(body)).into_response()
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentifyBody {
-    pub embedding: Vec<f32>,
-    #[serde(default)]
-    pub model_id: String,
-    #[serde(default)]
-    pub k: u32,
-    pub threshold: Option<f32>,
-    #[serde(default)]
-    pub purpose: String,
-    #[serde(default)]
-    pub case_ref: String,
-    #[serde(default)]
-    pub allow_partial: bool,
-    #[serde(default)]
-    pub min_change_seq: u64,
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError(biomatch_proto::status_with(biomatch_domain::ErrorClass::InvalidArgument, message))
-}
-
-/// An identify request from a JSON body with an embedding.
-async fn from_json(gallery: String, request: Request) -> Result<IdentifyRequest, ApiError> {
-    let Json(body) =
-        Json::<IdentifyBody>::from_request(request, &()).await.map_err(|e| bad_request(e.body_text()))?;
-    Ok(IdentifyRequest {
-        gallery,
-        probe: Some(Probe {
-            kind: Some(probe::Kind::Embedding(Embedding {
-                values: body.embedding,
-                model_id: body.model_id,
-                model_version: String::new(),
-            })),
-        }),
-        k: body.k,
-        threshold: body.threshold,
-        purpose: body.purpose,
-        case_ref: body.case_ref,
-        allow_partial: body.allow_partial,
-        min_change_seq: body.min_change_seq,
-    })
-}
-
-/// An identify request from a multipart form: the photo in the `image` part, the other
-/// parameters (`k`, `threshold`, `purpose`, `case_ref`, `allow_partial`, `min_change_seq`) as text
-/// parts. The photo goes to the search role in memory only.
-async fn from_form(gallery: String, request: Request) -> Result<IdentifyRequest, ApiError> {
-    let mut form = Multipart::from_request(request, &()).await.map_err(|e| bad_request(e.body_text()))?;
-    let mut message = IdentifyRequest { gallery, ..Default::default() };
-    let mut image = None;
-    while let Some(field) = form.next_field().await.map_err(|e| bad_request(e.body_text()))? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == "image" {
-            image = Some(field.bytes().await.map_err(|e| bad_request(e.body_text()))?.to_vec());
-            continue;
-        }
-        let text = field.text().await.map_err(|e| bad_request(e.body_text()))?;
-        let number = |what: &str| bad_request(format!("form field {what} must be a number"));
-        match name.as_str() {
-            "k" => message.k = text.trim().parse().map_err(|_| number("k"))?,
-            "threshold" => message.threshold = Some(text.trim().parse().map_err(|_| number("threshold"))?),
-            "purpose" => message.purpose = text,
-            "case_ref" => message.case_ref = text,
-            "allow_partial" => message.allow_partial = matches!(text.trim(), "true" | "1"),
-            "min_change_seq" => {
-                message.min_change_seq = text.trim().parse().map_err(|_| number("min_change_seq"))?
-            }
-            other => return Err(bad_request(format!("unknown form field {other:?}"))),
-        }
-    }
-    let image = image.ok_or_else(|| bad_request("the form has no image part"))?;
-    message.probe = Some(Probe { kind: Some(probe::Kind::Image(image)) });
-    Ok(message)
-}
-
-/// `POST /v1/galleries/{gallery}/identify`: a JSON body with an embedding, or a multipart form
-/// with a photo.
-async fn identify(
-    State(gateway): State<Gateway>,
-    Path(gallery): Path<String>,
-    headers: HeaderMap,
-    request: Request,
-) -> Result<Json<IdentifyJson>, ApiError> {
-    let token = gateway.caller(&headers)?;
-    let multipart = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let message =
-        if multipart { from_form(gallery, request).await? } else { from_json(gallery, request).await? };
-    let mut search = gateway.search.clone();
-    let response = search.identify(biomatch_client::request(message, token)).await.map_err(ApiError)?;
-    Ok(Json(IdentifyJson::from(response.into_inner())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,12 +302,60 @@ mod tests {
         app.oneshot(request).await.expect("response").status()
     }
 
+    fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v.as_str()) {
+                        ("$ref", Some(target)) => out.push(target),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The document is OpenAPI 3.1, every reference resolves, every operation answers its
+    /// success and error shapes and needs the bearer token; operation ids are unique.
+    #[tokio::test]
+    async fn the_document_is_whole() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let auth = Authenticator::new(biomatch_auth::KeySet::default(), "biomatch", "biomatch", 30);
+        let gateway = Gateway::new(Services::at(channel), auth, Arc::new(AtomicBool::new(true)));
+        let doc = serde_json::to_value(gateway.openapi()).expect("json");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let mut targets = Vec::new();
+        refs(&doc, &mut targets);
+        assert!(!targets.is_empty());
+        for target in targets {
+            let name = target.strip_prefix("#/components/schemas/").expect("a schema reference");
+            assert!(doc["components"]["schemas"][name].is_object(), "{target} does not resolve");
+        }
+        let mut ids = Vec::new();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = operation["responses"].as_object().expect("responses");
+                let success = responses.keys().any(|code| code.starts_with('2'));
+                assert!(success && responses.contains_key("4XX"), "{method} {path}: {responses:?}");
+                ids.push(operation["operationId"].as_str().expect("operation id").to_owned());
+            }
+        }
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((ids.len(), count), (20, 20), "20 operations, each id once");
+    }
+
     #[tokio::test]
     async fn the_public_router_has_no_metrics_and_the_operator_router_has() {
         let ready = Arc::new(AtomicBool::new(true));
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         let auth = Authenticator::new(biomatch_auth::KeySet::default(), "biomatch", "biomatch", 30);
-        let public = Gateway::new(SearchServiceClient::new(channel), auth, ready.clone()).router();
+        let public = Gateway::new(Services::at(channel), auth, ready.clone()).router();
         assert_eq!(status(public.clone(), "/metrics").await, StatusCode::NOT_FOUND);
         assert_eq!(status(public.clone(), "/healthz").await, StatusCode::OK);
         assert_eq!(status(public, "/readyz").await, StatusCode::OK);

@@ -9,7 +9,7 @@ use biomatch_auth::{AuthLayer, ReplayStore};
 use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
-use biomatch_gateway::{Gateway, Ops, ops_router};
+use biomatch_gateway::{Gateway, Ops, Services, ops_router};
 use biomatch_ingest::IngestServer;
 use biomatch_matcher::MatcherServer;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
@@ -130,7 +130,6 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let own = format!("http://{grpc_addr}");
     let e = &config.endpoints;
     let audit_client = AuditServiceClient::new(client_channel(&e.audit, &own, tls.as_ref())?);
-    let search_client = SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?);
 
     // Only ingest, matcher and audit open a store (and need a database URL or a data directory);
     // only ingest and matcher read the master key.
@@ -177,6 +176,16 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         identity.creds.clone(),
         clock.clone(),
     ));
+    // The gateway's REST API calls search, ingest and audit with each caller's own token.
+    let gateway_services = if config.runs(ProcessRole::Gateway) {
+        Some(Services {
+            search: SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?),
+            ingest: IngestServiceClient::new(client_channel(&e.ingest, &own, tls.as_ref())?),
+            audit: AuditServiceClient::new(client_channel(&e.audit, &own, tls.as_ref())?),
+        })
+    } else {
+        None
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let mut process = roles::Process {
         config: &config,
@@ -263,10 +272,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     }));
     tracing::info!(addr = %grpc_addr, roles = %config.role_names(","), "grpc listening");
 
-    let http_addr = if config.runs(ProcessRole::Gateway) {
+    let http_addr = if let Some(services) = gateway_services {
         // A photo at the embed role's limit, plus the form around it.
         let body_limit = config.embed.max_image_bytes + 1024 * 1024;
-        let app = Gateway::new(search_client, auth, ops.ready.clone()).with_body_limit(body_limit).router();
+        let app = Gateway::new(services, auth, ops.ready.clone()).with_body_limit(body_limit).router();
         Some(serve_http(config.http_addr, app, stopped.clone(), &mut tasks).await?)
     } else {
         None

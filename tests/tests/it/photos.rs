@@ -1,10 +1,9 @@
 //! Enrol and identify by photo, end to end through ingest, search, the embed role and the REST
 //! gateway, with real photos and the real model; every kind of unusable photo gets its reason.
 
-use biomatch_config::ProcessRole;
 use biomatch_face::testing;
 use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest, Probe, probe};
-use biomatch_tests::{PURPOSE, RETENTION_SECS, TestCluster, backends, config};
+use biomatch_tests::{PURPOSE, RETENTION_SECS, backends, photo_cluster};
 use image::{ImageFormat, RgbImage};
 use std::io::Cursor;
 
@@ -40,21 +39,7 @@ async fn enrol_and_identify_by_photo() {
     let read = |name: &str| std::fs::read(photos.join(name)).expect("photo");
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = backends(dir.path()).await.remove(0);
-    let mut c = config(&backend, dir.path(), &[ProcessRole::All]);
-    c.embed.model_dir = Some(models);
-    c.embed.max_image_bytes = 3 * 1024 * 1024;
-    let cluster = TestCluster::start(c).await;
-
-    let gallery = CreateGalleryRequest {
-        name: "lane".into(),
-        dimension: 128,
-        model_id: "sface".into(),
-        threshold: Some(0.363),
-        allowed_purposes: vec![PURPOSE.into()],
-        retention: Some(prost_types::Duration { seconds: RETENTION_SECS, nanos: 0 }),
-        ..Default::default()
-    };
-    cluster.galleries().create_gallery(gallery).await.expect("gallery");
+    let cluster = photo_cluster(&backend, dir.path(), models, "lane").await;
     let mut ingest = cluster.ingest();
     ingest.enroll(enroll("obama", read("obama.jpg"))).await.expect("obama enrolled");
     let last = ingest.enroll(enroll("biden", read("biden.jpg"))).await.expect("biden enrolled").into_inner();
