@@ -301,7 +301,7 @@ pub async fn create_gallery(
     Ok((StatusCode::CREATED, Json(gallery.into())))
 }
 
-#[utoipa::path(get, path = "/v1/galleries/{gallery}", tag = "galleries", params(("gallery" = String, Path)),
+#[utoipa::path(get, path = "/v1/galleries/{gallery}", tag = "galleries", params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")),
     responses((status = 200, body = GalleryJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn get_gallery(
     State(gateway): State<Gateway>,
@@ -314,7 +314,7 @@ pub async fn get_gallery(
 }
 
 #[utoipa::path(delete, path = "/v1/galleries/{gallery}", tag = "galleries",
-    params(("gallery" = String, Path), IdempotencyQuery),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), IdempotencyQuery),
     responses((status = 200, body = DeletedJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn delete_gallery(
     State(gateway): State<Gateway>,
@@ -329,7 +329,7 @@ pub async fn delete_gallery(
 }
 
 #[utoipa::path(put, path = "/v1/galleries/{gallery}/threshold", tag = "galleries",
-    params(("gallery" = String, Path)), request_body = ThresholdBody,
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")), request_body = ThresholdBody,
     responses((status = 200, body = GalleryJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn set_threshold(
     State(gateway): State<Gateway>,
@@ -355,7 +355,7 @@ fn enrol_mode(mode: &str) -> Result<EnrollMode, ApiError> {
 /// in `image` parts and `subject_id`, `mode`, `idempotency_key` as text parts. Photos are
 /// embedded in memory and never stored.
 #[utoipa::path(post, path = "/v1/galleries/{gallery}/subjects", tag = "subjects",
-    params(("gallery" = String, Path)),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")),
     request_body(content((EnrolBody = "application/json"), (crate::photos::EnrolForm = "multipart/form-data"))),
     responses((status = 200, body = EnrolledJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn enrol(
@@ -419,7 +419,7 @@ pub async fn enrol(
 }
 
 #[utoipa::path(get, path = "/v1/galleries/{gallery}/subjects/{subject_id}", tag = "subjects",
-    params(("gallery" = String, Path), ("subject_id" = String, Path)),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), ("subject_id" = String, Path)),
     responses((status = 200, body = SubjectJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn get_subject(
     State(gateway): State<Gateway>,
@@ -450,7 +450,7 @@ pub async fn get_subject(
 }
 
 #[utoipa::path(delete, path = "/v1/galleries/{gallery}/subjects/{subject_id}", tag = "subjects",
-    params(("gallery" = String, Path), ("subject_id" = String, Path), IdempotencyQuery),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), ("subject_id" = String, Path), IdempotencyQuery),
     responses((status = 200, body = DeletedJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn delete_subject(
     State(gateway): State<Gateway>,

@@ -181,6 +181,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// At most this many items (1 to 100; default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -82,7 +82,7 @@ async fn photo_form(request: Request) -> Result<(Probe, Vec<(String, String)>), 
 /// a photo. Kiosks are told the decision (and the mate's id); analysts see the candidates at or
 /// above the candidate floor.
 #[utoipa::path(post, path = "/v1/galleries/{gallery}/identify", tag = "searches",
-    params(("gallery" = String, Path)),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")),
     request_body(content((IdentifyBody = "application/json"), (crate::photos::SearchForm = "multipart/form-data"))),
     responses((status = 200, body = IdentifyJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn identify(
@@ -127,7 +127,7 @@ pub async fn identify(
 
 /// Verifies a face against one enrolled subject (1:1): JSON with an embedding, or a photo form.
 #[utoipa::path(post, path = "/v1/galleries/{gallery}/subjects/{subject_id}/verify", tag = "searches",
-    params(("gallery" = String, Path), ("subject_id" = String, Path)),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), ("subject_id" = String, Path)),
     request_body(content((VerifyBody = "application/json"), (crate::photos::SearchForm = "multipart/form-data"))),
     responses((status = 200, body = VerifyJson), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn verify(
@@ -424,7 +424,7 @@ pub struct PendingPage {
 
 /// The review queue of a gallery: candidates awaiting their second confirmation.
 #[utoipa::path(get, path = "/v1/galleries/{gallery}/reviews/pending", tag = "reviews",
-    params(("gallery" = String, Path), PageQuery),
+    params(("gallery" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), PageQuery),
     responses((status = 200, body = PendingPage), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 pub async fn pending_reviews(
     State(gateway): State<Gateway>,
