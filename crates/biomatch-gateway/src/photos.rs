@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, bad_request};
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use utoipa::ToSchema;
 
 /// The most photos one form may carry (several photos of one traveler at enrolment).
@@ -24,23 +24,29 @@ pub struct Form {
     pub fields: Vec<(String, String)>,
 }
 
+/// A form that cannot be read: 413 when it is over the body limit, else 400.
+fn unreadable(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE { ApiError::Http(status, text) } else { bad_request(text) }
+}
+
 pub async fn read_form(request: Request) -> Result<Form, ApiError> {
     let mut multipart =
-        Multipart::from_request(request, &()).await.map_err(|e| bad_request(e.body_text()))?;
+        Multipart::from_request(request, &()).await.map_err(|e| unreadable(e.status(), e.body_text()))?;
     let mut form = Form { images: Vec::new(), fields: Vec::new() };
-    while let Some(field) = multipart.next_field().await.map_err(|e| bad_request(e.body_text()))? {
+    let broken = |e: axum::extract::multipart::MultipartError| unreadable(e.status(), e.body_text());
+    while let Some(field) = multipart.next_field().await.map_err(broken)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "image" {
             if form.images.len() == MAX_IMAGES {
                 return Err(bad_request(format!("at most {MAX_IMAGES} images per request")));
             }
-            form.images.push(field.bytes().await.map_err(|e| bad_request(e.body_text()))?.to_vec());
+            form.images.push(field.bytes().await.map_err(broken)?.to_vec());
             continue;
         }
         if form.fields.len() == MAX_FIELDS {
             return Err(bad_request("too many form fields"));
         }
-        let text = field.text().await.map_err(|e| bad_request(e.body_text()))?;
+        let text = field.text().await.map_err(broken)?;
         form.fields.push((name, text));
     }
     Ok(form)

@@ -3,7 +3,8 @@
 //! what a search answered. Who may read what:
 //! - an auditor reads any search;
 //! - an analyst reads a search of a gallery and purpose their token covers when they ran it, or
-//!   when one of its candidates is in review (the case's reviewers need it to review);
+//!   when another analyst has reviewed one of its candidates (the case's reviewers need it to
+//!   review; one's own review, which any analyst in scope may attempt, opens nothing);
 //! - a kiosk, an enroller or an admin reads none (the authorization table).
 //!
 //! Each read is a `search_read` leaf naming what was read, appended before the answer, and spends
@@ -70,12 +71,14 @@ impl SearchServer {
         let event = event.unwrap_or_default();
         let searcher = event.actor.clone().unwrap_or_default();
         let reviews = self.search_reviews(&search_id, &event.gallery).await?;
-        let in_review = !reviews.is_empty();
+        // In review by someone else: the reader's own review (which any analyst in scope may
+        // attempt) does not open another analyst's search to them.
+        let reviewed_by_another = reviews.iter().any(|(_, _, entry)| entry.reviewer != principal.subject);
         let may_read = match principal.role {
             Role::Auditor => true,
             _ => {
                 principal.may_search(&event.gallery, &event.purpose)
-                    && (searcher.subject == principal.subject || in_review)
+                    && (searcher.subject == principal.subject || reviewed_by_another)
             }
         };
         if !may_read {

@@ -115,6 +115,9 @@ impl SearchServer {
     ) -> Result<ReviewCandidateResponse, Status> {
         let ReviewCandidateRequest { search_id, gallery, subject_id, outcome, case_ref } = request;
         crate::bounded_fields(&gallery, "", &case_ref)?;
+        // Each review attempt spends a query: whether a subject was a candidate is what a review
+        // (or its refusal) reveals, at no lower price than a search.
+        self.spend_budget(principal, &gallery).await?;
         if search_id.is_empty() || search_id.len() > 64 {
             return Err(status_with(ErrorClass::InvalidArgument, "search_id is required (at most 64 bytes)"));
         }
@@ -134,6 +137,10 @@ impl SearchServer {
         if !searched.candidates.iter().any(|c| c.subject_id == subject.as_str()) {
             let what = format!("subject {subject_id} was not a candidate of search {search_id}");
             return Err(self.refuse(principal, &target, ErrorClass::FailedPrecondition, what).await);
+        }
+        if !case_ref.is_empty() && !searched.case_ref.is_empty() && case_ref != searched.case_ref {
+            let what = format!("search {search_id} is filed under another case");
+            return Err(self.refuse(principal, &target, ErrorClass::InvalidArgument, what).await);
         }
         let searcher = searched.actor.as_ref().map(|a| a.subject.clone()).unwrap_or_default();
         let mut reviews = self.reviews(&search_id, &searched.gallery, subject.as_str()).await?;

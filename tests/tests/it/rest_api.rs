@@ -175,6 +175,19 @@ async fn analysts_auditors_and_admins_work_over_rest() {
     assert!(queue["items"].as_array().is_some_and(Vec::is_empty), "{queue}");
     let (status, _) = api.post(&reviews, &alice, json!({"subject_id": "t2", "outcome": "maybe"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let elsewhere = json!({"subject_id": "t2", "outcome": "inconclusive", "case_ref": "case-other"});
+    let (status, _) = api.post(&reviews, &carol, elsewhere).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a review stays filed under its search's case");
+
+    // An analyst's own review does not open another analyst's search to them.
+    let body = json!({"embedding": template(16, 4, 0.01), "purpose": PURPOSE, "k": 3});
+    let (_, other) = api.post("/v1/galleries/rest/identify", &alice, body).await;
+    let other_id = other["search_id"].as_str().expect("search id");
+    let probe_review = json!({"subject_id": "t4", "outcome": "inconclusive"});
+    let (status, _) = api.post(&format!("/v1/searches/{other_id}/reviews"), &bob, probe_review).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.get(&format!("/v1/searches/{other_id}"), &bob).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "bob's own review opens nothing to bob");
 
     // The case's searches, a page at a time.
     let (status, case) = api.get("/v1/cases/case-42/searches?limit=1", &alice).await;
@@ -199,8 +212,8 @@ async fn analysts_auditors_and_admins_work_over_rest() {
         .iter()
         .filter_map(|l| l["event"]["actor_subject"].as_str())
         .collect();
-    // The refused second confirmation and the queue listings are review leaves too.
-    assert_eq!(subjects, ["alice", "bob", "bob", "bob"]);
+    // The refused second confirmation, the refused refiling and the queue listings are leaves too.
+    assert_eq!(subjects, ["alice", "bob", "bob", "bob", "carol", "bob"]);
     let (_, by_case) = api.get("/v1/audit/leaves?case_ref=case-42&operation=identify", &auditor).await;
     assert_eq!(by_case["items"].as_array().map(Vec::len), Some(1), "{by_case}");
     let index = reviews_page["items"][0]["index"].as_u64().expect("index");
