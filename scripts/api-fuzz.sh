@@ -16,7 +16,10 @@ VENV="$HOME/.cache/biomatch/schemathesis-venv"
 if [ ! -x "$VENV/bin/schemathesis" ]; then
     echo "api-fuzz: installing schemathesis from PyPI"
     python3 -m venv "$VENV" 2>/dev/null || {
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+        rm -rf "$VENV"
         python3 -m venv "$VENV"
     }
     "$VENV/bin/pip" install -q "schemathesis==4.32.5"

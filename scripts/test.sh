@@ -66,7 +66,9 @@ ensure_python_checks() {
 ensure_browser() {
     command -v chromedriver >/dev/null 2>&1 && return
     echo "test: installing chromium and chromium-driver"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 }
 
 ensure_postgres
