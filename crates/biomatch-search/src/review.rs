@@ -215,10 +215,6 @@ impl SearchServer {
             if !principal.may_search(&gallery, &purpose) {
                 continue;
             }
-            if pending.len() == page_size {
-                more = true;
-                break;
-            }
             let mut audit = self.audit.clone();
             let message = GetSearchRecordRequest { search_id: search_id.clone() };
             let Ok(record) = audit.get_search_record(request(message, &self.creds.token())).await else {
@@ -230,6 +226,11 @@ impl SearchServer {
                 seen += 1;
                 if seen <= skip {
                     continue;
+                }
+                // One more awaits past this page: there is a next page, and it is not empty.
+                if pending.len() == page_size {
+                    more = true;
+                    break;
                 }
                 let first_reviewer = reviews
                     .iter()

@@ -113,6 +113,35 @@ async fn a_candidate_is_confirmed_by_two_analysts_and_never_by_the_searcher_seco
     assert_eq!(state(review("carol", &fourth, "s00008", Confirmed).await), ReviewState::Confirmed);
     let pending = queue.list_pending_reviews(biomatch_client::request(list, &carol)).await.expect("queue");
     assert!(pending.into_inner().pending.is_empty(), "nothing awaits a second review any more");
+
+    // The queue a page at a time: a next page only when one more awaits, never an empty one.
+    for subject in [9, 10] {
+        let id = search_by_alice(subject).await.search_id;
+        let who = format!("s{subject:05}");
+        assert_eq!(state(review("bob", &id, &who, Confirmed).await), ReviewState::AwaitingSecond);
+    }
+    // Reviewed after them, and not awaiting anything: no reason for another page.
+    let settled = search_by_alice(11).await.search_id;
+    assert_eq!(state(review("bob", &settled, "s00011", Rejected).await), ReviewState::Rejected);
+    let dave = cluster.token(Role::Analyst, "dave");
+    let page = |page_token: u64| {
+        let list =
+            biomatch_proto::v1::ListPendingReviewsRequest { gallery: "g".into(), page_size: 1, page_token };
+        let mut queue = search.clone();
+        let dave = dave.clone();
+        async move {
+            queue
+                .list_pending_reviews(biomatch_client::request(list, &dave))
+                .await
+                .expect("page")
+                .into_inner()
+        }
+    };
+    let first = page(0).await;
+    assert_eq!((first.pending.len(), first.next_page_token), (1, 1));
+    let second = page(first.next_page_token).await;
+    assert_eq!((second.pending.len(), second.next_page_token), (1, 0), "the last page says so");
+    assert_ne!(first.pending[0].subject_id, second.pending[0].subject_id);
     let query = QueryAuditRequest {
         operation: Operation::Review.into(),
         actor_subject: "carol".into(),
