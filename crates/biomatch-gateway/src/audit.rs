@@ -52,7 +52,7 @@ pub struct EventJson {
 
 /// The name of an operation as leaves and filters spell it, e.g. `identify`.
 fn operation_name(op: Operation) -> String {
-    op.as_str_name().trim_start_matches("OPERATION_").to_ascii_lowercase()
+    crate::enum_name(op.as_str_name(), "OPERATION_")
 }
 
 impl From<v1::AuditEvent> for EventJson {

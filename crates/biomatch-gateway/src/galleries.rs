@@ -387,16 +387,8 @@ pub async fn enrol(
     } else {
         let EnrolBody { subject_id, embeddings, model_id, mode, idempotency_key } =
             crate::JsonBody::<EnrolBody>::read(request).await?;
-        let samples = embeddings
-            .into_iter()
-            .map(|values| {
-                let mut probe = biomatch_proto::embedding_probe(values);
-                if let Some(v1::probe::Kind::Embedding(e)) = probe.kind.as_mut() {
-                    e.model_id.clone_from(&model_id);
-                }
-                probe
-            })
-            .collect();
+        let samples =
+            embeddings.into_iter().map(|values| crate::embedding(values, model_id.clone())).collect();
         EnrollRequest { gallery, subject_id, samples, mode: enrol_mode(&mode)?.into(), idempotency_key }
     };
     let mut ingest = gateway.ingest.clone();

@@ -220,6 +220,19 @@ impl<T> Page<T> {
     }
 }
 
+/// A probe of a template the caller sends, made by `model_id` (empty: the gallery's).
+fn embedding(values: Vec<f32>, model_id: String) -> biomatch_proto::v1::Probe {
+    use biomatch_proto::v1::{Embedding, Probe, probe};
+    let embedding = Embedding { values, model_id, model_version: String::new() };
+    Probe { kind: Some(probe::Kind::Embedding(embedding)) }
+}
+
+/// A proto enum value's name as the API spells it: `REVIEW_STATE_AWAITING_SECOND` with prefix
+/// `REVIEW_STATE_` is `awaiting_second`.
+fn enum_name(proto_name: &str, prefix: &str) -> String {
+    proto_name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
 fn next_cursor(token: u64) -> Option<String> {
     (token > 0).then(|| token.to_string())
 }

@@ -62,11 +62,6 @@ pub struct VerifyJson {
     pub probe_quality: Option<QualityJson>,
 }
 
-fn embedding(values: Vec<f32>, model_id: String) -> Probe {
-    let embedding = v1::Embedding { values, model_id, model_version: String::new() };
-    Probe { kind: Some(probe::Kind::Embedding(embedding)) }
-}
-
 /// The one photo of a search form, and its text fields.
 async fn photo_form(request: Request) -> Result<(Probe, Vec<(String, String)>), ApiError> {
     let form = photos::read_form(request).await?;
@@ -117,7 +112,7 @@ pub async fn identify(
             allow_partial,
             min_change_seq,
         } = crate::JsonBody::read(request).await?;
-        let probe = Some(embedding(values, model_id));
+        let probe = Some(crate::embedding(values, model_id));
         IdentifyRequest { gallery, probe, k, threshold, purpose, case_ref, allow_partial, min_change_seq }
     };
     let mut search = gateway.search.clone();
@@ -152,7 +147,7 @@ pub async fn verify(
     } else {
         let VerifyBody { embedding: values, model_id, threshold, purpose, case_ref, min_change_seq } =
             crate::JsonBody::read(request).await?;
-        let probe = Some(embedding(values, model_id));
+        let probe = Some(crate::embedding(values, model_id));
         VerifyRequest { gallery, subject_id, probe, threshold, purpose, case_ref, min_change_seq }
     };
     let mut search = gateway.search.clone();
@@ -182,11 +177,11 @@ pub async fn verify(
 
 /// A review state's name, e.g. `awaiting_second`, `confirmed`, `disputed`.
 fn state_name(state: ReviewState) -> String {
-    state.as_str_name().trim_start_matches("REVIEW_STATE_").to_ascii_lowercase()
+    crate::enum_name(state.as_str_name(), "REVIEW_STATE_")
 }
 
 fn outcome_name(outcome: ReviewOutcome) -> String {
-    outcome.as_str_name().trim_start_matches("REVIEW_OUTCOME_").to_ascii_lowercase()
+    crate::enum_name(outcome.as_str_name(), "REVIEW_OUTCOME_")
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

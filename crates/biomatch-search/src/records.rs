@@ -12,17 +12,17 @@
 //! harvested otherwise.
 
 use crate::SearchServer;
-use crate::review::{Said, state};
+use crate::review::{Said, audit_unreadable, state};
 use biomatch_client::{actor, request};
 use biomatch_domain::limits::{MAX_CASE_REF_BYTES, bounded};
 use biomatch_domain::{ErrorClass, Principal, Role};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::{
-    AuditEvent, AuditLeaf, Decision, GetSearchRecordRequest, GetSearchRequest, ListCaseRecordsRequest,
-    ListCaseSearchesRequest, ListCaseSearchesResponse, ListReviewsRequest, Operation, ReviewEntry,
-    ReviewOutcome, ReviewedCandidate, SearchRecord, SearchSummary,
+    AuditEvent, AuditLeaf, Decision, GetSearchRequest, ListCaseRecordsRequest, ListCaseSearchesRequest,
+    ListCaseSearchesResponse, ListReviewsRequest, Operation, ReviewEntry, ReviewOutcome, ReviewedCandidate,
+    SearchRecord, SearchSummary,
 };
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// The largest page of a case's searches.
 const MAX_PAGE: u32 = 100;
@@ -58,14 +58,8 @@ impl SearchServer {
         if search_id.is_empty() || search_id.len() > 64 {
             return Err(status_with(ErrorClass::InvalidArgument, "search_id is required (at most 64 bytes)"));
         }
-        let mut audit = self.audit.clone();
-        let message = GetSearchRecordRequest { search_id: search_id.clone() };
-        let leaf = match audit.get_search_record(request(message, &self.creds.token())).await {
-            Ok(leaf) => leaf.into_inner(),
-            Err(status) if status.code() == Code::NotFound => {
-                return Err(status_with(ErrorClass::NotFound, format!("no search {search_id} is on record")));
-            }
-            Err(_) => return Err(status_with(ErrorClass::Unavailable, "the audit log cannot be read")),
+        let Some(leaf) = self.search_leaf(&search_id).await? else {
+            return Err(status_with(ErrorClass::NotFound, format!("no search {search_id} is on record")));
         };
         let AuditLeaf { index, appended_at, event, .. } = leaf;
         let event = event.unwrap_or_default();
@@ -146,7 +140,7 @@ impl SearchServer {
         let page = audit
             .list_case_records(request(message, &self.creds.token()))
             .await
-            .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
+            .map_err(|_| audit_unreadable())?
             .into_inner();
         let searches: Vec<SearchSummary> = page
             .leaves
@@ -180,19 +174,14 @@ impl SearchServer {
         search_id: &str,
         gallery: &str,
     ) -> Result<Vec<(String, Said, ReviewEntry)>, Status> {
-        let mut audit = self.audit.clone();
         let message = ListReviewsRequest {
             search_id: search_id.to_owned(),
             gallery: gallery.to_owned(),
             ..Default::default()
         };
-        let leaves = audit
-            .list_reviews(request(message, &self.creds.token()))
-            .await
-            .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
-            .into_inner()
-            .reviews;
-        Ok(leaves
+        Ok(self
+            .review_leaves(message)
+            .await?
             .into_iter()
             .filter_map(|leaf| {
                 let event = leaf.event?;

@@ -11,7 +11,7 @@ use biomatch_client::{actor, request};
 use biomatch_domain::{ErrorClass, Principal, SubjectId};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::{
-    AuditEvent, GetSearchRecordRequest, ListPendingReviewsRequest, ListPendingReviewsResponse,
+    AuditEvent, AuditLeaf, GetSearchRecordRequest, ListPendingReviewsRequest, ListPendingReviewsResponse,
     ListReviewsRequest, Operation, PendingReview, ReviewCandidateRequest, ReviewCandidateResponse,
     ReviewOutcome, ReviewState,
 };
@@ -190,7 +190,7 @@ impl SearchServer {
         self.spend_budget(principal, &gallery).await?;
         let message = ListReviewsRequest { gallery: gallery.clone(), ..Default::default() };
         let mut groups: Vec<Reviewed> = Vec::new();
-        for event in self.review_leaves(message).await? {
+        for event in self.review_leaves(message).await?.into_iter().filter_map(|leaf| leaf.event) {
             let (Some(subject), Some(said), Some(actor)) =
                 (event.subject_ids.first(), Said::parse(&event.decision), event.actor.as_ref())
             else {
@@ -215,13 +215,10 @@ impl SearchServer {
             if !principal.may_search(&gallery, &purpose) {
                 continue;
             }
-            let mut audit = self.audit.clone();
-            let message = GetSearchRecordRequest { search_id: search_id.clone() };
-            let Ok(record) = audit.get_search_record(request(message, &self.creds.token())).await else {
+            let Ok(Some(record)) = self.search_leaf(&search_id).await else {
                 continue;
             };
-            let searcher =
-                record.into_inner().event.and_then(|e| e.actor).map(|a| a.subject).unwrap_or_default();
+            let searcher = record.event.and_then(|e| e.actor).map(|a| a.subject).unwrap_or_default();
             if state(&searcher, &reviews) == ReviewState::AwaitingSecond {
                 seen += 1;
                 if seen <= skip {
@@ -273,19 +270,29 @@ impl SearchServer {
             subject_id: subject.to_owned(),
         };
         let leaves = self.review_leaves(message).await?;
-        Ok(leaves.into_iter().filter_map(|e| Some((e.actor?.subject, Said::parse(&e.decision)?))).collect())
+        Ok(leaves
+            .into_iter()
+            .filter_map(|leaf| leaf.event)
+            .filter_map(|e| Some((e.actor?.subject, Said::parse(&e.decision)?)))
+            .collect())
     }
 
     /// The review leaves `message` asks the audit log for, in log order.
-    async fn review_leaves(&self, message: ListReviewsRequest) -> Result<Vec<AuditEvent>, Status> {
+    pub(crate) async fn review_leaves(&self, message: ListReviewsRequest) -> Result<Vec<AuditLeaf>, Status> {
         let mut audit = self.audit.clone();
-        let leaves = audit
-            .list_reviews(request(message, &self.creds.token()))
-            .await
-            .map_err(|_| status_with(ErrorClass::Unavailable, "the audit log cannot be read"))?
-            .into_inner()
-            .reviews;
-        Ok(leaves.into_iter().filter_map(|leaf| leaf.event).collect())
+        let answer = audit.list_reviews(request(message, &self.creds.token())).await;
+        Ok(answer.map_err(|_| audit_unreadable())?.into_inner().reviews)
+    }
+
+    /// The leaf of search `search_id`, if one was answered.
+    pub(crate) async fn search_leaf(&self, search_id: &str) -> Result<Option<AuditLeaf>, Status> {
+        let mut audit = self.audit.clone();
+        let message = GetSearchRecordRequest { search_id: search_id.to_owned() };
+        match audit.get_search_record(request(message, &self.creds.token())).await {
+            Ok(leaf) => Ok(Some(leaf.into_inner())),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(_) => Err(audit_unreadable()),
+        }
     }
 
     /// The audit record of search `search_id`, which a review must name: refused (and the
@@ -293,16 +300,11 @@ impl SearchServer {
     /// (when given), or its gallery and purpose are outside the reviewer's token.
     async fn search_record(&self, principal: &Principal, target: &Target<'_>) -> Result<AuditEvent, Status> {
         let Target { search_id, gallery, .. } = *target;
-        let mut audit = self.audit.clone();
-        let message = GetSearchRecordRequest { search_id: search_id.to_owned() };
-        let record = match audit.get_search_record(request(message, &self.creds.token())).await {
-            Ok(leaf) => leaf.into_inner().event.unwrap_or_default(),
-            Err(status) if status.code() == Code::NotFound => {
-                let what = format!("no search {search_id} is on record");
-                return Err(self.refuse(principal, target, ErrorClass::NotFound, what).await);
-            }
-            Err(_) => return Err(status_with(ErrorClass::Unavailable, "the audit log cannot be read")),
+        let Some(leaf) = self.search_leaf(search_id).await? else {
+            let what = format!("no search {search_id} is on record");
+            return Err(self.refuse(principal, target, ErrorClass::NotFound, what).await);
         };
+        let record = leaf.event.unwrap_or_default();
         if !gallery.is_empty() && record.gallery != gallery {
             let what = format!("search {search_id} was not of gallery {gallery}");
             return Err(self.refuse(principal, target, ErrorClass::InvalidArgument, what).await);
@@ -344,6 +346,11 @@ impl SearchServer {
         }
         status
     }
+}
+
+/// The answer when the audit log cannot be read: nothing is decided without it.
+pub(crate) fn audit_unreadable() -> Status {
+    status_with(ErrorClass::Unavailable, "the audit log cannot be read")
 }
 
 #[cfg(test)]
