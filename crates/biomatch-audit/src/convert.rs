@@ -179,4 +179,88 @@ mod tests {
         assert!(event_to_record(AuditEvent { threshold: Some(f32::NAN), ..base.clone() }, 0).is_err());
         assert!(event_to_record(base, 0).is_ok());
     }
+
+    fn texts() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![Just("g".to_owned()), "\\PC{0,12}", ".{0,40}", "(?s).{0,8}", Just(String::new())]
+    }
+
+    fn scores() -> impl proptest::strategy::Strategy<Value = f32> {
+        use proptest::prelude::*;
+        prop_oneof![8 => any::<f32>(), 8 => -1.0f32..1.0, 1 => Just(f32::NAN), 1 => Just(f32::NEG_INFINITY)]
+    }
+
+    // Fuzzing the audit role's validation of appended events: any event is refused with
+    // INVALID_ARGUMENT or becomes a record within the bounds, whose leaf bytes decode to it again
+    // and read back as the event that was sent.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_event_is_a_faithful_leaf_or_invalid(
+            actor in proptest::option::weighted(0.9, ("[a-z0-9-]{1,12}|.{0,12}", texts(), texts())),
+            operation in proptest::prop_oneof![8 => 1i32..=16, 1 => proptest::prelude::any::<i32>()],
+            strings in proptest::collection::vec(texts(), 9),
+            threshold in proptest::prop_oneof![
+                4 => proptest::option::of(-1.0f32..1.0),
+                1 => proptest::option::of(scores()),
+            ],
+            threshold_version in proptest::prelude::any::<u32>(),
+            candidates in proptest::prop_oneof![
+                4 => proptest::collection::vec((texts(), -1.0f32..1.0), 0..4),
+                1 => proptest::collection::vec((texts(), scores()), 0..4),
+            ],
+            subject_ids in proptest::collection::vec(texts(), 0..4),
+            partial in proptest::prelude::any::<bool>(),
+            missing_shards in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..4),
+            detail in proptest::prop_oneof![texts(), "x{4090,4100}"],
+            time_ms in proptest::prelude::any::<i64>(),
+        ) {
+            let strings = <[String; 9]>::try_from(strings).expect("nine");
+            let [
+                gallery, purpose, case_ref, model_id, model_version, decision, trace_id, request_id, outcome,
+            ] = strings;
+            let event = AuditEvent {
+                actor: actor.map(|(subject, role, device_id)| Actor { subject, role, device_id }),
+                operation,
+                gallery,
+                purpose,
+                case_ref,
+                model_id,
+                model_version,
+                threshold,
+                threshold_version,
+                candidates: candidates
+                    .into_iter()
+                    .map(|(subject_id, score)| WireScored { subject_id, score })
+                    .collect(),
+                subject_ids,
+                decision,
+                partial,
+                missing_shards,
+                trace_id,
+                request_id,
+                outcome,
+                detail,
+            };
+            match event_to_record(event.clone(), time_ms) {
+                Ok(record) => {
+                    proptest::prop_assert!(!record.actor_subject.is_empty());
+                    proptest::prop_assert!(record.operation != "unspecified" && !record.outcome.is_empty());
+                    proptest::prop_assert!(record.threshold.is_none_or(f32::is_finite));
+                    proptest::prop_assert!(record.candidates.iter().all(|c| c.score.is_finite()));
+                    proptest::prop_assert!(record.detail.len() <= 4096);
+                    proptest::prop_assert_eq!(record.time_ms, time_ms);
+                    let decoded = AuditRecord::decode(&record.encode()).expect("a leaf decodes");
+                    proptest::prop_assert_eq!(&decoded, &record);
+                    let mut sent = event;
+                    if sent.outcome.is_empty() {
+                        sent.outcome = "OK".into();
+                    }
+                    proptest::prop_assert_eq!(record_to_event(decoded), sent);
+                }
+                Err(status) => proptest::prop_assert_eq!(status.code(), tonic::Code::InvalidArgument),
+            }
+        }
+    }
 }

@@ -52,11 +52,13 @@ impl AuditServer {
         idempotency_key: Option<String>,
     ) -> Result<(u64, Vec<u8>, bool), Status> {
         let new = new_leaf(&record, idempotency_key);
-        let written = self
-            .log
-            .append(new)
-            .await
-            .map_err(|_| status_with(ErrorClass::Unavailable, "audit log cannot commit"))?;
+        let written = self.log.append(new).await.map_err(|e| {
+            if e.is_storage_full() {
+                status_with(ErrorClass::ResourceExhausted, "audit log storage is full: nothing was recorded")
+            } else {
+                status_with(ErrorClass::Unavailable, "audit log cannot commit")
+            }
+        })?;
         Ok((written.value.index, written.value.leaf_hash, written.replayed))
     }
 

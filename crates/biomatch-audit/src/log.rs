@@ -205,7 +205,12 @@ impl Log {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "audit commit failed");
+                    if e.is_storage_full() {
+                        metrics::counter!("biomatch_storage_full_total", "store" => "audit").increment(1);
+                        tracing::error!(error = %e, "audit storage is full: appends are refused until space is freed");
+                    } else {
+                        tracing::error!(error = %e, "audit commit failed");
+                    }
                     let e = Arc::new(e);
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));

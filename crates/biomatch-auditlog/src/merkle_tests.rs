@@ -206,3 +206,149 @@ proptest! {
         }
     }
 }
+
+/// Sizes and indices where off-by-one and overflow bugs live, and anything else.
+fn edgy_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        prop::sample::select(vec![0, 1, 2, 3, 7, 8, 9, u64::MAX - 1, u64::MAX, 1 << 63, (1 << 63) + 1]),
+        0u64..300,
+        any::<u64>(),
+    ]
+}
+
+fn hashes(max: usize) -> impl Strategy<Value = Vec<Hash>> {
+    prop::collection::vec(any::<Hash>(), 0..max)
+}
+
+#[test]
+fn a_size_is_bound_only_through_its_signed_root() {
+    // RFC 9162 verification authenticates a size through the root it is checked against: leaf 0's
+    // proof in the tree of 4 also leads to that root when the size is said to be 3. So callers
+    // take the size and the root from one signed checkpoint (`biomatch audit verify-proof` and
+    // the gateway do), never the size from the proof.
+    let tree = random_tree(4);
+    let (leaf, root4) = (tree.leaf(0).expect("leaf"), tree.root(4).expect("root"));
+    let proof = tree.inclusion_proof(0, 4).expect("proof");
+    assert_eq!(verify_inclusion(0, 3, &leaf, &proof, &root4), Ok(()));
+    let root3 = tree.root(3).expect("root");
+    assert_eq!(verify_inclusion(0, 3, &leaf, &proof, &root3), Err(ProofError::Mismatch));
+}
+
+// Fuzzing proof verification: whatever index, size, leaf, path or roots a caller sends, the
+// answer is a refusal (a forged proof would need a SHA-256 preimage), never a panic; and a real
+// proof stops verifying when any hash, the index or the sizes (with their roots) change.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_inclusion_proofs_are_refused(
+        index in edgy_u64(),
+        size in edgy_u64(),
+        leaf in any::<Hash>(),
+        proof in hashes(70),
+        root in any::<Hash>(),
+    ) {
+        let result = verify_inclusion(index, size, &leaf, &proof, &root);
+        prop_assert!(result.is_err());
+        if index >= size {
+            prop_assert_eq!(result, Err(ProofError::OutOfRange { index, size }));
+        }
+    }
+
+    #[test]
+    fn arbitrary_consistency_proofs_are_refused(
+        first in edgy_u64(),
+        second in edgy_u64(),
+        first_root in any::<Hash>(),
+        other_root in any::<Hash>(),
+        same_roots in any::<bool>(),
+        proof in hashes(70),
+    ) {
+        let second_root = if same_roots { first_root } else { other_root };
+        let result = verify_consistency(first, second, &first_root, &second_root, &proof);
+        // Only the proofs that need no hashes hold: the empty tree is a prefix of every tree,
+        // and a tree is consistent with itself.
+        let trivial = proof.is_empty() && (first == 0 || (first == second && first_root == second_root));
+        prop_assert_eq!(result.is_ok(), trivial && first <= second, "{:?}", result);
+    }
+
+    #[test]
+    fn proofs_are_asked_for_only_within_the_tree(n in 0u64..64, a in edgy_u64(), b in edgy_u64()) {
+        let tree = random_tree(n);
+        let inclusion = tree.inclusion_proof(a, b);
+        prop_assert_eq!(inclusion.is_ok(), a < b && b <= n);
+        let consistency = tree.consistency_proof(a, b);
+        prop_assert_eq!(consistency.is_ok(), a <= b && b <= n);
+        if let (Ok(proof), Some(root)) = (inclusion, tree.root(b)) {
+            let leaf = tree.leaf(a).expect("leaf");
+            prop_assert_eq!(verify_inclusion(a, b, &leaf, &proof, &root), Ok(()));
+        }
+    }
+
+    #[test]
+    fn an_inclusion_proof_holds_for_its_own_index_and_size_only(
+        size in 1u64..150,
+        pick in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+        other_size in 1u64..150,
+        at in any::<prop::sample::Index>(),
+        byte in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let tree = random_tree(size.max(other_size));
+        let index = pick.index(size as usize) as u64;
+        let (leaf, root) = (tree.leaf(index).expect("leaf"), tree.root(size).expect("root"));
+        let proof = tree.inclusion_proof(index, size).expect("proof");
+        prop_assert_eq!(verify_inclusion(index, size, &leaf, &proof, &root), Ok(()));
+        let j = other.index(size as usize) as u64;
+        if j != index {
+            let moved = verify_inclusion(j, size, &leaf, &proof, &root);
+            prop_assert!(moved.is_err(), "index {} for {}", j, index);
+        }
+        // Another size, checked against that size's root (as another checkpoint would give it).
+        if other_size != size && index < other_size {
+            let other_root = tree.root(other_size).expect("root");
+            prop_assert!(verify_inclusion(index, other_size, &leaf, &proof, &other_root).is_err());
+        }
+        if !proof.is_empty() {
+            let mut bad = proof.clone();
+            let i = at.index(bad.len());
+            bad[i][byte.index(32)] ^= 1 << bit;
+            prop_assert!(verify_inclusion(index, size, &leaf, &bad, &root).is_err());
+        }
+        let mut bad_root = root;
+        bad_root[byte.index(32)] ^= 1 << bit;
+        prop_assert!(verify_inclusion(index, size, &leaf, &proof, &bad_root).is_err());
+    }
+
+    #[test]
+    fn a_consistency_proof_holds_for_its_own_sizes_only(
+        second in 2u64..150,
+        pick in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let tree = random_tree(second + 1);
+        let first = pick.index(second as usize - 1) as u64 + 1;
+        let (r1, r2) = (tree.root(first).expect("root"), tree.root(second).expect("root"));
+        let proof = tree.consistency_proof(first, second).expect("proof");
+        prop_assert_eq!(verify_consistency(first, second, &r1, &r2, &proof), Ok(()));
+        // Another first size, with its own root; another second size, with its own root.
+        let f2 = other.index(second as usize - 1) as u64 + 1;
+        if f2 != first {
+            let r = tree.root(f2).expect("root");
+            prop_assert!(verify_consistency(f2, second, &r, &r2, &proof).is_err(), "{} for {}", f2, first);
+        }
+        let r3 = tree.root(second + 1).expect("root");
+        prop_assert!(verify_consistency(first, second + 1, &r1, &r3, &proof).is_err());
+        let r0 = tree.root(second - 1).expect("root");
+        prop_assert!(verify_consistency(first, second - 1, &r1, &r0, &proof).is_err());
+        prop_assert!(!proof.is_empty(), "a strictly larger tree needs hashes");
+        let mut bad = proof.clone();
+        let i = at.index(bad.len());
+        bad[i][byte.index(32)] ^= 1 << bit;
+        prop_assert!(verify_consistency(first, second, &r1, &r2, &bad).is_err());
+    }
+}

@@ -74,11 +74,21 @@ pub struct AuditUnavailable {
 }
 
 /// What the caller is told when its answer's leaf could not be committed: `UNAVAILABLE` and no
-/// result. This conversion is where that refusal is handled, so it is logged here, once.
+/// result, or `RESOURCE_EXHAUSTED` when the audit log's storage is full. This conversion is where
+/// that refusal is handled, so it is logged here, once.
 impl From<AuditUnavailable> for tonic::Status {
     fn from(e: AuditUnavailable) -> Self {
         tracing::warn!(error = %e, "refusing to answer without its audit leaf");
-        status_with(ErrorClass::Unavailable, "audit log unavailable: no unaudited result is returned")
+        match e.code {
+            // RESOURCE_EXHAUSTED also answers an audit role too busy to admit the call.
+            tonic::Code::ResourceExhausted if e.message.contains("storage is full") => status_with(
+                ErrorClass::ResourceExhausted,
+                "audit log storage is full: no unaudited result is returned",
+            ),
+            _ => {
+                status_with(ErrorClass::Unavailable, "audit log unavailable: no unaudited result is returned")
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Turning a probe (photo or vector) into a template of a gallery's model and dimension.
 
 use biomatch_auth::ServiceCredentials;
+use biomatch_domain::limits::{MAX_MODEL_BYTES, bounded};
 use biomatch_domain::{Classified, ErrorClass, Template};
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::{EmbedOptions, EmbedRequest, Embedding, Probe, Quality, probe};
@@ -109,6 +110,11 @@ pub async fn resolve_probe(
 /// Validates a vector against the gallery: dimension, finite values, same model.
 pub fn resolve_embedding(embedding: Embedding, gallery: &GalleryModel) -> Result<ResolvedProbe, Status> {
     let Embedding { values, model_id, model_version } = embedding;
+    // A search's audit leaf and answer carry the probe's model: bounded before either is written,
+    // and before a refusal quotes it.
+    for (field, value) in [("model_id", &model_id), ("model_version", &model_version)] {
+        bounded(field, value, MAX_MODEL_BYTES).map_err(|e| status_from(&e))?;
+    }
     let model_id = if model_id.is_empty() { gallery.model_id.clone() } else { model_id };
     if model_id != gallery.model_id {
         return Err(status_with(
@@ -150,5 +156,77 @@ mod tests {
             resolve_embedding(other, &model()).expect_err("refused").code(),
             tonic::Code::FailedPrecondition
         );
+    }
+
+    #[test]
+    fn an_oversized_model_is_refused_before_it_is_recorded_or_quoted() {
+        // Found by the property below: a probe's model version reached a search's audit leaf and
+        // answer at any length, and a mismatched model id was quoted back whole.
+        let long = "m".repeat(MAX_MODEL_BYTES + 1);
+        let values = vec![1.0; 3];
+        let version =
+            Embedding { values: values.clone(), model_id: String::new(), model_version: long.clone() };
+        let id = Embedding { values, model_id: long, model_version: String::new() };
+        for embedding in [version, id] {
+            let status = resolve_embedding(embedding, &model()).expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().len() < 100, "{}", status.message());
+        }
+    }
+
+    fn floats() -> impl proptest::strategy::Strategy<Value = f32> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f32>(),
+            -2.0f32..2.0,
+            proptest::sample::select(vec![
+                0.0,
+                -0.0,
+                f32::NAN,
+                f32::INFINITY,
+                f32::MIN_POSITIVE,
+                f32::MAX,
+                1e-45
+            ]),
+        ]
+    }
+
+    // Fuzzing vector probes, as the ingest and search roles validate them: any embedding is a
+    // unit template of the gallery's dimension and model, or INVALID_ARGUMENT / FAILED_PRECONDITION.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_embedding_is_a_template_of_the_gallery_or_refused(
+            values in proptest::collection::vec(floats(), 0..10),
+            dimension in 1usize..8,
+            model_id in proptest::prop_oneof![
+                proptest::strategy::Just(String::new()),
+                proptest::strategy::Just("m".to_owned()),
+                ".{0,300}",
+            ],
+            model_version in ".{0,300}",
+        ) {
+            let gallery = GalleryModel { dimension, model_id: "m".into(), model_version: "1".into() };
+            match resolve_embedding(Embedding { values, model_id, model_version }, &gallery) {
+                Ok(probe) => {
+                    proptest::prop_assert_eq!(probe.template.dimension(), dimension);
+                    let values = probe.template.values();
+                    proptest::prop_assert!(values.iter().all(|v| v.is_finite()));
+                    let norm = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                    proptest::prop_assert!((norm - 1.0).abs() < 1e-3, "norm {}", norm);
+                    proptest::prop_assert_eq!(probe.model_id.as_str(), "m");
+                    proptest::prop_assert!(probe.model_version.len() <= MAX_MODEL_BYTES);
+                }
+                Err(status) => {
+                    let code = status.code();
+                    proptest::prop_assert!(
+                        code == tonic::Code::InvalidArgument || code == tonic::Code::FailedPrecondition,
+                        "{:?}", code
+                    );
+                    proptest::prop_assert!(status.message().len() < 2 * MAX_MODEL_BYTES + 200);
+                }
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Secret files (keys, sealed snapshots): readable by their owner only (mode 0600 on Unix) and
 //! written atomically (a temp file, fsync, then a rename or link, then fsync of the directory), so
-//! a crash never leaves a half-written key and no other user ever reads one.
+//! a crash never leaves a half-written key and no other user ever reads one. A write that fails
+//! (a full disk) removes its temp file and leaves the file it was replacing as it was.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,16 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// [`write_private`] of the concatenation of `parts`, without concatenating them in memory.
 pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     let tmp = temp_file(path, parts)?;
-    std::fs::rename(&tmp, path)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(path)
+}
+
+/// Whether an I/O error says the filesystem (or the owner's quota on it) is full.
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 /// Writes `contents` to `path` only if nothing is there: `ErrorKind::AlreadyExists` otherwise,
@@ -27,7 +36,8 @@ pub fn create_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     sync_dir(path)
 }
 
-/// A new owner-only temp file beside `path` holding `parts`, synced.
+/// A new owner-only temp file beside `path` holding `parts`, synced; removed again when it
+/// cannot be written whole (on a full disk a partial one would hold the space it took).
 fn temp_file(path: &Path, parts: &[&[u8]]) -> std::io::Result<PathBuf> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -41,10 +51,12 @@ fn temp_file(path: &Path, parts: &[&[u8]]) -> std::io::Result<PathBuf> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    for part in parts {
-        file.write_all(part)?;
+    let written = parts.iter().try_for_each(|part| file.write_all(part)).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    file.sync_all()?;
     Ok(tmp)
 }
 

@@ -1,8 +1,9 @@
-//! Where wrapped data keys live.
+//! Where wrapped data keys live, and the record of those destroyed.
 
 use crate::files::write_private;
 use crate::{CryptoError, DataKey, MasterKey};
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -10,12 +11,29 @@ use std::sync::Mutex;
 pub trait KeyStore: Send + Sync + 'static {
     /// Creates and durably stores a new data key.
     fn create(&self, key_ref: &str) -> Result<DataKey, CryptoError>;
+    /// The key; [`CryptoError::Destroyed`] for a key this store destroyed, whatever copy of it
+    /// turns up later, and [`CryptoError::NoKey`] for one it does not hold.
     fn get(&self, key_ref: &str) -> Result<DataKey, CryptoError>;
     /// Destroys the key: every template sealed under it becomes unreadable, wherever it is copied.
+    /// The store remembers the destruction, so a restored older copy of the key is not used.
     fn destroy(&self, key_ref: &str) -> Result<(), CryptoError>;
 }
 
-/// Wrapped keys as files `DIR/KEY_REF.dek`, unwrapped keys cached in memory.
+/// A wrapped key's file extension.
+const KEY: &str = "dek";
+/// A destroyed key's tombstone: kept for good, it outlives every copy of the key.
+const TOMBSTONE: &str = "destroyed";
+const TOMBSTONE_TEXT: &[u8] =
+    b"data key destroyed (crypto-shredded): keep this file, it stops any older copy \
+of the key from being used again\n";
+
+/// Wrapped keys as files `DIR/KEY_REF.dek`, unwrapped keys cached in memory; a destroyed key
+/// leaves a tombstone `DIR/KEY_REF.destroyed` (no secret in it) that is never removed.
+///
+/// The tombstones are what makes crypto-shredding survive a restore of the key store: copying
+/// an older backup into the directory brings destroyed keys back as files, but `get` refuses a
+/// key with a tombstone and opening the store destroys such a key again (docs/operations.md,
+/// "Backup and restore").
 ///
 /// Rotating the master key without downtime: every role runs with the new master key and the
 /// old one as `previous` (keys wrapped under either open; new keys are wrapped under the new
@@ -38,15 +56,34 @@ pub struct Rewrapped {
 }
 
 impl FileKeyStore {
+    /// Opens the key directory, destroying again every key that has a tombstone.
     pub fn new(dir: &Path, master: MasterKey) -> Result<Self, CryptoError> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), master, previous: None, cache: Mutex::new(HashMap::new()) })
+        let store =
+            Self { dir: dir.to_path_buf(), master, previous: None, cache: Mutex::new(HashMap::new()) };
+        store.destroy_again()?;
+        Ok(store)
     }
 
     /// Also opens keys wrapped under `previous`, the master key being rotated out.
     pub fn with_previous(mut self, previous: MasterKey) -> Self {
         self.previous = Some(previous);
         self
+    }
+
+    /// Shreds every wrapped key that has a tombstone: a key brought back by copying an older
+    /// backup of the key store into the directory. Returns how many there were.
+    pub fn destroy_again(&self) -> Result<usize, CryptoError> {
+        let mut again = 0;
+        for key_ref in self.names(TOMBSTONE)? {
+            let path = self.file(&key_ref, KEY)?;
+            if path.try_exists()? {
+                tracing::warn!(key = %key_ref, "a destroyed data key reappeared (an older copy of the key store restored?); destroyed again");
+                shred(&path)?;
+                again += 1;
+            }
+        }
+        Ok(again)
     }
 
     /// Unwraps with the current master key, else with the previous one; says which opened it.
@@ -63,13 +100,8 @@ impl FileKeyStore {
     /// neither master key stops the run with its reference named.
     pub fn rewrap_all(&self) -> Result<Rewrapped, CryptoError> {
         let mut done = Rewrapped::default();
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter_map(|name| name.strip_suffix(".dek").map(str::to_owned))
-            .collect();
-        names.sort();
-        for key_ref in names {
-            let path = self.path(&key_ref)?;
+        for key_ref in self.names(KEY)? {
+            let path = self.file(&key_ref, KEY)?;
             let wrapped = std::fs::read(&path)?;
             let (key, current) = self.unwrap(&wrapped, &key_ref).map_err(|e| {
                 CryptoError::MasterKey(format!("data key {key_ref} opens under neither master key: {e}"))
@@ -84,12 +116,30 @@ impl FileKeyStore {
         Ok(done)
     }
 
-    fn path(&self, key_ref: &str) -> Result<PathBuf, CryptoError> {
+    /// The key references that have a file with `extension`, sorted.
+    fn names(&self, extension: &str) -> Result<Vec<String>, CryptoError> {
+        let suffix = format!(".{extension}");
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(&suffix).map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn file(&self, key_ref: &str, extension: &str) -> Result<PathBuf, CryptoError> {
         let safe = !key_ref.is_empty() && key_ref.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !safe {
             return Err(CryptoError::NoKey(key_ref.to_owned()));
         }
-        Ok(self.dir.join(format!("{key_ref}.dek")))
+        Ok(self.dir.join(format!("{key_ref}.{extension}")))
+    }
+
+    fn refuse_destroyed(&self, key_ref: &str) -> Result<(), CryptoError> {
+        match self.file(key_ref, TOMBSTONE)?.try_exists()? {
+            true => Err(CryptoError::Destroyed(key_ref.to_owned())),
+            false => Ok(()),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, DataKey>> {
@@ -97,9 +147,25 @@ impl FileKeyStore {
     }
 }
 
+/// Overwrites a wrapped key in place, then unlinks it, so it does not linger in the file's
+/// blocks (as far as the file system overwrites in place).
+fn shred(path: &Path) -> Result<(), CryptoError> {
+    let mut file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+    file.write_all(&vec![0u8; len])?;
+    file.sync_all()?;
+    std::fs::remove_file(path)?;
+    Ok(())
+}
+
 impl KeyStore for FileKeyStore {
     fn create(&self, key_ref: &str) -> Result<DataKey, CryptoError> {
-        let path = self.path(key_ref)?;
+        self.refuse_destroyed(key_ref)?;
+        let path = self.file(key_ref, KEY)?;
         let key = DataKey::generate();
         write_private(&path, &self.master.wrap(&key, key_ref))?;
         self.cache().insert(key_ref.to_owned(), key.clone());
@@ -110,7 +176,8 @@ impl KeyStore for FileKeyStore {
         if let Some(key) = self.cache().get(key_ref) {
             return Ok(key.clone());
         }
-        let path = self.path(key_ref)?;
+        self.refuse_destroyed(key_ref)?;
+        let path = self.file(key_ref, KEY)?;
         let wrapped = match std::fs::read(&path) {
             Ok(w) => w,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -125,13 +192,13 @@ impl KeyStore for FileKeyStore {
 
     fn destroy(&self, key_ref: &str) -> Result<(), CryptoError> {
         self.cache().remove(key_ref);
-        let path = self.path(key_ref)?;
-        if let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) {
-            // Overwrite before unlinking, so the wrapped key does not linger in the file's blocks.
-            write_private(&path, &vec![0u8; usize::try_from(len).unwrap_or(0)])?;
-            std::fs::remove_file(&path)?;
-        }
-        Ok(())
+        // The record first: after a crash between the two, `get` already refuses the key and the
+        // next open of the store shreds it.
+        let recorded = write_private(&self.file(key_ref, TOMBSTONE)?, TOMBSTONE_TEXT);
+        // Shredding overwrites in place and needs no space: the key goes even when a full volume
+        // refused the record.
+        shred(&self.file(key_ref, KEY)?)?;
+        Ok(recorded?)
     }
 }
 
@@ -152,8 +219,44 @@ mod tests {
             FileKeyStore::new(dir.path(), MasterKey::from_hex(&"22".repeat(32)).expect("m")).expect("s");
         assert!(other_master.get("g-1").is_err(), "a wrong master key unwraps nothing");
         reopened.destroy("g-1").expect("destroyed");
-        assert!(matches!(reopened.get("g-1"), Err(CryptoError::NoKey(_))));
+        assert!(matches!(reopened.get("g-1"), Err(CryptoError::Destroyed(_))));
+        assert!(matches!(reopened.get("g-2"), Err(CryptoError::NoKey(_))), "never held");
         assert!(reopened.get("../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_destroyed_key_restored_from_an_older_copy_stays_destroyed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, backup) = (dir.path().join("live"), dir.path().join("backup"));
+        let master = || MasterKey::from_hex(&"11".repeat(32)).expect("master");
+        let store = FileKeyStore::new(&live, master()).expect("store");
+        let sealed = store.create("g-1").expect("created").seal(b"t", b"c");
+        store.create("g-2").expect("created");
+        std::fs::create_dir_all(&backup).expect("backup dir");
+        for name in ["g-1.dek", "g-2.dek"] {
+            std::fs::copy(live.join(name), backup.join(name)).expect("backed up");
+        }
+        store.destroy("g-1").expect("destroyed");
+        store.destroy("g-1").expect("destroying again is harmless");
+        assert!(!live.join("g-1.dek").exists());
+        assert!(matches!(store.create("g-1"), Err(CryptoError::Destroyed(_))), "a reference is never reused");
+
+        // The older copy alone still opens the template: what the tombstone is there to stop.
+        let old = FileKeyStore::new(&backup, master()).expect("store");
+        assert!(old.get("g-1").expect("key").open(&sealed, b"c").is_ok());
+
+        // Copied back into the live directory, the key is refused, and destroyed again on open.
+        std::fs::copy(backup.join("g-1.dek"), live.join("g-1.dek")).expect("restored");
+        let reopened = FileKeyStore::new(&live, master()).expect("store");
+        assert!(!live.join("g-1.dek").exists(), "destroyed again when the store opened");
+        let err = reopened.get("g-1").expect_err("destroyed");
+        assert!(matches!(err, CryptoError::Destroyed(_)), "{err}");
+        assert!(err.to_string().contains("crypto-shredded"), "{err}");
+        assert!(reopened.get("g-2").is_ok(), "other keys are untouched");
+        std::fs::copy(backup.join("g-1.dek"), live.join("g-1.dek")).expect("restored again");
+        assert!(matches!(reopened.get("g-1"), Err(CryptoError::Destroyed(_))), "refused while open too");
+        assert_eq!(reopened.destroy_again().expect("destroy again"), 1);
+        assert_eq!(reopened.rewrap_all().expect("rewrap"), Rewrapped { rewrapped: 0, current: 1 });
     }
 
     #[test]

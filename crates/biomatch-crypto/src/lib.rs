@@ -5,10 +5,12 @@
 //! not open. Data keys are stored only wrapped (AES-256-GCM under the master key) by a
 //! [`KeyStore`], outside the gallery store: a stolen database or backup holds ciphertext only, and
 //! destroying a gallery's data key (crypto-shredding) makes every copy of its templates, backups
-//! included, unreadable. [`FileKeyStore`] keeps wrapped keys as files under a directory, wrapped
-//! by a [`MasterKey`] from a file or the environment; a KMS implements the same trait. Large
-//! plaintexts (shard snapshots) are sealed in authenticated chunks ([`SealedChunks`],
-//! [`OpenChunks`]) so they can be read back as a stream. AES-GCM is `ring`'s.
+//! included, unreadable; the key store keeps a record of each destruction, so a key brought back
+//! by restoring an older copy of the key store is destroyed again, never used. [`FileKeyStore`]
+//! keeps wrapped keys as files under a directory, wrapped by a [`MasterKey`] from a file or the
+//! environment; a KMS implements the same trait. Large plaintexts (shard snapshots) are sealed in
+//! authenticated chunks ([`SealedChunks`], [`OpenChunks`]) so they can be read back as a stream.
+//! AES-GCM is `ring`'s.
 #![forbid(unsafe_code)]
 
 pub mod files;
@@ -33,6 +35,10 @@ pub enum CryptoError {
         "no data key for gallery key {0}: the gallery was deleted (crypto-shredded) or its key is missing"
     )]
     NoKey(String),
+    /// The key store holds a record that this key was destroyed: the gallery was deleted, and no
+    /// copy of the key (a restored backup of the key store included) opens anything again.
+    #[error("no data key for gallery key {0}: destroyed when its gallery was deleted (crypto-shredded)")]
+    Destroyed(String),
     #[error("master key: {0}")]
     MasterKey(String),
     #[error("key store: {0}")]
@@ -45,9 +51,14 @@ impl biomatch_domain::Classified for CryptoError {
         match self {
             // Stored bytes that do not open: corrupt or tampered data, not the caller's doing.
             CryptoError::Open => ErrorClass::Internal,
+            // A key store with no space left: nothing was written, and a retry succeeds once
+            // space is freed.
+            CryptoError::Io(e) if files::is_full(e) => ErrorClass::ResourceExhausted,
             // A key store that is unreachable or not mounted, or a master key not configured:
             // the same answer wherever a key is needed (ingest and matcher alike).
             CryptoError::NoKey(_) | CryptoError::MasterKey(_) | CryptoError::Io(_) => ErrorClass::Unavailable,
+            // For good: the gallery was deleted, and retrying elsewhere finds no key either.
+            CryptoError::Destroyed(_) => ErrorClass::FailedPrecondition,
         }
     }
 }

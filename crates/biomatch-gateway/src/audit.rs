@@ -402,3 +402,7 @@ pub async fn public_key(
         audit.get_public_key(caller.request(GetPublicKeyRequest {})).await?.into_inner();
     Ok(Json(PublicKeyJson { algorithm, key: BASE64.encode(key), key_id, origin }))
 }
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

@@ -35,10 +35,16 @@ impl crate::IngestServer {
         let key_ref = uuid::Uuid::new_v4().simple().to_string();
         if let Err(e) = self.keys.create(&key_ref) {
             tracing::error!(error = %e, "cannot create a gallery data key");
-            let status = biomatch_proto::status_with(
-                biomatch_domain::ErrorClass::Unavailable,
-                "cannot create the gallery's data key",
-            );
+            let status = match biomatch_domain::Classified::class(&e) {
+                class @ biomatch_domain::ErrorClass::ResourceExhausted => biomatch_proto::status_with(
+                    class,
+                    "storage is full: the gallery's data key could not be written; nothing was created",
+                ),
+                _ => biomatch_proto::status_with(
+                    biomatch_domain::ErrorClass::Unavailable,
+                    "cannot create the gallery's data key",
+                ),
+            };
             return Err(self.refused(custody, crate::events::create_intent(principal, spec), status).await);
         }
         match self.store.create_gallery(spec, &key_ref, idempotency, (self.clock)()).await {
@@ -49,8 +55,15 @@ impl crate::IngestServer {
                 Ok(written.value)
             }
             Err(e) => {
-                self.discard_key(&key_ref);
                 let status = biomatch_proto::status_from(&e);
+                if status.code() == tonic::Code::Unavailable {
+                    // The store may have committed though its answer was lost: a retry would
+                    // then find its gallery's key shredded for good. Kept, unused; an orphan
+                    // key opens nothing.
+                    tracing::warn!("gallery creation's outcome unknown; its new data key is kept");
+                } else {
+                    self.discard_key(&key_ref);
+                }
                 Err(self.refused(custody, crate::events::create_intent(principal, spec), status).await)
             }
         }

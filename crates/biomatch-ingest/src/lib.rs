@@ -29,8 +29,8 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_server::IngestService;
 use biomatch_proto::v1::{
     AuditEvent, BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
-    DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollMode, EnrollRequest, EnrollResponse,
-    Gallery, GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
+    DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollRequest, EnrollResponse, Gallery,
+    GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
     PurgeExpiredRequest, PurgeExpiredResponse, SetThresholdRequest, Subject,
 };
 use biomatch_proto::{status_from, status_with};
@@ -115,20 +115,7 @@ impl IngestServer {
     /// Validates one enrolment into a write for the store.
     async fn prepare(&self, gallery: &GalleryRecord, request: EnrollRequest) -> Result<EnrollWrite, Status> {
         let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
-        let subject = SubjectId::parse(&subject_id).map_err(|e| status_from(&e))?;
-        let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
-        if gallery.settings.retention_seconds <= 0 {
-            return Err(status_with(
-                ErrorClass::FailedPrecondition,
-                format!("gallery {} has no retention policy; enrolment is refused", gallery.settings.name),
-            ));
-        }
-        if samples.is_empty() {
-            return Err(status_with(ErrorClass::InvalidArgument, "at least one sample is required"));
-        }
-        if samples.len() > 64 {
-            return Err(status_with(ErrorClass::InvalidArgument, "at most 64 samples per enrolment"));
-        }
+        let (subject, replace) = validate::enrolment(&gallery.settings, &subject_id, mode, samples.len())?;
         // The key is bound to gallery, subject, mode and the samples; a reuse with another body is
         // refused here, before any audit leaf, and again by the store's transaction.
         let (idempotency, _) = self
@@ -148,7 +135,14 @@ impl IngestServer {
         let model = GalleryModel::from(&gallery.settings);
         let key = self.keys.get(&gallery.key_ref).map_err(|e| {
             tracing::error!(error = %e, gallery = %gallery.settings.name, "gallery data key unavailable");
-            status_with(ErrorClass::Unavailable, "the gallery's data key is unavailable")
+            match e {
+                // A store restored from before the gallery's deletion: final, not worth a retry.
+                biomatch_crypto::CryptoError::Destroyed(_) => status_with(
+                    ErrorClass::FailedPrecondition,
+                    "the gallery's data key was destroyed (the gallery was deleted)",
+                ),
+                _ => status_with(ErrorClass::Unavailable, "the gallery's data key is unavailable"),
+            }
         })?;
         let context = biomatch_crypto::template_context(&gallery.key_ref, subject.as_str());
         let mut sealed_templates = Vec::with_capacity(samples.len());
@@ -264,6 +258,11 @@ impl IngestServer {
 
     /// Records, best effort, that an intended change was refused; returns the refusal.
     async fn refused(&self, custody: &Custody, event: AuditEvent, status: Status) -> Status {
+        if status.code() == tonic::Code::ResourceExhausted {
+            // Only the gallery store or the key store refuse a change for want of space.
+            metrics::counter!("biomatch_storage_full_total", "store" => "gallery").increment(1);
+            tracing::error!("gallery storage is full: changes are refused until space is freed");
+        }
         let (event, key) = custody.refusal(event, &status);
         if let Err(e) = self.audit(event, key).await {
             tracing::warn!(error = %e, "the refusal of an intended change could not be audited");

@@ -1,13 +1,14 @@
 //! Validation of gallery requests.
 
 use biomatch_domain::limits::{MAX_MODEL_BYTES, MAX_PURPOSE_BYTES, MAX_PURPOSES, bounded};
-use biomatch_domain::{ErrorClass, Gallery, GalleryName};
-use biomatch_proto::v1::CreateGalleryRequest;
+use biomatch_domain::{ErrorClass, Gallery, GalleryName, SubjectId};
+use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode};
 use biomatch_proto::{index_spec_from_proto, status_from, status_with};
 use tonic::Status;
 
 pub(crate) const MAX_DIMENSION: u32 = 4096;
 pub(crate) const MAX_SHARDS: u32 = 1024;
+pub(crate) const MAX_SAMPLES: usize = 64;
 
 pub(crate) fn gallery_name(name: &str) -> Result<GalleryName, Status> {
     GalleryName::parse(name).map_err(|e| status_from(&e))
@@ -23,6 +24,32 @@ pub(crate) fn threshold(threshold: f32) -> Result<f32, Status> {
         return Err(invalid("threshold must be a cosine similarity between -1 and 1"));
     }
     Ok(threshold)
+}
+
+/// The checks of an enrolment made before anything is looked up or embedded: a valid subject id,
+/// a gallery with a retention policy, and 1 to [`MAX_SAMPLES`] samples. The subject, and whether
+/// the samples replace its templates.
+pub(crate) fn enrolment(
+    gallery: &Gallery,
+    subject_id: &str,
+    mode: i32,
+    samples: usize,
+) -> Result<(SubjectId, bool), Status> {
+    let subject = SubjectId::parse(subject_id).map_err(|e| status_from(&e))?;
+    let replace = EnrollMode::try_from(mode).unwrap_or_default() == EnrollMode::Replace;
+    if gallery.retention_seconds <= 0 {
+        return Err(status_with(
+            ErrorClass::FailedPrecondition,
+            format!("gallery {} has no retention policy; enrolment is refused", gallery.name),
+        ));
+    }
+    if samples == 0 {
+        return Err(invalid("at least one sample is required"));
+    }
+    if samples > MAX_SAMPLES {
+        return Err(invalid(format!("at most {MAX_SAMPLES} samples per enrolment")));
+    }
+    Ok((subject, replace))
 }
 
 pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<Gallery, Status> {
@@ -195,4 +222,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn enrolments_are_checked_before_anything_is_looked_up() {
+        let g = Gallery { retention_seconds: 60, ..gallery_spec(request()).expect("valid") };
+        let (subject, replace) = enrolment(&g, "P-1", EnrollMode::Replace.into(), 1).expect("valid");
+        assert_eq!((subject.as_str(), replace), ("P-1", true));
+        let code = |r: Result<(SubjectId, bool), Status>| r.expect_err("refused").code();
+        assert_eq!(code(enrolment(&g, "", 0, 1)), tonic::Code::InvalidArgument);
+        assert_eq!(code(enrolment(&g, "P-1", 0, 0)), tonic::Code::InvalidArgument);
+        assert_eq!(code(enrolment(&g, "P-1", 0, MAX_SAMPLES + 1)), tonic::Code::InvalidArgument);
+        let kept_forever = Gallery { retention_seconds: 0, ..g };
+        assert_eq!(code(enrolment(&kept_forever, "P-1", 0, 1)), tonic::Code::FailedPrecondition);
+    }
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod fuzz;

@@ -12,6 +12,7 @@ mod batch;
 mod shards;
 mod snapshot;
 mod sync;
+mod validate;
 
 pub use batch::Batching;
 pub use shards::{Assignment, Shards};
@@ -48,12 +49,21 @@ impl MatcherServer {
         let ShardRef { gallery, shard } =
             shard.ok_or_else(|| status_with(ErrorClass::InvalidArgument, "shard is required"))?;
         let applied = self.syncer.catch_up_to(min_change_seq).await?;
-        let found = self.syncer.shards().get(&gallery, shard).ok_or_else(|| {
-            status_with(
-                ErrorClass::NotFound,
-                format!("this matcher holds no shard {shard} of gallery {gallery}"),
-            )
-        })?;
+        let Some(found) = self.syncer.shards().get(&gallery, shard) else {
+            // Every replica shares the key store: no other one can answer for a shredded gallery.
+            return Err(match self.syncer.is_shredded(&gallery) {
+                true => status_with(
+                    ErrorClass::FailedPrecondition,
+                    format!(
+                        "gallery {gallery} cannot be searched: its data key was destroyed (it was deleted)"
+                    ),
+                ),
+                false => status_with(
+                    ErrorClass::NotFound,
+                    format!("this matcher holds no shard {shard} of gallery {gallery}"),
+                ),
+            });
+        };
         Ok((found, applied))
     }
 }
@@ -67,16 +77,7 @@ impl MatcherService for MatcherServer {
         biomatch_auth::principal(&request)?;
         let ShardSearchRequest { shard, queries, k, min_change_seq } = request.into_inner();
         let (shard, applied) = self.shard_for(shard, min_change_seq).await?;
-        if k == 0 || k > biomatch_domain::limits::MAX_K {
-            let what = format!("k must be between 1 and {}", biomatch_domain::limits::MAX_K);
-            return Err(status_with(ErrorClass::InvalidArgument, what));
-        }
-        let dimension = shard.dimension();
-        let mut flat = Vec::with_capacity(queries.len() * dimension);
-        for q in &queries {
-            check_query(&q.values, dimension).map_err(|e| status_from(&e))?;
-            flat.extend_from_slice(&q.values);
-        }
+        let flat = validate::search_queries(&queries, k, shard.dimension())?;
         let shard_no = shard.number();
         let kind = shard.kind();
         let hits = shard.search(flat, k as usize).await?;

@@ -64,6 +64,9 @@ pub struct Syncer {
     snapshots: Option<Arc<SnapshotStore>>,
     applied: AtomicU64,
     ready: AtomicBool,
+    /// Galleries of the store whose data key was destroyed (by id): not served, and searching
+    /// them is refused as such. Only a store restored from before a gallery's deletion has one.
+    shredded: std::sync::Mutex<HashMap<i64, String>>,
     /// One catch-up at a time, so changes apply in order.
     catching_up: tokio::sync::Mutex<()>,
 }
@@ -86,6 +89,7 @@ impl Syncer {
             snapshots,
             applied: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            shredded: std::sync::Mutex::new(HashMap::new()),
             catching_up: tokio::sync::Mutex::new(()),
         });
         // Everything committed up to `head` is in what we load next; later changes are replayed
@@ -129,6 +133,15 @@ impl Syncer {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Whether `gallery` is in the store but its data key was destroyed (crypto-shredded).
+    pub fn is_shredded(&self, gallery: &str) -> bool {
+        self.shredded().values().any(|name| name == gallery)
+    }
+
+    fn shredded(&self) -> std::sync::MutexGuard<'_, HashMap<i64, String>> {
+        self.shredded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Catches up until at least `min` is applied (0: no wait); returns the applied position.
@@ -213,6 +226,7 @@ impl Syncer {
             }
             ChangeOp::DropGallery => {
                 self.shards.drop_gallery(change.gallery_id);
+                self.shredded().remove(&change.gallery_id);
                 if let Some(snapshots) = &self.snapshots {
                     snapshots.remove_gallery(change.gallery_id);
                 }
@@ -229,6 +243,16 @@ impl Syncer {
         gallery: &GalleryRecord,
         snapshots_up_to: Option<u64>,
     ) -> Result<(usize, u64), SyncError> {
+        // A gallery whose key was destroyed is in the store only when the store was restored
+        // from before its deletion: its templates cannot open, so it is left out (and searching
+        // it refused) rather than stopping every other gallery from loading. A key that is
+        // merely missing is not skipped: that key store is incomplete, and decoding fails below.
+        if let Err(e @ biomatch_crypto::CryptoError::Destroyed(_)) = self.keys.get(&gallery.key_ref) {
+            let name = &gallery.settings.name;
+            tracing::warn!(gallery = %name, error = %e, "gallery not served: its data key was destroyed; delete it again");
+            self.shredded().insert(gallery.id, name.to_string());
+            return Ok((0, u64::MAX));
+        }
         let dimension = gallery.settings.dimension as usize;
         let shards = self.shards.add_gallery(gallery, &self.assignment)?;
         let (mut loaded, mut oldest) = (0, u64::MAX);

@@ -6,6 +6,8 @@
 
 mod convert;
 mod status;
+#[cfg(test)]
+mod wire_tests;
 
 pub use convert::{
     decision_from_proto, decision_to_proto, embedding_probe, gallery_from_proto, gallery_to_proto,

@@ -70,6 +70,20 @@ pub fn probe_refusal(principal: &Principal, probe: Option<&Probe>) -> Option<Str
     })
 }
 
+/// Why a search's purpose is refused, if it is: it must be named, allowed by the gallery and
+/// covered by the caller's token.
+pub fn purpose_refusal(principal: &Principal, gallery: &Gallery, purpose: &str) -> Option<String> {
+    if purpose.is_empty() {
+        Some(format!("a search of gallery {} must name its purpose", gallery.name))
+    } else if !gallery.allowed_purposes.iter().any(|p| p == purpose) {
+        Some(format!("gallery {} may not be searched for purpose {purpose:?}", gallery.name))
+    } else if !principal.may_search(gallery.name.as_str(), purpose) {
+        Some(format!("this token does not cover gallery {} for purpose {purpose:?}", gallery.name))
+    } else {
+        None
+    }
+}
+
 /// The threshold a search decides with: the gallery's, or an analyst's override that is a valid
 /// score and not below the candidate floor.
 pub fn threshold(

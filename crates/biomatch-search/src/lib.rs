@@ -14,6 +14,8 @@ mod merge;
 mod records;
 mod review;
 mod router;
+#[cfg(test)]
+mod validate_tests;
 
 pub use biomatch_client::budget::{BudgetPolicy, Budgets, Exceeded, Limits, Refusal};
 pub use disclosure::DisclosurePolicy;
@@ -107,16 +109,7 @@ impl SearchServer {
         gallery: &Gallery,
         purpose: &str,
     ) -> Result<(), Status> {
-        let refusal = if purpose.is_empty() {
-            Some(format!("a search of gallery {} must name its purpose", gallery.name))
-        } else if !gallery.allowed_purposes.iter().any(|p| p == purpose) {
-            Some(format!("gallery {} may not be searched for purpose {purpose:?}", gallery.name))
-        } else if !principal.may_search(gallery.name.as_str(), purpose) {
-            Some(format!("this token does not cover gallery {} for purpose {purpose:?}", gallery.name))
-        } else {
-            None
-        };
-        match refusal {
+        match disclosure::purpose_refusal(principal, gallery, purpose) {
             None => Ok(()),
             Some(what) => {
                 Err(biomatch_client::deny(&self.audit, &self.creds, principal, gallery.name.as_str(), what)
@@ -197,6 +190,16 @@ fn bounded_fields(gallery: &str, purpose: &str, case_ref: &str) -> Result<(), St
         .map_err(|e| biomatch_proto::status_from(&e))
 }
 
+/// The number of candidates a search asks for: the gallery's default for 0, at most `MAX_K`.
+fn search_k(requested: u32, gallery: &Gallery) -> Result<u32, Status> {
+    let k = if requested == 0 { gallery.default_k } else { requested };
+    if k > biomatch_domain::limits::MAX_K {
+        let what = format!("k must be at most {}", biomatch_domain::limits::MAX_K);
+        return Err(status_with(ErrorClass::InvalidArgument, what));
+    }
+    Ok(k)
+}
+
 fn base_event(
     principal: &Principal,
     operation: Operation,
@@ -237,11 +240,7 @@ impl SearchService for SearchServer {
         let gallery = self.gallery(&gallery).await?;
         self.check_purpose(&principal, &gallery, &purpose).await?;
         self.check_probe_kind(&principal, &gallery, probe.as_ref()).await?;
-        let k = if k == 0 { gallery.default_k } else { k };
-        if k > biomatch_domain::limits::MAX_K {
-            let what = format!("k must be at most {}", biomatch_domain::limits::MAX_K);
-            return Err(status_with(ErrorClass::InvalidArgument, what));
-        }
+        let k = search_k(k, &gallery)?;
         let floor = self.disclosure.floor(&gallery);
         let threshold = disclosure::threshold(&principal, &gallery, requested, floor)?;
         let probe = self.probe(&gallery, probe).await?;

@@ -22,6 +22,61 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// What a client is told when the database has no space left: nothing was written.
+const STORAGE_FULL: &str = "storage is full: the request was not carried out";
+/// What a client is told when the database did not answer in time (locked by another writer,
+/// or a stalled disk): nothing was written, and a retry may succeed.
+const STORAGE_BUSY: &str = "storage is busy: the request was not carried out; retry later";
+/// What a client is told when the database cannot be reached.
+const STORAGE_UNAVAILABLE: &str = "storage is unavailable: the request was not carried out; retry later";
+
+/// Why the database refused, when the refusal is about its storage rather than the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    Full,
+    Busy,
+}
+
+/// SQLite's primary result codes.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_FULL: i32 = 13;
+/// PostgreSQL's SQLSTATE `disk_full`.
+const PG_DISK_FULL: &str = "53100";
+
+fn storage(e: &sqlx::Error) -> Option<Storage> {
+    match e {
+        sqlx::Error::Database(db) => {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite's code is the extended result code, whose low byte is the primary one.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok())?;
+                return match code & 0xff {
+                    SQLITE_FULL => Some(Storage::Full),
+                    SQLITE_BUSY | SQLITE_LOCKED => Some(Storage::Busy),
+                    _ => None,
+                };
+            }
+            let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+            (postgres.code() == PG_DISK_FULL).then_some(Storage::Full)
+        }
+        sqlx::Error::Io(io) if is_full(io) => Some(Storage::Full),
+        _ => None,
+    }
+}
+
+/// Whether an I/O error says the filesystem (or the user's quota on it) is full.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+impl StoreError {
+    /// The database ran out of space (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`): nothing
+    /// was written, and writes succeed again once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, StoreError::Database(e) if storage(e) == Some(Storage::Full))
+    }
+}
+
 impl Classified for StoreError {
     fn class(&self) -> ErrorClass {
         match self {
@@ -30,8 +85,29 @@ impl Classified for StoreError {
             // A key reused with another body is a client error: nothing was done for it.
             StoreError::IdempotencyConflict(_) => ErrorClass::InvalidArgument,
             StoreError::ModelMismatch { .. } => ErrorClass::FailedPrecondition,
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ErrorClass::Unavailable,
-            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => ErrorClass::Internal,
+            StoreError::Database(e) => match storage(e) {
+                Some(Storage::Full) => ErrorClass::ResourceExhausted,
+                Some(Storage::Busy) => ErrorClass::Unavailable,
+                None if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                    ErrorClass::Unavailable
+                }
+                None => ErrorClass::Internal,
+            },
+            StoreError::Corrupt(_) | StoreError::Migrate(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// A database's own words (SQL, file names, driver text) never reach a client.
+    fn public_message(&self) -> String {
+        match self {
+            StoreError::Database(e) => match (storage(e), e) {
+                (Some(Storage::Full), _) => STORAGE_FULL.to_owned(),
+                (Some(Storage::Busy), _) | (None, sqlx::Error::PoolTimedOut) => STORAGE_BUSY.to_owned(),
+                (None, sqlx::Error::Io(_)) => STORAGE_UNAVAILABLE.to_owned(),
+                (None, _) => "internal error".to_owned(),
+            },
+            StoreError::Corrupt(_) | StoreError::Migrate(_) => "internal error".to_owned(),
+            _ => self.to_string(),
         }
     }
 }

@@ -33,6 +33,26 @@ impl std::fmt::Debug for SqlStore {
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;";
 
+/// Whether a connection given back to the pool may serve again: not while it is still inside a
+/// transaction. A commit that fails for want of space makes SQLite roll the transaction back
+/// itself; the driver, which counts the transactions it opened, then fails to roll it back and
+/// counts it open for good, so every later transaction on that connection would be a savepoint
+/// whose release commits nothing, and writes would be acknowledged and lost. Such a connection
+/// is closed (rolling back whatever it holds) and the pool opens a fresh one.
+async fn reusable(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction queues its rollback: let it run before looking again.
+    conn.ping().await?;
+    let stuck = conn.is_in_transaction();
+    if stuck {
+        tracing::warn!("a database connection is still inside a failed transaction; closing it");
+    }
+    Ok(!stuck)
+}
+
 impl SqlStore {
     /// Opens `url` (`sqlite://PATH` or `postgres://...`), creating a SQLite file if needed, and
     /// runs the migrations.
@@ -64,6 +84,7 @@ impl SqlStore {
                                 Ok(())
                             })
                         })
+                        .after_release(|conn, _meta| Box::pin(reusable(conn)))
                         .connect_with(options.clone())
                 };
                 let write = pool(1).await?;
@@ -80,6 +101,7 @@ impl SqlStore {
                             Ok(())
                         })
                     })
+                    .after_release(|conn, _meta| Box::pin(reusable(conn)))
                     .connect(url)
                     .await?;
                 Self { url: url.to_owned(), write: pool.clone(), read: pool, backend }

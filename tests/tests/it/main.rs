@@ -7,9 +7,11 @@
 mod at_rest;
 mod audit_outage;
 mod authorization;
+mod backup_restore;
 mod bad_input;
 mod console;
 mod custody_changes;
+mod disk_full;
 mod fail_closed;
 mod galleries;
 mod gateway;

@@ -1,11 +1,12 @@
 //! `biomatch enroll` and `biomatch delete`.
 
+mod lines;
+
 use super::{ClientArgs, rpc_error};
 use anyhow::Context;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::{DeleteSubjectRequest, Embedding, EnrollMode, EnrollRequest, Probe, probe};
 use clap::Args;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -40,13 +41,6 @@ pub struct DeleteArgs {
     client: ClientArgs,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    subject_id: String,
-    vector: Vec<f32>,
-}
-
 /// A key that makes re-running the same file safe: the same line enrolls once.
 fn idempotency_key(gallery: &str, line: &str) -> String {
     hex::encode(&Sha256::digest(format!("{gallery}\n{line}").as_bytes())[..16])
@@ -59,15 +53,12 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let parsed: Line = serde_json::from_str(&line)
-                .with_context(|| format!("{}:{}: invalid line", path.display(), n + 1))?;
-            let embedding = Embedding { values: parsed.vector, ..Default::default() };
+            let parsed = lines::parse_line(n + 1, &line).with_context(|| path.display().to_string())?;
+            let Some(item) = parsed else { continue };
+            let embedding = Embedding { values: item.vector, ..Default::default() };
             requests.push(EnrollRequest {
                 gallery: args.gallery.clone(),
-                subject_id: parsed.subject_id,
+                subject_id: item.subject.into_string(),
                 samples: vec![Probe { kind: Some(probe::Kind::Embedding(embedding)) }],
                 mode: mode.into(),
                 idempotency_key: idempotency_key(&args.gallery, &line),

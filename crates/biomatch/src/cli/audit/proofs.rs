@@ -255,14 +255,29 @@ pub async fn prove(args: ProveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<()> {
-    let key = parse_key(&args.public_key)?;
-    let text = std::fs::read_to_string(&args.proof)
-        .with_context(|| format!("cannot read {}", args.proof.display()))?;
-    let file: ProofFile =
-        serde_json::from_str(&text).context("not a proof written by `biomatch audit prove`")?;
-    let invalid = |m: String| -> anyhow::Error { ExitWith(2, format!("proof INVALID: {m}")).into() };
-    let checkpoint = checkpoint::open(&file.checkpoint, &key).map_err(|e| invalid(e.to_string()))?;
+/// Why a proof file does not show that its leaf is in the log.
+#[derive(Debug)]
+pub(crate) enum ProofFileError {
+    /// Not the JSON that `biomatch audit prove` writes.
+    Unreadable(serde_json::Error),
+    /// A proof that does not hold, and which check it failed.
+    Invalid(String),
+}
+
+/// What a valid proof file shows: this leaf is in the log of the signed checkpoint.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Proven {
+    pub(crate) leaf_index: u64,
+    pub(crate) leaf_hash: Hash,
+    pub(crate) checkpoint: Checkpoint,
+}
+
+/// Checks a proof file against the log's key. The size and root come from the signed checkpoint
+/// only: the file's own `tree_size` must agree with it.
+pub(crate) fn check_proof_file(text: &str, key: &VerifyingKey) -> Result<Proven, ProofFileError> {
+    let file: ProofFile = serde_json::from_str(text).map_err(ProofFileError::Unreadable)?;
+    let invalid = ProofFileError::Invalid;
+    let checkpoint = checkpoint::open(&file.checkpoint, key).map_err(|e| invalid(e.to_string()))?;
     if checkpoint.size != file.tree_size {
         return Err(invalid(format!(
             "proof is for size {}, the checkpoint for {}",
@@ -279,12 +294,29 @@ pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<()> {
     let leaf_hash = biomatch_auditlog::leaf_hash(&leaf);
     verify_inclusion(file.leaf_index, checkpoint.size, &leaf_hash, &hashes, &checkpoint.root)
         .map_err(|e| invalid(e.to_string()))?;
+    Ok(Proven { leaf_index: file.leaf_index, leaf_hash, checkpoint })
+}
+
+pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<()> {
+    let key = parse_key(&args.public_key)?;
+    let text = std::fs::read_to_string(&args.proof)
+        .with_context(|| format!("cannot read {}", args.proof.display()))?;
+    let Proven { leaf_index, checkpoint, .. } = check_proof_file(&text, &key).map_err(|e| match e {
+        ProofFileError::Unreadable(e) => {
+            anyhow::Error::new(e).context("not a proof written by `biomatch audit prove`")
+        }
+        ProofFileError::Invalid(m) => ExitWith(2, format!("proof INVALID: {m}")).into(),
+    })?;
     println!(
         "proof valid: leaf {} is in the log {} of {} leaves, signed by key {}",
-        file.leaf_index,
+        leaf_index,
         checkpoint.origin,
         checkpoint.size,
         hex::encode(checkpoint::key_id(&checkpoint.origin, &key))
     );
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "proofs_tests.rs"]
+mod tests;

@@ -1,0 +1,75 @@
+//! A stalled store: the database's write lock held by another connection (as a stalled disk
+//! holds a commit) for longer than a request may wait. The change is refused with `UNAVAILABLE`
+//! "storage is busy" (SQLite hands a transaction that has already read `SQLITE_BUSY` at once
+//! rather than waiting for the lock; a plain wait is bounded by the busy timeout, 10 s), its
+//! intent concluded as refused, and the same request succeeds after the stall; searches, which
+//! only read the gallery store, go on meanwhile. A stalled audit store refuses searches the same
+//! way: nothing is answered unaudited, and nothing hangs.
+
+use super::{DIMENSION, enrol_request, verify_strict};
+use biomatch_tests::{Backend, TestCluster, enrolled_gallery, identify};
+use sqlx::{AnyConnection, Connection};
+use std::path::Path;
+use std::time::Duration;
+use tonic::Code;
+
+/// The busy timeout, plus room for a slow machine: a request still waiting after this hung.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Another connection holding the database's write lock.
+async fn hold_write_lock(db: &Path) -> AnyConnection {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(&format!("sqlite://{}", db.display())).await.expect("connect");
+    // Waits, should a commit of the service be under way.
+    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut conn).await.expect("busy timeout");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.expect("write lock");
+    conn
+}
+
+async fn release(mut conn: AnyConnection) {
+    sqlx::query("ROLLBACK").execute(&mut conn).await.expect("released");
+    conn.close().await.expect("closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_refuses_within_a_bounded_time_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cluster = TestCluster::all(&Backend::Sqlite(data.clone()), dir.path()).await;
+    let (mut synthetic, centres, seq) = enrolled_gallery(&cluster, "g", DIMENSION, 1, 10, 29).await;
+
+    // The gallery store stalls: the change is refused in bounded time; searches go on.
+    let held = hold_write_lock(&data.join("gallery.db")).await;
+    let late = synthetic.identity();
+    let request = enrol_request("late", synthetic.sample(&late), "late");
+    let mut ingest = cluster.ingest();
+    let stalled = tokio::spawn({
+        let request = request.clone();
+        async move { ingest.enroll(request).await }
+    });
+    let found = identify(&cluster, "g", synthetic.sample(&centres[3]), seq).await.expect("searches go on");
+    assert_eq!(found.candidates.first().map(|c| c.subject_id.as_str()), Some("s00003"));
+    let answered = tokio::time::timeout(BOUND, stalled).await.expect("refused in bounded time, not hung");
+    let status = answered.expect("task").expect_err("refused while stalled");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().starts_with("storage is busy"), "{:?}", status.message());
+    release(held).await;
+    let enrolled = cluster.ingest().enroll(request).await.expect("enrolled after the stall").into_inner();
+    assert!(!enrolled.replayed, "the refused enrolment was not made while stalled");
+    let found =
+        identify(&cluster, "g", synthetic.sample(&late), enrolled.change_seq).await.expect("identify");
+    assert_eq!(found.candidates.first().map(|c| c.subject_id.as_str()), Some("late"));
+
+    // The audit store stalls: searches are refused in bounded time, never answered unaudited.
+    let held = hold_write_lock(&data.join("audit.db")).await;
+    let probe = synthetic.sample(&centres[4]);
+    let answered = tokio::time::timeout(BOUND, identify(&cluster, "g", probe, seq)).await;
+    let status = answered.expect("refused in bounded time, not hung").expect_err("no unaudited answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("audit"), "{:?}", status.message());
+    release(held).await;
+    identify(&cluster, "g", synthetic.sample(&centres[4]), seq).await.expect("searches after the stall");
+
+    verify_strict(&cluster).await;
+    cluster.running.shutdown().await;
+}
