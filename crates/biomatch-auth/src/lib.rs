@@ -21,7 +21,7 @@ mod verified;
 
 pub use keys::{KeyError, KeySet, TokenSigner};
 pub use layer::{AuthLayer, AuthService, RefusalLog};
-pub use replay::{ReplayStore, ReplayUnavailable};
+pub use replay::{REDIS_DEADLINE, ReplayStore, ReplayUnavailable, redis_connection, within_deadline};
 pub use token::{Claims, ServiceCredentials, TokenSpec};
 
 use biomatch_domain::{ErrorClass, Principal, Role};

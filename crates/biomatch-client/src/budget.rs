@@ -90,8 +90,7 @@ impl Budgets {
 
     /// Counts in Redis under `prefix`, shared by every search replica.
     pub async fn shared(policy: BudgetPolicy, url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let conn = redis::aio::ConnectionManager::new(client).await?;
+        let conn = biomatch_auth::redis_connection(url).await?;
         Ok(Self { policy, used: Mutex::new(HashMap::new()), redis: Some((conn, prefix.to_owned())) })
     }
 
@@ -114,20 +113,23 @@ impl Budgets {
         let who = format!("{prefix}:budget:{}:{}", principal.role, principal.subject);
         let (minute_key, day_key) = (format!("{who}:m{minute}"), format!("{who}:d{day}"));
         // Refused attempts count too: a caller hammering past its budget stays refused.
-        let counts: Result<(u64, u64), _> = redis::pipe()
-            .atomic()
-            .incr(&minute_key, 1)
-            .cmd("EXPIRE")
-            .arg(&minute_key)
-            .arg(120)
-            .ignore()
-            .incr(&day_key, 1)
-            .cmd("EXPIRE")
-            .arg(&day_key)
-            .arg(2 * 86_400)
-            .ignore()
-            .query_async(&mut conn.clone())
-            .await;
+        let mut conn = conn.clone();
+        let counts: Result<(u64, u64), _> = biomatch_auth::within_deadline(
+            redis::pipe()
+                .atomic()
+                .incr(&minute_key, 1)
+                .cmd("EXPIRE")
+                .arg(&minute_key)
+                .arg(120)
+                .ignore()
+                .incr(&day_key, 1)
+                .cmd("EXPIRE")
+                .arg(&day_key)
+                .arg(2 * 86_400)
+                .ignore()
+                .query_async(&mut conn),
+        )
+        .await;
         match counts {
             Err(e) => {
                 tracing::error!(error = %e, "query budget store unreachable; refusing");

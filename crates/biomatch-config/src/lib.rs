@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod admission;
 mod embed;
+pub use admission::AdmissionConfig;
 pub use embed::{ChannelOrder, EmbedConfig, RecognizerConfig, RuntimeKind};
 
 /// The roles a process can run.
@@ -277,6 +279,7 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     pub crypto: CryptoConfig,
     pub tls: TlsConfig,
+    pub admission: AdmissionConfig,
 }
 
 impl Default for ServeConfig {
@@ -301,6 +304,7 @@ impl Default for ServeConfig {
             auth: AuthConfig::default(),
             crypto: CryptoConfig::default(),
             tls: TlsConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }

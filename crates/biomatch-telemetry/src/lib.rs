@@ -3,16 +3,19 @@
 //! standard `OTEL_*` variables ask for them ([`traces`]); and [`RpcTelemetryLayer`], which gives
 //! every gRPC call and REST request a server span joined to the caller's trace, a request counter
 //! and a latency histogram for Prometheus; [`CatchPanicLayer`] turns a handler's panic into an
-//! `INTERNAL` answer, counted, instead of a dropped connection.
+//! `INTERNAL` answer, counted, instead of a dropped connection; [`AdmissionLayer`] bounds the calls
+//! a role serves and queues, and refuses the rest at once with `RESOURCE_EXHAUSTED`.
 //!
 //! Log fields, span fields and metric labels carry identifiers, counts and durations, never
 //! templates, images or scores of named subjects.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod panics;
 mod rpc_layer;
 pub mod traces;
 
+pub use admission::{Admission, AdmissionLayer, AdmissionLimits};
 pub use panics::{CatchPanic, CatchPanicLayer, install_panic_hook};
 pub use rpc_layer::{RpcTelemetry, RpcTelemetryLayer};
 pub use traces::{TelemetryError, current_trace_id, inject};

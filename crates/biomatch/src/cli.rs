@@ -2,9 +2,12 @@
 
 mod audit;
 mod bench;
+mod bench_cluster;
 mod bench_embed;
+mod bench_overload;
 mod bench_restart;
 mod bench_search;
+mod chaos;
 mod enroll;
 mod eval;
 mod gallery;
@@ -60,6 +63,8 @@ pub enum Command {
     /// Benchmarks, printed as tables.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A seeded fault-injection run of the whole cluster as separate processes, then its checker.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => search::verify(args).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Token(cmd) => token::run(cmd),
         Command::Eval(args) => eval::run(args).await,
         Command::MasterKey(cmd) => master_key::run(cmd),

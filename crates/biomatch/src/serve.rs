@@ -23,7 +23,7 @@ use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
 use biomatch_search::{BudgetPolicy, Budgets, Limits, SearchServer};
 use biomatch_store::SqlStore;
-use biomatch_telemetry::{CatchPanicLayer, RpcTelemetryLayer};
+use biomatch_telemetry::{AdmissionLayer, AdmissionLimits, CatchPanicLayer, RpcTelemetryLayer};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -244,6 +244,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .context("gRPC reflection")?;
     let router = builder
         .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
+        // Before any work (authentication included), inside telemetry so refusals are counted.
+        .layer(AdmissionLayer::new(admission_limits(&config)))
         // Inside the telemetry layer, so a caught panic is counted as the INTERNAL it answers.
         .layer(CatchPanicLayer)
         .layer(
@@ -298,6 +300,14 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         health: health_reporter,
         grace,
     })
+}
+
+fn admission_limits(config: &ServeConfig) -> AdmissionLimits {
+    AdmissionLimits {
+        max_in_flight: config.admission.max_in_flight,
+        max_waiting: config.admission.max_waiting,
+        max_wait: Duration::from_millis(config.admission.max_wait_ms),
+    }
 }
 
 /// Serves `app` on `addr` until stopped; returns the bound address.

@@ -20,6 +20,9 @@ pub enum BenchCommand {
     Search(crate::cli::bench_search::SearchBenchArgs),
     /// The face pipeline on 1 MP photos: per-stage and end-to-end latency, photos per second.
     Embed(crate::cli::bench_embed::EmbedBenchArgs),
+    /// Identify offered at ten times the sustainable rate, without and with admission bounds:
+    /// answered within deadline, refused, latency of the answered, peak memory.
+    Overload(crate::cli::bench_overload::OverloadBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +90,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Audit(args) => audit(args).await,
         BenchCommand::Search(args) => crate::cli::bench_search::run(args).await,
+        BenchCommand::Overload(args) => crate::cli::bench_overload::run(args).await,
         BenchCommand::Embed(args) => {
             tokio::task::spawn_blocking(|| crate::cli::bench_embed::run(args)).await?
         }

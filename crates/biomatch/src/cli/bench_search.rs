@@ -4,18 +4,14 @@
 //! matcher's shard search through gRPC on its own (one shard's node); then the time a restarting
 //! matcher takes to load each shard from its snapshot.
 
+use crate::cli::bench_cluster::{GALLERY, ScratchGallery};
 use crate::synthetic::Synthetic;
 use anyhow::Context;
-use biomatch_config::ProcessRole;
 use biomatch_domain::{IndexKind, IndexSpec};
 use biomatch_index::ShardIndex;
-use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
-use biomatch_proto::v1::{
-    CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest, QueryVector, ShardRef,
-    ShardSearchRequest,
-};
+use biomatch_proto::v1::{QueryVector, ShardRef, ShardSearchRequest};
 use clap::Args;
 use std::time::{Duration, Instant};
 
@@ -63,12 +59,13 @@ fn spec(kind: IndexKind, nprobe: u32) -> IndexSpec {
     spec
 }
 
-struct Data {
-    enrolled: Vec<Vec<f32>>,
-    probes: Vec<Vec<f32>>,
+pub(crate) struct Data {
+    pub enrolled: Vec<Vec<f32>>,
+    pub probes: Vec<Vec<f32>>,
 }
 
-fn data(size: usize, dim: usize, queries: usize) -> Data {
+/// `size` identities with one template each, and a mated probe of each of the first `queries`.
+pub(crate) fn data(size: usize, dim: usize, queries: usize) -> Data {
     let mut synthetic = Synthetic::new(dim, 17);
     let mut enrolled = Vec::with_capacity(size);
     let mut probes = Vec::with_capacity(queries);
@@ -280,109 +277,37 @@ where
 
 /// Through gRPC: identify (search -> matcher -> audit), then the matcher's shard search alone.
 async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyhow::Result<(Load, Load)> {
-    let dir = tempfile::tempdir()?;
-    let roles = vec![
-        ProcessRole::Audit,
-        ProcessRole::Embed,
-        ProcessRole::Ingest,
-        ProcessRole::Matcher,
-        ProcessRole::Search,
-    ];
-    let (mut config, signer) = crate::cli::bench::scratch_config(dir.path(), roles)?;
-    config.matcher.snapshot_interval_ms = 0;
-    config.matcher.search_threads = args.search_threads;
-    config.matcher.batch_wait_us = args.batch_wait_us;
-    config.search.analyst_per_minute = u32::MAX;
-    config.search.analyst_per_day = u32::MAX;
-    // The first search waits for the matcher to index every enrolment (minutes for HNSW at 1e5);
-    // measured searches never come near this.
-    config.search.shard_timeout_ms = 3_600_000;
-    let config_service_key = config.auth.service_key_file.clone();
-    let running = crate::serve::start(config).await?;
-    let channel = biomatch_client::channel(&format!("http://{}", running.grpc_addr))?;
-    // The benchmark searches with raw vectors, as a trusted integration does.
-    let token = |role, name: &str| {
-        let mut spec = biomatch_auth::TokenSpec::new(name, role, Duration::from_secs(3600));
-        spec.vector_probes = true;
-        signer.issue(&spec).context("token")
+    let tune = |config: &mut biomatch_config::ServeConfig| {
+        config.matcher.search_threads = args.search_threads;
+        config.matcher.batch_wait_us = args.batch_wait_us;
+        // The first search waits for the matcher to index every enrolment (minutes for HNSW at
+        // 1e5); measured searches never come near this.
+        config.search.shard_timeout_ms = 3_600_000;
     };
-    let (admin, enroller, analyst) = (
-        token(biomatch_domain::Role::Admin, "bench-admin")?,
-        token(biomatch_domain::Role::Enroller, "bench-enroller")?,
-        token(biomatch_domain::Role::Analyst, "bench-analyst")?,
-    );
-    let dim = data.enrolled[0].len();
-    let mut ingest = IngestServiceClient::new(channel.clone());
-    let create = CreateGalleryRequest {
-        name: "bench".into(),
-        dimension: dim as u32,
-        shard_count: 1,
-        index: Some(biomatch_proto::index_spec_to_proto(spec)),
-        threshold: Some(0.3),
-        allowed_purposes: vec!["bench".into()],
-        retention: Some(prost_types::Duration { seconds: 86_400, nanos: 0 }),
-        ..Default::default()
-    };
-    ingest.create_gallery(biomatch_client::request(create, &admin)).await?;
-    let requests: Vec<EnrollRequest> = data
-        .enrolled
-        .iter()
-        .enumerate()
-        .map(|(i, v)| EnrollRequest {
-            gallery: "bench".into(),
-            subject_id: format!("s{i}"),
-            samples: vec![biomatch_proto::embedding_probe(v.clone())],
-            mode: EnrollMode::Add.into(),
-            idempotency_key: format!("bench-{i}"),
-        })
-        .collect();
-    let enrolling = Instant::now();
-    let stream = biomatch_client::request(tokio_stream::iter(requests), &enroller);
-    let seq = ingest.batch_enroll(stream).await?.into_inner().last_change_seq;
-    let search = SearchServiceClient::new(channel.clone());
-    let probes = std::sync::Arc::new(data.probes.clone());
-    let identify = {
-        let probes = probes.clone();
-        move |i: usize, min_change_seq: u64| {
-            let request = IdentifyRequest {
-                gallery: "bench".into(),
-                probe: Some(biomatch_proto::embedding_probe(probes[i % probes.len()].clone())),
-                k: 10,
-                min_change_seq,
-                purpose: "bench".into(),
-                ..Default::default()
-            };
-            biomatch_client::request(request, &analyst)
-        }
-    };
-    // The first search waits for the matcher to apply every enrolment.
-    search.clone().identify(identify(0, seq)).await?;
+    let scratch = std::sync::Arc::new(ScratchGallery::start(tune, spec, &data.enrolled).await?);
     eprintln!(
         "bench search: {} templates enrolled through gRPC and indexed in {:.0} s",
         data.enrolled.len(),
-        enrolling.elapsed().as_secs_f64()
+        scratch.enrol_s
     );
-    let identified = load("identify", probes.len(), &args.clients, move |i| {
-        let (mut search, request) = (search.clone(), identify(i, 0));
-        async move { search.identify(request).await.map(drop) }
-    })
-    .await?;
+    let search = SearchServiceClient::new(scratch.channel.clone());
+    let probes = std::sync::Arc::new(data.probes.clone());
+    let identified = {
+        let (probes, scratch) = (probes.clone(), scratch.clone());
+        load("identify", probes.len(), &args.clients, move |i| {
+            let (mut search, request) =
+                (search.clone(), scratch.identify(probes[i % probes.len()].clone(), 0));
+            async move { search.identify(request).await.map(drop) }
+        })
+        .await?
+    };
     // What one shard's node answers: the search role's own calls to the matcher, without the
     // client's hop to search, the gallery lookup and the audit append.
-    let service_token = {
-        let key = config_service_key.as_deref().context("the scratch cluster has a service key")?;
-        let signer = biomatch_auth::TokenSigner::from_file(key, "biomatch", "biomatch")?;
-        let spec = biomatch_auth::TokenSpec::new(
-            "biomatch-search",
-            biomatch_domain::Role::Service,
-            Duration::from_secs(600),
-        );
-        signer.issue(&spec).context("token")?
-    };
-    let matcher = MatcherServiceClient::new(channel);
+    let matcher = MatcherServiceClient::new(scratch.channel.clone());
+    let service_token = scratch.service.clone();
     let shard_searched = load("shard search", probes.len(), &args.clients, move |i| {
         let message = ShardSearchRequest {
-            shard: Some(ShardRef { gallery: "bench".into(), shard: 0 }),
+            shard: Some(ShardRef { gallery: GALLERY.into(), shard: 0 }),
             queries: vec![QueryVector { values: probes[i % probes.len()].clone() }],
             k: 10,
             min_change_seq: 0,
@@ -391,6 +316,7 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
         async move { matcher.search(request).await.map(drop) }
     })
     .await?;
-    running.shutdown().await;
+    let scratch = std::sync::Arc::into_inner(scratch).context("no call holds the cluster any more")?;
+    scratch.running.shutdown().await;
     Ok((identified, shard_searched))
 }

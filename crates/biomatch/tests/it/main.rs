@@ -5,5 +5,6 @@ mod common;
 
 mod audit_crash;
 mod audit_tamper;
+mod chaos;
 mod processes;
 mod replicas;

@@ -1,0 +1,241 @@
+//! `biomatch bench overload`: what the cluster does when offered ten times the identify rate it
+//! can sustain. Each configuration gets its own in-process cluster on the same gallery: first a
+//! lone client's latency (the unloaded p99), then the sustainable rate (closed loop, 64
+//! clients), then an open loop offering `factor` times that rate, every call with a deadline.
+//! Reported: what was answered within its deadline, what was refused and how fast, the latency of
+//! the answered calls against the unloaded p99, and the process's peak resident memory. The
+//! first row runs without admission bounds (the baseline), the second with them.
+
+use crate::cli::bench_cluster::ScratchGallery;
+use crate::cli::bench_search::percentile;
+use biomatch_config::AdmissionConfig;
+use biomatch_domain::IndexSpec;
+use biomatch_proto::v1::search_service_client::SearchServiceClient;
+use clap::Args;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+#[derive(Debug, Args)]
+pub struct OverloadBenchArgs {
+    /// Templates in the gallery (exact index, one shard).
+    #[arg(long, default_value_t = 100_000)]
+    size: usize,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Offered rate as a multiple of the sustainable one.
+    #[arg(long, default_value_t = 10.0)]
+    factor: f64,
+    /// Length of the overload, in seconds.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Every call's deadline (sent as grpc-timeout).
+    #[arg(long, default_value_t = 1_000)]
+    deadline_ms: u64,
+    /// Admission bounds of the second row (per service).
+    #[arg(long, default_value_t = AdmissionConfig::default().max_in_flight)]
+    max_in_flight: usize,
+    #[arg(long, default_value_t = AdmissionConfig::default().max_waiting)]
+    max_waiting: usize,
+    #[arg(long, default_value_t = AdmissionConfig::default().max_wait_ms)]
+    max_wait_ms: u64,
+}
+
+/// The resident set of this process, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+struct Row {
+    label: &'static str,
+    unloaded_p99: f64,
+    sustainable: f64,
+    offered: f64,
+    answered_per_s: f64,
+    refused: usize,
+    unavailable: usize,
+    late: usize,
+    other: usize,
+    answered_p50: f64,
+    answered_p99: f64,
+    refusal_p99: f64,
+    peak_rss: f64,
+}
+
+pub async fn run(args: OverloadBenchArgs) -> anyhow::Result<()> {
+    let data = crate::cli::bench_search::data(args.size, args.dim, 1_000);
+    let unbounded = AdmissionConfig { max_in_flight: 1 << 20, max_waiting: 1 << 20, max_wait_ms: 3_600_000 };
+    let bounded = AdmissionConfig {
+        max_in_flight: args.max_in_flight,
+        max_waiting: args.max_waiting,
+        max_wait_ms: args.max_wait_ms,
+    };
+    let mut rows = Vec::new();
+    for (label, admission) in [("no admission bounds (baseline)", unbounded), ("admission bounds", bounded)] {
+        eprintln!("bench overload: {label}");
+        rows.push(measure(label, admission, &data, &args).await?);
+    }
+    println!(
+        "overload benchmark: identify, {} x {}-d templates (exact, one shard), every role in this process; \
+         offered {}x the sustainable rate for {} s, deadline {} ms; admission bounds: {} in flight, {} waiting, {} ms wait\n",
+        args.size,
+        args.dim,
+        args.factor,
+        args.seconds,
+        args.deadline_ms,
+        args.max_in_flight,
+        args.max_waiting,
+        args.max_wait_ms
+    );
+    println!(
+        "| configuration | unloaded p99 ms | sustainable /s | offered /s | answered in deadline /s | refused RESOURCE_EXHAUSTED | \
+         UNAVAILABLE | DEADLINE_EXCEEDED | other | answered p50 ms | answered p99 ms | answered p99 / unloaded p99 | \
+         refusal p99 ms | peak RSS MiB |"
+    );
+    println!("|{}", "---|".repeat(14));
+    for r in rows {
+        println!(
+            "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} |",
+            r.label,
+            r.unloaded_p99,
+            r.sustainable,
+            r.offered,
+            r.answered_per_s,
+            r.refused,
+            r.unavailable,
+            r.late,
+            r.other,
+            r.answered_p50,
+            r.answered_p99,
+            r.answered_p99 / r.unloaded_p99.max(1e-6),
+            r.refusal_p99,
+            r.peak_rss
+        );
+    }
+    Ok(())
+}
+
+async fn measure(
+    label: &'static str,
+    admission: AdmissionConfig,
+    data: &crate::cli::bench_search::Data,
+    args: &OverloadBenchArgs,
+) -> anyhow::Result<Row> {
+    let scratch = Arc::new(
+        ScratchGallery::start(|c| c.admission = admission, &IndexSpec::flat(), &data.enrolled).await?,
+    );
+    let probes = Arc::new(data.probes.clone());
+    let search = SearchServiceClient::new(scratch.channel.clone());
+
+    let mut lone = Vec::new();
+    for i in 0..500 {
+        let started = Instant::now();
+        search.clone().identify(scratch.identify(probes[i % probes.len()].clone(), 0)).await?;
+        lone.push(started.elapsed());
+    }
+    lone.sort_unstable();
+
+    // Sustainable: 64 clients, closed loop, for a third of the overload's length.
+    let answered = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(args.seconds.div_ceil(3).max(3));
+    let clients: Vec<_> = (0..64)
+        .map(|c| {
+            let (scratch, probes, search, answered) =
+                (scratch.clone(), probes.clone(), search.clone(), answered.clone());
+            tokio::spawn(async move {
+                let mut i = c;
+                while Instant::now() < until {
+                    search.clone().identify(scratch.identify(probes[i % probes.len()].clone(), 0)).await?;
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    i += 64;
+                }
+                Ok::<(), tonic::Status>(())
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for c in clients {
+        c.await??;
+    }
+    let sustainable = answered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+
+    // Overload: an open loop at `factor` x sustainable; each call's outcome and latency.
+    let offered = sustainable * args.factor;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Code, Duration)>();
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let running = running.clone();
+        tokio::spawn(async move {
+            let mut peak = rss_mib();
+            while running.load(Ordering::Relaxed) {
+                peak = peak.max(rss_mib());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
+    let deadline = Duration::from_millis(args.deadline_ms);
+    let started = Instant::now();
+    let total = (offered * args.seconds as f64) as u64;
+    for n in 0..total {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(n as f64 / offered)).into()).await;
+        let mut request = scratch.identify(probes[n as usize % probes.len()].clone(), 0);
+        request.set_timeout(deadline);
+        let (mut search, tx) = (search.clone(), tx.clone());
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let code = match tokio::time::timeout(deadline, search.identify(request)).await {
+                Ok(Ok(_)) => Code::Ok,
+                Ok(Err(status)) => status.code(),
+                Err(_) => Code::DeadlineExceeded,
+            };
+            let _ = tx.send((code, sent.elapsed()));
+        });
+    }
+    drop(tx);
+    let mut outcomes = Vec::with_capacity(total as usize);
+    while let Some(outcome) = rx.recv().await {
+        outcomes.push(outcome);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    running.store(false, Ordering::Relaxed);
+    let peak_rss = sampler.await?;
+
+    let latencies = |wanted: &dyn Fn(Code) -> bool| {
+        let mut l: Vec<Duration> = outcomes.iter().filter(|(c, _)| wanted(*c)).map(|(_, d)| *d).collect();
+        l.sort_unstable();
+        l
+    };
+    let count = |code: Code| outcomes.iter().filter(|(c, _)| *c == code).count();
+    let answered = latencies(&|c| c == Code::Ok);
+    let refused = latencies(&|c| c == Code::ResourceExhausted);
+    let known =
+        [Code::Ok, Code::ResourceExhausted, Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled];
+    let row = Row {
+        label,
+        unloaded_p99: percentile(&lone, 0.99),
+        sustainable,
+        offered,
+        answered_per_s: answered.len() as f64 / elapsed,
+        refused: refused.len(),
+        unavailable: count(Code::Unavailable),
+        late: count(Code::DeadlineExceeded) + count(Code::Cancelled),
+        other: outcomes.iter().filter(|(c, _)| !known.contains(c)).count(),
+        answered_p50: percentile(&answered, 0.5),
+        answered_p99: percentile(&answered, 0.99),
+        refusal_p99: percentile(&refused, 0.99),
+        peak_rss,
+    };
+    drop(search);
+    if let Some(scratch) = Arc::into_inner(scratch) {
+        scratch.running.shutdown().await;
+    }
+    Ok(row)
+}
