@@ -26,6 +26,7 @@ pub struct AdmissionLimits {
 /// The services that get bounds of their own; any other path shares one more.
 const SERVICES: [&str; 5] =
     ["SearchService", "MatcherService", "AuditService", "IngestService", "EmbedService"];
+const INTERNAL: [&str; 2] = ["MatcherService", "AuditService"];
 
 #[derive(Debug, Clone)]
 pub struct AdmissionLayer {
@@ -42,8 +43,17 @@ struct Shared {
 }
 
 impl AdmissionLayer {
+    /// The same bounds for every service.
     pub fn new(limits: AdmissionLimits) -> Self {
+        Self::with_internal(limits, limits)
+    }
+
+    /// `front` for the services callers reach (search, ingest, embed), `internal` for the ones
+    /// only other roles call (matcher, audit): every admitted search makes calls to them, so
+    /// they need room for every front door's admitted calls at once.
+    pub fn with_internal(front: AdmissionLimits, internal: AdmissionLimits) -> Self {
         let bucket = |service| {
+            let limits = if INTERNAL.contains(&service) { internal } else { front };
             let turns = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
             Arc::new(Shared { service, limits, turns, waiting: AtomicUsize::new(0) })
         };

@@ -245,7 +245,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     let router = builder
         .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
         // Before any work (authentication included), inside telemetry so refusals are counted.
-        .layer(AdmissionLayer::new(admission_limits(&config)))
+        .layer(admission_layer(&config))
         // Inside the telemetry layer, so a caught panic is counted as the INTERNAL it answers.
         .layer(CatchPanicLayer)
         .layer(
@@ -302,12 +302,17 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     })
 }
 
-fn admission_limits(config: &ServeConfig) -> AdmissionLimits {
-    AdmissionLimits {
-        max_in_flight: config.admission.max_in_flight,
-        max_waiting: config.admission.max_waiting,
-        max_wait: Duration::from_millis(config.admission.max_wait_ms),
-    }
+fn admission_layer(config: &ServeConfig) -> AdmissionLayer {
+    let a = &config.admission;
+    let limits = |max_in_flight, max_waiting, wait_ms| AdmissionLimits {
+        max_in_flight,
+        max_waiting,
+        max_wait: Duration::from_millis(wait_ms),
+    };
+    AdmissionLayer::with_internal(
+        limits(a.max_in_flight, a.max_waiting, a.max_wait_ms),
+        limits(a.internal_max_in_flight, a.internal_max_waiting, a.internal_max_wait_ms),
+    )
 }
 
 /// Serves `app` on `addr` until stopped; returns the bound address.
