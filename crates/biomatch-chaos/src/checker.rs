@@ -197,14 +197,17 @@ async fn check_searches(
                 .await;
                 let answer =
                     answer.with_context(|| format!("search role, identify {subject} after change {seq}"))?;
-                let top = answer.candidates.first().map(|c| c.subject_id.clone());
-                if found && top.as_deref() != Some(subject.as_str()) {
-                    found_wrong
-                        .push(anomaly("enrolment_not_findable", format!("{subject}: top candidate {top:?}")));
-                }
-                if !found && answer.candidates.iter().any(|c| c.subject_id == subject) {
-                    found_wrong
-                        .push(anomaly("deleted_subject_found", format!("{subject} by the search role")));
+                if !workload::ranking_holds(
+                    &subject,
+                    found,
+                    answer.candidates.iter().map(|c| c.subject_id.as_str()),
+                ) {
+                    let top = answer.candidates.first().map(|c| c.subject_id.as_str());
+                    found_wrong.push(if found {
+                        anomaly("enrolment_not_findable", format!("{subject}: top candidate {top:?}"))
+                    } else {
+                        anomaly("deleted_subject_found", format!("{subject} by the search role"))
+                    });
                 }
             }
             anyhow::Ok(found_wrong)
@@ -239,16 +242,20 @@ async fn check_searches(
             let answer = answer
                 .with_context(|| format!("matcher {replica}, {} probes after change {seq}", batch.len()))?;
             for ((subject, found), result) in batch.iter().zip(&answer.results) {
-                let top = result.candidates.first().map(|c| c.subject_id.as_str());
-                if *found && top != Some(subject.as_str()) {
-                    anomalies.push(anomaly(
-                        "replica_missing_enrolment",
-                        format!("{subject} on matcher {replica}: {top:?}"),
-                    ));
-                }
-                if !*found && result.candidates.iter().any(|c| &c.subject_id == subject) {
-                    anomalies
-                        .push(anomaly("deleted_subject_found", format!("{subject} on matcher {replica}")));
+                if !workload::ranking_holds(
+                    subject,
+                    *found,
+                    result.candidates.iter().map(|c| c.subject_id.as_str()),
+                ) {
+                    let top = result.candidates.first().map(|c| c.subject_id.as_str());
+                    anomalies.push(if *found {
+                        anomaly(
+                            "replica_missing_enrolment",
+                            format!("{subject} on matcher {replica}: {top:?}"),
+                        )
+                    } else {
+                        anomaly("deleted_subject_found", format!("{subject} on matcher {replica}"))
+                    });
                 }
             }
             if answer.results.len() != batch.len() {

@@ -103,6 +103,12 @@ fn unit(mut rng: StdRng, around: Option<&[f32]>) -> Vec<f32> {
     v.into_iter().map(|x| x / norm).collect()
 }
 
+/// Whether candidates, best first, show what the subject's state implies: an enrolled subject
+/// ranked first, a deleted one not listed at all.
+pub fn ranking_holds<'a>(subject: &str, found: bool, mut ranked: impl Iterator<Item = &'a str>) -> bool {
+    if found { ranked.next() == Some(subject) } else { ranked.all(|id| id != subject) }
+}
+
 /// Whether a failed attempt may be tried again.
 pub fn retryable(code: Code) -> bool {
     matches!(
@@ -329,9 +335,8 @@ async fn identify(
     if let Some(answer) = settle(&mut op, result, attempts) {
         op.audit_leaf_index = Some(answer.audit_leaf_index);
         op.request_id = answer.search_id;
-        let top = answer.candidates.first().map(|c| c.subject_id.as_str());
-        let listed = answer.candidates.iter().any(|c| c.subject_id == subject);
-        op.answer_holds = Some(!answer.partial && if found { top == Some(subject) } else { !listed });
+        let ranked = answer.candidates.iter().map(|c| c.subject_id.as_str());
+        op.answer_holds = Some(!answer.partial && ranking_holds(subject, found, ranked));
     }
     op
 }
@@ -389,9 +394,8 @@ async fn identify_rest(
     if let Some(answer) = settle(&mut op, result, attempts) {
         op.audit_leaf_index = Some(answer.audit_leaf_index);
         op.request_id = answer.search_id;
-        let top = answer.candidates.first().map(|c| c.subject_id.as_str());
-        let listed = answer.candidates.iter().any(|c| c.subject_id == subject);
-        op.answer_holds = Some(!answer.partial && if found { top == Some(subject) } else { !listed });
+        let ranked = answer.candidates.iter().map(|c| c.subject_id.as_str());
+        op.answer_holds = Some(!answer.partial && ranking_holds(subject, found, ranked));
     }
     op
 }
