@@ -6,5 +6,6 @@ mod common;
 mod audit_crash;
 mod audit_tamper;
 mod chaos;
+mod eval_set;
 mod processes;
 mod replicas;
