@@ -71,7 +71,7 @@ struct Row {
 }
 
 pub async fn run(args: OverloadBenchArgs) -> anyhow::Result<()> {
-    let data = crate::cli::bench_search::data(args.size, args.dim, 1_000);
+    let data = crate::cli::bench_search::data(args.size, args.dim, 1_000, &crate::synthetic::Data::Uniform)?;
     let unbounded = AdmissionConfig {
         max_in_flight: 1 << 20,
         max_waiting: 1 << 20,

@@ -5,14 +5,14 @@
 //! matcher takes to load each shard from its snapshot.
 
 use crate::cli::bench_cluster::{GALLERY, ScratchGallery};
-use crate::synthetic::Synthetic;
+use crate::synthetic::{self, FaceShape, Synthetic};
 use anyhow::Context;
 use biomatch_domain::{IndexKind, IndexSpec};
 use biomatch_index::ShardIndex;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::{QueryVector, ShardRef, ShardSearchRequest};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
@@ -45,6 +45,39 @@ pub struct SearchBenchArgs {
     /// Skip the gRPC measurements (in process only).
     #[arg(long)]
     no_service: bool,
+    /// Synthetic data. face-like (the default): low-rank identities whose scores match real face
+    /// templates (the targets below), the data to choose an index on; uniform: random unit
+    /// centres (impostors 0 ± 1/√d), where IVF partitions cannot find mates cheaply.
+    #[arg(long, value_enum, default_value_t = DataShape::FaceLike)]
+    data: DataShape,
+    /// Face-like target: mean impostor cosine.
+    #[arg(long, default_value_t = FaceShape::default().impostor_mean)]
+    impostor_mean: f32,
+    /// Face-like target: impostor cosine standard deviation.
+    #[arg(long, default_value_t = FaceShape::default().impostor_sd)]
+    impostor_sd: f32,
+    /// Face-like target: mean genuine (mated) cosine.
+    #[arg(long, default_value_t = FaceShape::default().genuine_mean)]
+    genuine_mean: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DataShape {
+    Uniform,
+    FaceLike,
+}
+
+impl SearchBenchArgs {
+    fn shape(&self) -> synthetic::Data {
+        match self.data {
+            DataShape::Uniform => synthetic::Data::Uniform,
+            DataShape::FaceLike => synthetic::Data::FaceLike(FaceShape {
+                impostor_mean: self.impostor_mean,
+                impostor_sd: self.impostor_sd,
+                genuine_mean: self.genuine_mean,
+            }),
+        }
+    }
 }
 
 /// The value at quantile `p` of sorted durations, in milliseconds.
@@ -64,9 +97,11 @@ pub(crate) struct Data {
     pub probes: Vec<Vec<f32>>,
 }
 
-/// `size` identities with one template each, and a mated probe of each of the first `queries`.
-pub(crate) fn data(size: usize, dim: usize, queries: usize) -> Data {
-    let mut synthetic = Synthetic::new(dim, 17);
+/// `size` identities of `shape` with one template each, and a mated probe of each of the first
+/// `queries`. Galleries of one `dim` and shape share their prefix: the first n identities of a
+/// larger gallery are those of a gallery of n (with `queries.min(n)` probes).
+pub(crate) fn data(size: usize, dim: usize, queries: usize, shape: &synthetic::Data) -> anyhow::Result<Data> {
+    let mut synthetic = Synthetic::with_data(dim, 17, shape)?;
     let mut enrolled = Vec::with_capacity(size);
     let mut probes = Vec::with_capacity(queries);
     for i in 0..size {
@@ -76,7 +111,26 @@ pub(crate) fn data(size: usize, dim: usize, queries: usize) -> Data {
             probes.push(synthetic.sample(&centre));
         }
     }
-    Data { enrolled, probes }
+    Ok(Data { enrolled, probes })
+}
+
+/// Identities whose scores the report header measures, per dimension.
+const MEASURED_PREFIX: usize = 2_000;
+
+/// The header's account of the data: its shape, and per dimension the population's parameters
+/// and the scores measured on the prefix every gallery of that dimension shares.
+fn describe_data(args: &SearchBenchArgs) -> anyhow::Result<()> {
+    let shape = args.shape();
+    println!("data: {shape}, one template per identity, plus a mated probe of each of the first --queries");
+    let smallest = args.sizes.iter().copied().min().unwrap_or(0);
+    let prefix = MEASURED_PREFIX.min(smallest);
+    for &dim in &args.dims {
+        let sample = data(prefix, dim, args.queries.min(prefix), &shape)?;
+        let scores = synthetic::measure(&sample.enrolled, &sample.probes, 20_000);
+        let population = Synthetic::with_data(dim, 17, &shape)?.population;
+        println!("  d={dim}: {population}; measured on the first {prefix} identities: {scores}");
+    }
+    Ok(())
 }
 
 fn build(data: &Data, spec: &IndexSpec) -> anyhow::Result<ShardIndex> {
@@ -116,7 +170,8 @@ fn qps_columns(clients: &[usize]) -> String {
 }
 
 pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
-    println!("search benchmark: face-like synthetic templates (unit centre + noise), one per identity");
+    println!("search benchmark on synthetic templates");
+    describe_data(&args)?;
     println!("in process = the FAISS shard index alone; gRPC = identify through search, matcher and audit");
     let threads = biomatch_config::threads_or_cores(args.search_threads);
     println!("FAISS threads per batch, in process and in the matcher: {threads}\n");
@@ -131,7 +186,7 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     let mut shards = Vec::new();
     for &size in &args.sizes {
         for &dim in &args.dims {
-            let data = data(size, dim, args.queries.min(size));
+            let data = data(size, dim, args.queries.min(size), &args.shape())?;
             let mut exact = build(&data, &IndexSpec::flat())?;
             let truth = top10(&mut exact, &data.probes, threads)?;
             drop(exact);
