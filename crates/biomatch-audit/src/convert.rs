@@ -25,6 +25,7 @@ pub(crate) fn operation_name(op: Operation) -> &'static str {
         Operation::AuthFailed => "auth_failed",
         Operation::SubjectRead => "subject_read",
         Operation::SearchRead => "search_read",
+        Operation::SearchTuning => "search_tuning",
     }
 }
 

@@ -13,7 +13,7 @@ fn records(role: &str) -> Option<&'static [Operation]> {
     use Operation::*;
     match role {
         "audit" | ALL_ROLES => None,
-        "search" => Some(&[Identify, Verify, Review, BudgetExceeded, SearchRead]),
+        "search" => Some(&[Identify, Verify, Review, BudgetExceeded, SearchRead, SearchTuning]),
         "ingest" => Some(&[
             Enroll,
             DeleteSubject,
@@ -21,6 +21,7 @@ fn records(role: &str) -> Option<&'static [Operation]> {
             DeleteGallery,
             Purge,
             SetThreshold,
+            SearchTuning,
             KeyChange,
             SubjectRead,
         ]),

@@ -43,12 +43,14 @@ pub const RULES: &[(&str, Rule)] = &[
     ("IngestService/DeleteSubject", Rule { people: &[Enroller], services: NOBODY }),
     ("IngestService/GetSubject", Rule { people: &[Enroller, Analyst], services: NOBODY }),
     ("IngestService/PurgeExpired", Rule { people: &[Admin], services: NOBODY }),
+    ("IngestService/SetSearchTuning", Rule { people: &[Admin], services: NOBODY }),
     ("SearchService/Identify", Rule { people: &[Kiosk, Analyst], services: NOBODY }),
     ("SearchService/Verify", Rule { people: &[Kiosk, Analyst], services: NOBODY }),
     ("SearchService/ReviewCandidate", Rule { people: &[Analyst], services: NOBODY }),
     ("SearchService/ListPendingReviews", Rule { people: &[Analyst], services: NOBODY }),
     ("SearchService/GetSearch", Rule { people: &[Analyst, Auditor], services: NOBODY }),
     ("SearchService/ListCaseSearches", Rule { people: &[Analyst, Auditor], services: NOBODY }),
+    ("SearchService/TuneGallery", Rule { people: &[Admin], services: NOBODY }),
     // Every role that answers or refuses anything records it; the gateway only forwards, so it
     // appends nothing.
     (
@@ -70,6 +72,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("MatcherService/Search", Rule { people: &[], services: &["search"] }),
     ("MatcherService/Score", Rule { people: &[], services: &["search"] }),
     ("MatcherService/Describe", Rule { people: &[], services: &["search"] }),
+    ("MatcherService/Tune", Rule { people: &[], services: &["search"] }),
     ("EmbedService/Embed", Rule { people: &[], services: &["search", "ingest"] }),
     ("EmbedService/DescribeModel", Rule { people: &[], services: &["search", "ingest"] }),
 ];

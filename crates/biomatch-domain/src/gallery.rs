@@ -15,17 +15,21 @@ pub enum IndexKind {
     /// 4-bit fast-scan PQ codes of every template scanned in full, then the best candidates
     /// re-scored exactly from the stored vectors.
     PqRerank,
+    /// An IVF coarse quantizer over 4-bit fast-scan PQ codes: only the probed lists are scanned,
+    /// then the best candidates are re-scored exactly from the stored vectors.
+    IvfRerank,
 }
 
 impl IndexKind {
     /// Every kind, in the order they are documented.
-    pub const ALL: [IndexKind; 6] = [
+    pub const ALL: [IndexKind; 7] = [
         IndexKind::Flat,
         IndexKind::Hnsw,
         IndexKind::IvfFlat,
         IndexKind::IvfSq8,
         IndexKind::IvfPq,
         IndexKind::PqRerank,
+        IndexKind::IvfRerank,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +40,7 @@ impl IndexKind {
             IndexKind::IvfSq8 => "ivf_sq8",
             IndexKind::IvfPq => "ivf_pq",
             IndexKind::PqRerank => "pq_rerank",
+            IndexKind::IvfRerank => "ivf_rerank",
         }
     }
 }
@@ -51,7 +56,7 @@ impl FromStr for IndexKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         IndexKind::ALL.into_iter().find(|k| k.as_str() == s.to_ascii_lowercase()).ok_or_else(|| {
-            format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank)")
+            format!("unknown index kind {s:?} (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank, ivf_rerank)")
         })
     }
 }
@@ -60,6 +65,8 @@ impl FromStr for IndexKind {
 const HNSW_M: u32 = 32;
 const HNSW_EF_CONSTRUCTION: u32 = 80;
 const HNSW_EF_SEARCH: u32 = 128;
+/// The most candidates a re-rank kind may re-score exactly per query.
+const MAX_RERANK_DEPTH: u32 = 4096;
 /// An IVF or PQ shard stays exact (Flat) until it holds this many templates, then trains on them.
 pub const IVF_TRAIN_THRESHOLD: u32 = 20_000;
 
@@ -81,6 +88,10 @@ pub struct IndexSpec {
     pub pq_m: u32,
     #[serde(default)]
     pub train_threshold: u32,
+    /// Candidates the re-rank kinds re-score exactly per query (0: max(64, 8 x the templates
+    /// fetched)).
+    #[serde(default)]
+    pub rerank_depth: u32,
 }
 
 impl IndexSpec {
@@ -98,6 +109,7 @@ impl IndexSpec {
             ivf_nprobe: 0,
             pq_m: 0,
             train_threshold: 0,
+            rerank_depth: 0,
         }
     }
 
@@ -106,6 +118,12 @@ impl IndexSpec {
     pub fn resolved(&self, dimension: usize) -> Result<Self, IndexSpecError> {
         let mut s = self.clone();
         let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        if s.rerank_depth > MAX_RERANK_DEPTH {
+            return Err(IndexSpecError(format!(
+                "rerank_depth must be 0 (the default) or 1..={MAX_RERANK_DEPTH}, not {}",
+                s.rerank_depth
+            )));
+        }
         match s.kind {
             IndexKind::Flat => {}
             IndexKind::Hnsw => {
@@ -116,8 +134,11 @@ impl IndexSpec {
                     return Err(IndexSpecError(format!("hnsw_m must be 4..=128, not {}", s.hnsw_m)));
                 }
             }
-            IndexKind::PqRerank => {
+            IndexKind::PqRerank | IndexKind::IvfRerank => {
                 s.train_threshold = or(s.train_threshold, IVF_TRAIN_THRESHOLD);
+                if s.kind == IndexKind::IvfRerank {
+                    check_nlist(&s)?;
+                }
                 // 16 dimensions per 4-bit sub-quantizer: 16 bytes per template at d=512.
                 s.pq_m = or(s.pq_m, (dimension / 16).max(1) as u32);
                 if s.pq_m as usize > dimension || !dimension.is_multiple_of(s.pq_m as usize) {
@@ -129,12 +150,7 @@ impl IndexSpec {
             }
             IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq => {
                 s.train_threshold = or(s.train_threshold, IVF_TRAIN_THRESHOLD);
-                if s.ivf_nlist > 0 && u64::from(s.train_threshold) < u64::from(s.ivf_nlist) * 39 {
-                    return Err(IndexSpecError(format!(
-                        "train_threshold {} is too small to train {} lists (at least 39 per list)",
-                        s.train_threshold, s.ivf_nlist
-                    )));
-                }
+                check_nlist(&s)?;
                 if s.kind == IndexKind::IvfPq {
                     s.pq_m = or(s.pq_m, (dimension / 8).max(1) as u32);
                     if !dimension.is_multiple_of(s.pq_m as usize) {
@@ -148,6 +164,17 @@ impl IndexSpec {
         }
         Ok(s)
     }
+}
+
+/// An explicit IVF list count needs at least 39 training templates per list.
+fn check_nlist(s: &IndexSpec) -> Result<(), IndexSpecError> {
+    if s.ivf_nlist > 0 && u64::from(s.train_threshold) < u64::from(s.ivf_nlist) * 39 {
+        return Err(IndexSpecError(format!(
+            "train_threshold {} is too small to train {} lists (at least 39 per list)",
+            s.train_threshold, s.ivf_nlist
+        )));
+    }
+    Ok(())
 }
 
 /// An index spec that does not fit its kind or the gallery's dimension.
@@ -249,5 +276,30 @@ mod tests {
     fn index_kind_parses() {
         assert_eq!("FLAT".parse::<IndexKind>(), Ok(IndexKind::Flat));
         assert!("annoy".parse::<IndexKind>().is_err());
+        for kind in IndexKind::ALL {
+            assert_eq!(kind.as_str().parse::<IndexKind>(), Ok(kind));
+        }
+        assert_eq!("ivf_rerank".parse::<IndexKind>(), Ok(IndexKind::IvfRerank));
+    }
+
+    #[test]
+    fn ivf_rerank_resolves_like_the_other_trained_kinds() {
+        let spec = IndexSpec::of(IndexKind::IvfRerank).resolved(512).expect("defaults");
+        assert_eq!((spec.pq_m, spec.train_threshold, spec.rerank_depth), (32, IVF_TRAIN_THRESHOLD, 0));
+        let mut bad = IndexSpec::of(IndexKind::IvfRerank);
+        bad.pq_m = 7;
+        assert!(bad.resolved(512).is_err(), "7 does not divide 512");
+        let mut small = IndexSpec::of(IndexKind::IvfRerank);
+        (small.ivf_nlist, small.train_threshold) = (1024, 1000);
+        assert!(small.resolved(512).is_err(), "too few to train 1024 lists");
+    }
+
+    #[test]
+    fn rerank_depth_is_zero_or_bounded() {
+        let mut spec = IndexSpec::of(IndexKind::PqRerank);
+        for (depth, ok) in [(0, true), (1, true), (MAX_RERANK_DEPTH, true), (MAX_RERANK_DEPTH + 1, false)] {
+            spec.rerank_depth = depth;
+            assert_eq!(spec.resolved(64).is_ok(), ok, "depth {depth}");
+        }
     }
 }

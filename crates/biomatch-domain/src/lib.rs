@@ -12,6 +12,7 @@ mod gallery;
 mod ids;
 pub mod limits;
 mod principal;
+mod tuning;
 mod vector;
 
 pub use clock::{Clock, system_clock};
@@ -20,4 +21,5 @@ pub use gallery::{Decision, Gallery, IndexKind, IndexSpec, IndexSpecError, shard
 pub use ids::{GalleryName, IdError, SubjectId};
 pub use limits::TooLong;
 pub use principal::{Principal, Role, UnknownRole, VECTOR_PROBES_SCOPE};
+pub use tuning::SearchTuning;
 pub use vector::{Template, VectorError, check_query};

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IndexJson {
-    /// `flat`, `hnsw`, `ivf_flat`, `ivf_sq8`, `ivf_pq` or `pq_rerank`.
+    /// `flat`, `hnsw`, `ivf_flat`, `ivf_sq8`, `ivf_pq`, `pq_rerank` or `ivf_rerank`.
     pub kind: String,
     #[serde(default)]
     pub hnsw_m: u32,
@@ -32,6 +32,9 @@ pub struct IndexJson {
     pub pq_m: u32,
     #[serde(default)]
     pub train_threshold: u32,
+    /// Candidates the re-rank kinds re-score exactly (0: the kind's default).
+    #[serde(default)]
+    pub rerank_depth: u32,
 }
 
 impl From<v1::IndexSpec> for IndexJson {
@@ -46,6 +49,7 @@ impl From<v1::IndexSpec> for IndexJson {
             ivf_nprobe,
             pq_m,
             train_threshold,
+            rerank_depth,
         } = spec;
         Self {
             kind,
@@ -56,6 +60,7 @@ impl From<v1::IndexSpec> for IndexJson {
             ivf_nprobe,
             pq_m,
             train_threshold,
+            rerank_depth,
         }
     }
 }
@@ -73,6 +78,7 @@ impl IndexJson {
             ivf_nprobe,
             pq_m,
             train_threshold,
+            rerank_depth,
         } = self;
         Ok(v1::IndexSpec {
             kind: biomatch_proto::index_kind_to_proto(kind).into(),
@@ -83,6 +89,7 @@ impl IndexJson {
             ivf_nprobe,
             pq_m,
             train_threshold,
+            rerank_depth,
         })
     }
 }
@@ -108,6 +115,45 @@ pub struct GalleryJson {
     pub template_count: u64,
     /// RFC 3339.
     pub created_at: Option<String>,
+    /// How the gallery's trained shards search, chosen by `biomatch gallery tune`; absent until
+    /// first tuned.
+    pub search_tuning: Option<SearchTuningJson>,
+}
+
+/// A gallery's search settings and the measurement they were chosen on (0: the kind's default).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchTuningJson {
+    pub nprobe: u32,
+    pub rerank_depth: u32,
+    /// Set by an operator: automatic tuning leaves the gallery alone.
+    pub pinned: bool,
+    pub target_recall: f64,
+    /// Mated rank-1 recall against exact search, measured on the gallery's own data.
+    pub recall: f64,
+    pub met_target: bool,
+    pub queries_per_second: f64,
+    pub exact_queries_per_second: f64,
+    pub probes: u32,
+    pub templates: u64,
+    pub version: u32,
+}
+
+impl From<v1::SearchTuning> for SearchTuningJson {
+    fn from(t: v1::SearchTuning) -> Self {
+        Self {
+            nprobe: t.nprobe,
+            rerank_depth: t.rerank_depth,
+            pinned: t.pinned,
+            target_recall: t.target_recall,
+            recall: t.recall,
+            met_target: t.met_target,
+            queries_per_second: t.queries_per_second,
+            exact_queries_per_second: t.exact_queries_per_second,
+            probes: t.probes,
+            templates: t.templates,
+            version: t.version,
+        }
+    }
 }
 
 impl From<v1::Gallery> for GalleryJson {
@@ -127,6 +173,8 @@ impl From<v1::Gallery> for GalleryJson {
             template_count,
             created_at,
             threshold_version,
+            settings_seq: _,
+            tuning,
         } = gallery;
         Self {
             name,
@@ -143,6 +191,7 @@ impl From<v1::Gallery> for GalleryJson {
             subject_count,
             template_count,
             created_at: created_at.as_ref().map(crate::rfc3339),
+            search_tuning: tuning.map(SearchTuningJson::from),
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) fn ivf_description(spec: &IndexSpec, nlist: u32) -> String {
         IndexKind::IvfSq8 => "SQ8".to_owned(),
         // `np`: no polysemous training (a slow annealing for Hamming pre-filters we do not use).
         IndexKind::IvfPq => format!("PQ{}np", spec.pq_m),
+        // 4-bit fast-scan codes of the vectors themselves, the same codes as the `PqRerank` kind.
+        IndexKind::IvfRerank => format!("PQ{}x4fs", spec.pq_m),
         _ => "Flat".to_owned(),
     };
     format!("IVF{nlist},{codes}")

@@ -8,15 +8,23 @@
 //! `IVF` with `Flat`, `SQ8` or `PQ` codes, exact until the shard holds `train_threshold` templates,
 //! then trained on them ([`kinds`]); `PqRerank`: 4-bit fast-scan PQ codes of every template
 //! scanned in full, the best candidates re-scored exactly from the stored vectors (also exact until
-//! trained). A shard round-trips through bytes for snapshots
-//! ([`ShardIndex::to_snapshot`]) without touching a file.
+//! trained); `IvfRerank`: the same codes in IVF lists, only the probed lists scanned, then
+//! re-scored the same way. The IVF probe count and re-rank depth change at run time
+//! ([`SearchSettings`]) and are chosen from the shard's own data by [`ShardIndex::tune`]. A shard
+//! round-trips through bytes for snapshots ([`ShardIndex::to_snapshot`]) without touching a file.
 
 mod io;
 pub mod kinds;
+mod settings;
 mod shard;
 mod snapshot;
+#[cfg(test)]
+mod test_data;
+mod tune;
 
+pub use settings::SearchSettings;
 pub use shard::{IndexError, ScoredSubject, ShardIndex};
+pub use tune::{TuneReport, TuneRequest, noisy_copy};
 unsafe extern "C" {
     fn omp_set_num_threads(n: std::ffi::c_int);
 }

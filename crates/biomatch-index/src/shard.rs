@@ -1,6 +1,7 @@
 //! The shard index.
 
-use crate::kinds::{ivf_description, nlist_for, nprobe_for};
+use crate::kinds::{ivf_description, nlist_for};
+use crate::settings::SearchSettings;
 use biomatch_domain::{IndexKind, IndexSpec};
 use faiss::index::IndexImpl;
 use faiss::index::autotune::ParameterSpace;
@@ -53,22 +54,50 @@ pub(crate) enum Layout {
     /// `IDMap2,PQ{m}x4fs` scanned in full, its best candidates re-scored from the exact
     /// `IDMap2,Flat` kept beside it ([`ShardIndex::exact`]).
     Rerank,
+    /// `IVF{nlist},PQ{m}x4fs`: the probed lists' codes scanned, the best candidates re-scored
+    /// like `Rerank`. Removal leaves stale codes (FAISS 1.12's block inverted lists remove
+    /// entries but never lower `ntotal`), which searches skip; rebuilt when many.
+    IvfRerank { nlist: u32 },
+}
+
+impl Layout {
+    /// The IVF list count of a trained IVF layout.
+    pub(crate) fn nlist(self) -> Option<u32> {
+        match self {
+            Layout::Ivf { nlist } | Layout::IvfRerank { nlist } => Some(nlist),
+            _ => None,
+        }
+    }
+
+    /// Whether candidates are re-scored from the exact store.
+    pub(crate) fn reranks(self) -> bool {
+        matches!(self, Layout::Rerank | Layout::IvfRerank { .. })
+    }
+
+    /// Whether removal leaves stale entries behind.
+    fn keeps_stale(self) -> bool {
+        matches!(self, Layout::Hnsw | Layout::IvfRerank { .. })
+    }
 }
 
 /// Templates of one shard. Not thread-safe by itself: the matcher wraps it in a lock.
 pub struct ShardIndex {
     pub(crate) index: IndexImpl,
-    /// The full vectors the `Rerank` layout re-scores its candidates with.
+    /// The full vectors the re-rank layouts re-score their candidates with.
     pub(crate) exact: Option<IndexImpl>,
     pub(crate) dimension: usize,
     pub(crate) spec: IndexSpec,
     pub(crate) layout: Layout,
     pub(crate) subject_of: HashMap<i64, Arc<str>>,
     pub(crate) templates_of: HashMap<Arc<str>, Vec<i64>>,
-    /// HNSW entries of removed templates still in the graph.
+    /// Entries of removed templates still in the HNSW graph or the IVF re-rank codes.
     pub(crate) stale: usize,
     /// The HNSW `efSearch` currently set.
     ef_search: u32,
+    /// Search settings set at run time (0: the spec's value or the kind's default).
+    pub(crate) settings: SearchSettings,
+    /// The template count at the last tuning since the last training.
+    pub(crate) tuned_at: Option<usize>,
 }
 
 impl std::fmt::Debug for ShardIndex {
@@ -82,16 +111,17 @@ impl std::fmt::Debug for ShardIndex {
     }
 }
 
-fn factory(dimension: usize, description: &str) -> Result<IndexImpl, IndexError> {
+pub(crate) fn factory(dimension: usize, description: &str) -> Result<IndexImpl, IndexError> {
     let d = u32::try_from(dimension).map_err(|_| IndexError::Spec(format!("dimension {dimension}")))?;
     Ok(faiss::index_factory(d, description, MetricType::InnerProduct)?)
 }
 
-fn set_parameter(index: &IndexImpl, name: &str, value: u32) -> Result<(), IndexError> {
+pub(crate) fn set_parameter(index: &IndexImpl, name: &str, value: u32) -> Result<(), IndexError> {
     Ok(ParameterSpace::new()?.set_index_parameter(index, name, value)?)
 }
 
-/// Stale HNSW entries tolerated before a rebuild: a quarter of the graph, and at least this many.
+/// Stale HNSW or IVF re-rank entries tolerated before a rebuild: a quarter of all entries, and at
+/// least this many.
 const STALE_MIN: usize = 1024;
 
 /// The fewest PQ candidates per query the `Rerank` layout re-scores exactly. A mate's PQ score
@@ -99,29 +129,41 @@ const STALE_MIN: usize = 1024;
 /// always among them: recall@1 0.999 at 1e6 x 512 with PQ32x4fs (docs/benchmarks.md).
 const RERANK_CANDIDATES: usize = 64;
 
-/// `labels` re-scored exactly against the stored vectors, best first.
-fn rescore(exact: &IndexImpl, query: &[f32], labels: &[Idx]) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
-    let mut vector = vec![0.0f32; query.len()];
-    let mut scored = Vec::with_capacity(labels.len());
-    for label in labels.iter().filter(|l| l.get().is_some()) {
-        exact.reconstruct(*label, &mut vector)?;
-        scored.push((*label, inner_product(query, &vector)));
+/// `labels` re-scored exactly against the stored vectors, best first; labels of templates no
+/// longer held (stale codes) are left out.
+fn rescore(
+    exact: &IndexImpl,
+    live: &HashMap<i64, Arc<str>>,
+    query: &[f32],
+    labels: &[Idx],
+) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
+    let d = query.len();
+    let kept: Vec<Idx> = labels
+        .iter()
+        .copied()
+        .filter(|l| l.get().is_some_and(|id| live.contains_key(&(id as i64))))
+        .collect();
+    let mut vectors = vec![0.0f32; kept.len() * d];
+    for (label, out) in kept.iter().zip(vectors.chunks_mut(d.max(1))) {
+        exact.reconstruct(*label, out)?;
     }
-    scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-    Ok(scored.into_iter().unzip())
-}
-
-/// In eight lanes, so the compiler vectorises it.
-fn inner_product(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for (lane, (p, q)) in lanes.iter_mut().zip(x.iter().zip(y)) {
-            *lane += p * q;
+    let mut scores = vec![0.0f32; kept.len()];
+    if !kept.is_empty() {
+        // SAFETY: `scores` has room for one value per kept label, `vectors` holds that many
+        // vectors of `d` values, and `query` holds `d` values; FAISS only reads and writes those.
+        unsafe {
+            faiss_sys::faiss_fvec_inner_products_ny(
+                scores.as_mut_ptr(),
+                query.as_ptr(),
+                vectors.as_ptr(),
+                d,
+                kept.len(),
+            );
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    let mut scored: Vec<(Idx, f32)> = kept.into_iter().zip(scores).collect();
+    scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(scored.into_iter().unzip())
 }
 
 impl ShardIndex {
@@ -144,7 +186,19 @@ impl ShardIndex {
             .flat_map(|(subject, ids)| ids.iter().map(|id| (*id, subject.clone())))
             .collect();
         let ef_search = spec.hnsw_ef_search;
-        Self { index, exact, dimension, spec, layout, subject_of, templates_of, stale, ef_search }
+        Self {
+            index,
+            exact,
+            dimension,
+            spec,
+            layout,
+            subject_of,
+            templates_of,
+            stale,
+            ef_search,
+            settings: SearchSettings::default(),
+            tuned_at: None,
+        }
     }
 
     /// A new empty FAISS index for the spec (resolved).
@@ -157,9 +211,11 @@ impl ShardIndex {
                 set_parameter(&index, "efSearch", spec.hnsw_ef_search)?;
                 (index, Layout::Hnsw)
             }
-            IndexKind::IvfFlat | IndexKind::IvfSq8 | IndexKind::IvfPq | IndexKind::PqRerank => {
-                (factory(dimension, "IDMap2,Flat")?, Layout::Staging)
-            }
+            IndexKind::IvfFlat
+            | IndexKind::IvfSq8
+            | IndexKind::IvfPq
+            | IndexKind::PqRerank
+            | IndexKind::IvfRerank => (factory(dimension, "IDMap2,Flat")?, Layout::Staging),
         })
     }
 
@@ -220,25 +276,26 @@ impl ShardIndex {
         for id in &ids {
             self.subject_of.remove(id);
         }
-        if self.layout == Layout::Hnsw {
-            // HNSW cannot remove: the entries stay in the graph, unnamed, and searches skip them.
+        let idx: Vec<Idx> = ids.iter().map(|id| Idx::new(*id as u64)).collect();
+        if let Some(exact) = &mut self.exact {
+            exact.remove_ids(&IdSelector::batch(&idx)?)?;
+        }
+        if self.layout.keeps_stale() {
+            // HNSW cannot remove, and IVF fast-scan lists miscount removals: the entries stay,
+            // unnamed, and searches skip them.
             self.stale += ids.len();
             if self.stale >= STALE_MIN && self.stale * 4 >= self.stale + self.template_count() {
                 self.rebuild()?;
             }
         } else {
-            let idx: Vec<Idx> = ids.iter().map(|id| Idx::new(*id as u64)).collect();
             self.index.remove_ids(&IdSelector::batch(&idx)?)?;
-            if let Some(exact) = &mut self.exact {
-                exact.remove_ids(&IdSelector::batch(&idx)?)?;
-            }
         }
         Ok(ids.len())
     }
 
     /// Every live template's id and vector (exact for the kinds that are read back: Flat,
     /// staging, HNSW and the re-rank store).
-    fn live_vectors(&self) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
+    pub(crate) fn live_vectors(&self) -> Result<(Vec<Idx>, Vec<f32>), IndexError> {
         let mut ids: Vec<i64> = self.subject_of.keys().copied().collect();
         ids.sort_unstable();
         let mut data = vec![0.0f32; ids.len() * self.dimension];
@@ -249,38 +306,43 @@ impl ShardIndex {
         Ok((ids.into_iter().map(|id| Idx::new(id as u64)).collect(), data))
     }
 
-    /// Trains the IVF or PQ index on the staged templates and moves them into it.
+    /// Trains the IVF or PQ index on the staged templates and moves them into it; the search
+    /// settings set at run time apply to it, and it counts as never tuned.
     fn train(&mut self) -> Result<(), IndexError> {
         let (ids, data) = self.live_vectors()?;
-        if self.spec.kind == IndexKind::PqRerank {
-            let mut codes = factory(self.dimension, &format!("IDMap2,PQ{}x4fs", self.spec.pq_m))?;
-            codes.train(&data)?;
-            codes.add_with_ids(&data, &ids)?;
-            // The staged exact index stays, as the vectors candidates are re-scored with.
-            self.exact = Some(std::mem::replace(&mut self.index, codes));
-            self.layout = Layout::Rerank;
-            return Ok(());
-        }
         let nlist = nlist_for(&self.spec, ids.len());
-        let mut ivf = factory(self.dimension, &ivf_description(&self.spec, nlist))?;
-        ivf.train(&data)?;
-        ivf.add_with_ids(&data, &ids)?;
-        set_parameter(&ivf, "nprobe", nprobe_for(&self.spec, nlist))?;
-        self.index = ivf;
-        self.layout = Layout::Ivf { nlist };
-        Ok(())
+        let (description, layout) = match self.spec.kind {
+            IndexKind::PqRerank => (format!("IDMap2,PQ{}x4fs", self.spec.pq_m), Layout::Rerank),
+            IndexKind::IvfRerank => (ivf_description(&self.spec, nlist), Layout::IvfRerank { nlist }),
+            _ => (ivf_description(&self.spec, nlist), Layout::Ivf { nlist }),
+        };
+        let mut trained = factory(self.dimension, &description)?;
+        trained.train(&data)?;
+        trained.add_with_ids(&data, &ids)?;
+        let staged = std::mem::replace(&mut self.index, trained);
+        if layout.reranks() {
+            // The staged exact index stays, as the vectors candidates are re-scored with.
+            self.exact = Some(staged);
+        }
+        self.layout = layout;
+        self.tuned_at = None;
+        self.apply_settings()
     }
 
-    /// A fresh HNSW graph of the live templates only.
+    /// The live templates only: a fresh HNSW graph, or the IVF re-rank codes emptied (keeping
+    /// their trained quantizers) and filled again.
     fn rebuild(&mut self) -> Result<(), IndexError> {
         let (ids, data) = self.live_vectors()?;
-        let (mut index, _) = Self::empty(self.dimension, &self.spec)?;
-        if !ids.is_empty() {
-            index.add_with_ids(&data, &ids)?;
+        if self.layout == Layout::Hnsw {
+            self.index = Self::empty(self.dimension, &self.spec)?.0;
+            self.ef_search = self.spec.hnsw_ef_search;
+        } else {
+            self.index.reset()?;
         }
-        self.index = index;
+        if !ids.is_empty() {
+            self.index.add_with_ids(&data, &ids)?;
+        }
         self.stale = 0;
-        self.ef_search = self.spec.hnsw_ef_search;
         Ok(())
     }
 
@@ -310,38 +372,45 @@ impl ShardIndex {
         // Templates per subject vary (and HNSW holds stale entries); fetch more until every query
         // has k subjects or everything was fetched.
         let mut fetch = (k * 2 + self.stale.min(k * 8)).min(total);
+        let mut depth = match self.rerank_depth() {
+            0 => (fetch * 4).max(RERANK_CANDIDATES),
+            depth => (depth as usize).max(fetch),
+        };
         loop {
             self.widen_hnsw_beam(fetch)?;
-            // Only the `Rerank` layout holds the exact store (set where it trains or is read back).
-            let per_query: Vec<Vec<ScoredSubject>> = match &self.exact {
+            // Only the re-rank layouts hold the exact store (set where they train or are read back).
+            let (per_query, searched): (Vec<Vec<ScoredSubject>>, usize) = match &self.exact {
                 Some(exact) => {
-                    let candidates = (fetch * 4).max(RERANK_CANDIDATES).min(total);
+                    let candidates = depth.min(total);
                     let result = self.index.search(queries, candidates)?;
                     let rescored = queries
                         .chunks(self.dimension)
                         .zip(result.labels.chunks(candidates))
-                        .map(|(query, labels)| rescore(exact, query, labels))
+                        .map(|(query, labels)| rescore(exact, &self.subject_of, query, labels))
                         .collect::<Result<Vec<_>, _>>()?;
-                    rescored
+                    let found = rescored
                         .iter()
                         .map(|(labels, scores)| self.distinct_subjects(labels, scores, k))
-                        .collect()
+                        .collect();
+                    (found, candidates)
                 }
                 _ => {
                     let result = self.index.search(queries, fetch)?;
-                    result
+                    let found = result
                         .labels
                         .chunks(fetch)
                         .zip(result.distances.chunks(fetch))
                         .map(|(labels, scores)| self.distinct_subjects(labels, scores, k))
-                        .collect()
+                        .collect();
+                    (found, fetch)
                 }
             };
             let short = per_query.iter().any(|r| r.len() < k.min(self.subject_count()));
-            if !short || fetch >= total {
+            if !short || searched >= total {
                 return Ok(per_query);
             }
             fetch = (fetch * 4).min(total);
+            depth = depth.saturating_mul(4);
         }
     }
 
@@ -388,3 +457,7 @@ impl ShardIndex {
 #[cfg(test)]
 #[path = "shard_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ivf_rerank_tests.rs"]
+mod ivf_rerank_tests;

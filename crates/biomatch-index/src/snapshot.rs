@@ -1,7 +1,9 @@
-//! A shard index as bytes: FAISS's serialisation plus which subject owns which template. The
-//! matcher seals these bytes before they reach a disk; here they are only encoded and checked.
+//! A shard index as bytes: FAISS's serialisation plus which subject owns which template, and the
+//! search settings set at run time. The matcher seals these bytes before they reach a disk; here
+//! they are only encoded and checked. Version 1 (without the settings) is still read.
 
 use crate::io;
+use crate::settings::SearchSettings;
 use crate::shard::{IndexError, Layout, ShardIndex};
 use biomatch_domain::IndexSpec;
 use std::collections::HashMap;
@@ -9,7 +11,9 @@ use std::io::Read;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 4] = b"BMIX";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// `tuned_at` of a shard never tuned since it trained.
+const NEVER_TUNED: u64 = u64::MAX;
 
 impl ShardIndex {
     /// The whole shard as bytes (see [`ShardIndex::from_snapshot`]).
@@ -21,6 +25,7 @@ impl ShardIndex {
             Layout::Exact | Layout::Staging | Layout::Hnsw | Layout::Rerank => {
                 self.index.ntotal() as usize * self.dimension * 4
             }
+            Layout::IvfRerank { .. } => self.template_count() * self.dimension * 4,
             Layout::Ivf { .. } => 0,
         };
         let mut out = Vec::with_capacity(vectors + self.subject_of.len() * 40 + 4096);
@@ -32,11 +37,15 @@ impl ShardIndex {
             Layout::Ivf { nlist } => (2, nlist),
             Layout::Hnsw => (3, 0),
             Layout::Rerank => (4, 0),
+            Layout::IvfRerank { nlist } => (5, nlist),
         };
         out.push(layout);
         out.extend_from_slice(&nlist.to_le_bytes());
         out.extend_from_slice(&(self.dimension as u64).to_le_bytes());
         out.extend_from_slice(&(self.stale as u64).to_le_bytes());
+        out.extend_from_slice(&self.settings.nprobe.to_le_bytes());
+        out.extend_from_slice(&self.settings.rerank_depth.to_le_bytes());
+        out.extend_from_slice(&self.tuned_at.map_or(NEVER_TUNED, |n| n as u64).to_le_bytes());
         out.extend_from_slice(&(self.templates_of.len() as u64).to_le_bytes());
         for (subject, ids) in &self.templates_of {
             out.extend_from_slice(&(subject.len() as u32).to_le_bytes());
@@ -71,8 +80,12 @@ impl ShardIndex {
     ) -> Result<Self, IndexError> {
         let spec = spec.resolved(dimension).map_err(|e| IndexError::Spec(e.0))?;
         let mut r = Reader(source);
-        if r.array::<4>()? != *MAGIC || r.u8()? != VERSION {
-            return Err(bad("not a biomatch shard snapshot of this version"));
+        if r.array::<4>()? != *MAGIC {
+            return Err(bad("not a biomatch shard snapshot"));
+        }
+        let version = r.u8()?;
+        if !(1..=VERSION).contains(&version) {
+            return Err(bad("not a biomatch shard snapshot of a known version"));
         }
         let layout = match (r.u8()?, r.u32()?) {
             (0, _) => Layout::Exact,
@@ -80,18 +93,32 @@ impl ShardIndex {
             (2, nlist) => Layout::Ivf { nlist },
             (3, _) => Layout::Hnsw,
             (4, _) => Layout::Rerank,
+            (5, nlist) => Layout::IvfRerank { nlist },
             _ => return Err(bad("unknown layout")),
         };
         let expected = match spec.kind {
             biomatch_domain::IndexKind::Flat => matches!(layout, Layout::Exact),
             biomatch_domain::IndexKind::Hnsw => matches!(layout, Layout::Hnsw),
             biomatch_domain::IndexKind::PqRerank => matches!(layout, Layout::Staging | Layout::Rerank),
+            biomatch_domain::IndexKind::IvfRerank => {
+                matches!(layout, Layout::Staging | Layout::IvfRerank { .. })
+            }
             _ => matches!(layout, Layout::Staging | Layout::Ivf { .. }),
         };
         if r.u64()? != dimension as u64 || !expected {
             return Err(bad("snapshot is of another dimension or index kind"));
         }
         let stale = usize::try_from(r.u64()?).map_err(|_| bad("stale count"))?;
+        let (settings, tuned_at) = if version >= 2 {
+            let settings = SearchSettings { nprobe: r.u32()?, rerank_depth: r.u32()? };
+            let tuned_at = match r.u64()? {
+                NEVER_TUNED => None,
+                n => Some(usize::try_from(n).map_err(|_| bad("tuned template count"))?),
+            };
+            (settings, tuned_at)
+        } else {
+            (SearchSettings::default(), None)
+        };
         let subjects = r.u64()?;
         let mut templates_of = HashMap::new();
         let mut templates = 0usize;
@@ -104,7 +131,8 @@ impl ShardIndex {
             templates += ids.len();
             templates_of.insert(Arc::<str>::from(subject), ids);
         }
-        let mut read_faiss = || -> Result<faiss::index::IndexImpl, IndexError> {
+        // The exact store of the re-rank layouts holds the live templates only.
+        let mut read_faiss = |entries: usize| -> Result<faiss::index::IndexImpl, IndexError> {
             use faiss::Index;
             let len = r.u64()?;
             let mut part = (&mut *r.0).take(len);
@@ -112,17 +140,23 @@ impl ShardIndex {
             if part.limit() != 0 {
                 return Err(bad("index shorter than its length"));
             }
-            if index.d() as usize != dimension || index.ntotal() as usize != templates + stale {
+            if index.d() as usize != dimension || index.ntotal() as usize != entries {
                 return Err(bad("index and template list disagree"));
             }
             Ok(index)
         };
-        let index = read_faiss()?;
-        let exact = if layout == Layout::Rerank { Some(read_faiss()?) } else { None };
+        let index = read_faiss(templates + stale)?;
+        let exact = if layout.reranks() { Some(read_faiss(templates)?) } else { None };
         if r.0.read(&mut [0u8; 1]).map_err(|e| bad(&e.to_string()))? != 0 {
             return Err(bad("trailing bytes"));
         }
-        Ok(ShardIndex::assemble((index, exact), dimension, spec, layout, templates_of, stale))
+        let mut shard = ShardIndex::assemble((index, exact), dimension, spec, layout, templates_of, stale);
+        shard.tuned_at = tuned_at;
+        // Settings the gallery's spec no longer allows fall back to its own.
+        if shard.set_search_settings(settings).is_err() {
+            shard.set_search_settings(SearchSettings::default())?;
+        }
+        Ok(shard)
     }
 }
 

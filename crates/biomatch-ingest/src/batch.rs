@@ -41,7 +41,7 @@ impl Batch {
             let mut intent = events::enroll_event(principal, &gallery, intended.clone());
             intent.detail = format!("batch: {} enrolment(s)", items.len());
             server.intent(&custody, intent).await?;
-            let writes: Vec<EnrollWrite> = items.iter().map(|(_, w)| w.clone()).collect();
+            let (indexes, writes): (Vec<u32>, Vec<EnrollWrite>) = items.into_iter().unzip();
             let results = match server.store.enroll(&gallery, &writes, (server.clock)()).await {
                 Ok(results) => results,
                 Err(e) => {
@@ -50,13 +50,15 @@ impl Batch {
                     return Err(server.refused(&custody, event, status_from(&e)).await);
                 }
             };
-            let mut enrolled = Vec::new();
-            for ((index, write), result) in items.into_iter().zip(results) {
+            let (mut enrolled, mut replayed) = (Vec::new(), 0usize);
+            let total = writes.len();
+            for ((index, write), result) in indexes.into_iter().zip(writes).zip(results) {
                 match result {
                     Ok(written) => {
                         self.response.accepted += 1;
                         self.response.last_change_seq =
                             self.response.last_change_seq.max(written.value.change_seq);
+                        replayed += usize::from(written.replayed);
                         enrolled.push(written.value.subject_id);
                     }
                     Err(e) => self.fail(index, write.subject.into_string(), &status_from(&e)),
@@ -64,7 +66,9 @@ impl Batch {
             }
             server.changed.notify_one();
             let mut event = events::enroll_event(principal, &gallery, enrolled);
-            event.detail = format!("batch: {} of {} enrolled", event.subject_ids.len(), writes.len());
+            // A stream re-sent after a cut says which part was answered from the first run.
+            event.detail =
+                format!("batch: {} of {total} enrolled ({replayed} replayed)", event.subject_ids.len());
             let leaf = server.outcome(&custody, event).await?;
             self.response.audit_leaf_indexes.push(leaf);
         }

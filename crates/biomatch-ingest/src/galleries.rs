@@ -5,7 +5,9 @@ use biomatch_proto::v1::{Gallery, Subject};
 use biomatch_store::{GalleryCounts, GalleryRecord, SubjectRecord};
 
 pub(crate) fn to_proto(g: &GalleryRecord, counts: GalleryCounts) -> Gallery {
-    biomatch_proto::gallery_to_proto(&g.settings, counts.subjects, counts.templates)
+    let mut gallery = biomatch_proto::gallery_to_proto(&g.settings, counts.subjects, counts.templates);
+    gallery.tuning = g.tuning.as_ref().map(biomatch_proto::search_tuning_to_proto);
+    gallery
 }
 
 pub(crate) fn subject_to_proto(g: &GalleryRecord, s: &SubjectRecord) -> Subject {

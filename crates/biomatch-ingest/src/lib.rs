@@ -16,6 +16,7 @@ mod batch;
 mod custody;
 mod events;
 mod galleries;
+mod tuning;
 mod validate;
 
 use biomatch_auth::ServiceCredentials;
@@ -31,7 +32,7 @@ use biomatch_proto::v1::{
     AuditEvent, BatchEnrollResponse, CreateGalleryRequest, DeleteGalleryRequest, DeleteGalleryResponse,
     DeleteSubjectRequest, DeleteSubjectResponse, EnrollFailure, EnrollRequest, EnrollResponse, Gallery,
     GetGalleryRequest, GetSubjectRequest, ListGalleriesRequest, ListGalleriesResponse, Operation,
-    PurgeExpiredRequest, PurgeExpiredResponse, SetThresholdRequest, Subject,
+    PurgeExpiredRequest, PurgeExpiredResponse, SetSearchTuningRequest, SetThresholdRequest, Subject,
 };
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{
@@ -45,8 +46,10 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Items of a batch stream written per transaction.
-const BATCH_CHUNK: usize = 256;
+/// Items of a batch stream written per transaction (and named per audit leaf pair): a group's
+/// fixed cost, two durable audit appends and a commit, is paid once per this many enrolments;
+/// 2048 sealed 512-d templates are about 4 MiB held in memory.
+const BATCH_CHUNK: usize = 2048;
 
 pub struct IngestServer {
     store: Arc<dyn GalleryStore>,
@@ -336,11 +339,16 @@ impl IngestService for IngestServer {
     async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         let GetGalleryRequest { name, settings_only } = request.into_inner();
+        // Read before the settings: they are current at least as of this position, which the
+        // search role's cache compares with what the matchers report.
+        let settings_seq = self.store.head_seq().await.map_err(|e| status_from(&e))?;
         let record = self.gallery(&principal, &name).await?;
-        if settings_only {
-            return Ok(Response::new(galleries::to_proto(&record, GalleryCounts::default())));
-        }
-        Ok(Response::new(self.counted(&record).await?))
+        let mut gallery = match settings_only {
+            true => galleries::to_proto(&record, GalleryCounts::default()),
+            false => self.counted(&record).await?,
+        };
+        gallery.settings_seq = settings_seq;
+        Ok(Response::new(gallery))
     }
 
     async fn list_galleries(
@@ -374,7 +382,7 @@ impl IngestService for IngestServer {
         );
         let custody = Custody::fresh("set-threshold");
         self.intent(&custody, intent.clone()).await?;
-        let after = match self.store.set_threshold(&name, threshold).await {
+        let after = match self.store.set_threshold(&name, threshold, (self.clock)()).await {
             Ok(after) => after,
             Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
         };
@@ -390,7 +398,18 @@ impl IngestService for IngestServer {
         let custody = custody
             .with_outcome_key(format!("set-threshold:{}:{}", after.id, after.settings.threshold_version));
         self.outcome(&custody, event).await?;
-        Ok(Response::new(self.counted(&after).await?))
+        let mut gallery = self.counted(&after).await?;
+        // A search that passes this as `min_change_seq` is answered under the new threshold.
+        gallery.settings_seq = self.store.head_seq().await.map_err(|e| status_from(&e))?;
+        Ok(Response::new(gallery))
+    }
+
+    async fn set_search_tuning(
+        &self,
+        request: Request<SetSearchTuningRequest>,
+    ) -> Result<Response<Gallery>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        Ok(Response::new(self.set_search_tuning_request(&principal, request.into_inner()).await?))
     }
 
     async fn delete_gallery(

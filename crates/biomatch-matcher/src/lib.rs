@@ -12,19 +12,22 @@ mod batch;
 mod shards;
 mod snapshot;
 mod sync;
+mod tuning;
 mod validate;
 
 pub use batch::Batching;
 pub use shards::{Assignment, Shards};
 pub use snapshot::SnapshotStore;
 pub use sync::{MatcherOptions, SyncError, Syncer};
+pub use tuning::SettingsSource;
 
-use biomatch_domain::ErrorClass;
 use biomatch_domain::check_query;
+use biomatch_domain::{ErrorClass, IndexKind};
 use biomatch_proto::v1::matcher_service_server::MatcherService;
 use biomatch_proto::v1::{
     Candidate, DescribeMatcherRequest, DescribeMatcherResponse, QueryResult, ShardRef, ShardScoreRequest,
-    ShardScoreResponse, ShardSearchRequest, ShardSearchResponse, ShardStatus,
+    ShardScoreResponse, ShardSearchRequest, ShardSearchResponse, ShardStatus, TuneShardRequest,
+    TuneShardResponse,
 };
 use biomatch_proto::{index_kind_to_proto, status_from, status_with};
 use std::sync::Arc;
@@ -80,6 +83,7 @@ impl MatcherService for MatcherServer {
         let flat = validate::search_queries(&queries, k, shard.dimension())?;
         let shard_no = shard.number();
         let kind = shard.kind();
+        let settings_seq = shard.settings_seq();
         let hits = shard.search(flat, k as usize).await?;
         let results = hits
             .into_iter()
@@ -100,6 +104,7 @@ impl MatcherService for MatcherServer {
             results,
             applied_change_seq: applied,
             index_kind: index_kind_to_proto(kind).into(),
+            settings_seq,
         }))
     }
 
@@ -119,10 +124,58 @@ impl MatcherService for MatcherServer {
                 found: true,
                 score,
                 template_count: u32::try_from(templates).unwrap_or(u32::MAX),
+                settings_seq: shard.settings_seq(),
             },
-            None => ShardScoreResponse { found: false, score: 0.0, template_count: 0 },
+            None => ShardScoreResponse {
+                found: false,
+                score: 0.0,
+                template_count: 0,
+                settings_seq: shard.settings_seq(),
+            },
         };
         Ok(Response::new(response))
+    }
+
+    async fn tune(&self, request: Request<TuneShardRequest>) -> Result<Response<TuneShardResponse>, Status> {
+        biomatch_auth::principal(&request)?;
+        let TuneShardRequest { shard, target_recall, genuine_score, probes, seed } = request.into_inner();
+        if probes == 0 || probes > 2000 || !(target_recall > 0.0 && target_recall <= 1.0) {
+            return Err(status_with(
+                ErrorClass::InvalidArgument,
+                "probes must be 1..=2000, target_recall in (0, 1]",
+            ));
+        }
+        if !(genuine_score > 0.0 && genuine_score < 1.0) {
+            return Err(status_with(ErrorClass::InvalidArgument, "genuine_score must be in (0, 1)"));
+        }
+        let (shard, _) = self.shard_for(shard, 0).await?;
+        let tunable = {
+            let index = shard.lock();
+            index.is_trained() && matches!(index.kind(), IndexKind::IvfRerank | IndexKind::PqRerank)
+        };
+        let request = biomatch_index::TuneRequest {
+            target_recall,
+            genuine_score,
+            probes: probes as usize,
+            seed,
+            labelled: None,
+        };
+        let report = tokio::task::spawn_blocking(move || shard.measure(&request))
+            .await
+            .map_err(|e| status_with(ErrorClass::Internal, format!("tuning task failed: {e}")))?
+            .map_err(|e| status_from(&e))?;
+        Ok(Response::new(TuneShardResponse {
+            nprobe: report.nprobe,
+            rerank_depth: report.rerank_depth,
+            recall: report.recall,
+            exact_recall: report.exact_recall,
+            queries_per_second: report.queries_per_second,
+            exact_queries_per_second: report.exact_queries_per_second,
+            probes: u32::try_from(report.probes).unwrap_or(u32::MAX),
+            templates: report.templates as u64,
+            met_target: report.met_target,
+            tunable,
+        }))
     }
 
     async fn describe(
@@ -146,6 +199,9 @@ impl MatcherService for MatcherServer {
                     applied_change_seq: applied,
                     ready: self.syncer.is_ready(),
                     snapshot_change_seq: s.restored_from(),
+                    nprobe: s.search_settings().nprobe,
+                    rerank_depth: s.search_settings().rerank_depth,
+                    settings_source: s.settings_source().as_str().to_owned(),
                 }
             })
             .collect();

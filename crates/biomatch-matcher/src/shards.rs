@@ -5,7 +5,7 @@ use biomatch_domain::IndexKind;
 use biomatch_index::{IndexError, ScoredSubject, ShardIndex};
 use biomatch_store::GalleryRecord;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Which shards a matcher holds.
@@ -37,10 +37,20 @@ pub struct Shard {
     index: Arc<Mutex<ShardIndex>>,
     batcher: Batcher,
     restored_from: AtomicU64,
+    /// The change position of the gallery's last settings change seen (or a later one).
+    settings_seq: AtomicU64,
+    /// A [`crate::tuning::SettingsSource`].
+    pub(crate) settings_source: AtomicU8,
+    /// The gallery's settings are pinned: no automatic tuning.
+    pub(crate) pinned: AtomicBool,
+    /// The gallery's recorded target recall (`f64` bits; 0: none recorded).
+    pub(crate) target_recall: AtomicU64,
+    /// An automatic tuning is running.
+    pub(crate) tuning: AtomicBool,
 }
 
 impl Shard {
-    fn lock(&self) -> MutexGuard<'_, ShardIndex> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ShardIndex> {
         // A panic while holding the lock cannot leave FAISS half-updated in a way we could repair;
         // keep serving what is there.
         self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -93,6 +103,12 @@ impl Shard {
     pub(crate) fn restore(&self, index: ShardIndex, seq: u64) {
         *self.lock() = index;
         self.restored_from.store(seq, Ordering::SeqCst);
+    }
+
+    /// The change position of the gallery's last settings change this matcher applied, or a later
+    /// position where it cannot tell (the store's head when it loaded the gallery).
+    pub fn settings_seq(&self) -> u64 {
+        self.settings_seq.load(Ordering::SeqCst)
     }
 
     /// The change position of the snapshot this shard was restored from; 0 if none.
@@ -155,11 +171,13 @@ impl Shards {
         all
     }
 
-    /// Creates empty shards for the assigned part of a gallery.
+    /// Creates empty shards for the assigned part of a gallery whose settings are current as of
+    /// change `settings_seq`.
     pub(crate) fn add_gallery(
         &self,
         gallery: &GalleryRecord,
         assignment: &Assignment,
+        settings_seq: u64,
     ) -> Result<Vec<Arc<Shard>>, IndexError> {
         let dimension = gallery.settings.dimension as usize;
         let mut shards = HashMap::new();
@@ -176,6 +194,11 @@ impl Shards {
                 kind: gallery.settings.index.kind,
                 index,
                 restored_from: AtomicU64::new(0),
+                settings_seq: AtomicU64::new(settings_seq),
+                settings_source: AtomicU8::new(0),
+                pinned: AtomicBool::new(false),
+                target_recall: AtomicU64::new(0),
+                tuning: AtomicBool::new(false),
             };
             shards.insert(number, Arc::new(shard));
         }
@@ -188,6 +211,20 @@ impl Shards {
         };
         self.write().insert(gallery.id, entry);
         Ok(created)
+    }
+
+    /// Records a settings change of a gallery at change `seq`.
+    pub(crate) fn settings_changed(&self, id: i64, seq: u64) {
+        if let Some(gallery) = self.read().get(&id) {
+            for shard in gallery.shards.values() {
+                shard.settings_seq.fetch_max(seq, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The shards held of a gallery.
+    pub(crate) fn of_gallery(&self, id: i64) -> Vec<Arc<Shard>> {
+        self.read().get(&id).map(|g| g.shards.values().cloned().collect()).unwrap_or_default()
     }
 
     pub(crate) fn drop_gallery(&self, id: i64) {

@@ -97,7 +97,7 @@ impl Syncer {
         let head = syncer.store.head_seq().await?;
         let (mut templates, mut from) = (0usize, head);
         for gallery in syncer.store.galleries().await? {
-            let (loaded, oldest) = syncer.load_gallery(&gallery, Some(head)).await?;
+            let (loaded, oldest) = syncer.load_gallery(&gallery, Some(head), head).await?;
             templates += loaded;
             from = from.min(oldest);
         }
@@ -203,7 +203,7 @@ impl Syncer {
                 // Unknown gallery: created after we loaded. If it is gone again, a later
                 // DropGallery entry follows and there is nothing to do.
                 if let Some(gallery) = self.store.gallery_by_id(change.gallery_id).await? {
-                    self.load_gallery(&gallery, None).await?;
+                    self.load_gallery(&gallery, None, change.seq).await?;
                 }
             }
             ChangeOp::CreateGallery => {}
@@ -218,11 +218,18 @@ impl Syncer {
                 let decoded = self.decode(&rows, &key_ref, dimension)?;
                 let refs: Vec<(i64, &[f32])> = decoded.iter().map(|(id, t)| (*id, t.values())).collect();
                 shard.replace_subject(&change.subject_id, &refs)?;
+                shard.tune_if_due();
             }
             ChangeOp::Delete => {
                 if let Some(shard) = self.shards.get_by_id(change.gallery_id, change.shard) {
                     shard.remove_subject(&change.subject_id)?;
                 }
+            }
+            ChangeOp::Settings => {
+                if let Some(gallery) = self.store.gallery_by_id(change.gallery_id).await? {
+                    self.apply_tuning(&gallery)?;
+                }
+                self.shards.settings_changed(change.gallery_id, change.seq);
             }
             ChangeOp::DropGallery => {
                 self.shards.drop_gallery(change.gallery_id);
@@ -236,12 +243,14 @@ impl Syncer {
     }
 
     /// Creates the assigned shards of a gallery and fills them, from snapshots no newer than
-    /// `snapshots_up_to` when given, otherwise from the store. Returns the templates loaded and
-    /// the oldest change position among the snapshots used (`u64::MAX` if none).
+    /// `snapshots_up_to` when given, otherwise from the store. `settings_seq`: a change position
+    /// at or after the gallery's last settings change. Returns the templates loaded and the oldest
+    /// change position among the snapshots used (`u64::MAX` if none).
     async fn load_gallery(
         &self,
         gallery: &GalleryRecord,
         snapshots_up_to: Option<u64>,
+        settings_seq: u64,
     ) -> Result<(usize, u64), SyncError> {
         // A gallery whose key was destroyed is in the store only when the store was restored
         // from before its deletion: its templates cannot open, so it is left out (and searching
@@ -254,7 +263,7 @@ impl Syncer {
             return Ok((0, u64::MAX));
         }
         let dimension = gallery.settings.dimension as usize;
-        let shards = self.shards.add_gallery(gallery, &self.assignment)?;
+        let shards = self.shards.add_gallery(gallery, &self.assignment, settings_seq)?;
         let (mut loaded, mut oldest) = (0, u64::MAX);
         for shard in shards {
             if let (Some(snapshots), Some(head)) = (&self.snapshots, snapshots_up_to) {
@@ -286,7 +295,21 @@ impl Syncer {
                 loaded += refs.len();
             }
         }
+        self.apply_tuning(gallery)?;
+        for shard in self.shards.of_gallery(gallery.id) {
+            shard.tune_if_due();
+        }
         Ok((loaded, oldest))
+    }
+
+    /// Searches the gallery's shards with its recorded settings, if it has any.
+    fn apply_tuning(&self, gallery: &GalleryRecord) -> Result<(), SyncError> {
+        if let Some(tuning) = &gallery.tuning {
+            for shard in self.shards.of_gallery(gallery.id) {
+                shard.apply_tuning(tuning)?;
+            }
+        }
+        Ok(())
     }
 
     /// Gauges an alert can watch: the change position applied and each shard's size (labels are

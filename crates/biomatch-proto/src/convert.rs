@@ -27,6 +27,7 @@ pub fn index_kind_from_proto(kind: v1::IndexKind) -> IndexKind {
         v1::IndexKind::IvfSq8 => IndexKind::IvfSq8,
         v1::IndexKind::IvfPq => IndexKind::IvfPq,
         v1::IndexKind::PqRerank => IndexKind::PqRerank,
+        v1::IndexKind::IvfRerank => IndexKind::IvfRerank,
     }
 }
 
@@ -38,6 +39,7 @@ pub fn index_kind_to_proto(kind: IndexKind) -> v1::IndexKind {
         IndexKind::IvfSq8 => v1::IndexKind::IvfSq8,
         IndexKind::IvfPq => v1::IndexKind::IvfPq,
         IndexKind::PqRerank => v1::IndexKind::PqRerank,
+        IndexKind::IvfRerank => v1::IndexKind::IvfRerank,
     }
 }
 
@@ -52,6 +54,7 @@ pub fn index_spec_from_proto(spec: Option<v1::IndexSpec>) -> IndexSpec {
         ivf_nprobe,
         pq_m,
         train_threshold,
+        rerank_depth,
     }) = spec
     else {
         return IndexSpec::flat();
@@ -65,6 +68,7 @@ pub fn index_spec_from_proto(spec: Option<v1::IndexSpec>) -> IndexSpec {
         ivf_nprobe,
         pq_m,
         train_threshold,
+        rerank_depth,
     }
 }
 
@@ -78,6 +82,7 @@ pub fn index_spec_to_proto(spec: &IndexSpec) -> v1::IndexSpec {
         ivf_nprobe,
         pq_m,
         train_threshold,
+        rerank_depth,
     } = spec.clone();
     v1::IndexSpec {
         kind: index_kind_to_proto(kind).into(),
@@ -88,6 +93,7 @@ pub fn index_spec_to_proto(spec: &IndexSpec) -> v1::IndexSpec {
         ivf_nprobe,
         pq_m,
         train_threshold,
+        rerank_depth,
     }
 }
 
@@ -122,6 +128,8 @@ pub fn gallery_to_proto(gallery: &Gallery, subject_count: u64, template_count: u
         template_count,
         created_at: Some(timestamp_from_millis(*created_at_ms)),
         threshold_version: *threshold_version,
+        settings_seq: 0,
+        tuning: None,
     }
 }
 
@@ -142,6 +150,8 @@ pub fn gallery_from_proto(gallery: v1::Gallery) -> Result<Gallery, biomatch_doma
         template_count: _,
         created_at,
         threshold_version,
+        settings_seq: _,
+        tuning: _,
     } = gallery;
     Ok(Gallery {
         name: GalleryName::parse(&name)?,
@@ -182,6 +192,9 @@ mod tests {
         let mut spec = IndexSpec::of(IndexKind::Hnsw);
         spec.hnsw_m = 32;
         spec.hnsw_ef_search = 128;
+        assert_eq!(index_spec_from_proto(Some(index_spec_to_proto(&spec))), spec);
+        let mut spec = IndexSpec::of(IndexKind::IvfRerank);
+        spec.rerank_depth = 256;
         assert_eq!(index_spec_from_proto(Some(index_spec_to_proto(&spec))), spec);
         assert_eq!(index_spec_from_proto(None), IndexSpec::flat());
     }

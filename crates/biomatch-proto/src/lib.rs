@@ -6,6 +6,7 @@
 
 mod convert;
 mod status;
+mod tuning;
 #[cfg(test)]
 mod wire_tests;
 
@@ -15,6 +16,7 @@ pub use convert::{
     millis_from_timestamp, timestamp_from_millis,
 };
 pub use status::{code_name, http_status, status_from, status_with};
+pub use tuning::{search_tuning_from_proto, search_tuning_to_proto};
 
 #[allow(clippy::all, clippy::unwrap_used, missing_docs)]
 pub mod v1 {

@@ -9,11 +9,14 @@
 //! ([`biomatch_auth::policy`]), applied before a handler runs; handlers check the token's scopes.
 #![forbid(unsafe_code)]
 
+mod answer;
 pub mod disclosure;
 mod merge;
 mod records;
 mod review;
 mod router;
+mod settings;
+mod tuning;
 #[cfg(test)]
 mod validate_tests;
 
@@ -26,17 +29,17 @@ use biomatch_auth::ServiceCredentials;
 use biomatch_client::{
     AuditUnavailable, FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe,
 };
-use biomatch_domain::{Clock, Decision, ErrorClass, Gallery, Principal, SubjectId, shard_of};
+use biomatch_domain::{Clock, ErrorClass, Gallery, Principal};
 use biomatch_proto::status_with;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_server::SearchService;
 use biomatch_proto::v1::{
-    AuditEvent, Candidate, GetGalleryRequest, GetSearchRequest, IdentifyRequest, IdentifyResponse,
+    AuditEvent, GetGalleryRequest, GetSearchRequest, IdentifyRequest, IdentifyResponse,
     ListCaseSearchesRequest, ListCaseSearchesResponse, ListPendingReviewsRequest, ListPendingReviewsResponse,
-    Operation, QueryVector, ReviewCandidateRequest, ReviewCandidateResponse, ScoredSubject, SearchRecord,
-    ShardRef, ShardScoreRequest, ShardSearchRequest, VerifyRequest, VerifyResponse,
+    Operation, ReviewCandidateRequest, ReviewCandidateResponse, SearchRecord, ShardRef, ShardSearchRequest,
+    ShardSearchResponse, TuneGalleryRequest, VerifyRequest, VerifyResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +56,7 @@ pub struct SearchServer {
     budgets: Arc<Budgets>,
     disclosure: DisclosurePolicy,
     clock: Clock,
+    settings_cache: settings::SettingsCache,
 }
 
 /// The roles a search role talks to, and how.
@@ -70,7 +74,19 @@ impl SearchServer {
     pub fn new(peers: Peers, budgets: Arc<Budgets>, clock: Clock) -> Self {
         let Peers { ingest, audit, embed, matchers, shard_timeout, creds } = peers;
         let disclosure = DisclosurePolicy::default();
-        Self { ingest, audit, embed, router: matchers, shard_timeout, creds, budgets, disclosure, clock }
+        let settings_cache = settings::SettingsCache::default();
+        Self {
+            ingest,
+            audit,
+            embed,
+            router: matchers,
+            shard_timeout,
+            creds,
+            budgets,
+            disclosure,
+            clock,
+            settings_cache,
+        }
     }
 
     /// Answers disclose what `policy` allows (default: [`DisclosurePolicy::default`]).
@@ -118,22 +134,30 @@ impl SearchServer {
         }
     }
 
+    /// The gallery's settings, from the cache or read from the ingest role ([`settings`]).
     #[tracing::instrument(name = "search.gallery", skip_all)]
-    async fn gallery(&self, name: &str) -> Result<Gallery, Status> {
+    async fn settings(&self, name: &str) -> Result<settings::Settings, Status> {
         if name.is_empty() {
             return Err(status_with(ErrorClass::InvalidArgument, "gallery name must not be empty"));
         }
+        if let Some(cached) = self.settings_cache.get(name, (self.clock)()) {
+            return Ok(cached);
+        }
         let mut ingest = self.ingest.clone();
-        let gallery = ingest
+        let wire = ingest
             .get_gallery(request(
                 GetGalleryRequest { name: name.to_owned(), settings_only: true },
                 &self.creds.token(),
             ))
-            .await?;
-        biomatch_proto::gallery_from_proto(gallery.into_inner()).map_err(|e| {
+            .await?
+            .into_inner();
+        let as_of = wire.settings_seq;
+        let gallery = biomatch_proto::gallery_from_proto(wire).map_err(|e| {
             tracing::error!(error = %e, "the ingest role sent an invalid gallery");
             status_with(ErrorClass::Internal, "invalid gallery settings")
-        })
+        })?;
+        self.settings_cache.put(&gallery, as_of, (self.clock)());
+        Ok(settings::Settings { gallery, as_of, cached: false })
     }
 
     #[tracing::instrument(name = "search.probe", skip_all)]
@@ -147,31 +171,24 @@ impl SearchServer {
     }
 
     /// Asks the matchers holding one shard, in turn, until one answers within the deadline.
+    /// `message` is the request for every shard; its shard is filled in here.
     #[tracing::instrument(name = "search.shard", skip_all, fields(shard))]
     async fn search_shard(
         &self,
         gallery: &str,
         shard: u32,
-        query: &[f32],
-        k: u32,
-        min_change_seq: u64,
-    ) -> Result<Vec<Candidate>, Status> {
-        let message = ShardSearchRequest {
-            shard: Some(ShardRef { gallery: gallery.to_owned(), shard }),
-            queries: vec![QueryVector { values: query.to_vec() }],
-            k,
-            min_change_seq,
-        };
+        message: &ShardSearchRequest,
+    ) -> Result<ShardSearchResponse, Status> {
         let token = self.creds.token();
-        let response = self
-            .router
+        self.router
             .ask(gallery, shard, &token, |mut matcher| {
-                let mut call = biomatch_client::request(message.clone(), &token);
+                let mut message = message.clone();
+                message.shard = Some(ShardRef { gallery: gallery.to_owned(), shard });
+                let mut call = biomatch_client::request(message, &token);
                 call.set_timeout(self.shard_timeout);
                 async move { matcher.search(call).await }
             })
-            .await?;
-        Ok(response.results.into_iter().next().unwrap_or_default().candidates)
+            .await
     }
 
     #[tracing::instrument(name = "search.audit", skip_all)]
@@ -225,155 +242,12 @@ impl SearchService for SearchServer {
         request: Request<IdentifyRequest>,
     ) -> Result<Response<IdentifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        let IdentifyRequest {
-            gallery,
-            probe,
-            k,
-            threshold: requested,
-            purpose,
-            case_ref,
-            allow_partial,
-            min_change_seq,
-        } = request.into_inner();
-        bounded_fields(&gallery, &purpose, &case_ref)?;
-        self.spend_budget(&principal, &gallery).await?;
-        let gallery = self.gallery(&gallery).await?;
-        self.check_purpose(&principal, &gallery, &purpose).await?;
-        self.check_probe_kind(&principal, &gallery, probe.as_ref()).await?;
-        let k = search_k(k, &gallery)?;
-        let floor = self.disclosure.floor(&gallery);
-        let threshold = disclosure::threshold(&principal, &gallery, requested, floor)?;
-        let probe = self.probe(&gallery, probe).await?;
-
-        let query = probe.template.values();
-        let answers = futures::future::join_all(
-            (0..gallery.shard_count)
-                .map(|shard| self.search_shard(gallery.name.as_str(), shard, query, k, min_change_seq)),
-        )
-        .await;
-        let mut lists = Vec::with_capacity(answers.len());
-        let mut missing_shards = Vec::new();
-        for (shard, answer) in answers.into_iter().enumerate() {
-            match answer {
-                Ok(list) => lists.push(list),
-                Err(status) if router::retryable(&status) => missing_shards.push(shard as u32),
-                Err(status) => return Err(status),
-            }
-        }
-        if !missing_shards.is_empty() && !allow_partial {
-            return Err(status_with(
-                ErrorClass::Unavailable,
-                format!("shards {missing_shards:?} of gallery {} did not answer", gallery.name),
-            ));
-        }
-        let merged = merge_top_k(lists, k as usize);
-        let decision = Decision::from_score(merged.first().map(|c| c.score), threshold);
-        let sees = disclosure::Sees::of(&principal);
-        let (candidates, mate) = disclosure::identify_answer(sees, merged, floor, threshold);
-        // The leaf records what the caller was told: the listed candidates, or the mate alone.
-        let told = if sees == disclosure::Sees::Candidates { &candidates[..] } else { mate.as_slice() };
-        let recorded =
-            told.iter().map(|c| ScoredSubject { subject_id: c.subject_id.clone(), score: c.score });
-        let recorded = recorded.collect();
-        let search_id = uuid::Uuid::new_v4().to_string();
-
-        let mut event = base_event(&principal, Operation::Identify, &gallery, &probe);
-        event.purpose = purpose;
-        event.case_ref = case_ref;
-        event.threshold = Some(threshold);
-        event.candidates = recorded;
-        event.decision = decision.as_str().to_owned();
-        event.partial = !missing_shards.is_empty();
-        event.missing_shards = missing_shards.clone();
-        event.request_id = search_id.clone();
-        let audit_leaf_index = self.audit(event, format!("identify:{search_id}")).await?;
-
-        Ok(Response::new(IdentifyResponse {
-            search_id,
-            decision: biomatch_proto::decision_to_proto(decision).into(),
-            candidates,
-            threshold,
-            model_id: probe.model_id,
-            model_version: probe.model_version,
-            partial: !missing_shards.is_empty(),
-            missing_shards,
-            audit_leaf_index,
-            probe_quality: probe.quality,
-            mate_subject_id: mate.map(|m| m.subject_id).unwrap_or_default(),
-            candidate_floor: floor,
-        }))
+        Ok(Response::new(self.identify_request(&principal, request.into_inner()).await?))
     }
 
     async fn verify(&self, request: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        let VerifyRequest {
-            gallery,
-            subject_id,
-            probe,
-            threshold: requested,
-            purpose,
-            case_ref,
-            min_change_seq,
-        } = request.into_inner();
-        bounded_fields(&gallery, &purpose, &case_ref)?;
-        self.spend_budget(&principal, &gallery).await?;
-        let gallery = self.gallery(&gallery).await?;
-        self.check_purpose(&principal, &gallery, &purpose).await?;
-        self.check_probe_kind(&principal, &gallery, probe.as_ref()).await?;
-        let subject = SubjectId::parse(&subject_id).map_err(|e| biomatch_proto::status_from(&e))?;
-        let floor = self.disclosure.floor(&gallery);
-        let threshold = disclosure::threshold(&principal, &gallery, requested, floor)?;
-        let probe = self.probe(&gallery, probe).await?;
-        let shard = shard_of(&subject, gallery.shard_count);
-
-        let message = ShardScoreRequest {
-            shard: Some(ShardRef { gallery: gallery.name.to_string(), shard }),
-            subject_id: subject_id.clone(),
-            probe: Some(QueryVector { values: probe.template.values().to_vec() }),
-            min_change_seq,
-        };
-        let token = self.creds.token();
-        let scored = self
-            .router
-            .ask(gallery.name.as_str(), shard, &token, |mut matcher| {
-                let mut call = biomatch_client::request(message.clone(), &token);
-                call.set_timeout(self.shard_timeout);
-                async move { matcher.score(call).await }
-            })
-            .await?;
-        let verification_id = uuid::Uuid::new_v4().to_string();
-        let mut event = base_event(&principal, Operation::Verify, &gallery, &probe);
-        event.purpose = purpose;
-        event.case_ref = case_ref;
-        event.threshold = Some(threshold);
-        event.request_id = verification_id.clone();
-        if !scored.found {
-            // Asking whether someone is enrolled is itself on the record.
-            event.subject_ids = vec![subject_id.clone()];
-            event.outcome = "NOT_FOUND".into();
-            self.audit(event, format!("verify:{verification_id}")).await?;
-            return Err(status_with(
-                ErrorClass::NotFound,
-                format!("subject {subject_id} is not enrolled in gallery {}", gallery.name),
-            ));
-        }
-        let decision = Decision::from_score(Some(scored.score), threshold);
-        // The leaf keeps the score for auditors even when the caller is not shown it.
-        let score = disclosure::verify_score(disclosure::Sees::of(&principal), scored.score, floor);
-        event.candidates = vec![ScoredSubject { subject_id: subject_id.clone(), score: scored.score }];
-        event.decision = decision.as_str().to_owned();
-        let audit_leaf_index = self.audit(event, format!("verify:{verification_id}")).await?;
-
-        Ok(Response::new(VerifyResponse {
-            verification_id,
-            decision: biomatch_proto::decision_to_proto(decision).into(),
-            score,
-            threshold,
-            model_id: probe.model_id,
-            model_version: probe.model_version,
-            audit_leaf_index,
-            probe_quality: probe.quality,
-        }))
+        Ok(Response::new(self.verify_request(&principal, request.into_inner()).await?))
     }
 
     async fn review_candidate(
@@ -403,5 +277,14 @@ impl SearchService for SearchServer {
     ) -> Result<Response<ListCaseSearchesResponse>, Status> {
         let principal = biomatch_auth::principal(&request)?;
         Ok(Response::new(self.list_case_searches(&principal, request.into_inner()).await?))
+    }
+
+    async fn tune_gallery(
+        &self,
+        request: Request<TuneGalleryRequest>,
+    ) -> Result<Response<biomatch_proto::v1::SearchTuning>, Status> {
+        let principal = biomatch_auth::principal(&request)?;
+        let tuning = self.tune_gallery_request(&principal, request.into_inner()).await?;
+        Ok(Response::new(biomatch_proto::search_tuning_to_proto(&tuning)))
     }
 }

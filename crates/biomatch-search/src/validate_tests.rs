@@ -8,7 +8,7 @@
 use super::*;
 use biomatch_client::resolve_embedding;
 use biomatch_domain::limits::{MAX_CASE_REF_BYTES, MAX_GALLERY_NAME_BYTES, MAX_K, MAX_PURPOSE_BYTES};
-use biomatch_domain::{GalleryName, IndexSpec, Role};
+use biomatch_domain::{GalleryName, IndexSpec, Role, SubjectId};
 use biomatch_proto::v1::{Embedding, Probe, probe};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

@@ -7,13 +7,16 @@ use crate::{
     TemplateRow, Written,
 };
 use async_trait::async_trait;
-use biomatch_domain::{Gallery, GalleryName, SubjectId};
+use biomatch_domain::{Gallery, GalleryName, SearchTuning, SubjectId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+#[path = "enroll.rs"]
+mod enroll;
+
 const GALLERY_COLUMNS: &str = "g.id, g.key_ref, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
      g.model_version, g.threshold, g.threshold_version, g.allowed_purposes, g.retention_seconds, \
-     g.default_k, g.created_at";
+     g.default_k, g.created_at, g.search_tuning";
 
 fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
     let index: String = row.try_get("index_spec")?;
@@ -33,7 +36,14 @@ fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
         default_k: to_u32(row.try_get("default_k")?)?,
         created_at_ms: row.try_get("created_at")?,
     };
-    Ok(GalleryRecord { id: row.try_get("id")?, key_ref: row.try_get("key_ref")?, settings })
+    let tuning: String = row.try_get("search_tuning")?;
+    let tuning = match tuning.as_str() {
+        "" => None,
+        json => {
+            Some(serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("search tuning: {e}")))?)
+        }
+    };
+    Ok(GalleryRecord { id: row.try_get("id")?, key_ref: row.try_get("key_ref")?, settings, tuning })
 }
 
 fn template_from_row(row: &AnyRow) -> Result<TemplateRow, StoreError> {
@@ -111,98 +121,6 @@ async fn remember_idempotency(
 
 fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-async fn enroll_one(
-    tx: &mut Transaction<'static, Any>,
-    gallery: &GalleryRecord,
-    item: &EnrollWrite,
-    now_ms: i64,
-) -> Result<Written<EnrollResult>, StoreError> {
-    if let Some(idem) = &item.idempotency
-        && let Some(response) = check_idempotency(tx, idem).await?
-    {
-        return Ok(Written { value: serde_json::from_str(&response).map_err(corrupt)?, replayed: true });
-    }
-    let subject = item.subject.as_str();
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT model_id FROM subjects WHERE gallery_id = $1 AND subject_id = $2")
-            .bind(gallery.id)
-            .bind(subject)
-            .fetch_optional(&mut **tx)
-            .await?;
-    let expires_at =
-        (gallery.settings.retention_seconds > 0).then(|| now_ms + gallery.settings.retention_seconds * 1000);
-    match existing {
-        Some(model) if model != item.model_id => {
-            return Err(StoreError::ModelMismatch {
-                subject: subject.to_owned(),
-                enrolled: model,
-                given: item.model_id.clone(),
-            });
-        }
-        Some(_) => {
-            sqlx::query(
-                "UPDATE subjects SET updated_at = $1, expires_at = $2 WHERE gallery_id = $3 AND subject_id = $4",
-            )
-            .bind(now_ms)
-            .bind(expires_at)
-            .bind(gallery.id)
-            .bind(subject)
-            .execute(&mut **tx)
-            .await?;
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO subjects (gallery_id, subject_id, shard, model_id, created_at, updated_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5, $6)",
-            )
-            .bind(gallery.id)
-            .bind(subject)
-            .bind(i64::from(item.shard))
-            .bind(&item.model_id)
-            .bind(now_ms)
-            .bind(expires_at)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    if item.replace {
-        sqlx::query("DELETE FROM templates WHERE gallery_id = $1 AND subject_id = $2")
-            .bind(gallery.id)
-            .bind(subject)
-            .execute(&mut **tx)
-            .await?;
-    }
-    for template in &item.sealed_templates {
-        sqlx::query(
-            "INSERT INTO templates (gallery_id, subject_id, shard, vector, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(gallery.id)
-        .bind(subject)
-        .bind(i64::from(item.shard))
-        .bind(template)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM templates WHERE gallery_id = $1 AND subject_id = $2")
-            .bind(gallery.id)
-            .bind(subject)
-            .fetch_one(&mut **tx)
-            .await?;
-    let change_seq = append_change(tx, gallery.id, item.shard, subject, ChangeOp::Upsert, now_ms).await?;
-    let result = EnrollResult {
-        subject_id: subject.to_owned(),
-        templates_added: u32::try_from(item.sealed_templates.len()).unwrap_or(u32::MAX),
-        template_count: to_u32(count)?,
-        change_seq,
-    };
-    if let Some(idem) = &item.idempotency {
-        remember_idempotency(tx, idem, serde_json::to_string(&result).map_err(corrupt)?, now_ms).await?;
-    }
-    Ok(Written { value: result, replayed: false })
 }
 
 #[async_trait]
@@ -301,22 +219,64 @@ impl GalleryStore for SqlStore {
         rows.iter().map(gallery_from_row).collect()
     }
 
-    async fn set_threshold(&self, name: &GalleryName, threshold: f32) -> Result<GalleryRecord, StoreError> {
+    async fn set_threshold(
+        &self,
+        name: &GalleryName,
+        threshold: f32,
+        now_ms: i64,
+    ) -> Result<GalleryRecord, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
-        let updated = sqlx::query(
+        let updated: Option<i64> = sqlx::query_scalar(
             "UPDATE galleries SET threshold = $1, threshold_version = threshold_version + 1 \
-             WHERE name = $2 AND threshold <> $1",
+             WHERE name = $2 AND threshold <> $1 RETURNING id",
         )
         .bind(f64::from(threshold))
         .bind(name.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        // Roles that cache the settings learn of the change through the log.
+        if let Some(id) = updated {
+            append_change(&mut tx, id, 0, "", ChangeOp::Settings, now_ms).await?;
+        }
         tx.commit().await?;
         let record = self.gallery(name).await?;
-        if updated.rows_affected() == 0 && record.settings.threshold != threshold {
+        if updated.is_none() && record.settings.threshold != threshold {
             return Err(StoreError::Corrupt(format!("the threshold of gallery {name} did not change")));
         }
         Ok(record)
+    }
+
+    async fn set_search_tuning(
+        &self,
+        name: &GalleryName,
+        tuning: &SearchTuning,
+        now_ms: i64,
+    ) -> Result<GalleryRecord, StoreError> {
+        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
+        let row = sqlx::query("SELECT id, search_tuning FROM galleries WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::GalleryNotFound(name.to_string()))?;
+        let id: i64 = row.try_get("id")?;
+        let before: String = row.try_get("search_tuning")?;
+        let version = match before.as_str() {
+            "" => 0,
+            json => {
+                serde_json::from_str::<SearchTuning>(json)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .version
+            }
+        };
+        let tuning = SearchTuning { version: version + 1, ..tuning.clone() };
+        sqlx::query("UPDATE galleries SET search_tuning = $1 WHERE id = $2")
+            .bind(serde_json::to_string(&tuning).map_err(corrupt)?)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        append_change(&mut tx, id, 0, "", ChangeOp::Settings, now_ms).await?;
+        tx.commit().await?;
+        self.gallery(name).await
     }
 
     async fn delete_gallery(
@@ -369,33 +329,7 @@ impl GalleryStore for SqlStore {
         items: &[EnrollWrite],
         now_ms: i64,
     ) -> Result<Vec<Result<Written<EnrollResult>, StoreError>>, StoreError> {
-        let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM galleries WHERE id = $1")
-            .bind(gallery.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::GalleryNotFound(gallery.settings.name.to_string()));
-        }
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            // A failed item rolls back to its savepoint and leaves the others in the batch intact.
-            sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
-            match enroll_one(&mut tx, gallery, item, now_ms).await {
-                Ok(written) => {
-                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *tx).await?;
-                    results.push(Ok(written));
-                }
-                Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
-                Err(e) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT item").execute(&mut *tx).await?;
-                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *tx).await?;
-                    results.push(Err(e));
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(results)
+        enroll::enroll(self, gallery, items, now_ms).await
     }
 
     async fn delete_subject(

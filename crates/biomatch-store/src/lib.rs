@@ -47,8 +47,22 @@ pub trait GalleryStore: Send + Sync + 'static {
     /// Counts the gallery's subjects and templates (reads the whole gallery: not for hot paths).
     async fn gallery_counts(&self, gallery_id: i64) -> Result<GalleryCounts, StoreError>;
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;
-    /// Sets the gallery's threshold, raising its threshold version when the value changes.
-    async fn set_threshold(&self, name: &GalleryName, threshold: f32) -> Result<GalleryRecord, StoreError>;
+    /// Sets the gallery's threshold, raising its threshold version and appending a
+    /// [`ChangeOp::Settings`] change when the value changes.
+    async fn set_threshold(
+        &self,
+        name: &GalleryName,
+        threshold: f32,
+        now_ms: i64,
+    ) -> Result<GalleryRecord, StoreError>;
+    /// Records the gallery's search settings, one version above the last, and appends a
+    /// [`ChangeOp::Settings`] change so matchers apply them.
+    async fn set_search_tuning(
+        &self,
+        name: &GalleryName,
+        tuning: &biomatch_domain::SearchTuning,
+        now_ms: i64,
+    ) -> Result<GalleryRecord, StoreError>;
     /// Deletes the gallery with every subject and template. With an idempotency key, a repeat of
     /// the same request (same key, same request hash) answers the first result again, even though
     /// the gallery is gone; the same key with another hash is [`StoreError::IdempotencyConflict`].

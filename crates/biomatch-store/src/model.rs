@@ -10,6 +10,8 @@ pub struct GalleryRecord {
     /// Names the gallery's data key in the key store.
     pub key_ref: String,
     pub settings: Gallery,
+    /// Search settings chosen by tuning or pinned; `None` until first tuned.
+    pub tuning: Option<biomatch_domain::SearchTuning>,
 }
 
 /// How much a gallery holds: a count over the whole gallery, so asked for only where shown.
@@ -75,6 +77,8 @@ pub enum ChangeOp {
     Delete,
     /// The whole gallery is gone.
     DropGallery,
+    /// The gallery's settings changed (its threshold): roles caching them read them again.
+    Settings,
 }
 
 impl ChangeOp {
@@ -84,6 +88,7 @@ impl ChangeOp {
             ChangeOp::Upsert => "upsert",
             ChangeOp::Delete => "delete",
             ChangeOp::DropGallery => "drop_gallery",
+            ChangeOp::Settings => "settings",
         }
     }
 
@@ -93,6 +98,7 @@ impl ChangeOp {
             "upsert" => Some(ChangeOp::Upsert),
             "delete" => Some(ChangeOp::Delete),
             "drop_gallery" => Some(ChangeOp::DropGallery),
+            "settings" => Some(ChangeOp::Settings),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! One suite, run against SQLite and (when configured) PostgreSQL.
 
-use biomatch_domain::{Gallery, GalleryName, IndexSpec, SubjectId, Template};
+use biomatch_domain::{Gallery, GalleryName, IndexSpec, SearchTuning, SubjectId, Template};
 use biomatch_store::testing::backend_urls;
 use biomatch_store::{
     AuditQuery, AuditStore, Backend, ChangeOp, CheckpointRow, EnrollWrite, GalleryStore, Idempotency,
@@ -80,6 +80,46 @@ async fn galleries_are_created_listed_and_deleted() {
         assert!(matches!(store.gallery(&name).await, Err(StoreError::GalleryNotFound(_))));
         let changes = store.changes_after(before, 10).await.expect("changes");
         assert_eq!(changes.last().map(|c| c.op), Some(ChangeOp::DropGallery));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_threshold_change_is_in_the_change_log_and_a_same_value_is_not() {
+    each_backend(|store| async move {
+        let g = store.create_gallery(&spec("t"), "kt", None, 0).await.expect("create").value;
+        let name = GalleryName::parse("t").expect("valid");
+        let before = store.head_seq().await.expect("head");
+        let raised = store.set_threshold(&name, 0.7, 10).await.expect("set");
+        assert_eq!((raised.settings.threshold, raised.settings.threshold_version), (0.7, 2));
+        let changes = store.changes_after(before, 10).await.expect("changes");
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].op, changes[0].gallery_id), (ChangeOp::Settings, g.id));
+        let head = store.head_seq().await.expect("head");
+        let same = store.set_threshold(&name, 0.7, 20).await.expect("same value");
+        assert_eq!(same.settings.threshold_version, 2, "an unchanged value keeps its version");
+        assert_eq!(store.head_seq().await.expect("head"), head, "and appends no change");
+        let unknown = GalleryName::parse("nope").expect("valid");
+        assert!(matches!(store.set_threshold(&unknown, 0.7, 30).await, Err(StoreError::GalleryNotFound(_))));
+
+        // Search tuning: versioned, kept with the gallery, and in the change log too.
+        assert_eq!(store.gallery(&name).await.expect("gallery").tuning, None);
+        let tuning = SearchTuning { nprobe: 32, rerank_depth: 128, recall: 0.996, ..Default::default() };
+        let head = store.head_seq().await.expect("head");
+        let first = store.set_search_tuning(&name, &tuning, 40).await.expect("tuned");
+        assert_eq!(first.tuning.as_ref().map(|t| (t.version, t.nprobe)), Some((1, 32)));
+        let pinned = SearchTuning { nprobe: 8, pinned: true, ..tuning };
+        store.set_search_tuning(&name, &pinned, 50).await.expect("pinned");
+        let read = store.gallery(&name).await.expect("gallery").tuning.expect("tuning");
+        assert_eq!((read.version, read.nprobe, read.pinned, read.recall), (2, 8, true, 0.996));
+        let changes = store.changes_after(head, 10).await.expect("changes");
+        assert!(
+            changes.iter().all(|c| c.op == ChangeOp::Settings && c.gallery_id == g.id) && changes.len() == 2
+        );
+        assert!(matches!(
+            store.set_search_tuning(&unknown, &pinned, 60).await,
+            Err(StoreError::GalleryNotFound(_))
+        ));
     })
     .await;
 }

@@ -11,6 +11,7 @@ mod chaos;
 mod enroll;
 mod eval;
 mod gallery;
+mod gallery_tune;
 mod master_key;
 mod search;
 mod serve_cmd;

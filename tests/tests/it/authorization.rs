@@ -30,12 +30,14 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("IngestService/DeleteSubject", vec![Enroller]),
         ("IngestService/GetSubject", vec![Enroller, Analyst]),
         ("IngestService/PurgeExpired", vec![Admin]),
+        ("IngestService/SetSearchTuning", vec![Admin]),
         ("SearchService/Identify", vec![Kiosk, Analyst]),
         ("SearchService/Verify", vec![Kiosk, Analyst]),
         ("SearchService/ReviewCandidate", vec![Analyst]),
         ("SearchService/ListPendingReviews", vec![Analyst]),
         ("SearchService/GetSearch", vec![Analyst, Auditor]),
         ("SearchService/ListCaseSearches", vec![Analyst, Auditor]),
+        ("SearchService/TuneGallery", vec![Admin]),
         ("AuditService/Append", vec![Service]),
         ("AuditService/Query", vec![Auditor]),
         ("AuditService/ListLeaves", vec![Auditor]),
@@ -50,6 +52,7 @@ fn matrix() -> Vec<(&'static str, Vec<Role>)> {
         ("MatcherService/Search", vec![Service]),
         ("MatcherService/Score", vec![Service]),
         ("MatcherService/Describe", vec![Service]),
+        ("MatcherService/Tune", vec![Service]),
         ("EmbedService/Embed", vec![Service]),
         ("EmbedService/DescribeModel", vec![Service]),
     ]
@@ -99,6 +102,18 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
             .await
             .map(|_| ()),
         "IngestService/PurgeExpired" => ingest.purge_expired(r!(PurgeExpiredRequest {})).await.map(|_| ()),
+        "IngestService/SetSearchTuning" => ingest
+            .set_search_tuning(r!(SetSearchTuningRequest {
+                gallery: nope(),
+                tuning: Some(SearchTuning::default()),
+                reason: "test".into()
+            }))
+            .await
+            .map(|_| ()),
+        "SearchService/TuneGallery" => search
+            .tune_gallery(r!(TuneGalleryRequest { gallery: nope(), ..Default::default() }))
+            .await
+            .map(|_| ()),
         "SearchService/Identify" => search
             .identify(r!(IdentifyRequest {
                 gallery: "g".into(),
@@ -169,6 +184,7 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
             .await
             .map(|_| ()),
         "MatcherService/Describe" => matcher.describe(r!(DescribeMatcherRequest {})).await.map(|_| ()),
+        "MatcherService/Tune" => matcher.tune(r!(TuneShardRequest::default())).await.map(|_| ()),
         "EmbedService/Embed" => embed.embed(r!(EmbedRequest::default())).await.map(|_| ()),
         "EmbedService/DescribeModel" => embed.describe_model(r!(DescribeModelRequest {})).await.map(|_| ()),
         other => panic!("no call for {other}"),

@@ -188,7 +188,10 @@ async fn thresholds_are_set_by_admins_versioned_and_audited() {
             .expect("get");
         assert_eq!(stored.into_inner().threshold, raised);
 
-        let after = identify(&cluster, "t", probe, seq).await.expect("identify");
+        // The change is in force for searches that wait for its position (matchers apply it
+        // from the change log; the search role caches settings until they report it).
+        assert!(g.settings_seq > seq, "the change has a later position than the enrolment");
+        let after = identify(&cluster, "t", probe, g.settings_seq).await.expect("identify");
         assert_eq!(after.threshold, raised);
         assert_eq!(after.decision(), Decision::NoMate, "the mate's score is now below the threshold");
         let mut audit = cluster.audit();

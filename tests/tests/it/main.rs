@@ -23,5 +23,6 @@ mod rest_api;
 mod restart;
 mod retention;
 mod review;
+mod search_tuning;
 mod snapshots;
 mod template_oracle;

@@ -10,6 +10,9 @@ use biomatch_store::{AuditStore, NewAuditLeaf, SqlStore};
 use clap::{Args, Subcommand};
 use std::time::{Duration, Instant};
 
+#[path = "bench_enroll.rs"]
+mod bench_enroll;
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Durable audit appends per second (group commit through gRPC vs one commit per append)
@@ -23,6 +26,8 @@ pub enum BenchCommand {
     /// Identify offered at ten times the sustainable rate, without and with admission bounds:
     /// answered within deadline, refused, latency of the answered, peak memory.
     Overload(crate::cli::bench_overload::OverloadBenchArgs),
+    /// Bulk enrolment through `BatchEnroll`: templates per second, total seconds, peak memory.
+    Enroll(bench_enroll::EnrollBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +96,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Audit(args) => audit(args).await,
         BenchCommand::Search(args) => crate::cli::bench_search::run(args).await,
         BenchCommand::Overload(args) => crate::cli::bench_overload::run(args).await,
+        BenchCommand::Enroll(args) => bench_enroll::run(args).await,
         BenchCommand::Embed(args) => {
             tokio::task::spawn_blocking(|| crate::cli::bench_embed::run(args)).await?
         }

@@ -8,8 +8,11 @@ use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::{DeleteSubjectRequest, Embedding, EnrollMode, EnrollRequest, Probe, probe};
 use clap::Args;
 use sha2::{Digest, Sha256};
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
@@ -51,7 +54,9 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
     let mut requests = Vec::new();
     if let Some(path) = &args.vectors {
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let reading = Progress::start("read", None);
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            reading.done.fetch_add(1, Ordering::Relaxed);
             let line = line.with_context(|| format!("cannot read {}", path.display()))?;
             let parsed = lines::parse_line(n + 1, &line).with_context(|| path.display().to_string())?;
             let Some(item) = parsed else { continue };
@@ -64,6 +69,7 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
                 idempotency_key: idempotency_key(&args.gallery, &line),
             });
         }
+        reading.finish();
     } else if let (Some(image), Some(subject)) = (&args.image, &args.subject) {
         let bytes = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
         requests.push(EnrollRequest {
@@ -76,11 +82,14 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
     }
     let mut client = IngestServiceClient::new(args.client.channel()?);
     let total = requests.len();
-    let response = client
-        .batch_enroll(args.client.request(tokio_stream::iter(requests))?)
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
+    let sending = Progress::start("sent", Some(total));
+    let sent = sending.done.clone();
+    let requests = requests.into_iter().inspect(move |_| {
+        sent.fetch_add(1, Ordering::Relaxed);
+    });
+    let response = client.batch_enroll(args.client.request(tokio_stream::iter(requests))?).await;
+    sending.finish();
+    let response = response.map_err(rpc_error)?.into_inner();
     if args.client.json {
         let failures: Vec<serde_json::Value> = response
             .failures
@@ -106,6 +115,50 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} of {total} enrolments were rejected", response.rejected);
     }
     Ok(())
+}
+
+/// A progress line on stderr, redrawn every second while a large file is read and sent; only when
+/// stderr is a terminal, so scripts and logs see nothing of it.
+struct Progress {
+    done: Arc<AtomicUsize>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(what: &'static str, total: Option<usize>) -> Self {
+        let done = Arc::new(AtomicUsize::new(0));
+        let ticker = std::io::stderr().is_terminal().then(|| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let n = done.load(Ordering::Relaxed);
+                    let rate = n as f64 / started.elapsed().as_secs_f64();
+                    let line = match total {
+                        Some(total) => format!(
+                            "{what} {n} of {total} ({:.0}%), {rate:.0}/s",
+                            100.0 * n as f64 / total.max(1) as f64
+                        ),
+                        None => format!("{what} {n} lines, {rate:.0}/s"),
+                    };
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{line}");
+                    let _ = err.flush();
+                }
+            })
+        });
+        Self { done, ticker }
+    }
+
+    fn finish(self) {
+        if let Some(ticker) = self.ticker {
+            ticker.abort();
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! `biomatch gallery create|list|set-threshold|delete`.
+//! `biomatch gallery create|list|set-threshold|tune|delete`.
 
 use super::{ClientArgs, rpc_error};
 use anyhow::Context;
@@ -17,6 +17,8 @@ pub enum GalleryCommand {
     List(ClientOnly),
     /// Set a gallery's decision threshold (`biomatch eval --target-fmr` calibrates one).
     SetThreshold(SetThresholdArgs),
+    /// Choose the search settings of a gallery's trained shards from its own data.
+    Tune(super::gallery_tune::TuneArgs),
     /// Delete a gallery and every template in it.
     Delete(DeleteArgs),
 }
@@ -49,9 +51,12 @@ pub struct CreateArgs {
     /// Number of shards (subjects are spread by a stable hash of their id).
     #[arg(long, default_value_t = 1)]
     shards: u32,
-    /// Index kind: flat (exact). Approximate kinds arrive with the matcher-at-scale work.
+    /// Index kind: flat (exact), hnsw, ivf_flat, ivf_sq8, ivf_pq, pq_rerank or ivf_rerank.
     #[arg(long, default_value = "flat")]
     index: IndexKind,
+    /// Templates a shard of an IVF or re-rank kind holds before it trains (0: the default).
+    #[arg(long, default_value_t = 0)]
+    train_threshold: u32,
     /// Cosine similarity at or above which a candidate is a mate.
     #[arg(long)]
     threshold: Option<f32>,
@@ -101,7 +106,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<i64> {
 fn print_gallery(g: &Gallery) {
     let retention = g.retention.as_ref().map_or(0, |d| d.seconds);
     println!(
-        "{}\tdim={}\tshards={}\tsubjects={}\ttemplates={}\tthreshold={:.3}\tmodel={}\tretention={}s\tpurposes={}",
+        "{}\tdim={}\tshards={}\tsubjects={}\ttemplates={}\tthreshold={:.3}\tmodel={}\tretention={}s\tpurposes={}\t{}",
         g.name,
         g.dimension,
         g.shard_count,
@@ -110,7 +115,8 @@ fn print_gallery(g: &Gallery) {
         g.threshold,
         g.model_id,
         retention,
-        if g.allowed_purposes.is_empty() { "any".to_owned() } else { g.allowed_purposes.join(",") }
+        if g.allowed_purposes.is_empty() { "any".to_owned() } else { g.allowed_purposes.join(",") },
+        super::gallery_tune::tuning_column(g.tuning.as_ref()),
     );
 }
 
@@ -126,6 +132,8 @@ fn gallery_json(g: &Gallery) -> serde_json::Value {
         "model_id": g.model_id,
         "allowed_purposes": g.allowed_purposes,
         "retention_seconds": g.retention.as_ref().map_or(0, |d| d.seconds),
+        "index_kind": g.index.as_ref().map(|i| biomatch_proto::index_kind_from_proto(i.kind()).as_str()),
+        "tuning": g.tuning.as_ref().map(super::gallery_tune::tuning_json),
     })
 }
 
@@ -148,7 +156,10 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
                 name: a.name,
                 dimension: a.dim,
                 shard_count: a.shards,
-                index: Some(biomatch_proto::index_spec_to_proto(&biomatch_domain::IndexSpec::of(a.index))),
+                index: Some(biomatch_proto::index_spec_to_proto(&biomatch_domain::IndexSpec {
+                    train_threshold: a.train_threshold,
+                    ..biomatch_domain::IndexSpec::of(a.index)
+                })),
                 model_id: a.model,
                 model_version: String::new(),
                 threshold: a.threshold,
@@ -191,6 +202,7 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        GalleryCommand::Tune(a) => super::gallery_tune::run(a).await?,
         GalleryCommand::Delete(a) => {
             let mut client = IngestServiceClient::new(a.client.channel()?);
             let request = DeleteGalleryRequest { name: a.name.clone(), idempotency_key: String::new() };
