@@ -21,5 +21,5 @@ pub use gallery::{Decision, Gallery, IndexKind, IndexSpec, IndexSpecError, shard
 pub use ids::{GalleryName, IdError, SubjectId};
 pub use limits::TooLong;
 pub use principal::{Principal, Role, UnknownRole, VECTOR_PROBES_SCOPE};
-pub use tuning::SearchTuning;
+pub use tuning::{MAX_TUNE_PROBES, SearchTuning, check_tune_request};
 pub use vector::{Template, VectorError, check_query};

@@ -32,6 +32,28 @@ pub struct SearchTuning {
     pub version: u32,
 }
 
+/// The most probes one shard's measurement may draw.
+pub const MAX_TUNE_PROBES: u32 = 2000;
+
+/// Refuses measurement parameters a shard cannot use: a target recall outside (0, 1], a genuine
+/// score outside (0, 1), or no probes or more than [`MAX_TUNE_PROBES`].
+pub fn check_tune_request(
+    target_recall: f64,
+    genuine_score: f32,
+    probes: u32,
+) -> Result<(), crate::IndexSpecError> {
+    if !(target_recall > 0.0 && target_recall <= 1.0) {
+        return Err(crate::IndexSpecError("target_recall must be in (0, 1]".into()));
+    }
+    if !(genuine_score > 0.0 && genuine_score < 1.0) {
+        return Err(crate::IndexSpecError("genuine_score must be in (0, 1)".into()));
+    }
+    if probes == 0 || probes > MAX_TUNE_PROBES {
+        return Err(crate::IndexSpecError(format!("probes must be 1..={MAX_TUNE_PROBES}")));
+    }
+    Ok(())
+}
+
 impl SearchTuning {
     /// Refuses settings outside what an index accepts.
     pub fn check(&self) -> Result<(), crate::IndexSpecError> {

@@ -139,15 +139,8 @@ impl MatcherService for MatcherServer {
     async fn tune(&self, request: Request<TuneShardRequest>) -> Result<Response<TuneShardResponse>, Status> {
         biomatch_auth::principal(&request)?;
         let TuneShardRequest { shard, target_recall, genuine_score, probes, seed } = request.into_inner();
-        if probes == 0 || probes > 2000 || !(target_recall > 0.0 && target_recall <= 1.0) {
-            return Err(status_with(
-                ErrorClass::InvalidArgument,
-                "probes must be 1..=2000, target_recall in (0, 1]",
-            ));
-        }
-        if !(genuine_score > 0.0 && genuine_score < 1.0) {
-            return Err(status_with(ErrorClass::InvalidArgument, "genuine_score must be in (0, 1)"));
-        }
+        biomatch_domain::check_tune_request(target_recall, genuine_score, probes)
+            .map_err(|e| status_from(&e))?;
         let (shard, _) = self.shard_for(shard, 0).await?;
         let tunable = {
             let index = shard.lock();
@@ -191,6 +184,7 @@ impl MatcherService for MatcherServer {
             .into_iter()
             .map(|s| {
                 let (templates, subjects) = s.counts();
+                let settings = s.search_settings();
                 ShardStatus {
                     shard: Some(ShardRef { gallery: s.gallery().to_owned(), shard: s.number() }),
                     index_kind: index_kind_to_proto(s.kind()).into(),
@@ -199,8 +193,8 @@ impl MatcherService for MatcherServer {
                     applied_change_seq: applied,
                     ready: self.syncer.is_ready(),
                     snapshot_change_seq: s.restored_from(),
-                    nprobe: s.search_settings().nprobe,
-                    rerank_depth: s.search_settings().rerank_depth,
+                    nprobe: settings.nprobe,
+                    rerank_depth: settings.rerank_depth,
                     settings_source: s.settings_source().as_str().to_owned(),
                 }
             })

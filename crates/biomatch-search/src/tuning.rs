@@ -6,8 +6,8 @@
 
 use crate::SearchServer;
 use biomatch_client::actor;
-use biomatch_domain::{ErrorClass, Principal, SearchTuning};
-use biomatch_proto::status_with;
+use biomatch_domain::{Principal, SearchTuning, check_tune_request};
+use biomatch_proto::status_from;
 use biomatch_proto::v1::{
     AuditEvent, Operation, ShardRef, TuneGalleryRequest, TuneShardRequest, TuneShardResponse,
 };
@@ -20,7 +20,6 @@ const SHARD_TUNE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_TARGET_RECALL: f64 = 0.995;
 const DEFAULT_GENUINE_SCORE: f32 = 0.66;
 const DEFAULT_PROBES: u32 = 200;
-const MAX_PROBES: u32 = 2000;
 
 /// The request with its defaults filled in, checked.
 fn resolved(request: &TuneGalleryRequest) -> Result<TuneShardRequest, Status> {
@@ -29,15 +28,7 @@ fn resolved(request: &TuneGalleryRequest) -> Result<TuneShardRequest, Status> {
     let genuine_score =
         if request.genuine_score == 0.0 { DEFAULT_GENUINE_SCORE } else { request.genuine_score };
     let probes = if request.probes == 0 { DEFAULT_PROBES } else { request.probes };
-    if !(target_recall > 0.0 && target_recall <= 1.0) {
-        return Err(status_with(ErrorClass::InvalidArgument, "target_recall must be in (0, 1]"));
-    }
-    if !(genuine_score > 0.0 && genuine_score < 1.0) {
-        return Err(status_with(ErrorClass::InvalidArgument, "genuine_score must be in (0, 1)"));
-    }
-    if probes > MAX_PROBES {
-        return Err(status_with(ErrorClass::InvalidArgument, format!("probes must be at most {MAX_PROBES}")));
-    }
+    check_tune_request(target_recall, genuine_score, probes).map_err(|e| status_from(&e))?;
     Ok(TuneShardRequest { shard: None, target_recall, genuine_score, probes, seed: request.seed })
 }
 
