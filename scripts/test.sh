@@ -79,6 +79,7 @@ ensure_browser
 bash scripts/fetch-models.sh models
 bash scripts/fetch-test-photos.sh
 bash scripts/fetch-eval-set.sh   # ORL faces for the eval_set test
+bash scripts/fetch-customer-model.sh models/customer   # non-commercial; for the configuration test only
 export BIOMATCH_TEST_REDIS_URL="${BIOMATCH_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 # Databases left by earlier runs (each test makes its own).
 psql "$BIOMATCH_TEST_DATABASE_URL" -Atqc "select datname from pg_database where datname like 'biomatch_test_%'" \

@@ -24,6 +24,17 @@ pub const SFACE: ModelFile = ModelFile {
     sha256: "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
 };
 
+/// dlib's face recogniser, `dlib_face_recognition_resnet_model_v1` (Davis King, CC0; ResNet, 128-d),
+/// converted to ONNX by `scripts/dlib-to-onnx.py` from the `.dat` in the PyPI source package
+/// `face-recognition-models==0.3.0` (the conversion is deterministic). Input `input`: 1 x 3 x 150 x
+/// 150 float NCHW, RGB, `(pixel - mean) / 256` with means R 122.782, G 117.001, B 104.298, a face
+/// chip as dlib's `get_face_chip(size = 150, padding = 0.25)` makes it. Output `embedding`: 1 x 128,
+/// not normalised.
+pub const DLIB_RESNET: ModelFile = ModelFile {
+    name: "dlib_face_recognition_resnet_model_v1.onnx",
+    sha256: "919da2de85e5810a9083c200ed9db38bdbbde8717337da505ae2f634608de287",
+};
+
 /// Reads `path` and checks its SHA-256 (when one is expected).
 pub(crate) fn read_checked(path: &Path, sha256: Option<&str>) -> Result<Vec<u8>, FaceError> {
     let bytes = std::fs::read(path)
