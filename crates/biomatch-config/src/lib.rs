@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 mod admission;
 mod embed;
 pub use admission::AdmissionConfig;
-pub use embed::{ChannelOrder, EmbedConfig, RecognizerConfig, RuntimeKind};
+pub use embed::{ChannelOrder, EmbedConfig, FusionConfig, RecognizerConfig, RuntimeKind, SHIPPED_MODELS};
 
 /// The roles a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,11 +120,14 @@ pub struct IngestConfig {
     pub purge_interval_ms: u64,
     /// Enrolment by photo refuses faces whose overall quality (0..1) is below this.
     pub min_enroll_quality: f32,
+    /// How often galleries whose threshold keeps a target FPIR are checked for having doubled
+    /// (their threshold is then derived again).
+    pub threshold_review_interval_ms: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { purge_interval_ms: 60_000, min_enroll_quality: 0.5 }
+        Self { purge_interval_ms: 60_000, min_enroll_quality: 0.5, threshold_review_interval_ms: 300_000 }
     }
 }
 
@@ -344,6 +347,7 @@ impl ServeConfig {
             return Err(ConfigError::Invalid("role all runs every role; do not combine it".into()));
         }
         if self.ingest.purge_interval_ms == 0
+            || self.ingest.threshold_review_interval_ms == 0
             || self.matcher.poll_interval_ms == 0
             || self.search.shard_timeout_ms == 0
             || self.audit.checkpoint_interval_ms == 0

@@ -12,6 +12,7 @@ mod gallery;
 mod ids;
 pub mod limits;
 mod principal;
+mod threshold_policy;
 mod tuning;
 mod vector;
 
@@ -21,5 +22,11 @@ pub use gallery::{Decision, Gallery, IndexKind, IndexSpec, IndexSpecError, shard
 pub use ids::{GalleryName, IdError, SubjectId};
 pub use limits::TooLong;
 pub use principal::{Principal, Role, UnknownRole, VECTOR_PROBES_SCOPE};
-pub use tuning::{MAX_TUNE_PROBES, SearchTuning, check_tune_request};
+pub use threshold_policy::{
+    FmrPoint, ImpostorTail, MIN_POLICY_TEMPLATES, ThresholdPolicy, builtin_impostor_tail,
+};
+pub use tuning::{
+    MAX_LABELLED_PROBES, MAX_PROBES_PER_SUBJECT, MAX_TUNE_PROBES, MIN_LABELLED_SUBJECTS, SearchTuning,
+    check_labelled_subjects, check_tune_request,
+};
 pub use vector::{Template, VectorError, check_query};

@@ -35,6 +35,44 @@ pub struct SearchTuning {
 /// The most probes one shard's measurement may draw.
 pub const MAX_TUNE_PROBES: u32 = 2000;
 
+/// The most labelled probes one measurement takes.
+pub const MAX_LABELLED_PROBES: usize = 10_000;
+/// The fewest distinct subjects an operator's labelled probes must name, and the most probes of
+/// any one of them: a labelled measurement compares probes with named subjects, and a recall over
+/// few subjects (or one subject's many copies) would say whether one probe matched its subject.
+pub const MIN_LABELLED_SUBJECTS: usize = 50;
+pub const MAX_PROBES_PER_SUBJECT: usize = 10;
+
+/// Refuses a labelled probe set by its subjects: more than [`MAX_LABELLED_PROBES`] probes, fewer
+/// than [`MIN_LABELLED_SUBJECTS`] distinct subjects or more than [`MAX_PROBES_PER_SUBJECT`] of
+/// one. Answers the distinct subjects, sorted. The messages name no subject.
+pub fn check_labelled_subjects<'a>(
+    subjects: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<Vec<String>, crate::IndexSpecError> {
+    let total = subjects.len();
+    if total > MAX_LABELLED_PROBES {
+        return Err(crate::IndexSpecError(format!(
+            "at most {MAX_LABELLED_PROBES} labelled probes, not {total}"
+        )));
+    }
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for subject in subjects {
+        *counts.entry(subject).or_default() += 1;
+    }
+    if counts.len() < MIN_LABELLED_SUBJECTS {
+        return Err(crate::IndexSpecError(format!(
+            "labelled probes must name at least {MIN_LABELLED_SUBJECTS} distinct subjects, not {}",
+            counts.len()
+        )));
+    }
+    if let Some(most) = counts.values().copied().max().filter(|&n| n > MAX_PROBES_PER_SUBJECT) {
+        return Err(crate::IndexSpecError(format!(
+            "at most {MAX_PROBES_PER_SUBJECT} labelled probes of one subject, not {most}"
+        )));
+    }
+    Ok(counts.into_keys().map(str::to_owned).collect())
+}
+
 /// Refuses measurement parameters a shard cannot use: a target recall outside (0, 1], a genuine
 /// score outside (0, 1), or no probes or more than [`MAX_TUNE_PROBES`].
 pub fn check_tune_request(
@@ -70,5 +108,29 @@ impl SearchTuning {
             return Err(crate::IndexSpecError("recall must be within [0, 1]".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_probes_must_name_many_subjects_few_times_each() {
+        let ids: Vec<String> = (0..MIN_LABELLED_SUBJECTS).map(|i| format!("s{i}")).collect();
+        let twice: Vec<&str> = ids.iter().chain(&ids).map(String::as_str).collect();
+        let named = check_labelled_subjects(twice.iter().copied()).expect("enough");
+        assert_eq!(named.len(), MIN_LABELLED_SUBJECTS, "distinct and sorted");
+        assert!(named.windows(2).all(|w| w[0] < w[1]));
+
+        let too_few = check_labelled_subjects(ids[1..].iter().map(String::as_str)).expect_err("49");
+        assert!(too_few.0.contains("at least 50 distinct subjects, not 49"), "{too_few}");
+        // One subject's copies padded with others: refused however many others there are.
+        let padded: Vec<&str> =
+            ids.iter().map(String::as_str).chain(std::iter::repeat_n("s7", MAX_PROBES_PER_SUBJECT)).collect();
+        let err = check_labelled_subjects(padded.into_iter()).expect_err("11 of s7");
+        assert!(err.0.contains("of one subject, not 11") && !err.0.contains("s7"), "{err}");
+        let many = vec!["s"; MAX_LABELLED_PROBES + 1];
+        assert!(check_labelled_subjects(many.into_iter()).is_err());
     }
 }

@@ -34,6 +34,7 @@ pub mod audit;
 mod console;
 pub mod error;
 pub mod galleries;
+mod gallery_json;
 mod json;
 mod photos;
 pub mod searches;

@@ -24,7 +24,11 @@ pub(crate) fn gallery_event(
 }
 
 /// The intent to create a gallery with `spec`.
-pub(crate) fn create_intent(principal: &Principal, spec: &Gallery) -> AuditEvent {
+pub(crate) fn create_intent(
+    principal: &Principal,
+    spec: &Gallery,
+    policy: Option<&biomatch_domain::ThresholdPolicy>,
+) -> AuditEvent {
     AuditEvent {
         actor: Some(actor(principal)),
         operation: Operation::CreateGallery.into(),
@@ -34,11 +38,12 @@ pub(crate) fn create_intent(principal: &Principal, spec: &Gallery) -> AuditEvent
         threshold: Some(spec.threshold),
         threshold_version: 1,
         detail: format!(
-            "create: dimension {}, {} shard(s), purposes [{}], retention {} s",
+            "create: dimension {}, {} shard(s), purposes [{}], retention {} s, threshold {}",
             spec.dimension,
             spec.shard_count,
             spec.allowed_purposes.join(","),
-            spec.retention_seconds
+            spec.retention_seconds,
+            policy.map_or_else(|| format!("{} (fixed)", spec.threshold), |p| p.describe(spec.threshold)),
         ),
         ..Default::default()
     }

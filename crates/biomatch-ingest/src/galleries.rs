@@ -7,6 +7,7 @@ use biomatch_store::{GalleryCounts, GalleryRecord, SubjectRecord};
 pub(crate) fn to_proto(g: &GalleryRecord, counts: GalleryCounts) -> Gallery {
     let mut gallery = biomatch_proto::gallery_to_proto(&g.settings, counts.subjects, counts.templates);
     gallery.tuning = g.tuning.as_ref().map(biomatch_proto::search_tuning_to_proto);
+    gallery.threshold_policy = g.threshold_policy.as_ref().map(biomatch_proto::threshold_policy_to_proto);
     gallery
 }
 
@@ -31,6 +32,7 @@ impl crate::IngestServer {
         &self,
         principal: &biomatch_domain::Principal,
         spec: &biomatch_domain::Gallery,
+        policy: Option<&biomatch_domain::ThresholdPolicy>,
         custody: &crate::custody::Custody,
         idempotency: Option<&biomatch_store::Idempotency>,
     ) -> Result<GalleryRecord, tonic::Status> {
@@ -47,9 +49,11 @@ impl crate::IngestServer {
                     "cannot create the gallery's data key",
                 ),
             };
-            return Err(self.refused(custody, crate::events::create_intent(principal, spec), status).await);
+            return Err(self
+                .refused(custody, crate::events::create_intent(principal, spec, policy), status)
+                .await);
         }
-        match self.store.create_gallery(spec, &key_ref, idempotency, (self.clock)()).await {
+        match self.store.create_gallery(spec, policy, &key_ref, idempotency, (self.clock)()).await {
             Ok(written) if !written.replayed => Ok(written.value),
             // A concurrent attempt with the same key made the gallery: this key is not needed.
             Ok(written) => {
@@ -66,7 +70,9 @@ impl crate::IngestServer {
                 } else {
                     self.discard_key(&key_ref);
                 }
-                Err(self.refused(custody, crate::events::create_intent(principal, spec), status).await)
+                Err(self
+                    .refused(custody, crate::events::create_intent(principal, spec, policy), status)
+                    .await)
             }
         }
     }

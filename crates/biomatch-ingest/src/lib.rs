@@ -16,6 +16,7 @@ mod batch;
 mod custody;
 mod events;
 mod galleries;
+mod thresholds;
 mod tuning;
 mod validate;
 
@@ -23,7 +24,7 @@ use biomatch_auth::ServiceCredentials;
 use biomatch_client::budget::Budgets;
 use biomatch_client::{AuditUnavailable, FaceRule, GalleryModel};
 use biomatch_crypto::KeyStore;
-use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_REASON_BYTES, bounded};
+use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, bounded};
 use biomatch_domain::{Clock, ErrorClass, Principal, SubjectId, shard_of};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
@@ -316,19 +317,36 @@ impl IngestService for IngestServer {
         let idempotency_key = std::mem::take(&mut request.idempotency_key);
         // The key is bound to the whole request: reused for another gallery, it creates nothing.
         let request_digest = digest(&[&prost::Message::encode_to_vec(&request)]);
-        let spec = validate::gallery_spec(request)?;
+        let policy = request.threshold_policy.take();
+        if policy.is_some() && request.threshold.is_some() {
+            return Err(status_with(
+                ErrorClass::InvalidArgument,
+                "give a threshold or a target FPIR to derive it from, not both",
+            ));
+        }
+        let mut spec = validate::gallery_spec(request)?;
+        // A new gallery's threshold is derived for the smallest size a policy considers.
+        let policy = match policy {
+            Some(policy) => {
+                let (target, impostor) = thresholds::requested_policy(&spec, policy)?;
+                let (threshold, policy) = thresholds::derive(target, impostor, 0, (self.clock)())?;
+                spec.threshold = threshold;
+                Some(policy)
+            }
+            None => None,
+        };
         self.in_scope(&principal, spec.name.as_str()).await?;
         let (idem, replay) = self.idempotency("create-gallery", &idempotency_key, || request_digest).await?;
         let custody = Custody::of("create-gallery", idem.as_ref());
-        self.intent(&custody, events::create_intent(&principal, &spec)).await?;
+        self.intent(&custody, events::create_intent(&principal, &spec, policy.as_ref())).await?;
         let record = if replay {
             // The first attempt made the gallery: answer it and record the outcome it may have
             // missed. Deleted since, it is NOT_FOUND, and the creation stays on the record as made.
             let now = (self.clock)();
-            let written = self.store.create_gallery(&spec, "", idem.as_ref(), now).await;
+            let written = self.store.create_gallery(&spec, policy.as_ref(), "", idem.as_ref(), now).await;
             written.map_err(|e| status_from(&e))?.value
         } else {
-            self.create_new_gallery(&principal, &spec, &custody, idem.as_ref()).await?
+            self.create_new_gallery(&principal, &spec, policy.as_ref(), &custody, idem.as_ref()).await?
         };
         self.changed.notify_one();
         let event = events::gallery_event(&principal, Operation::CreateGallery, &record);
@@ -369,39 +387,7 @@ impl IngestService for IngestServer {
         request: Request<SetThresholdRequest>,
     ) -> Result<Response<Gallery>, Status> {
         let principal = biomatch_auth::principal(&request)?;
-        let SetThresholdRequest { gallery, threshold, reason } = request.into_inner();
-        bounded("reason", &reason, MAX_REASON_BYTES).map_err(|e| status_from(&e))?;
-        let threshold = validate::threshold(threshold)?;
-        let before = self.gallery(&principal, &gallery).await?;
-        let name = validate::gallery_name(&gallery)?;
-        let mut intent = events::gallery_event(&principal, Operation::SetThreshold, &before);
-        intent.threshold = Some(threshold);
-        intent.detail = format!(
-            "threshold {} (version {}) -> {threshold}: {reason}",
-            before.settings.threshold, before.settings.threshold_version
-        );
-        let custody = Custody::fresh("set-threshold");
-        self.intent(&custody, intent.clone()).await?;
-        let after = match self.store.set_threshold(&name, threshold, (self.clock)()).await {
-            Ok(after) => after,
-            Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
-        };
-        let mut event = events::gallery_event(&principal, Operation::SetThreshold, &after);
-        event.detail = format!(
-            "threshold {} (version {}) -> {} (version {}): {reason}",
-            before.settings.threshold,
-            before.settings.threshold_version,
-            after.settings.threshold,
-            after.settings.threshold_version
-        );
-        // One outcome record per threshold version: a retry re-appends under the same key.
-        let custody = custody
-            .with_outcome_key(format!("set-threshold:{}:{}", after.id, after.settings.threshold_version));
-        self.outcome(&custody, event).await?;
-        let mut gallery = self.counted(&after).await?;
-        // A search that passes this as `min_change_seq` is answered under the new threshold.
-        gallery.settings_seq = self.store.head_seq().await.map_err(|e| status_from(&e))?;
-        Ok(Response::new(gallery))
+        Ok(Response::new(self.set_threshold_request(&principal, request.into_inner()).await?))
     }
 
     async fn set_search_tuning(

@@ -65,6 +65,7 @@ pub(crate) fn gallery_spec(request: CreateGalleryRequest) -> Result<Gallery, Sta
         retention,
         default_k,
         idempotency_key: _,
+        threshold_policy: _,
     } = request;
     let name = gallery_name(&name)?;
     if !(1..=MAX_DIMENSION).contains(&dimension) {

@@ -71,7 +71,7 @@ fn validate_wire(bytes: &[u8]) -> Result<(), TestCaseError> {
             Err(status) => refused(&status, &[])?,
         }
     }
-    if let Ok(SetThresholdRequest { gallery, threshold, reason }) = SetThresholdRequest::decode(bytes) {
+    if let Ok(SetThresholdRequest { gallery, threshold, reason, .. }) = SetThresholdRequest::decode(bytes) {
         let checked = bounded("reason", &reason, MAX_REASON_BYTES)
             .map_err(|e| status_from(&e))
             .and_then(|_| self::threshold(threshold))
@@ -123,7 +123,8 @@ fn seeds() -> Vec<Vec<u8>> {
             ..Default::default()
         }
         .encode_to_vec(),
-        SetThresholdRequest { gallery: "g".into(), threshold: 0.45, reason: "tuned".into() }.encode_to_vec(),
+        SetThresholdRequest { gallery: "g".into(), threshold: 0.45, reason: "tuned".into(), policy: None }
+            .encode_to_vec(),
     ]
 }
 

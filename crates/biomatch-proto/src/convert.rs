@@ -130,6 +130,7 @@ pub fn gallery_to_proto(gallery: &Gallery, subject_count: u64, template_count: u
         threshold_version: *threshold_version,
         settings_seq: 0,
         tuning: None,
+        threshold_policy: None,
     }
 }
 
@@ -152,6 +153,7 @@ pub fn gallery_from_proto(gallery: v1::Gallery) -> Result<Gallery, biomatch_doma
         threshold_version,
         settings_seq: _,
         tuning: _,
+        threshold_policy: _,
     } = gallery;
     Ok(Gallery {
         name: GalleryName::parse(&name)?,

@@ -6,6 +6,7 @@
 
 mod convert;
 mod status;
+mod threshold_policy;
 mod tuning;
 #[cfg(test)]
 mod wire_tests;
@@ -16,6 +17,9 @@ pub use convert::{
     millis_from_timestamp, timestamp_from_millis,
 };
 pub use status::{code_name, http_status, status_from, status_with};
+pub use threshold_policy::{
+    impostor_tail_from_proto, impostor_tail_to_proto, threshold_policy_from_proto, threshold_policy_to_proto,
+};
 pub use tuning::{search_tuning_from_proto, search_tuning_to_proto};
 
 #[allow(clippy::all, clippy::unwrap_used, missing_docs)]

@@ -14,6 +14,8 @@ pub enum StoreError {
     IdempotencyConflict(String),
     #[error("subject {subject} was enrolled with model {enrolled:?}, not {given:?}")]
     ModelMismatch { subject: String, enrolled: String, given: String },
+    #[error("gallery {0}'s threshold was changed meanwhile: nothing was done")]
+    ThresholdChanged(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -84,7 +86,9 @@ impl Classified for StoreError {
             StoreError::GalleryExists(_) => ErrorClass::AlreadyExists,
             // A key reused with another body is a client error: nothing was done for it.
             StoreError::IdempotencyConflict(_) => ErrorClass::InvalidArgument,
-            StoreError::ModelMismatch { .. } => ErrorClass::FailedPrecondition,
+            StoreError::ModelMismatch { .. } | StoreError::ThresholdChanged(_) => {
+                ErrorClass::FailedPrecondition
+            }
             StoreError::Database(e) => match storage(e) {
                 Some(Storage::Full) => ErrorClass::ResourceExhausted,
                 Some(Storage::Busy) => ErrorClass::Unavailable,

@@ -7,7 +7,7 @@ use crate::{
     TemplateRow, Written,
 };
 use async_trait::async_trait;
-use biomatch_domain::{Gallery, GalleryName, SearchTuning, SubjectId};
+use biomatch_domain::{Gallery, GalleryName, SearchTuning, SubjectId, ThresholdPolicy};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -16,7 +16,7 @@ mod enroll;
 
 const GALLERY_COLUMNS: &str = "g.id, g.key_ref, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
      g.model_version, g.threshold, g.threshold_version, g.allowed_purposes, g.retention_seconds, \
-     g.default_k, g.created_at, g.search_tuning";
+     g.default_k, g.created_at, g.search_tuning, g.threshold_policy";
 
 fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
     let index: String = row.try_get("index_spec")?;
@@ -36,14 +36,31 @@ fn gallery_from_row(row: &AnyRow) -> Result<GalleryRecord, StoreError> {
         default_k: to_u32(row.try_get("default_k")?)?,
         created_at_ms: row.try_get("created_at")?,
     };
-    let tuning: String = row.try_get("search_tuning")?;
-    let tuning = match tuning.as_str() {
-        "" => None,
+    Ok(GalleryRecord {
+        id: row.try_get("id")?,
+        key_ref: row.try_get("key_ref")?,
+        settings,
+        tuning: optional_json(row, "search_tuning")?,
+        threshold_policy: optional_json(row, "threshold_policy")?,
+    })
+}
+
+/// A JSON column that is empty when unset.
+fn optional_json<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: String = row.try_get(column)?;
+    match text.as_str() {
+        "" => Ok(None),
         json => {
-            Some(serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("search tuning: {e}")))?)
+            serde_json::from_str(json).map(Some).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
         }
-    };
-    Ok(GalleryRecord { id: row.try_get("id")?, key_ref: row.try_get("key_ref")?, settings, tuning })
+    }
+}
+
+fn optional_json_text<T: serde::Serialize>(value: Option<&T>) -> Result<String, StoreError> {
+    value.map_or(Ok(String::new()), |v| serde_json::to_string(v).map_err(corrupt))
 }
 
 fn template_from_row(row: &AnyRow) -> Result<TemplateRow, StoreError> {
@@ -128,6 +145,7 @@ impl GalleryStore for SqlStore {
     async fn create_gallery(
         &self,
         spec: &Gallery,
+        policy: Option<&ThresholdPolicy>,
         key_ref: &str,
         idempotency: Option<&Idempotency>,
         now_ms: i64,
@@ -152,8 +170,8 @@ impl GalleryStore for SqlStore {
         }
         sqlx::query(
             "INSERT INTO galleries (name, dimension, shard_count, index_spec, model_id, model_version, \
-             threshold, threshold_version, allowed_purposes, retention_seconds, default_k, created_at, key_ref) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11, $12)",
+             threshold, threshold_version, allowed_purposes, retention_seconds, default_k, created_at, key_ref, \
+             threshold_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11, $12, $13)",
         )
         .bind(spec.name.as_str())
         .bind(i64::from(spec.dimension))
@@ -167,6 +185,7 @@ impl GalleryStore for SqlStore {
         .bind(i64::from(spec.default_k))
         .bind(now_ms)
         .bind(key_ref)
+        .bind(optional_json_text(policy)?)
         .execute(&mut *tx)
         .await?;
         let id: i64 = sqlx::query_scalar("SELECT id FROM galleries WHERE name = $1")
@@ -223,27 +242,40 @@ impl GalleryStore for SqlStore {
         &self,
         name: &GalleryName,
         threshold: f32,
+        policy: Option<&ThresholdPolicy>,
+        only_if: Option<&ThresholdPolicy>,
         now_ms: i64,
     ) -> Result<GalleryRecord, StoreError> {
         let mut tx = self.begin_write(WriteLock::ChangeLog).await?;
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE galleries SET threshold = $1, threshold_version = threshold_version + 1 \
-             WHERE name = $2 AND threshold <> $1 RETURNING id",
+        let row = sqlx::query("SELECT id, threshold, threshold_policy FROM galleries WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::GalleryNotFound(name.to_string()))?;
+        let id: i64 = row.try_get("id")?;
+        if let Some(expected) = only_if {
+            let stored: Option<ThresholdPolicy> = optional_json(&row, "threshold_policy")?;
+            if stored.as_ref() != Some(expected) {
+                return Err(StoreError::ThresholdChanged(name.to_string()));
+            }
+        }
+        let changed = row.try_get::<f64, _>("threshold")? as f32 != threshold;
+        sqlx::query(
+            "UPDATE galleries SET threshold = $1, threshold_version = threshold_version + $2, \
+             threshold_policy = $3 WHERE id = $4",
         )
         .bind(f64::from(threshold))
-        .bind(name.as_str())
-        .fetch_optional(&mut *tx)
+        .bind(i64::from(changed))
+        .bind(optional_json_text(policy)?)
+        .bind(id)
+        .execute(&mut *tx)
         .await?;
         // Roles that cache the settings learn of the change through the log.
-        if let Some(id) = updated {
+        if changed {
             append_change(&mut tx, id, 0, "", ChangeOp::Settings, now_ms).await?;
         }
         tx.commit().await?;
-        let record = self.gallery(name).await?;
-        if updated.is_none() && record.settings.threshold != threshold {
-            return Err(StoreError::Corrupt(format!("the threshold of gallery {name} did not change")));
-        }
-        Ok(record)
+        self.gallery(name).await
     }
 
     async fn set_search_tuning(
@@ -259,15 +291,8 @@ impl GalleryStore for SqlStore {
             .await?
             .ok_or_else(|| StoreError::GalleryNotFound(name.to_string()))?;
         let id: i64 = row.try_get("id")?;
-        let before: String = row.try_get("search_tuning")?;
-        let version = match before.as_str() {
-            "" => 0,
-            json => {
-                serde_json::from_str::<SearchTuning>(json)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                    .version
-            }
-        };
+        let before: Option<SearchTuning> = optional_json(&row, "search_tuning")?;
+        let version = before.map_or(0, |t| t.version);
         let tuning = SearchTuning { version: version + 1, ..tuning.clone() };
         sqlx::query("UPDATE galleries SET search_tuning = $1 WHERE id = $2")
             .bind(serde_json::to_string(&tuning).map_err(corrupt)?)

@@ -38,6 +38,7 @@ pub trait GalleryStore: Send + Sync + 'static {
     async fn create_gallery(
         &self,
         spec: &Gallery,
+        threshold_policy: Option<&biomatch_domain::ThresholdPolicy>,
         key_ref: &str,
         idempotency: Option<&Idempotency>,
         now_ms: i64,
@@ -47,12 +48,17 @@ pub trait GalleryStore: Send + Sync + 'static {
     /// Counts the gallery's subjects and templates (reads the whole gallery: not for hot paths).
     async fn gallery_counts(&self, gallery_id: i64) -> Result<GalleryCounts, StoreError>;
     async fn galleries(&self) -> Result<Vec<GalleryRecord>, StoreError>;
-    /// Sets the gallery's threshold, raising its threshold version and appending a
-    /// [`ChangeOp::Settings`] change when the value changes.
+    /// Sets the gallery's threshold and its policy (`None`: a fixed threshold), raising its
+    /// threshold version and appending a [`ChangeOp::Settings`] change when the value changes.
+    /// With `only_if`, only while the stored policy is still that one
+    /// ([`StoreError::ThresholdChanged`] otherwise): a re-derivation never undoes a change
+    /// another process made meanwhile.
     async fn set_threshold(
         &self,
         name: &GalleryName,
         threshold: f32,
+        threshold_policy: Option<&biomatch_domain::ThresholdPolicy>,
+        only_if: Option<&biomatch_domain::ThresholdPolicy>,
         now_ms: i64,
     ) -> Result<GalleryRecord, StoreError>;
     /// Records the gallery's search settings, one version above the last, and appends a

@@ -12,6 +12,8 @@ pub struct GalleryRecord {
     pub settings: Gallery,
     /// Search settings chosen by tuning or pinned; `None` until first tuned.
     pub tuning: Option<biomatch_domain::SearchTuning>,
+    /// Set when the threshold follows the gallery's size to keep a target FPIR.
+    pub threshold_policy: Option<biomatch_domain::ThresholdPolicy>,
 }
 
 /// How much a gallery holds: a count over the whole gallery, so asked for only where shown.

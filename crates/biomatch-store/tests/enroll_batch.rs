@@ -61,7 +61,7 @@ async fn assert_gap_free(store: &SqlStore, before: u64, results: &[&Written<Enro
 #[tokio::test]
 async fn bad_items_in_the_middle_of_a_batch_fail_alone() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec(), "k", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec(), None, "k", None, 0).await.expect("create").value;
         let taken = store.enroll(&g, &[write("taken", 1, Some("k-taken"))], 1).await.expect("enroll");
         assert!(taken[0].is_ok());
         let before = store.head_seq().await.expect("head");
@@ -114,7 +114,7 @@ async fn bad_items_in_the_middle_of_a_batch_fail_alone() {
 #[tokio::test]
 async fn a_subject_or_key_named_twice_in_a_batch_is_written_in_order() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec(), "k", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec(), None, "k", None, 0).await.expect("create").value;
         let before = store.head_seq().await.expect("head");
         let items = vec![
             write("a", 1, Some("ka")),
@@ -139,7 +139,7 @@ async fn a_subject_or_key_named_twice_in_a_batch_is_written_in_order() {
 #[tokio::test]
 async fn a_batch_resent_after_a_cut_enrols_each_subject_once() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec(), "k", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec(), None, "k", None, 0).await.expect("create").value;
         let items: Vec<EnrollWrite> =
             (0..1200).map(|i| write(&format!("s{i}"), 1, Some(&format!("k{i}")))).collect();
         // The stream was cut after 700 items had been committed.

@@ -134,7 +134,7 @@ async fn a_full_disk_refuses_every_write_and_loses_none() {
     let Some(_mounted) = mount_tmpfs(&disk) else { return };
     let url = format!("sqlite://{}", disk.join("store.db").display());
     let store = SqlStore::connect(&url).await.expect("connect");
-    let g = store.create_gallery(&spec(), "k", None, 0).await.expect("gallery").value;
+    let g = store.create_gallery(&spec(), None, "k", None, 0).await.expect("gallery").value;
     store.enroll(&g, &[write("before")], 1).await.expect("enrolled");
     let head = store.head_seq().await.expect("head");
     let filler = disk.join("filler");

@@ -1,6 +1,8 @@
 //! One suite, run against SQLite and (when configured) PostgreSQL.
 
-use biomatch_domain::{Gallery, GalleryName, IndexSpec, SearchTuning, SubjectId, Template};
+use biomatch_domain::{
+    Gallery, GalleryName, ImpostorTail, IndexSpec, SearchTuning, SubjectId, Template, ThresholdPolicy,
+};
 use biomatch_store::testing::backend_urls;
 use biomatch_store::{
     AuditQuery, AuditStore, Backend, ChangeOp, CheckpointRow, EnrollWrite, GalleryStore, Idempotency,
@@ -56,20 +58,22 @@ where
 async fn galleries_are_created_listed_and_deleted() {
     each_backend(|store| async move {
         let key = |hash: &str| Idempotency { key: "create-g1".into(), request_hash: hash.into() };
-        let first = store.create_gallery(&spec("g1"), "k1", Some(&key("h1")), 1000).await.expect("create");
+        let first =
+            store.create_gallery(&spec("g1"), None, "k1", Some(&key("h1")), 1000).await.expect("create");
         let g = first.value;
         assert!(!first.replayed);
         assert_eq!(g.settings.name.as_str(), "g1");
         assert_eq!(g.settings.allowed_purposes, vec!["border".to_owned()]);
         assert!(matches!(
-            store.create_gallery(&spec("g1"), "k1", None, 1000).await,
+            store.create_gallery(&spec("g1"), None, "k1", None, 1000).await,
             Err(StoreError::GalleryExists(_))
         ));
-        let again = store.create_gallery(&spec("g1"), "k2", Some(&key("h1")), 1000).await.expect("replay");
+        let again =
+            store.create_gallery(&spec("g1"), None, "k2", Some(&key("h1")), 1000).await.expect("replay");
         assert!(again.replayed, "the same key and request answer the gallery again");
         assert_eq!((again.value.id, again.value.key_ref.as_str()), (g.id, "k1"), "nothing new was made");
         assert!(matches!(
-            store.create_gallery(&spec("g2"), "k3", Some(&key("h2")), 1000).await,
+            store.create_gallery(&spec("g2"), None, "k3", Some(&key("h2")), 1000).await,
             Err(StoreError::IdempotencyConflict(_))
         ));
         assert_eq!(store.galleries().await.expect("list").len(), 1);
@@ -87,20 +91,23 @@ async fn galleries_are_created_listed_and_deleted() {
 #[tokio::test]
 async fn a_threshold_change_is_in_the_change_log_and_a_same_value_is_not() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("t"), "kt", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec("t"), None, "kt", None, 0).await.expect("create").value;
         let name = GalleryName::parse("t").expect("valid");
         let before = store.head_seq().await.expect("head");
-        let raised = store.set_threshold(&name, 0.7, 10).await.expect("set");
+        let raised = store.set_threshold(&name, 0.7, None, None, 10).await.expect("set");
         assert_eq!((raised.settings.threshold, raised.settings.threshold_version), (0.7, 2));
         let changes = store.changes_after(before, 10).await.expect("changes");
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!((changes[0].op, changes[0].gallery_id), (ChangeOp::Settings, g.id));
         let head = store.head_seq().await.expect("head");
-        let same = store.set_threshold(&name, 0.7, 20).await.expect("same value");
+        let same = store.set_threshold(&name, 0.7, None, None, 20).await.expect("same value");
         assert_eq!(same.settings.threshold_version, 2, "an unchanged value keeps its version");
         assert_eq!(store.head_seq().await.expect("head"), head, "and appends no change");
         let unknown = GalleryName::parse("nope").expect("valid");
-        assert!(matches!(store.set_threshold(&unknown, 0.7, 30).await, Err(StoreError::GalleryNotFound(_))));
+        assert!(matches!(
+            store.set_threshold(&unknown, 0.7, None, None, 30).await,
+            Err(StoreError::GalleryNotFound(_))
+        ));
 
         // Search tuning: versioned, kept with the gallery, and in the change log too.
         assert_eq!(store.gallery(&name).await.expect("gallery").tuning, None);
@@ -125,10 +132,46 @@ async fn a_threshold_change_is_in_the_change_log_and_a_same_value_is_not() {
 }
 
 #[tokio::test]
+async fn a_threshold_policy_is_kept_with_its_threshold_and_cleared_by_a_fixed_one() {
+    each_backend(|store| async move {
+        let scores: Vec<f32> = (0..5000).map(|i| (i as f32 / 5000.0) * 0.6 - 0.2).collect();
+        let tail = ImpostorTail::fit(&scores, "m", "1", "test").expect("tail");
+        let (threshold, policy) = ThresholdPolicy::derive(1e-3, tail, 0, 5).expect("derived");
+        let spec = Gallery { threshold, ..spec("p") };
+        let made = store.create_gallery(&spec, Some(&policy), "kp", None, 0).await.expect("create").value;
+        // Read back exactly (serde_json's `float_roundtrip`).
+        let read = made.threshold_policy.clone().expect("kept");
+        assert_eq!(read, policy);
+        let name = GalleryName::parse("p").expect("valid");
+        // Derived again at the same threshold: new evidence, same version, no change in the log.
+        let head = store.head_seq().await.expect("head");
+        let later = ThresholdPolicy { templates: 4096, derived_at_ms: 9, ..policy.clone() };
+        // Only while the stored policy is the one derived from: the stored (read back) one is.
+        let same = store.set_threshold(&name, threshold, Some(&later), Some(&read), 10).await.expect("set");
+        assert_eq!((same.settings.threshold_version, same.threshold_policy.as_ref()), (1, Some(&later)));
+        assert_eq!(store.head_seq().await.expect("head"), head);
+        // A fixed threshold ends the policy.
+        let fixed = store.set_threshold(&name, 0.9, None, None, 20).await.expect("fixed");
+        assert_eq!((fixed.settings.threshold_version, fixed.threshold_policy), (2, None));
+        // A re-derivation from the policy that was replaced meanwhile changes nothing.
+        assert!(matches!(
+            store.set_threshold(&name, 0.8, Some(&later), Some(&later), 30).await,
+            Err(StoreError::ThresholdChanged(_))
+        ));
+        let kept = store.gallery(&name).await.expect("gallery");
+        assert_eq!(
+            (kept.settings.threshold, kept.settings.threshold_version, kept.threshold_policy),
+            (0.9, 2, None)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_gallery_deletion_key_is_bound_to_its_gallery() {
     each_backend(|store| async move {
-        store.create_gallery(&spec("a"), "ka", None, 0).await.expect("a");
-        store.create_gallery(&spec("b"), "kb", None, 0).await.expect("b");
+        store.create_gallery(&spec("a"), None, "ka", None, 0).await.expect("a");
+        store.create_gallery(&spec("b"), None, "kb", None, 0).await.expect("b");
         let a = GalleryName::parse("a").expect("valid");
         let b = GalleryName::parse("b").expect("valid");
         let key = |hash: &str| Idempotency { key: "drop".into(), request_hash: hash.into() };
@@ -156,7 +199,7 @@ async fn a_gallery_deletion_key_is_bound_to_its_gallery() {
 #[tokio::test]
 async fn expired_subjects_are_listed_then_purged_unless_renewed() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), "k", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec("g"), None, "k", None, 0).await.expect("create").value;
         store.enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], None)], 0).await.expect("a");
         store.enroll(&g, &[write("b", &[[0.0, 1.0, 0.0, 0.0]], None)], 0).await.expect("b");
         let later = 3_600_000 + 1;
@@ -176,7 +219,7 @@ async fn expired_subjects_are_listed_then_purged_unless_renewed() {
 #[tokio::test]
 async fn enrolment_writes_templates_and_change_log_in_order() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), "k", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec("g"), None, "k", None, 0).await.expect("create").value;
         let items = vec![
             write("a", &[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], None),
             write("b", &[[0.0, 0.0, 1.0, 0.0]], None),
@@ -224,7 +267,7 @@ async fn enrolment_writes_templates_and_change_log_in_order() {
 #[tokio::test]
 async fn idempotency_keys_replay_or_conflict_without_half_writes() {
     each_backend(|store| async move {
-        let g = store.create_gallery(&spec("g"), "k", None, 0).await.expect("create").value;
+        let g = store.create_gallery(&spec("g"), None, "k", None, 0).await.expect("create").value;
         let first = store
             .enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], Some(("k1", "h1")))], 1)
             .await

@@ -84,7 +84,12 @@ async fn call(channel: &Channel, rpc: &str, token: &str) -> Code {
             .await
             .map(|_| ()),
         "IngestService/SetThreshold" => ingest
-            .set_threshold(r!(SetThresholdRequest { gallery: nope(), threshold: 0.5, reason: "test".into() }))
+            .set_threshold(r!(SetThresholdRequest {
+                gallery: nope(),
+                threshold: 0.5,
+                reason: "test".into(),
+                policy: None
+            }))
             .await
             .map(|_| ()),
         "IngestService/Enroll" => {

@@ -53,7 +53,7 @@ fn delete_gallery(name: &str, key: &str) -> DeleteGalleryRequest {
 }
 
 fn set_threshold(gallery: &str, threshold: f32, reason: String) -> SetThresholdRequest {
-    SetThresholdRequest { gallery: gallery.into(), threshold, reason }
+    SetThresholdRequest { gallery: gallery.into(), threshold, reason, policy: None }
 }
 
 fn code<T>(result: Result<T, tonic::Status>) -> Code {

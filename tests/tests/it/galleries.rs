@@ -165,6 +165,7 @@ async fn thresholds_are_set_by_admins_versioned_and_audited() {
             gallery: "t".into(),
             threshold,
             reason: "calibrated at FMR 1e-4".into(),
+            policy: None,
         };
         let mut admin = cluster.galleries();
         // Only administrators; a threshold is a finite similarity; the gallery must exist.

@@ -26,3 +26,4 @@ mod review;
 mod search_tuning;
 mod snapshots;
 mod template_oracle;
+mod threshold_policy;

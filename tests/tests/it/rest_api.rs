@@ -100,6 +100,32 @@ async fn analysts_auditors_and_admins_work_over_rest() {
     let (status, gallery) =
         api.call(Method::PUT, "/v1/galleries/rest/threshold", &admin, Some(threshold)).await;
     assert_eq!((status, gallery["threshold_version"].as_u64()), (StatusCode::OK, Some(2)), "{gallery}");
+    assert!(gallery["threshold_policy"].is_null(), "a fixed threshold has no policy: {gallery}");
+    // A target FPIR needs the model's impostor distribution: none is shipped for "external".
+    for body in [
+        json!({"threshold": 0.7, "target_fpir": 1e-3, "reason": "both"}),
+        json!({"reason": "neither"}),
+        json!({"target_fpir": 1e-3, "reason": "no distribution for this model"}),
+    ] {
+        let (status, error) =
+            api.call(Method::PUT, "/v1/galleries/rest/threshold", &admin, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+    }
+    // An SFace gallery kept at FPIR 1e-3 from the distribution the cluster ships for SFace: at
+    // the floor of 1024 templates that needs FMR ~1e-6, beyond the measured points.
+    let body = json!({"name": "faces", "dimension": 128, "model_id": "sface", "target_fpir": 1e-3,
+        "allowed_purposes": [PURPOSE], "retention_seconds": 3600, "idempotency_key": "make-faces"});
+    let (status, faces) = api.post("/v1/galleries", &admin, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{faces}");
+    let policy = &faces["threshold_policy"];
+    assert_eq!(
+        (policy["target_fpir"].as_f64(), policy["templates"].as_u64()),
+        (Some(1e-3), Some(1024)),
+        "{faces}"
+    );
+    assert_eq!(policy["extrapolated"], true, "{faces}");
+    let threshold = faces["threshold"].as_f64().expect("threshold");
+    assert!((0.5..0.75).contains(&threshold), "stricter than FMR 1e-4's 0.449: {faces}");
     let (status, _) =
         api.call(Method::DELETE, "/v1/galleries/rest-c?idempotency_key=rm-c", &admin, None).await;
     assert_eq!(status, 200);

@@ -1,4 +1,6 @@
-//! `biomatch gallery create|list|set-threshold|tune|delete`.
+//! `biomatch gallery create|list|set-threshold|tune|delete`. A threshold is fixed (`--threshold`)
+//! or kept at a target FPIR as the gallery grows (`--target-fpir`, read from the model's impostor
+//! distribution: the one the cluster ships, or `--impostor-tail FILE` from `biomatch eval`).
 
 use super::{ClientArgs, rpc_error};
 use anyhow::Context;
@@ -6,6 +8,7 @@ use biomatch_domain::IndexKind;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::{
     CreateGalleryRequest, DeleteGalleryRequest, Gallery, ListGalleriesRequest, SetThresholdRequest,
+    ThresholdPolicy,
 };
 use clap::{Args, Subcommand};
 
@@ -26,9 +29,11 @@ pub enum GalleryCommand {
 #[derive(Debug, Args)]
 pub struct SetThresholdArgs {
     name: String,
-    /// Cosine similarity at or above which a candidate is a mate.
-    #[arg(long, allow_negative_numbers = true)]
-    threshold: f32,
+    /// Cosine similarity at or above which a candidate is a mate (ends a threshold policy).
+    #[arg(long, allow_negative_numbers = true, required_unless_present = "target_fpir")]
+    threshold: Option<f32>,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Why, for the audit record.
     #[arg(long)]
     reason: String,
@@ -58,8 +63,10 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 0)]
     train_threshold: u32,
     /// Cosine similarity at or above which a candidate is a mate.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_fpir")]
     threshold: Option<f32>,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Purpose codes this gallery may be searched for (comma-separated); empty allows any.
     #[arg(long, value_delimiter = ',')]
     purposes: Vec<String>,
@@ -69,6 +76,9 @@ pub struct CreateArgs {
     /// Model id of the templates (vectors computed outside the cluster by default).
     #[arg(long, default_value = "external")]
     model: String,
+    /// Model version of the templates (empty: whichever version of the model is in use).
+    #[arg(long, default_value = "")]
+    model_version: String,
     /// Default number of candidates.
     #[arg(long, default_value_t = 10)]
     k: u32,
@@ -78,6 +88,36 @@ pub struct CreateArgs {
     idempotency_key: String,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+/// A threshold kept at a target FPIR as the gallery grows.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Derive the threshold from this false-positive identification rate (e.g. 1e-3) and the
+    /// gallery's size, and again whenever the gallery has doubled.
+    #[arg(long, conflicts_with = "threshold")]
+    target_fpir: Option<f64>,
+    /// The model's impostor distribution (`biomatch eval --impostor-tail-out FILE`); default:
+    /// the one the cluster ships for the gallery's model.
+    #[arg(long, requires = "target_fpir")]
+    impostor_tail: Option<std::path::PathBuf>,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> anyhow::Result<Option<ThresholdPolicy>> {
+        let Some(target_fpir) = self.target_fpir else { return Ok(None) };
+        let impostor = match &self.impostor_tail {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let tail: biomatch_domain::ImpostorTail = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not an impostor tail", path.display()))?;
+                Some(biomatch_proto::impostor_tail_to_proto(&tail))
+            }
+            None => None,
+        };
+        Ok(Some(ThresholdPolicy { target_fpir, impostor, ..Default::default() }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -103,16 +143,35 @@ pub fn parse_duration(s: &str) -> anyhow::Result<i64> {
     n.checked_mul(scale).context("duration too long")
 }
 
+/// The threshold as listed: its value and version, and the policy it follows if any.
+fn threshold_column(g: &Gallery) -> String {
+    let fixed = format!("threshold={:.4} (v{})", g.threshold, g.threshold_version);
+    match &g.threshold_policy {
+        Some(p) => format!(
+            "{fixed} for FPIR {:e} at {} templates (FMR {:.1e}{})",
+            p.target_fpir,
+            p.templates,
+            p.required_fmr,
+            match (p.extrapolated, p.unattainable) {
+                (_, true) => ", UNATTAINABLE",
+                (true, false) => ", extrapolated",
+                (false, false) => "",
+            }
+        ),
+        None => fixed,
+    }
+}
+
 fn print_gallery(g: &Gallery) {
     let retention = g.retention.as_ref().map_or(0, |d| d.seconds);
     println!(
-        "{}\tdim={}\tshards={}\tsubjects={}\ttemplates={}\tthreshold={:.3}\tmodel={}\tretention={}s\tpurposes={}\t{}",
+        "{}\tdim={}\tshards={}\tsubjects={}\ttemplates={}\t{}\tmodel={}\tretention={}s\tpurposes={}\t{}",
         g.name,
         g.dimension,
         g.shard_count,
         g.subject_count,
         g.template_count,
-        g.threshold,
+        threshold_column(g),
         g.model_id,
         retention,
         if g.allowed_purposes.is_empty() { "any".to_owned() } else { g.allowed_purposes.join(",") },
@@ -134,17 +193,29 @@ fn gallery_json(g: &Gallery) -> serde_json::Value {
         "retention_seconds": g.retention.as_ref().map_or(0, |d| d.seconds),
         "index_kind": g.index.as_ref().map(|i| biomatch_proto::index_kind_from_proto(i.kind()).as_str()),
         "tuning": g.tuning.as_ref().map(super::gallery_tune::tuning_json),
+        "threshold_policy": g.threshold_policy.as_ref().map(|p| serde_json::json!({
+            "target_fpir": p.target_fpir,
+            "templates": p.templates,
+            "required_fmr": p.required_fmr,
+            "extrapolated": p.extrapolated,
+            "unattainable": p.unattainable,
+            "derived_at_ms": p.derived_at.as_ref().map_or(0, biomatch_proto::millis_from_timestamp),
+            "impostor_pairs": p.impostor.as_ref().map_or(0, |t| t.impostor_pairs),
+            "impostor_source": p.impostor.as_ref().map(|t| t.source.clone()),
+        })),
     })
 }
 
-/// Sets the threshold of gallery `name`; the gallery as it now is.
+/// Sets the threshold of gallery `name`, or the policy it is derived from; the gallery as it now is.
 pub async fn set_threshold(
     client: &ClientArgs,
     name: &str,
     threshold: f32,
+    policy: Option<ThresholdPolicy>,
     reason: &str,
 ) -> anyhow::Result<Gallery> {
-    let request = SetThresholdRequest { gallery: name.to_owned(), threshold, reason: reason.to_owned() };
+    let request =
+        SetThresholdRequest { gallery: name.to_owned(), threshold, reason: reason.to_owned(), policy };
     let mut ingest = IngestServiceClient::new(client.channel()?);
     Ok(ingest.set_threshold(client.request(request)?).await.map_err(rpc_error)?.into_inner())
 }
@@ -161,8 +232,9 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
                     ..biomatch_domain::IndexSpec::of(a.index)
                 })),
                 model_id: a.model,
-                model_version: String::new(),
+                model_version: a.model_version,
                 threshold: a.threshold,
+                threshold_policy: a.policy.policy()?,
                 allowed_purposes: a.purposes,
                 retention: Some(prost_types::Duration { seconds: parse_duration(&a.retention)?, nanos: 0 }),
                 default_k: a.k,
@@ -173,7 +245,7 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
             if a.client.json {
                 println!("{}", gallery_json(&g));
             } else {
-                println!("created gallery {}", g.name);
+                println!("created gallery {}: {}", g.name, threshold_column(&g));
             }
         }
         GalleryCommand::List(a) => {
@@ -192,14 +264,12 @@ pub async fn run(command: GalleryCommand) -> anyhow::Result<()> {
             }
         }
         GalleryCommand::SetThreshold(a) => {
-            let g = set_threshold(&a.client, &a.name, a.threshold, &a.reason).await?;
+            let policy = a.policy.policy()?;
+            let g = set_threshold(&a.client, &a.name, a.threshold.unwrap_or(0.0), policy, &a.reason).await?;
             if a.client.json {
                 println!("{}", gallery_json(&g));
             } else {
-                println!(
-                    "gallery {}: threshold {:.4} (version {})",
-                    g.name, g.threshold, g.threshold_version
-                );
+                println!("gallery {}: {}", g.name, threshold_column(&g));
             }
         }
         GalleryCommand::Tune(a) => super::gallery_tune::run(a).await?,

@@ -109,6 +109,8 @@ pub(super) async fn ingest(
     .with_subject_read_budget(budgets);
     let server = Arc::new(server);
     p.until_stopped(server.clone().purge_loop(Duration::from_millis(p.config.ingest.purge_interval_ms)));
+    let review = Duration::from_millis(p.config.ingest.threshold_review_interval_ms);
+    p.until_stopped(server.clone().threshold_review_loop(review));
     p.health.set_serving::<IngestServiceServer<IngestServer>>().await;
     Ok(IngestServiceServer::from_arc(server).max_decoding_message_size(p.photo_message()))
 }
@@ -169,7 +171,13 @@ pub(super) async fn embed(p: &mut Process<'_>) -> anyhow::Result<EmbedServiceSer
                 .await?
                 .context("cannot load the face models (embed.model_dir)")?;
             let model = pipeline.model();
-            tracing::info!(model = %model.model_id, version = %model.model_version, "face models loaded");
+            let others: Vec<&str> = pipeline.models().skip(1).map(|m| m.model_id.as_str()).collect();
+            tracing::info!(
+                model = %model.model_id,
+                version = %model.model_version,
+                also = %others.join(","),
+                "face models loaded"
+            );
             Some(Arc::new(pipeline))
         }
         None => {
