@@ -69,7 +69,10 @@ pub async fn resolve_probe(
     let options = EmbedOptions { max_faces: 0, min_face_size: 0, largest_face_only };
     let mut client = embed.clone();
     let response = client
-        .embed(crate::request(EmbedRequest { image, options: Some(options) }, &service.token()))
+        .embed(crate::request(
+            EmbedRequest { image, options: Some(options), model_id: gallery.model_id.clone() },
+            &service.token(),
+        ))
         .await?;
     let faces = response.into_inner().faces;
     if faces.len() > 1 && !largest_face_only {

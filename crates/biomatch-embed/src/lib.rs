@@ -10,10 +10,11 @@
 //! the authorization table's rule, applied before a handler runs ([`biomatch_auth::policy`]).
 #![forbid(unsafe_code)]
 
-use biomatch_config::{EmbedConfig, RuntimeKind};
+use biomatch_config::{EmbedConfig, RecognizerConfig, RuntimeKind};
 use biomatch_domain::{Classified, ErrorClass};
 use biomatch_face::{
-    ChannelOrder, FaceConfig, FaceOptions, FacePipeline, ImageLimits, ONNXRUNTIME, RecognizerSpec,
+    ChannelOrder, FaceConfig, FaceOptions, FacePipeline, FusionMember, FusionSpec, ImageLimits, ONNXRUNTIME,
+    RecognizerModel, RecognizerSpec,
 };
 use biomatch_proto::v1::embed_service_server::EmbedService;
 use biomatch_proto::v1::{
@@ -25,8 +26,26 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
+fn recognizer_spec(r: &RecognizerConfig) -> RecognizerSpec {
+    RecognizerSpec {
+        file: r.file.clone(),
+        sha256: r.sha256.clone(),
+        model_id: r.model_id.clone(),
+        model_version: r.model_version.clone(),
+        input_size: r.input_size,
+        template: r.template,
+        channel_order: match r.channel_order {
+            biomatch_config::ChannelOrder::Rgb => ChannelOrder::Rgb,
+            biomatch_config::ChannelOrder::Bgr => ChannelOrder::Bgr,
+        },
+        mean: r.mean,
+        std: r.std,
+    }
+}
+
 /// The face pipeline's settings from the embed section of the configuration, if it has a model
-/// directory.
+/// directory. The configuration was validated when read (a recogniser or a fusion, not both);
+/// the recognisers' own settings are checked when the pipeline loads.
 pub fn face_config(config: &EmbedConfig) -> Option<FaceConfig> {
     let dir = config.model_dir.as_ref()?;
     let runtime = match config.runtime {
@@ -48,20 +67,30 @@ pub fn face_config(config: &EmbedConfig) -> Option<FaceConfig> {
         max_pixels: config.max_image_pixels,
         ..ImageLimits::default()
     };
+    if let Some(model) = config.model.as_deref().and_then(RecognizerModel::named) {
+        face.recognizer = model;
+    }
+    // Unknown names were refused when the configuration was read.
+    face.also = config.also_models.iter().filter_map(|name| RecognizerModel::named(name)).collect();
     if let Some(r) = &config.recognizer {
-        face.recognizer = RecognizerSpec {
-            file: r.file.clone(),
-            sha256: r.sha256.clone(),
-            model_id: r.model_id.clone(),
-            model_version: r.model_version.clone(),
-            input_size: r.input_size,
-            channel_order: match r.channel_order {
-                biomatch_config::ChannelOrder::Rgb => ChannelOrder::Rgb,
-                biomatch_config::ChannelOrder::Bgr => ChannelOrder::Bgr,
-            },
-            mean: r.mean,
-            std: r.std,
-        };
+        face.recognizer = recognizer_spec(r).into();
+    }
+    if let Some(fusion) = &config.fusion {
+        face.recognizer = FusionSpec {
+            model_id: fusion.model_id.clone(),
+            model_version: fusion.model_version.clone(),
+            members: fusion
+                .members
+                .iter()
+                // A missing weight was refused when the configuration was read; NaN is refused
+                // again at load, should it get here.
+                .map(|m| FusionMember {
+                    recognizer: recognizer_spec(m),
+                    weight: m.weight.unwrap_or(f32::NAN),
+                })
+                .collect(),
+        }
+        .into();
     }
     Some(face)
 }
@@ -139,7 +168,7 @@ impl EmbedService for EmbedServer {
     async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
         biomatch_auth::principal(&request)?;
         let workers = self.workers()?;
-        let EmbedRequest { image, options } = request.into_inner();
+        let EmbedRequest { image, options, model_id } = request.into_inner();
         if image.is_empty() {
             return Err(status_with(ErrorClass::InvalidArgument, "image is empty"));
         }
@@ -164,7 +193,10 @@ impl EmbedService for EmbedServer {
         let pipeline = workers.pipeline.clone();
         let analysis = tokio::task::spawn_blocking(move || {
             let _running = running;
-            pipeline.analyze(&image, &options)
+            let wanted = (!model_id.is_empty()).then_some(model_id.as_str());
+            pipeline
+                .analyze_for(&image, &options, wanted)
+                .map(|(analysis, model)| (analysis, model_info(model)))
         })
         .await
         .map_err(|_| status_with(ErrorClass::Internal, "internal error"))?
@@ -174,12 +206,12 @@ impl EmbedService for EmbedServer {
             }
             status_from(&e)
         })?;
+        let (analysis, model) = analysis;
         for (stage, took) in analysis.timings.stages() {
             metrics::histogram!("biomatch_embed_stage_seconds", "stage" => stage).record(took.as_secs_f64());
         }
         metrics::histogram!("biomatch_embed_stage_seconds", "stage" => "total")
             .record(analysis.timings.total().as_secs_f64());
-        let model = model_info(workers.pipeline.model());
         let faces = analysis.faces.into_iter().map(|f| face_to_proto(f, &model)).collect();
         Ok(Response::new(EmbedResponse { faces, model: Some(model) }))
     }
@@ -190,5 +222,42 @@ impl EmbedService for EmbedServer {
     ) -> Result<Response<ModelInfo>, Status> {
         biomatch_auth::principal(&request)?;
         Ok(Response::new(model_info(self.workers()?.pipeline.model())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configurable_model_names_are_the_shipped_models() {
+        assert_eq!(biomatch_config::SHIPPED_MODELS, RecognizerModel::NAMES);
+        for name in biomatch_config::SHIPPED_MODELS {
+            let config = EmbedConfig {
+                model_dir: Some("models".into()),
+                model: Some(name.into()),
+                ..EmbedConfig::default()
+            };
+            let face = face_config(&config).expect("model_dir is set");
+            assert_eq!(Some(face.recognizer), RecognizerModel::named(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_model_has_the_impostor_distribution_of_its_version() {
+        for name in RecognizerModel::NAMES {
+            let version = match RecognizerModel::named(name).expect("shipped") {
+                RecognizerModel::Single(spec) => spec.model_version,
+                // Other weights or members make another version: measure it again
+                // (docs/accuracy.md) and ship that distribution instead.
+                RecognizerModel::Fusion(spec) => spec.versioned().expect("valid"),
+            };
+            if name == "dlib_resnet" {
+                // Not a model for galleries on its own (a fusion member): nothing shipped.
+                continue;
+            }
+            let tail = biomatch_domain::builtin_impostor_tail(name, &version);
+            assert!(tail.is_some(), "no shipped impostor distribution for {name} {version}");
+        }
     }
 }

@@ -9,6 +9,12 @@ use image::{Rgb, RgbImage};
 pub const TEMPLATE_112: [[f32; 2]; 5] =
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]];
 
+/// Where YuNet's five landmarks go in dlib's 150 x 150 face chip with padding 0.25 (what
+/// `get_face_chip` gives dlib's ResNet recogniser): derived from dlib's mean face shape, within
+/// 0.5 px of `get_face_chip` on real photos.
+pub const TEMPLATE_DLIB_150: [[f32; 2]; 5] =
+    [[47.2322, 46.2884], [99.8063, 46.2884], [73.5193, 76.0521], [50.0788, 102.3365], [96.9597, 102.3365]];
+
 /// A 2D similarity: `p' = [a -b; b a] p + t`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Similarity {
@@ -51,13 +57,32 @@ impl Similarity {
     }
 }
 
+/// A square aligned crop: its side and where the five landmarks go in it (YuNet's order: right
+/// eye, left eye, nose tip, right and left mouth corners; crop pixel coordinates).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crop {
+    pub size: u32,
+    pub template: [[f32; 2]; 5],
+}
+
+impl Crop {
+    /// The ArcFace / SFace template scaled from 112 to `size`.
+    pub fn standard(size: u32) -> Self {
+        let k = size as f32 / 112.0;
+        Self { size, template: TEMPLATE_112.map(|p| [p[0] * k, p[1] * k]) }
+    }
+}
+
 /// The `size` x `size` crop of `image` with `landmarks` moved onto the template (scaled from
 /// 112 to `size`).
 pub fn align(image: &RgbImage, landmarks: &[[f32; 2]; 5], size: u32) -> RgbImage {
-    let k = size as f32 / 112.0;
-    let target = TEMPLATE_112.map(|p| [p[0] * k, p[1] * k]);
-    let back = Similarity::estimate(landmarks, &target).inverse();
-    RgbImage::from_fn(size, size, |x, y| sample(image, back.apply([x as f32, y as f32])))
+    align_to(image, landmarks, &Crop::standard(size))
+}
+
+/// The crop of `image` with `landmarks` moved onto `crop`'s template.
+pub fn align_to(image: &RgbImage, landmarks: &[[f32; 2]; 5], crop: &Crop) -> RgbImage {
+    let back = Similarity::estimate(landmarks, &crop.template).inverse();
+    RgbImage::from_fn(crop.size, crop.size, |x, y| sample(image, back.apply([x as f32, y as f32])))
 }
 
 fn sample(image: &RgbImage, p: [f32; 2]) -> Rgb<u8> {
@@ -105,5 +130,16 @@ mod tests {
         let aligned = align(&image, &TEMPLATE_112, 112);
         assert_eq!(aligned.get_pixel(56, 60), image.get_pixel(56, 60));
         assert_eq!(aligned.get_pixel(10, 100), image.get_pixel(10, 100));
+    }
+
+    #[test]
+    fn a_custom_template_moves_the_landmarks_onto_it() {
+        // A template twice the standard one, shifted: the crop is the photo scaled up and moved.
+        let image = RgbImage::from_fn(112, 112, |x, y| Rgb([x as u8, y as u8, 7]));
+        let crop = Crop { size: 240, template: TEMPLATE_112.map(|p| [p[0] * 2.0 + 8.0, p[1] * 2.0 + 8.0]) };
+        let aligned = align_to(&image, &TEMPLATE_112, &crop);
+        assert_eq!(aligned.dimensions(), (240, 240));
+        assert_eq!(aligned.get_pixel(8 + 2 * 50, 8 + 2 * 60), image.get_pixel(50, 60));
+        assert_eq!(Crop::standard(112).template, TEMPLATE_112);
     }
 }

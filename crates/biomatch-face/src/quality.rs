@@ -1,5 +1,6 @@
 //! Face quality, each factor in [0, 1] (1 is good), from the landmarks in the photo and the
-//! aligned crop; `overall` is the weakest factor, and every factor below 0.5 names its issue.
+//! aligned crop (the standard 112 x 112 one, whatever the recogniser); `overall` is the weakest
+//! factor, and every factor below 0.5 names its issue.
 //!
 //! - size: inter-eye distance in the photo's pixels; 1 from 48 px (ISO/IEC 19794-5 asks 90 px
 //!   for passport photos; recognisers working at 112 x 112 need far less), below 0.5 under 24 px.

@@ -1,5 +1,5 @@
 //! Where tests find the model files and real photos (`scripts/fetch-models.sh`,
-//! `scripts/fetch-test-photos.sh`). Without them a test skips, except under `CI=true`, where a
+//! `scripts/fetch-customer-model.sh`, `scripts/fetch-test-photos.sh`). Without them a test skips, except under `CI=true`, where a
 //! missing fixture is a failure.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,15 @@ pub fn model_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
     required("face models", &path, "scripts/fetch-models.sh")
+}
+
+/// `BIOMATCH_CUSTOMER_MODEL_DIR`, else `models/customer` at the workspace root: a network standing
+/// for a customer's own, configured like one (`scripts/fetch-customer-model.sh`; never shipped).
+pub fn customer_model_dir() -> Option<PathBuf> {
+    let path = std::env::var_os("BIOMATCH_CUSTOMER_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/customer"));
+    required("the customer model", &path, "scripts/fetch-customer-model.sh")
 }
 
 /// `BIOMATCH_TEST_PHOTOS`, else `$HOME/.cache/biomatch/testdata/photos`.

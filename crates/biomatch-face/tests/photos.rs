@@ -1,13 +1,17 @@
 //! The pipeline on real photos (see `biomatch_face::testing` for where they come from): the same
 //! person matches across photos, another person does not, every face of a group photo is found,
 //! unusable photos and model files are refused with the reason, and both runtimes (ONNX Runtime
-//! and tract) give the same faces and templates.
+//! and tract) give the same faces and templates. [`customer`]: another network, and a fusion of
+//! networks, by configuration alone.
 
 use biomatch_face::{FaceConfig, FaceError, FaceOptions, FacePipeline, Runtime, testing};
 use image::{ImageFormat, RgbImage};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+#[path = "photos/customer.rs"]
+mod customer;
 
 /// The models in ONNX Runtime, the default runtime.
 fn pipeline() -> Option<&'static FacePipeline> {

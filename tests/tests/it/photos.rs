@@ -1,9 +1,10 @@
 //! Enrol and identify by photo, end to end through ingest, search, the embed role and the REST
 //! gateway, with real photos and the real model; every kind of unusable photo gets its reason.
 
+use biomatch_config::ProcessRole;
 use biomatch_face::testing;
 use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest, Probe, probe};
-use biomatch_tests::{PURPOSE, RETENTION_SECS, backends, photo_cluster};
+use biomatch_tests::{PURPOSE, RETENTION_SECS, TestCluster, backends, config, photo_cluster};
 use image::{ImageFormat, RgbImage};
 use std::io::Cursor;
 
@@ -161,5 +162,66 @@ async fn enrol_and_identify_by_photo() {
     let status = ingest.enroll(wrong).await.expect_err("model mismatch");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("sface"), "{}", status.message());
+    cluster.running.shutdown().await;
+}
+
+/// The shipped fusion (SFace + dlib's ResNet, 256-d) as the embed role's default, with SFace
+/// loaded beside it: a gallery of each model gets its own model's templates from the one role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_embed_role_serves_a_fused_gallery_and_an_sface_gallery() {
+    let (Some(models), Some(photos)) = (testing::model_dir(), testing::photo_dir()) else { return };
+    let read = |name: &str| std::fs::read(photos.join(name)).expect("photo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = backends(dir.path()).await.remove(0);
+    let mut c = config(&backend, dir.path(), &[ProcessRole::All]);
+    c.embed.model_dir = Some(models);
+    c.embed.model = Some("sface+dlib".into());
+    c.embed.also_models = vec!["sface".into()];
+    let cluster = TestCluster::start(c).await;
+    let mut last = 0;
+    // Thresholds at FMR 1e-3 on the ID portraits (docs/accuracy.md).
+    for (gallery, model, dimension, threshold) in
+        [("fused", "sface+dlib", 256, 0.78), ("lane", "sface", 128, 0.39)]
+    {
+        let create = CreateGalleryRequest {
+            name: gallery.into(),
+            dimension,
+            model_id: model.into(),
+            threshold: Some(threshold),
+            allowed_purposes: vec![PURPOSE.into()],
+            retention: Some(prost_types::Duration { seconds: RETENTION_SECS, nanos: 0 }),
+            ..Default::default()
+        };
+        cluster.galleries().create_gallery(create).await.expect("gallery created");
+        let mut ingest = cluster.ingest();
+        for subject in ["obama", "biden"] {
+            let request =
+                EnrollRequest { gallery: gallery.into(), ..enroll(subject, read(&format!("{subject}.jpg"))) };
+            last = ingest.enroll(request).await.expect("enrolled").into_inner().change_seq;
+        }
+    }
+    let analyst = cluster.token(biomatch_domain::Role::Analyst, "analyst-1");
+    let mut scores = Vec::new();
+    for (gallery, model) in [("fused", "sface+dlib"), ("lane", "sface")] {
+        let request = IdentifyRequest {
+            gallery: gallery.into(),
+            probe: photo_probe(read("obama2.jpg")),
+            k: 2,
+            purpose: PURPOSE.into(),
+            min_change_seq: last,
+            ..Default::default()
+        };
+        let answer = cluster
+            .search()
+            .identify(biomatch_client::request(request, &analyst))
+            .await
+            .expect("identify")
+            .into_inner();
+        assert_eq!(answer.model_id, model, "{answer:?}");
+        assert_eq!(answer.mate_subject_id, "obama", "{gallery}: {answer:?}");
+        scores.push(answer.candidates[0].score);
+    }
+    // Different models, different scores of the same pair: each gallery got its own templates.
+    assert!((scores[0] - scores[1]).abs() > 1e-3, "{scores:?}");
     cluster.running.shutdown().await;
 }

@@ -1,10 +1,10 @@
 //! `biomatch bench embed`: the face pipeline on 1 MP JPEG photos, per stage (decode, detect,
 //! align, quality, embed) and end to end, single-threaded (p50/p99), then photos per second with
-//! 1, 2, ... threads each running whole photos; for each model runtime, in the same run.
+//! 1, 2, ... threads each running whole photos; for each model and runtime, in the same run.
 
 use crate::cli::bench_search::percentile;
 use anyhow::Context;
-use biomatch_face::{FaceConfig, FaceOptions, FacePipeline, Runtime, StageTimings};
+use biomatch_face::{FaceConfig, FaceOptions, FacePipeline, RecognizerModel, Runtime, StageTimings};
 use clap::{Args, ValueEnum};
 use image::codecs::jpeg::JpegEncoder;
 use std::path::PathBuf;
@@ -34,6 +34,9 @@ pub struct EmbedBenchArgs {
     /// The runtimes to compare.
     #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
     runtimes: Vec<RuntimeArg>,
+    /// The models to compare, by name (sface, dlib_resnet, sface+dlib).
+    #[arg(long, value_delimiter = ',', default_value = "sface")]
+    models: Vec<String>,
 }
 
 /// What runs the face models (`embed.runtime`).
@@ -80,15 +83,22 @@ pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
     let photos_dir = args.photos.clone().unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/biomatch/testdata/photos")
     });
-    let mut pipelines = Vec::new();
-    for runtime in &args.runtimes {
-        let mut config = FaceConfig::new(&args.model_dir, runtime.runtime(&args.model_dir));
-        config.detector_input = args.detector_input;
-        let started = Instant::now();
-        let pipeline =
-            FacePipeline::load(&config).with_context(|| format!("loading the models in {runtime:?}"))?;
-        println!("{}: models loaded in {:.0} ms", config.runtime.name(), ms(started.elapsed()));
-        pipelines.push((config.runtime.name(), Arc::new(pipeline)));
+    let mut pipelines: Vec<(String, Arc<FacePipeline>)> = Vec::new();
+    for model in &args.models {
+        let recognizer = RecognizerModel::named(model).with_context(|| {
+            format!("--models: {model:?} is not one of {}", RecognizerModel::NAMES.join(", "))
+        })?;
+        for runtime in &args.runtimes {
+            let mut config = FaceConfig::new(&args.model_dir, runtime.runtime(&args.model_dir));
+            config.detector_input = args.detector_input;
+            config.recognizer = recognizer.clone();
+            let started = Instant::now();
+            let pipeline =
+                FacePipeline::load(&config).with_context(|| format!("loading {model} in {runtime:?}"))?;
+            let name = format!("{model} {}", config.runtime.name());
+            println!("{name}: models loaded in {:.0} ms", ms(started.elapsed()));
+            pipelines.push((name, Arc::new(pipeline)));
+        }
     }
     let (_, first) = pipelines.first().context("no runtime to measure")?;
     // Only photos with exactly one face of the default size (so each run does the same work).
@@ -115,7 +125,7 @@ pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
         }
         latencies.push(runs);
     }
-    let names: Vec<&str> = pipelines.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = pipelines.iter().map(|(name, _)| name.as_str()).collect();
     println!(
         "\n| stage | {} |",
         names.iter().map(|n| format!("{n} p50 ms | {n} p99 ms")).collect::<Vec<_>>().join(" | ")
@@ -134,7 +144,7 @@ pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
     }
 
     // Throughput with whole photos per thread.
-    println!("\n| runtime | threads | photos | seconds | photos/s |\n|---|---|---|---|---|");
+    println!("\n| model and runtime | threads | photos | seconds | photos/s |\n|---|---|---|---|---|");
     for (name, pipeline) in &pipelines {
         for &threads in &args.threads {
             let (done, secs) = throughput(pipeline, &photos, &options, threads, args.iterations)?;

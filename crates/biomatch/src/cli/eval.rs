@@ -14,7 +14,10 @@
 //! or probes than there are is reported as such, not extrapolated. Failures to acquire (no usable
 //! face) are counted and left out of the rates.
 //!
-//! One report column per comparator (acquire.rs): today the pipeline's recogniser.
+//! One report column per comparator (acquire.rs): each model of `--models` (the shipped models by
+//! name, `sface` by default) and, when two or more single recognisers are listed, their score
+//! fusion weighted by the inverse of each one's impostor standard deviation; the weights it
+//! prints are those the shipped `sface+dlib` fusion was given.
 
 mod acquire;
 mod identify;
@@ -24,9 +27,9 @@ mod report;
 use crate::cli::ClientArgs;
 use crate::cli::bench_embed::RuntimeArg;
 use crate::cli::gallery::set_threshold;
-use acquire::{Comparator, embed_all, photos};
+use acquire::{Comparator, Templates, WeightedSum, embed_all, photos};
 use anyhow::Context;
-use biomatch_face::{FaceConfig, FacePipeline};
+use biomatch_face::{FaceConfig, FacePipeline, RecognizerModel};
 use clap::Args;
 use metrics::Resamples;
 use report::{FMRS, Report, assess, markdown};
@@ -38,6 +41,10 @@ pub struct EvalArgs {
     dir: PathBuf,
     #[arg(long, default_value = "models")]
     model_dir: PathBuf,
+    /// The models to evaluate, by name (sface, dlib_resnet, sface+dlib); with two or more single
+    /// recognisers, their fusion weighted by impostor spread is reported too.
+    #[arg(long, value_delimiter = ',', default_value = "sface")]
+    models: Vec<String>,
     /// The false-match rate to find the threshold for (set a gallery's threshold from it).
     #[arg(long, default_value_t = 1e-3)]
     target_fmr: f64,
@@ -68,6 +75,10 @@ pub struct EvalArgs {
     /// Set this gallery's threshold to the one found for `--target-fmr` (an admin token).
     #[arg(long)]
     apply_to: Option<String>,
+    /// Write the first recogniser's impostor tail here as JSON, for `gallery create
+    /// --target-fpir R --impostor-tail FILE` (galleries of models the cluster has no measurement of).
+    #[arg(long)]
+    impostor_tail_out: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -83,7 +94,7 @@ pub async fn run(mut args: EvalArgs) -> anyhow::Result<()> {
         );
     };
     let reason = format!("biomatch eval: FMR {target_fmr:e} on {pairs} impostor pairs");
-    let g = set_threshold(&client, &gallery, threshold, &reason).await?;
+    let g = set_threshold(&client, &gallery, threshold, None, &reason).await?;
     // Standard output holds only the report under --json.
     let line = format!("gallery {}: threshold {:.4} (version {})", g.name, g.threshold, g.threshold_version);
     if client.json {
@@ -99,22 +110,43 @@ pub async fn run(mut args: EvalArgs) -> anyhow::Result<()> {
 fn evaluate(args: &EvalArgs) -> anyhow::Result<Option<(f32, usize)>> {
     anyhow::ensure!(args.pad >= 0.0 && args.pad <= 2.0, "--pad must lie in 0..=2");
     anyhow::ensure!(args.enrol_per_subject.iter().all(|&n| n > 0), "--enrol-per-subject must be at least 1");
-    let config = FaceConfig::new(&args.model_dir, args.runtime.runtime(&args.model_dir));
-    let pipeline = FacePipeline::load(&config).context("loading the face models")?;
+    anyhow::ensure!(!args.models.is_empty(), "--models names at least one model");
+    let mut configs = Vec::with_capacity(args.models.len());
+    for name in &args.models {
+        let model = RecognizerModel::named(name).with_context(|| {
+            format!("--models: {name:?} is not one of {}", RecognizerModel::NAMES.join(", "))
+        })?;
+        let mut config = FaceConfig::new(&args.model_dir, args.runtime.runtime(&args.model_dir));
+        config.recognizer = model;
+        configs.push(config);
+    }
     let photos = photos(&args.dir, args.identities)?;
     let identities = photos.last().map_or(0, |p| p.identity + 1);
-    let templates = embed_all(&pipeline, &photos, args.threads, args.pad);
-    let comparators: Vec<&dyn Comparator> = vec![&templates];
+    let mut all: Vec<Templates> = Vec::with_capacity(configs.len());
+    for config in &configs {
+        let pipeline = FacePipeline::load(config).context("loading the face models")?;
+        all.push(embed_all(&pipeline, &photos, args.threads, args.pad));
+    }
 
     let mut fmrs = FMRS.to_vec();
     if !fmrs.contains(&args.target_fmr) {
         fmrs.push(args.target_fmr);
     }
     let resamples = Resamples::draw(identities, args.resamples, args.seed);
-    let models = comparators
+    let assessed =
+        |c: &dyn Comparator| assess(c, &photos, identities, &resamples, &fmrs, &args.enrol_per_subject);
+    let mut models: Vec<_> = all.iter().map(|t| assessed(t as &dyn Comparator)).collect();
+    let singles: Vec<(&Templates, f32)> = all
         .iter()
-        .map(|&c| assess(c, &photos, identities, &resamples, &fmrs, &args.enrol_per_subject))
-        .collect::<Vec<_>>();
+        .zip(&configs)
+        .zip(&models)
+        .filter(|((_, config), _)| matches!(config.recognizer, RecognizerModel::Single(_)))
+        .map(|((t, _), m)| (t, m.impostor.sd))
+        .collect();
+    if singles.len() >= 2 {
+        let fused = WeightedSum::by_impostor_spread(singles);
+        models.push(assessed(&fused as &dyn Comparator));
+    }
     let report = Report {
         dir: args.dir.display().to_string(),
         photos: photos.len(),
@@ -125,6 +157,19 @@ fn evaluate(args: &EvalArgs) -> anyhow::Result<Option<(f32, usize)>> {
         models,
     };
 
+    if let Some(path) = &args.impostor_tail_out {
+        let mut tail = report.models[0]
+            .impostor_tail
+            .clone()
+            .context("no impostor tail: it needs at least 1,000 impostor pairs")?;
+        tail.source = format!(
+            "biomatch eval on {} ({} photos of {identities} identities, {} impostor pairs)",
+            report.dir, report.photos, tail.impostor_pairs
+        );
+        std::fs::write(path, serde_json::to_string_pretty(&tail)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("impostor tail written to {}", path.display());
+    }
     let first = &report.models[0];
     let target = first.verification.iter().find(|v| v.fmr == args.target_fmr);
     let calibrated = target.and_then(|v| v.threshold).map(|t| (t, first.impostor.pairs));

@@ -60,6 +60,8 @@ fn is_photo(path: &Path) -> bool {
 /// by cosine; a second recogniser, or a fusion of two scores, is another implementation.
 pub trait Comparator: Sync {
     fn name(&self) -> &str;
+    /// The model id and version whose scores these are (an impostor tail is recorded under them).
+    fn model(&self) -> (&str, &str);
     /// The probe quality of a photo that gave something to compare; None: a failure to acquire.
     fn quality(&self, photo: usize) -> Option<f32>;
     /// Only for photos with a quality.
@@ -77,6 +79,8 @@ pub struct Face {
 /// A recogniser's templates, one per photo (None where the pipeline found no usable face).
 pub struct Templates {
     pub name: String,
+    pub model_id: String,
+    pub model_version: String,
     pub faces: Vec<Option<Face>>,
     /// Why photos failed, and how many failed so.
     pub failures: BTreeMap<String, usize>,
@@ -85,6 +89,10 @@ pub struct Templates {
 impl Comparator for Templates {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn model(&self) -> (&str, &str) {
+        (&self.model_id, &self.model_version)
     }
 
     fn quality(&self, photo: usize) -> Option<f32> {
@@ -100,6 +108,64 @@ impl Comparator for Templates {
 
     fn failures(&self) -> BTreeMap<String, usize> {
         self.failures.clone()
+    }
+}
+
+/// Several recognisers' scores fused as the fused pipeline fuses them: the weighted sum of their
+/// cosines (weights normalised to sum to 1), which is what the inner product of fused templates
+/// gives. A photo counts only where every member acquired it.
+pub struct WeightedSum<'a> {
+    pub name: String,
+    pub model_version: String,
+    pub members: Vec<(&'a Templates, f32)>,
+}
+
+impl<'a> WeightedSum<'a> {
+    /// Members weighted by the inverse of their impostor scores' standard deviation, so each
+    /// contributes in proportion to how far its scores separate from its own impostor spread.
+    pub fn by_impostor_spread(members: Vec<(&'a Templates, f32)>) -> Self {
+        let inverse: Vec<f32> = members.iter().map(|(_, sd)| 1.0 / sd.max(1e-6)).collect();
+        let sum: f32 = inverse.iter().sum();
+        let members: Vec<(&Templates, f32)> =
+            members.iter().zip(&inverse).map(|((t, _), w)| (*t, w / sum)).collect();
+        let names: Vec<&str> = members.iter().map(|(t, _)| t.model_id.as_str()).collect();
+        let weights: Vec<String> = members.iter().map(|(_, w)| format!("{w:.3}")).collect();
+        Self {
+            name: format!("fusion {} (weights {})", names.join("+"), weights.join(", ")),
+            model_version: format!("weights {}", weights.join(",")),
+            members,
+        }
+    }
+}
+
+impl Comparator for WeightedSum<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn model(&self) -> (&str, &str) {
+        ("fusion", &self.model_version)
+    }
+
+    fn quality(&self, photo: usize) -> Option<f32> {
+        let mut qualities = self.members.iter().map(|(t, _)| t.quality(photo));
+        let first = qualities.next()??;
+        qualities.all(|q| q.is_some()).then_some(first)
+    }
+
+    fn score(&self, a: usize, b: usize) -> f32 {
+        self.members.iter().map(|(t, w)| w * t.score(a, b)).sum()
+    }
+
+    fn failures(&self) -> BTreeMap<String, usize> {
+        let mut all = BTreeMap::new();
+        for (t, _) in &self.members {
+            for (why, n) in &t.failures {
+                let count = all.entry(why.clone()).or_insert(0);
+                *count = (*count).max(*n);
+            }
+        }
+        all
     }
 }
 
@@ -132,7 +198,13 @@ pub fn embed_all(pipeline: &FacePipeline, photos: &[Photo], threads: usize, pad:
     let faces =
         results.into_iter().map(|r| r.map_err(|why| *failures.entry(why).or_insert(0) += 1).ok()).collect();
     let model = pipeline.model();
-    Templates { name: format!("{} {}", model.model_id, model.model_version), faces, failures }
+    Templates {
+        name: format!("{} {}", model.model_id, model.model_version),
+        model_id: model.model_id.clone(),
+        model_version: model.model_version.clone(),
+        faces,
+        failures,
+    }
 }
 
 fn acquire(pipeline: &FacePipeline, photo: &Photo, pad: f32) -> Result<Face, String> {
@@ -187,6 +259,34 @@ mod tests {
             [(0, "a/1.png".into()), (1, "b/1.png".into()), (1, "b/2.JPG".into()), (2, "c.webp".into())]
         );
         assert_eq!(photos(dir.path(), Some(2)).expect("photos").len(), 3, "the first two identities");
+    }
+
+    fn templates(id: &str, faces: Vec<Option<Vec<f32>>>) -> Templates {
+        Templates {
+            name: id.into(),
+            model_id: id.into(),
+            model_version: "1".into(),
+            faces: faces.into_iter().map(|f| f.map(|template| Face { template, quality: 0.5 })).collect(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_fusion_scores_the_weighted_sum_weighted_by_the_inverse_impostor_spread() {
+        let a = templates("a", vec![Some(vec![1.0, 0.0]), Some(vec![0.6, 0.8]), Some(vec![0.0, 1.0])]);
+        let b = templates("b", vec![Some(vec![0.0, 1.0]), Some(vec![0.0, 1.0]), None]);
+        // a's impostors spread twice as wide as b's: b weighs twice as much.
+        let fused = WeightedSum::by_impostor_spread(vec![(&a, 0.2), (&b, 0.1)]);
+        let weights: Vec<f32> = fused.members.iter().map(|(_, w)| *w).collect();
+        assert!(
+            (weights[0] - 1.0 / 3.0).abs() < 1e-6 && (weights[1] - 2.0 / 3.0).abs() < 1e-6,
+            "{weights:?}"
+        );
+        let expected = 0.6 / 3.0 + 2.0 / 3.0;
+        assert!((fused.score(0, 1) - expected).abs() < 1e-6, "{}", fused.score(0, 1));
+        assert_eq!(fused.quality(2), None, "b failed to acquire photo 2");
+        assert_eq!(fused.quality(0), Some(0.5));
+        assert!(fused.name().contains("a+b") && fused.name().contains("0.333, 0.667"), "{}", fused.name());
     }
 
     #[test]

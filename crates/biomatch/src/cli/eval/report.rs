@@ -4,6 +4,7 @@
 use super::acquire::{Comparator, Photo};
 use super::identify::search;
 use super::metrics::{Estimate, Pairs, Resamples, quantile, weighted_rate};
+use biomatch_domain::ImpostorTail;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -31,6 +32,9 @@ pub struct ModelReport {
     pub failures: BTreeMap<String, usize>,
     pub genuine: Distribution,
     pub impostor: Distribution,
+    /// The impostor distribution's upper tail, from which `--target-fpir` thresholds are derived
+    /// (absent below 1,000 impostor pairs).
+    pub impostor_tail: Option<ImpostorTail>,
     pub verification: Vec<Verification>,
     /// FNMR at the FMR 1e-3 threshold by terciles of the genuine pairs' quality.
     pub quality_bins: Vec<QualityBin>,
@@ -43,6 +47,8 @@ pub struct Distribution {
     pub min: f32,
     pub median: f32,
     pub mean: f32,
+    /// Standard deviation: a fusion weights each recogniser by its impostors' spread.
+    pub sd: f32,
     pub max: f32,
 }
 
@@ -165,6 +171,8 @@ pub fn assess(
     genuine.sort_by(f32::total_cmp);
     let mut impostor = pairs.impostor;
     impostor.reverse();
+    let (model_id, model_version) = comparator.model();
+    let impostor_tail = ImpostorTail::fit(&impostor, model_id, model_version, "biomatch eval").ok();
     ModelReport {
         model: comparator.name().to_owned(),
         failures_to_acquire,
@@ -172,6 +180,7 @@ pub fn assess(
         failures: comparator.failures(),
         genuine: distribution(&genuine),
         impostor: distribution(&impostor),
+        impostor_tail,
         verification,
         quality_bins,
         identification,
@@ -179,12 +188,15 @@ pub fn assess(
 }
 
 fn distribution(sorted: &[f32]) -> Distribution {
-    let mean = sorted.iter().map(|&s| f64::from(s)).sum::<f64>() / sorted.len().max(1) as f64;
+    let n = sorted.len().max(1) as f64;
+    let mean = sorted.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
+    let variance = sorted.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum::<f64>() / n;
     Distribution {
         pairs: sorted.len(),
         min: sorted.first().copied().unwrap_or(f32::NAN),
         median: quantile(sorted, 0.5),
         mean: mean as f32,
+        sd: variance.sqrt() as f32,
         max: sorted.last().copied().unwrap_or(f32::NAN),
     }
 }
@@ -227,7 +239,12 @@ pub fn markdown(report: &Report) -> String {
             let d = of(m, genuine);
             format!("{:.3} / {:.3} / {:.3} / {:.3}", d.min, d.median, d.mean, d.max)
         });
+        row(format!("{name} score sd"), &|m| format!("{:.3}", of(m, genuine).sd));
     }
+    row("impostor tail (FMR at its start, exponential scale)".into(), &|m| match &m.impostor_tail {
+        Some(t) => format!("{:.3} at {:.1e}, scale {:.4}", t.tail_score, t.tail_fmr, t.tail_scale),
+        None => "needs 1,000 impostor pairs".into(),
+    });
     let verifications = report.models.first().map_or(0, |m| m.verification.len());
     for i in 0..verifications {
         let fmr = report.models[0].verification[i].fmr;
@@ -300,6 +317,9 @@ mod tests {
     impl Comparator for Fake {
         fn name(&self) -> &str {
             "fake"
+        }
+        fn model(&self) -> (&str, &str) {
+            ("fake", "1")
         }
         fn quality(&self, photo: usize) -> Option<f32> {
             match photo {
