@@ -62,6 +62,15 @@ impl ShardIndex {
         self.tuned_at
     }
 
+    /// Counts a trained shard as tuned at `templates` (a gallery's recorded tuning measured at
+    /// that size), so that [`ShardIndex::needs_tuning`] waits until it has doubled beyond it. An
+    /// untrained shard keeps "never tuned": its training resets the count anyway.
+    pub fn set_tuned_at(&mut self, templates: usize) {
+        if self.is_trained() {
+            self.tuned_at = Some(templates);
+        }
+    }
+
     /// The `nprobe` for a trained IVF layout of `nlist` lists.
     pub(crate) fn nprobe(&self, nlist: u32) -> u32 {
         match self.settings.nprobe {

@@ -3,8 +3,8 @@
 use crate::kinds::{ivf_description, nlist_for};
 use crate::settings::SearchSettings;
 use biomatch_domain::{IndexKind, IndexSpec};
-use faiss::index::IndexImpl;
 use faiss::index::autotune::ParameterSpace;
+use faiss::index::{IndexImpl, TryClone};
 use faiss::selector::IdSelector;
 use faiss::{Idx, Index, MetricType};
 use std::collections::HashMap;
@@ -199,6 +199,24 @@ impl ShardIndex {
             settings: SearchSettings::default(),
             tuned_at: None,
         }
+    }
+
+    /// An independent copy, for measuring without holding the shard (FAISS copies its indexes;
+    /// the shard's memory is needed twice meanwhile).
+    pub fn try_clone(&self) -> Result<Self, IndexError> {
+        Ok(Self {
+            index: self.index.try_clone()?,
+            exact: self.exact.as_ref().map(TryClone::try_clone).transpose()?,
+            dimension: self.dimension,
+            spec: self.spec.clone(),
+            layout: self.layout,
+            subject_of: self.subject_of.clone(),
+            templates_of: self.templates_of.clone(),
+            stale: self.stale,
+            ef_search: self.ef_search,
+            settings: self.settings,
+            tuned_at: self.tuned_at,
+        })
     }
 
     /// A new empty FAISS index for the spec (resolved).

@@ -25,13 +25,14 @@ pub struct TuneRequest {
     pub labelled: Option<Vec<(Vec<f32>, String)>>,
 }
 
-/// The settings [`ShardIndex::tune`] chose and applied, with what was measured.
+/// The settings a measurement chose, with what was measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TuneReport {
-    /// As [`ShardIndex::search_settings`] reports them after tuning.
+    /// As [`ShardIndex::search_settings`] reports them with the chosen settings.
     pub nprobe: u32,
     pub rerank_depth: u32,
-    /// Share of probes whose rank-1 subject equals exact search's, with the chosen settings.
+    /// Share of probes whose rank-1 subject equals exact search's (drawn probes) or the probe's
+    /// label (labelled probes), with the chosen settings.
     pub recall: f64,
     /// Share of probes whose exact rank-1 subject is their own.
     pub exact_recall: f64,
@@ -41,6 +42,9 @@ pub struct TuneReport {
     pub probes: usize,
     pub templates: usize,
     pub met_target: bool,
+    /// Exact search is the choice: the shard searches exactly (an exact kind, or an IVF or re-rank
+    /// kind not trained yet), or exact search was as fast and as accurate as the best setting.
+    pub exact: bool,
 }
 
 /// The re-rank depths tried.
@@ -96,13 +100,23 @@ struct Measured {
 }
 
 impl ShardIndex {
-    /// Measures every candidate setting on probes and applies the fastest one meeting the target
-    /// recall (or the most accurate, with `met_target` false). IVF layouts try `nprobe` over the
+    /// Measures every candidate setting on probes (see [`ShardIndex::measure`]), applies the
+    /// chosen one and counts the shard as tuned at its current size.
+    pub fn tune(&mut self, request: &TuneRequest) -> Result<TuneReport, IndexError> {
+        let report = self.measure(request)?;
+        self.apply_tuned(&report)?;
+        Ok(report)
+    }
+
+    /// Measures every candidate setting on probes and chooses the fastest one meeting the target
+    /// recall (or the most accurate, with `met_target` false), changing nothing: the settings and
+    /// the template count at the last tuning stay as they were. IVF layouts try `nprobe` over the
     /// powers of two up to the list count, the re-rank kinds depths of 64 to 512; other layouts
     /// only measure their current settings. Layouts without stored vectors (the IVF kinds without
     /// re-rank) need labelled probes, and measure against a search of every list instead of
-    /// exact search.
-    pub fn tune(&mut self, request: &TuneRequest) -> Result<TuneReport, IndexError> {
+    /// exact search. Labelled probes of subjects this shard does not hold are left out, and the
+    /// others count as found when their rank-1 subject is their label.
+    pub fn measure(&mut self, request: &TuneRequest) -> Result<TuneReport, IndexError> {
         crate::pin_threads(1);
         if !(0.0..=1.0).contains(&request.target_recall) {
             return Err(IndexError::Spec(format!(
@@ -110,26 +124,41 @@ impl ShardIndex {
                 request.target_recall
             )));
         }
+        let original = self.settings;
+        let measured = self.measure_with_settings_changed(request);
+        // Every setting measured was applied on the way: put the shard's own back.
+        self.settings = original;
+        self.apply_settings()?;
+        measured
+    }
+
+    /// Searches with what [`ShardIndex::measure`] chose (on this shard or on a copy of it) and
+    /// counts the shard as tuned at the size measured.
+    pub fn apply_tuned(&mut self, report: &TuneReport) -> Result<(), IndexError> {
+        self.set_search_settings(SearchSettings {
+            nprobe: report.nprobe,
+            rerank_depth: report.rerank_depth,
+        })?;
+        self.tuned_at = Some(report.templates);
+        Ok(())
+    }
+
+    /// [`ShardIndex::measure`], leaving the last setting measured in place.
+    fn measure_with_settings_changed(&mut self, request: &TuneRequest) -> Result<TuneReport, IndexError> {
         let probes = self.tuning_probes(request)?;
         let n = probes.own.len();
         if n == 0 {
             return Err(IndexError::Spec("nothing to tune with: no probes and no templates".into()));
         }
         let (truth, exact_qps) = self.reference(&probes.queries)?;
-        let own = truth.iter().zip(&probes.own).filter(|(t, own)| t.as_ref() == Some(own)).count();
-        let exact_recall = share(own, n);
+        let own: Rank1 = probes.own.iter().cloned().map(Some).collect();
+        let exact_recall = share(truth.iter().zip(&own).filter(|(t, o)| t == o).count(), n);
+        // Labelled probes know their mate; drawn ones are judged against exact search.
+        let (goal, exact_goal_recall) =
+            if request.labelled.is_some() { (own, exact_recall) } else { (truth, 1.0) };
 
-        let original = self.settings;
-        let measured = self.sweep(&probes.queries, &truth, request.target_recall);
-        let measured = match measured {
-            Ok(measured) => measured,
-            Err(e) => {
-                self.settings = original;
-                self.apply_settings()?;
-                return Err(e);
-            }
-        };
         let target = request.target_recall;
+        let measured = self.sweep(&probes.queries, &goal, target)?;
         let best = measured
             .iter()
             .filter(|m| m.recall >= target)
@@ -140,11 +169,17 @@ impl ShardIndex {
             .ok_or_else(|| IndexError::Spec("no setting measured".into()))?;
         self.settings = best.settings;
         self.apply_settings()?;
-        self.tuned_at = Some(self.template_count());
-        let applied = self.search_settings();
+        let chosen = self.search_settings();
+        let exact = match self.layout {
+            Layout::Exact | Layout::Staging => true,
+            Layout::Rerank | Layout::IvfRerank { .. } => {
+                exact_qps >= best.qps && exact_goal_recall >= best.recall
+            }
+            Layout::Ivf { .. } | Layout::Hnsw => false,
+        };
         Ok(TuneReport {
-            nprobe: applied.nprobe,
-            rerank_depth: applied.rerank_depth,
+            nprobe: chosen.nprobe,
+            rerank_depth: chosen.rerank_depth,
             recall: best.recall,
             exact_recall,
             queries_per_second: best.qps,
@@ -152,6 +187,7 @@ impl ShardIndex {
             probes: n,
             templates: self.template_count(),
             met_target: best.recall >= target,
+            exact,
         })
     }
 
@@ -207,16 +243,25 @@ impl ShardIndex {
     /// vectors.
     fn tuning_probes(&self, request: &TuneRequest) -> Result<Probes, IndexError> {
         if let Some(labelled) = &request.labelled {
-            let mut queries = Vec::with_capacity(labelled.len() * self.dimension);
-            for (vector, _) in labelled {
+            let mut probes =
+                Probes { queries: Vec::with_capacity(labelled.len() * self.dimension), own: Vec::new() };
+            for (vector, subject) in labelled {
                 if vector.len() != self.dimension {
                     return Err(IndexError::Dimension { got: vector.len(), want: self.dimension });
                 }
+                if vector.iter().any(|x| !x.is_finite()) {
+                    return Err(IndexError::Spec("a labelled probe holds a value that is not finite".into()));
+                }
+                // Only a held subject's probe can be found here.
+                let Some((own, _)) = self.templates_of.get_key_value(subject.as_str()) else { continue };
                 let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-                queries.extend(vector.iter().map(|x| if norm > 0.0 { x / norm } else { *x }));
+                probes.queries.extend(vector.iter().map(|x| if norm > 0.0 { x / norm } else { *x }));
+                probes.own.push(own.clone());
             }
-            let own = labelled.iter().map(|(_, subject)| Arc::from(subject.as_str())).collect();
-            return Ok(Probes { queries, own });
+            if probes.own.is_empty() {
+                return Err(IndexError::Spec("no labelled probe is of a subject this shard holds".into()));
+            }
+            return Ok(probes);
         }
         let Some(stored) = self.stored_vectors() else {
             return Err(IndexError::Spec(format!(

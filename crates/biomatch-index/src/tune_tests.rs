@@ -103,6 +103,7 @@ fn tuning_needs_doubling_or_retraining_and_covers_every_layout() {
         let report = index.tune(&request(0.9)).expect("tune");
         assert!(report.met_target && report.recall >= 0.9, "{kind}: {report:?}");
         assert_eq!((report.nprobe, report.rerank_depth), (0, 0), "{kind}");
+        assert_eq!(report.exact, kind != IndexKind::Hnsw, "{kind}: exact search is the choice");
     }
 
     // Without stored vectors, an IVF shard needs labelled probes, and tunes nprobe with them.
@@ -123,4 +124,73 @@ fn tuning_needs_doubling_or_retraining_and_covers_every_layout() {
 fn shard_vectors(n: usize, d: usize) -> Vec<Vec<f32>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
     (0..n).map(|_| unit(&mut rng, d)).collect()
+}
+
+#[test]
+fn a_measurement_changes_neither_the_settings_nor_the_last_tuning() {
+    let (n, d) = (4_000, 32);
+    let mut index = random_shard(IndexKind::IvfRerank, n, d, 1_000, 8);
+    let own = SearchSettings { nprobe: 3, rerank_depth: 100 };
+    index.set_search_settings(own).expect("set");
+    let report = index.measure(&request(0.9)).expect("measure");
+    assert_eq!(index.requested_search_settings(), own);
+    assert_eq!(index.faiss_nprobe(), Some(3));
+    assert_eq!(index.tuned_at(), None, "measured, not tuned");
+    assert!(index.needs_tuning());
+
+    // Applied (as the matcher does after measuring a copy), it is a tuning at the size measured.
+    index.apply_tuned(&report).expect("applied");
+    let applied = index.search_settings();
+    assert_eq!((applied.nprobe, applied.rerank_depth), (report.nprobe, report.rerank_depth));
+    assert_eq!(index.tuned_at(), Some(n));
+    index.set_tuned_at(n / 4);
+    assert!(index.needs_tuning(), "four times the size given");
+    let mut untrained = random_shard(IndexKind::IvfRerank, 10, d, 1_000, 8);
+    untrained.set_tuned_at(10);
+    assert_eq!(untrained.tuned_at(), None, "its training resets it anyway");
+
+    // A copy measures like the shard and leaves it alone.
+    let mut copy = index.try_clone().expect("copy");
+    assert_eq!((copy.template_count(), copy.search_settings()), (n, applied));
+    copy.tune(&request(0.5)).expect("tuned copy");
+    assert_eq!((index.search_settings(), index.tuned_at()), (applied, Some(n / 4)));
+}
+
+#[test]
+fn labelled_probes_count_against_their_labels_where_their_subject_is_held() {
+    let (n, d) = (2_000, 32);
+    let mut index = random_shard(IndexKind::IvfRerank, n, d, 1_000, 8);
+    let vectors = shard_vectors(n, d);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(79);
+    let mut probes = |label: &dyn Fn(usize) -> String| -> Vec<(Vec<f32>, String)> {
+        (0..50).map(|i| (noisy_copy(&vectors[i], 0.9, &mut rng), label(i))).collect()
+    };
+    let mut labelled = probes(&|i| format!("s{i}"));
+    labelled.extend(probes(&|i| format!("elsewhere{i}")));
+    let report = index.measure(&TuneRequest { labelled: Some(labelled), ..request(0.9) }).expect("labelled");
+    assert_eq!(report.probes, 50, "only probes of held subjects: {report:?}");
+    assert!(report.met_target && report.recall >= 0.9 && report.exact_recall >= 0.9, "{report:?}");
+
+    // Mislabelled, no setting finds the label: recall is against the labels, not exact search.
+    let wrong = probes(&|i| format!("s{}", i + 1));
+    let report = index.measure(&TuneRequest { labelled: Some(wrong), ..request(0.9) }).expect("mislabelled");
+    assert!(!report.met_target && report.recall < 0.1 && report.exact_recall < 0.1, "{report:?}");
+
+    let elsewhere = probes(&|i| format!("elsewhere{i}"));
+    let none = index.measure(&TuneRequest { labelled: Some(elsewhere), ..request(0.9) });
+    assert!(matches!(none, Err(IndexError::Spec(_))), "{none:?}");
+    let mut nan = probes(&|i| format!("s{i}"));
+    nan[3].0[1] = f32::NAN;
+    let refused = index.measure(&TuneRequest { labelled: Some(nan), ..request(0.9) });
+    assert!(matches!(refused, Err(IndexError::Spec(_))), "{refused:?}");
+}
+
+#[test]
+fn exact_search_is_the_choice_of_a_tiny_trained_shard() {
+    // 300 templates: scanning them all costs less than scanning codes and re-scoring candidates.
+    let mut index = random_shard(IndexKind::IvfRerank, 300, 32, 256, 8);
+    assert!(index.is_trained());
+    let report = index.measure(&request(0.9)).expect("measure");
+    assert!(report.exact, "{report:?}");
+    assert!(report.exact_queries_per_second >= report.queries_per_second, "{report:?}");
 }

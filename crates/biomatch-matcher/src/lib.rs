@@ -138,20 +138,34 @@ impl MatcherService for MatcherServer {
 
     async fn tune(&self, request: Request<TuneShardRequest>) -> Result<Response<TuneShardResponse>, Status> {
         biomatch_auth::principal(&request)?;
-        let TuneShardRequest { shard, target_recall, genuine_score, probes, seed } = request.into_inner();
+        let TuneShardRequest { shard, target_recall, genuine_score, probes, seed, labelled_probes } =
+            request.into_inner();
         biomatch_domain::check_tune_request(target_recall, genuine_score, probes)
             .map_err(|e| status_from(&e))?;
         let (shard, _) = self.shard_for(shard, 0).await?;
-        let tunable = {
+        let labelled = validate::labelled_probes(labelled_probes, shard.dimension())?;
+        let (tunable, templates, held) = {
             let index = shard.lock();
-            index.is_trained() && matches!(index.kind(), IndexKind::IvfRerank | IndexKind::PqRerank)
+            let held =
+                labelled.as_ref().is_none_or(|l| l.iter().any(|(_, s)| index.templates_of(s).is_some()));
+            let tunable =
+                index.is_trained() && matches!(index.kind(), IndexKind::IvfRerank | IndexKind::PqRerank);
+            (tunable, index.template_count(), held)
         };
+        if !held {
+            // Nothing of this shard to measure with: the others answer for the gallery.
+            return Ok(Response::new(TuneShardResponse {
+                templates: templates as u64,
+                tunable: false,
+                ..Default::default()
+            }));
+        }
         let request = biomatch_index::TuneRequest {
             target_recall,
             genuine_score,
             probes: probes as usize,
             seed,
-            labelled: None,
+            labelled,
         };
         let report = tokio::task::spawn_blocking(move || shard.measure(&request))
             .await
@@ -168,6 +182,7 @@ impl MatcherService for MatcherServer {
             templates: report.templates as u64,
             met_target: report.met_target,
             tunable,
+            exact: report.exact,
         }))
     }
 

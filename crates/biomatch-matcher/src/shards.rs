@@ -45,8 +45,11 @@ pub struct Shard {
     pub(crate) pinned: AtomicBool,
     /// The gallery's recorded target recall (`f64` bits; 0: none recorded).
     pub(crate) target_recall: AtomicU64,
-    /// An automatic tuning is running.
-    pub(crate) tuning: AtomicBool,
+    /// A measurement (automatic tuning or `Tune`) is running on this matcher: shared by every
+    /// shard it holds, so that at most one runs at a time.
+    pub(crate) measuring: Arc<AtomicBool>,
+    /// The version of the gallery's recorded tuning applied last (0: none).
+    pub(crate) tuning_version: AtomicU64,
 }
 
 impl Shard {
@@ -125,6 +128,35 @@ impl Shard {
     }
 }
 
+#[cfg(test)]
+impl Shard {
+    /// Shard 0 of gallery `g` holding `index`, measuring under `measuring` (needs a Tokio runtime).
+    pub(crate) fn for_tests(index: ShardIndex, measuring: Arc<AtomicBool>) -> Arc<Self> {
+        let (dimension, kind) = (index.dimension(), index.kind());
+        let index = Arc::new(Mutex::new(index));
+        Arc::new(Shard {
+            batcher: Batcher::start(
+                index.clone(),
+                dimension,
+                Batching { wait: std::time::Duration::from_millis(1), max_queries: 16, threads: 1 },
+            ),
+            gallery_id: 1,
+            gallery: "g".into(),
+            number: 0,
+            dimension,
+            kind,
+            index,
+            restored_from: AtomicU64::new(0),
+            settings_seq: AtomicU64::new(0),
+            settings_source: AtomicU8::new(0),
+            pinned: AtomicBool::new(false),
+            target_recall: AtomicU64::new(0),
+            measuring,
+            tuning_version: AtomicU64::new(0),
+        })
+    }
+}
+
 /// A gallery as a matcher knows it.
 struct GalleryShards {
     name: String,
@@ -137,11 +169,13 @@ struct GalleryShards {
 pub struct Shards {
     galleries: RwLock<HashMap<i64, GalleryShards>>,
     batching: Batching,
+    /// See [`Shard::measuring`].
+    measuring: Arc<AtomicBool>,
 }
 
 impl Shards {
     pub fn new(batching: Batching) -> Self {
-        Self { galleries: RwLock::default(), batching }
+        Self { galleries: RwLock::default(), batching, measuring: Arc::default() }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<i64, GalleryShards>> {
@@ -198,7 +232,8 @@ impl Shards {
                 settings_source: AtomicU8::new(0),
                 pinned: AtomicBool::new(false),
                 target_recall: AtomicU64::new(0),
-                tuning: AtomicBool::new(false),
+                measuring: self.measuring.clone(),
+                tuning_version: AtomicU64::new(0),
             };
             shards.insert(number, Arc::new(shard));
         }

@@ -1,8 +1,8 @@
 //! Validation of the search role's requests to a shard: checked again here, never trusting the wire.
 
 use biomatch_domain::limits::MAX_K;
-use biomatch_domain::{ErrorClass, check_query};
-use biomatch_proto::v1::QueryVector;
+use biomatch_domain::{Classified, ErrorClass, MAX_LABELLED_PROBES, check_query};
+use biomatch_proto::v1::{LabelledProbe, QueryVector};
 use biomatch_proto::{status_from, status_with};
 use tonic::Status;
 
@@ -20,6 +20,37 @@ pub(crate) fn search_queries(queries: &[QueryVector], k: u32, dimension: usize) 
     Ok(flat)
 }
 
+/// Probe vectors with the subject each is of.
+pub(crate) type Labelled = Vec<(Vec<f32>, String)>;
+
+/// An operator's labelled probes as the index takes them (`None` when there are none): at most
+/// [`MAX_LABELLED_PROBES`], each naming a subject and of the shard's dimension with finite
+/// values. Refusals name the probe's position, never its values or subject.
+pub(crate) fn labelled_probes(
+    probes: Vec<LabelledProbe>,
+    dimension: usize,
+) -> Result<Option<Labelled>, Status> {
+    if probes.is_empty() {
+        return Ok(None);
+    }
+    if probes.len() > MAX_LABELLED_PROBES {
+        let message = format!("at most {MAX_LABELLED_PROBES} labelled probes, not {}", probes.len());
+        return Err(status_with(ErrorClass::InvalidArgument, message));
+    }
+    let mut out = Vec::with_capacity(probes.len());
+    for (i, LabelledProbe { subject_id, values }) in probes.into_iter().enumerate() {
+        if subject_id.is_empty() {
+            let message = format!("labelled probe {i} names no subject");
+            return Err(status_with(ErrorClass::InvalidArgument, message));
+        }
+        check_query(&values, dimension).map_err(|e| {
+            status_with(ErrorClass::InvalidArgument, format!("labelled probe {i}: {}", e.public_message()))
+        })?;
+        out.push((values, subject_id));
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,6 +65,24 @@ mod tests {
         assert_eq!(code(search_queries(&[q(vec![1.0, 2.0])], MAX_K + 1, 2)), tonic::Code::InvalidArgument);
         assert_eq!(code(search_queries(&[q(vec![1.0])], 1, 2)), tonic::Code::InvalidArgument);
         assert_eq!(code(search_queries(&[q(vec![1.0, f32::NAN])], 1, 2)), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn bad_labelled_probes_are_refused_without_quoting_them() {
+        let probe = |subject: &str, values: Vec<f32>| LabelledProbe { subject_id: subject.into(), values };
+        assert_eq!(labelled_probes(vec![], 2).expect("none"), None);
+        let ok = labelled_probes(vec![probe("s1", vec![0.6, 0.8])], 2).expect("valid");
+        assert_eq!(ok, Some(vec![(vec![0.6, 0.8], "s1".to_owned())]));
+        for (bad, d) in [
+            (vec![probe("s1", vec![0.5, f32::NAN])], 2),
+            (vec![probe("s1", vec![0.5])], 2),
+            (vec![probe("", vec![0.5, 0.5])], 2),
+            (vec![probe("s1", vec![1.0]); MAX_LABELLED_PROBES + 1], 1),
+        ] {
+            let status = labelled_probes(bad, d).expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(!status.message().contains("s1") && !status.message().contains("0.5"), "{status:?}");
+        }
     }
 
     fn floats() -> impl Strategy<Value = f32> {

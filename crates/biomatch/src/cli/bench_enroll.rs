@@ -164,7 +164,7 @@ async fn direct(
         default_k: 10,
         created_at_ms: 0,
     };
-    let gallery = store.create_gallery(&spec, "k", None, 0).await?.value;
+    let gallery = store.create_gallery(&spec, None, "k", None, 0).await?.value;
     // A sealed template is the little-endian vector plus nonce and tag.
     let bytes: Vec<Vec<u8>> =
         vectors.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).chain([0u8; 28]).collect()).collect();

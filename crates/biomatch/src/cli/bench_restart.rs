@@ -43,7 +43,13 @@ pub(crate) fn measure(index: &mut ShardIndex, spec: &IndexSpec, probe: &[f32]) -
         default_k: 10,
         created_at_ms: 0,
     };
-    let gallery = GalleryRecord { id: 1, key_ref: "bench-gallery".into(), settings, tuning: None };
+    let gallery = GalleryRecord {
+        id: 1,
+        key_ref: "bench-gallery".into(),
+        settings,
+        tuning: None,
+        threshold_policy: None,
+    };
     let snapshots = SnapshotStore::new(dir.path().join("snapshots"), keys);
     std::fs::create_dir_all(dir.path().join("snapshots"))?;
 

@@ -1,6 +1,6 @@
 //! `biomatch enroll` and `biomatch delete`.
 
-mod lines;
+pub(crate) mod lines;
 
 use super::{ClientArgs, rpc_error};
 use anyhow::Context;
