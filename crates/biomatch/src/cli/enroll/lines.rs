@@ -122,6 +122,8 @@ fn parse(line: &str) -> Result<Item, Problem> {
     let Line { subject_id, vector } = serde_json::from_str(line).map_err(|e| match e.classify() {
         Category::Data => diagnose(line),
         Category::Eof => Problem::Incomplete,
+        // A number out of f32's range is a syntax error to the typed parse: diagnosed as data.
+        Category::Syntax if serde_json::from_str::<Value>(line).is_ok() => diagnose(line),
         Category::Syntax | Category::Io => Problem::Syntax { column: e.column() },
     })?;
     let subject = SubjectId::parse(&subject_id).map_err(Problem::BadSubject)?;
@@ -161,6 +163,10 @@ fn diagnose(line: &str) -> Problem {
     let Value::Array(values) = vector else { return Problem::VectorNotAnArray };
     if let Some(at) = values.iter().position(|v| !v.is_number()) {
         return Problem::NotANumber { at };
+    }
+    // Exact float parsing (serde_json's `float_roundtrip`) refuses a number beyond f32's range.
+    if let Some(at) = values.iter().position(|v| v.as_f64().is_some_and(|x| !(x as f32).is_finite())) {
+        return Problem::NotFinite { at };
     }
     Problem::Shape
 }
