@@ -182,16 +182,9 @@ async fn search_settings_are_measured_recorded_audited_and_applied() {
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // The matcher applied version 2 from the change log once it reached the change.
-    let service = cluster.token(Role::Service, "biomatch-search");
-    let mut matcher = MatcherServiceClient::new(cluster.channel.clone());
     identify(&cluster, "tuned", synthetic.sample(&centres[9]), g.settings_seq).await.expect("caught up");
-    let shards = matcher
-        .describe(biomatch_client::request(DescribeMatcherRequest {}, &service))
-        .await
-        .expect("describe")
-        .into_inner()
-        .shards;
-    let shard = shards.iter().find(|s| s.shard.as_ref().is_some_and(|r| r.gallery == "tuned")).expect("held");
+    let shards = described(&cluster, "tuned").await;
+    let shard = shards.first().expect("held");
     assert_eq!((shard.nprobe, shard.settings_source.as_str()), (1, "gallery"));
 
     let query = QueryAuditRequest { operation: Operation::SearchTuning.into(), ..Default::default() };

@@ -56,6 +56,12 @@ impl RuntimeArg {
     }
 }
 
+/// A shipped model by the name `--models` gives.
+pub fn shipped_model(name: &str) -> anyhow::Result<RecognizerModel> {
+    RecognizerModel::named(name)
+        .with_context(|| format!("--models: {name:?} is not one of {}", RecognizerModel::NAMES.join(", ")))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -85,9 +91,7 @@ pub fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
     });
     let mut pipelines: Vec<(String, Arc<FacePipeline>)> = Vec::new();
     for model in &args.models {
-        let recognizer = RecognizerModel::named(model).with_context(|| {
-            format!("--models: {model:?} is not one of {}", RecognizerModel::NAMES.join(", "))
-        })?;
+        let recognizer = shipped_model(model)?;
         for runtime in &args.runtimes {
             let mut config = FaceConfig::new(&args.model_dir, runtime.runtime(&args.model_dir));
             config.detector_input = args.detector_input;

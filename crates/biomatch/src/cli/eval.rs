@@ -25,7 +25,7 @@ mod metrics;
 mod report;
 
 use crate::cli::ClientArgs;
-use crate::cli::bench_embed::RuntimeArg;
+use crate::cli::bench_embed::{RuntimeArg, shipped_model};
 use crate::cli::gallery::set_threshold;
 use acquire::{Comparator, Templates, WeightedSum, embed_all, photos};
 use anyhow::Context;
@@ -113,9 +113,7 @@ fn evaluate(args: &EvalArgs) -> anyhow::Result<Option<(f32, usize)>> {
     anyhow::ensure!(!args.models.is_empty(), "--models names at least one model");
     let mut configs = Vec::with_capacity(args.models.len());
     for name in &args.models {
-        let model = RecognizerModel::named(name).with_context(|| {
-            format!("--models: {name:?} is not one of {}", RecognizerModel::NAMES.join(", "))
-        })?;
+        let model = shipped_model(name)?;
         let mut config = FaceConfig::new(&args.model_dir, args.runtime.runtime(&args.model_dir));
         config.recognizer = model;
         configs.push(config);
