@@ -72,9 +72,11 @@ async function signIn(token) {
       return signInView("This console is not for kiosk tokens: kiosks use the gRPC API.");
     }
     session = me;
-    // One render: the hash change renders, or render now when the hash is already home.
-    if (location.hash === home()) render();
-    else location.hash = home();
+    // A link opened before signing in (a search record, the queue) is kept when the role may
+    // see it; otherwise home. One render: the hash change renders, or render now.
+    const target = mayOpen(location.hash) ? location.hash : home();
+    if (location.hash === target) render();
+    else location.hash = target;
   } catch (e) {
     sessionStorage.removeItem(TOKEN);
     signInView(e.message);
@@ -101,6 +103,12 @@ function home() {
   return (VIEWS[session.role] || [["#/galleries"]])[0][0];
 }
 
+// Whether the signed-in role may open the view that `hash` names.
+function mayOpen(hash) {
+  const view = hash.split("/")[1];
+  return view === "s" || (VIEWS[session.role] || []).some(([href]) => href === `#/${view}`);
+}
+
 function renderNav() {
   const here = location.hash.split("/").slice(0, 2).join("/");
   nav.replaceChildren(...(VIEWS[session.role] || []).map(([href, label]) =>
@@ -123,7 +131,7 @@ async function render() {
   const [, view, arg] = location.hash.split("/");
   const views = { search: searchView, s: recordView, queue: queueView, case: caseView, audit: auditView,
     leaf: leafView, checkpoint: checkpointView, galleries: galleriesView };
-  const allowed = (VIEWS[session.role] || []).some(([href]) => href === `#/${view}`) || view === "s";
+  const allowed = mayOpen(location.hash);
   // Views build their nodes; only the latest render shows its own (a slower, older one is dropped).
   let nodes;
   try {

@@ -107,13 +107,26 @@ impl Console {
         panic!("{css} kept being replaced")
     }
 
+    /// Signs in from a fresh tab's state (no token kept) on the console's front page.
     async fn sign_in(&self, token: &str) {
-        // A fresh tab's state: no token kept.
+        self.sign_in_at("", token).await;
+    }
+
+    /// Signs in from a fresh tab opened at `hash` (a link someone sent), without waiting.
+    async fn sign_in_at(&self, hash: &str, token: &str) {
         self.client.goto(&format!("{}/", self.base)).await.expect("console");
-        self.client.execute("sessionStorage.clear(); location.hash = '';", vec![]).await.expect("cleared");
+        self.client.execute("sessionStorage.clear();", vec![]).await.expect("cleared");
+        self.go(hash).await;
         self.client.refresh().await.expect("reloaded");
         self.find("#token").await.send_keys(token).await.expect("token typed");
         self.find("#sign-in").await.click().await.expect("sign in");
+    }
+
+    /// Signs in and waits until the console shows the signed-in navigation: the sign-in moves
+    /// to the role's home view once the server has answered, so navigating before then races it.
+    async fn sign_in_and_wait(&self, token: &str) {
+        self.sign_in(token).await;
+        self.find("#sign-out").await;
     }
 
     async fn screenshot(&self, name: &str) {
@@ -168,7 +181,7 @@ async fn analysts_review_and_an_auditor_checks_in_a_real_browser() {
     let console = Console { client: browser(&driver).await, base, shots };
 
     // Analyst A identifies a photo and sees the mate.
-    console.sign_in(&cluster.token(Role::Analyst, "analyst-a")).await;
+    console.sign_in_and_wait(&cluster.token(Role::Analyst, "analyst-a")).await;
     console.find("#gallery option[value='lane']").await;
     let probe = photos.join("obama2.jpg");
     console.find("#probe-file").await.send_keys(&probe.to_string_lossy()).await.expect("photo chosen");
@@ -186,9 +199,8 @@ async fn analysts_review_and_an_auditor_checks_in_a_real_browser() {
     assert!(console.text("#error").await.contains("already confirmed"));
     console.screenshot("search-record").await;
 
-    // B finds it in the queue and confirms: confirmed.
-    console.sign_in(&cluster.token(Role::Analyst, "analyst-b")).await;
-    console.go("#/queue").await;
+    // B opens a link to the queue, signs in there, and confirms: confirmed.
+    console.sign_in_at("#/queue", &cluster.token(Role::Analyst, "analyst-b")).await;
     console.find("#queue .pending a").await.click().await.expect("open from the queue");
     console.screenshot("review-queue-open").await;
     console.find(confirm).await.click().await.expect("second confirmation");
@@ -196,7 +208,7 @@ async fn analysts_review_and_an_auditor_checks_in_a_real_browser() {
     console.screenshot("confirmed").await;
 
     // An auditor sees both review leaves and checks one's proof in the browser.
-    console.sign_in(&cluster.token(Role::Auditor, "auditor-1")).await;
+    console.sign_in_and_wait(&cluster.token(Role::Auditor, "auditor-1")).await;
     console.find("#filter-operation").await.send_keys("review").await.expect("filter");
     console.find("#apply-filters").await.click().await.expect("apply");
     let rows = console.find("#leaves[data-query*='operation=review'] tr[data-operation='review']").await;
@@ -210,7 +222,7 @@ async fn analysts_review_and_an_auditor_checks_in_a_real_browser() {
     console.screenshot("leaf-proof").await;
 
     // An admin sees the galleries; a kiosk token is refused at sign-in.
-    console.sign_in(&cluster.token(Role::Admin, "admin-1")).await;
+    console.sign_in_and_wait(&cluster.token(Role::Admin, "admin-1")).await;
     assert!(console.text("#galleries tr[data-gallery='lane']").await.contains("lane"));
     console.screenshot("galleries").await;
     console.sign_in(&cluster.kiosk_token("lane")).await;
