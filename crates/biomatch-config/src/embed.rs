@@ -1,7 +1,8 @@
 //! `[embed]`: the face pipeline of the embed role.
 //!
-//! The recogniser is SFace unless `embed.model` names another the project ships (`dlib_resnet`,
-//! or `sface+dlib`, the two fused), `[embed.recognizer]` names another ONNX model, or
+//! The recogniser is the shipped fusion of SFace and dlib's ResNet (`sface+dlib`, with SFace
+//! loaded beside it) unless `embed.model` names another the project ships (`sface`,
+//! `dlib_resnet`), `[embed.recognizer]` names another ONNX model, or
 //! `[embed.fusion]` combines several (each with its own crop and preprocessing) into one
 //! template; the three are exclusive. A fusion, as TOML:
 //!
@@ -50,8 +51,8 @@ pub struct EmbedConfig {
     pub min_face_size: u32,
     pub max_image_bytes: usize,
     pub max_image_pixels: u64,
-    /// A model the project ships, by name: `sface` (the default), `dlib_resnet`, or
-    /// `sface+dlib` (the two fused); not with `recognizer` or `fusion`.
+    /// A model the project ships, by name: `sface`, `dlib_resnet`, or `sface+dlib` (the two
+    /// fused, the default: [`DEFAULT_MODEL`]); not with `recognizer` or `fusion`.
     pub model: Option<String>,
     /// Shipped models loaded beside the default one (by the same names as `model`): a photo for a
     /// gallery of one of them is embedded by it, so galleries of several models share the role.
@@ -151,7 +152,28 @@ pub struct FusionConfig {
 /// `RecognizerModel::NAMES`; the embed crate checks the two agree).
 pub const SHIPPED_MODELS: [&str; 3] = ["sface", "dlib_resnet", "sface+dlib"];
 
+/// The shipped model the embed role uses when the configuration chooses none (no `model`,
+/// `recognizer` or `fusion`): SFace fused with dlib's ResNet, 256-d.
+pub const DEFAULT_MODEL: &str = "sface+dlib";
+
 impl EmbedConfig {
+    /// The shipped model to embed with unless a recogniser or fusion is configured (the named
+    /// one, or [`DEFAULT_MODEL`] when nothing is chosen), and the shipped models loaded beside
+    /// it. Beside the default, SFace is loaded too, so galleries of SFace templates made before
+    /// the default changed keep being served.
+    pub fn shipped_models(&self) -> (Option<&str>, Vec<&str>) {
+        let defaulted = self.model.is_none() && self.recognizer.is_none() && self.fusion.is_none();
+        let primary = if defaulted { Some(DEFAULT_MODEL) } else { self.model.as_deref() };
+        let wanted = self.also_models.iter().map(String::as_str).chain(defaulted.then_some("sface"));
+        let mut also: Vec<&str> = Vec::new();
+        for model in wanted {
+            if Some(model) != primary && !also.contains(&model) {
+                also.push(model);
+            }
+        }
+        (primary, also)
+    }
+
     /// What the face crate cannot see: a recogniser and a fusion together, weights outside a
     /// fusion or missing in one. Weights' values, member counts and templates are checked when
     /// the models load.

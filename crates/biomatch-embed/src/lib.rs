@@ -67,11 +67,12 @@ pub fn face_config(config: &EmbedConfig) -> Option<FaceConfig> {
         max_pixels: config.max_image_pixels,
         ..ImageLimits::default()
     };
-    if let Some(model) = config.model.as_deref().and_then(RecognizerModel::named) {
+    // Unknown names were refused when the configuration was read.
+    let (primary, also) = config.shipped_models();
+    if let Some(model) = primary.and_then(RecognizerModel::named) {
         face.recognizer = model;
     }
-    // Unknown names were refused when the configuration was read.
-    face.also = config.also_models.iter().filter_map(|name| RecognizerModel::named(name)).collect();
+    face.also = also.into_iter().filter_map(RecognizerModel::named).collect();
     if let Some(r) = &config.recognizer {
         face.recognizer = recognizer_spec(r).into();
     }
