@@ -177,6 +177,12 @@ impl Cluster {
         }
     }
 
+    /// Each role process's name and id, in `Target::ALL` order, then Redis's.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let roles = Target::ALL.iter().map(|t| &self.procs[t]);
+        roles.chain([&self.redis]).filter_map(|p| Some((p.name.clone(), p.pid()?))).collect()
+    }
+
     /// Every role process still running (none exited by itself during the run).
     pub fn exited(&mut self) -> Vec<String> {
         self.procs.values_mut().filter_map(|p| (!p.running()).then(|| p.name.clone())).collect()

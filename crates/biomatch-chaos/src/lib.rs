@@ -14,10 +14,12 @@ mod cluster;
 pub mod plan;
 mod procs;
 mod report;
+pub mod soak;
 mod workload;
 
 pub use checker::Anomaly;
 pub use report::Report;
+pub use soak::SoakReport;
 
 use biomatch_domain::Role;
 use biomatch_proto::v1::CreateGalleryRequest;
@@ -60,15 +62,14 @@ pub fn missing_tools() -> Option<String> {
     (!missing.is_empty()).then(|| missing.join("; "))
 }
 
-/// Runs the workload under the seeded nemesis, then the checker.
-pub async fn run(config: &Config) -> anyhow::Result<Report> {
+/// The cluster started, its gallery made, and where clients reach it as whom.
+async fn start(config: &Config, started: Instant) -> anyhow::Result<(Cluster, workload::Endpoints)> {
     if let Some(missing) = missing_tools() {
         anyhow::bail!("a chaos run needs {missing}");
     }
     let postgres = procs::Postgres::find_bin().unwrap_or_default();
     std::fs::create_dir_all(&config.work_dir)?;
-    let started = Instant::now();
-    let mut cluster = Cluster::start(&config.binary, postgres, &config.work_dir).await?;
+    let cluster = Cluster::start(&config.binary, postgres, &config.work_dir).await?;
     progress(started, "cluster started");
     let ttl = config.duration + Duration::from_secs(1800);
     let endpoints = workload::Endpoints {
@@ -80,12 +81,18 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         analyst_token: cluster.token(Role::Analyst, "chaos-analyst", ttl)?,
     };
     create_gallery(&cluster).await?;
+    Ok((cluster, endpoints))
+}
 
+/// Runs the workload under the seeded nemesis, then the checker.
+pub async fn run(config: &Config) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let (mut cluster, endpoints) = start(config, started).await?;
     let faults = plan::plan(config.seed, config.duration);
     let epoch = Instant::now();
     let stop = epoch + config.duration;
     let clients: Vec<_> = (0..config.clients)
-        .map(|id| tokio::spawn(workload::client(id, config.seed, endpoints.clone(), epoch, stop)))
+        .map(|id| tokio::spawn(workload::client(id, config.seed, endpoints.clone(), (epoch, stop), None)))
         .collect();
     let mut applied = Vec::new();
     for fault in &faults {
@@ -106,6 +113,49 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let checked = checker::check(&cluster, &endpoints, &ops).await?;
     progress(started, "checked");
     Ok(Report::new(config, faults, applied, ops, checked, exited))
+}
+
+/// The soak: the same workload with no faults, each client holding at most
+/// `subjects_per_client` subjects, every process sampled every `interval` (module `soak`).
+pub async fn soak(
+    config: &Config,
+    interval: Duration,
+    subjects_per_client: usize,
+) -> anyhow::Result<SoakReport> {
+    let started = Instant::now();
+    let (mut cluster, endpoints) = start(config, started).await?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&cluster.postgres.url()).await?;
+    let epoch = Instant::now();
+    let stop = epoch + config.duration;
+    let cap = Some(subjects_per_client);
+    let clients: Vec<_> = (0..config.clients)
+        .map(|id| tokio::spawn(workload::client(id, config.seed, endpoints.clone(), (epoch, stop), cap)))
+        .collect();
+    let mut samples = Vec::new();
+    let mut next = epoch + interval;
+    while next <= stop {
+        tokio::time::sleep_until(next.into()).await;
+        let sample = soak::sample(&cluster, &pool, epoch.elapsed().as_secs()).await;
+        let rss: u64 = sample.procs.iter().map(|p| p.rss_kib).sum();
+        let what = format!(
+            "sample: RSS {} MiB in {} processes, {} PG connections",
+            rss / 1024,
+            sample.procs.len(),
+            sample.postgres_connections
+        );
+        progress(started, &what);
+        samples.push(sample);
+        next += interval;
+    }
+    let mut ops = Vec::new();
+    for client in clients {
+        ops.extend(client.await?);
+    }
+    progress(started, &format!("workload done: {} operations", ops.len()));
+    let exited = cluster.exited();
+    anyhow::ensure!(exited.is_empty(), "role processes exited by themselves during the soak: {exited:?}");
+    Ok(SoakReport::new(interval.as_secs(), config.clients, subjects_per_client, samples, &ops))
 }
 
 fn progress(started: Instant, what: &str) {

@@ -94,6 +94,11 @@ impl Proc {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The process id of the process started last, while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn pause(&self) -> anyhow::Result<()> {
         self.signal("STOP")
     }

@@ -158,8 +158,15 @@ pub struct Endpoints {
     pub analyst_token: String,
 }
 
-/// One client's run: operations until `stop`, drawn from `seed`.
-pub async fn client(id: usize, seed: u64, endpoints: Endpoints, epoch: Instant, stop: Instant) -> Vec<Op> {
+/// One client's run: operations until `stop`, drawn from `seed`. With a `cap`, a client holding
+/// that many enrolled subjects deletes instead of enrolling, so a long run reaches a steady state.
+pub async fn client(
+    id: usize,
+    seed: u64,
+    endpoints: Endpoints,
+    (epoch, stop): (Instant, Instant),
+    cap: Option<usize>,
+) -> Vec<Op> {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut subjects: Vec<(String, Known)> = Vec::new();
     let mut seq = 0u64;
@@ -172,7 +179,8 @@ pub async fn client(id: usize, seed: u64, endpoints: Endpoints, epoch: Instant, 
         let deleted: Vec<usize> = (0..subjects.len()).filter(|i| subjects[*i].1 == Known::Deleted).collect();
         let roll = rng.random_range(0..100);
         let started = Instant::now();
-        let mut op = if enrolled.is_empty() || roll < 35 {
+        let at_cap = cap.is_some_and(|cap| enrolled.len() >= cap);
+        let mut op = if enrolled.is_empty() || (roll < 35 && !at_cap) {
             let subject = format!("c{id}-s{n:05}");
             let op = enroll(&endpoints, id, &subject, &mut seq).await;
             subjects.push((subject, known_after_write(op.outcome, Known::Enrolled)));
@@ -220,7 +228,7 @@ fn since(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
-fn blank(client: usize, kind: OpKind, subject: &str) -> Op {
+pub(crate) fn blank(client: usize, kind: OpKind, subject: &str) -> Op {
     Op {
         client,
         kind,

@@ -1,4 +1,5 @@
-//! `biomatch chaos`: the seeded fault-injection run of the whole cluster (crate biomatch-chaos).
+//! `biomatch chaos`: the seeded fault-injection run of the whole cluster, or with `--soak` a long
+//! run without faults that samples every process's resources (crate biomatch-chaos).
 
 use super::ExitWith;
 use clap::Args;
@@ -26,6 +27,18 @@ pub struct ChaosArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// A soak instead: no faults, each client holding at most `--subjects-per-client` subjects,
+    /// every process's memory, open files and sockets and PostgreSQL's connections sampled every
+    /// `--sample-seconds`, with each interval's latency.
+    #[arg(long, conflicts_with = "plan_only")]
+    soak: bool,
+    #[arg(long, default_value_t = 60, requires = "soak")]
+    sample_seconds: u64,
+    #[arg(long, default_value_t = 500, requires = "soak")]
+    subjects_per_client: usize,
+    /// Also write the soak's samples as CSV here (for `scripts/plot-soak.py`).
+    #[arg(long, requires = "soak")]
+    csv: Option<PathBuf>,
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
@@ -51,6 +64,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         clients: args.clients,
         work_dir,
     };
+    if args.soak {
+        let interval = Duration::from_secs(args.sample_seconds.max(1));
+        let report = biomatch_chaos::soak(&config, interval, args.subjects_per_client).await?;
+        if let Some(path) = &args.csv {
+            std::fs::write(path, report.csv())?;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let report = biomatch_chaos::run(&config).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
