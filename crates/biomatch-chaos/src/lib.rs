@@ -91,9 +91,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let faults = plan::plan(config.seed, config.duration);
     let epoch = Instant::now();
     let stop = epoch + config.duration;
-    let clients: Vec<_> = (0..config.clients)
-        .map(|id| tokio::spawn(workload::client(id, config.seed, endpoints.clone(), (epoch, stop), None)))
-        .collect();
+    let clients = spawn_clients(config, &endpoints, (epoch, stop), None);
     let mut applied = Vec::new();
     for fault in &faults {
         tokio::time::sleep_until((epoch + fault.at).into()).await;
@@ -104,10 +102,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         cluster.heal(&fault.kind).await?;
         applied.push(Applied { fault: fault.clone(), struck_ms, healed_ms: millis(epoch) });
     }
-    let mut ops = Vec::new();
-    for client in clients {
-        ops.extend(client.await?);
-    }
+    let ops = join_clients(clients).await?;
     progress(started, &format!("workload done: {} operations; checking", ops.len()));
     let exited = cluster.exited();
     let checked = checker::check(&cluster, &endpoints, &ops).await?;
@@ -128,34 +123,57 @@ pub async fn soak(
         sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&cluster.postgres.url()).await?;
     let epoch = Instant::now();
     let stop = epoch + config.duration;
-    let cap = Some(subjects_per_client);
-    let clients: Vec<_> = (0..config.clients)
-        .map(|id| tokio::spawn(workload::client(id, config.seed, endpoints.clone(), (epoch, stop), cap)))
-        .collect();
+    let clients = spawn_clients(config, &endpoints, (epoch, stop), Some(subjects_per_client));
     let mut samples = Vec::new();
     let mut next = epoch + interval;
-    while next <= stop {
+    while next < stop {
         tokio::time::sleep_until(next.into()).await;
-        let sample = soak::sample(&cluster, &pool, epoch.elapsed().as_secs()).await;
-        let rss: u64 = sample.procs.iter().map(|p| p.rss_kib).sum();
-        let what = format!(
-            "sample: RSS {} MiB in {} processes, {} PG connections",
-            rss / 1024,
-            sample.procs.len(),
-            sample.postgres_connections
-        );
-        progress(started, &what);
-        samples.push(sample);
+        samples.push(take_sample(&cluster, &pool, epoch, started).await);
         next += interval;
     }
+    let ops = join_clients(clients).await?;
+    // The last interval runs to the end of the workload, operations in flight at `stop` included.
+    samples.push(take_sample(&cluster, &pool, epoch, started).await);
+    progress(started, &format!("workload done: {} operations", ops.len()));
+    let exited = cluster.exited();
+    Ok(SoakReport::new(interval.as_secs(), config.clients, subjects_per_client, samples, &ops, exited))
+}
+
+async fn take_sample(
+    cluster: &Cluster,
+    pool: &sqlx::PgPool,
+    epoch: Instant,
+    started: Instant,
+) -> soak::Sample {
+    let sample = soak::sample(cluster, pool, epoch.elapsed().as_secs()).await;
+    let rss: u64 = sample.procs.iter().map(|p| p.rss_kib).sum();
+    let (procs, connections) = (sample.procs.len(), sample.postgres_connections);
+    progress(
+        started,
+        &format!("sample: RSS {} MiB in {procs} processes, {connections} PG connections", rss / 1024),
+    );
+    sample
+}
+
+fn spawn_clients(
+    config: &Config,
+    endpoints: &workload::Endpoints,
+    run: (Instant, Instant),
+    cap: Option<usize>,
+) -> Vec<tokio::task::JoinHandle<Vec<workload::Op>>> {
+    (0..config.clients)
+        .map(|id| tokio::spawn(workload::client(id, config.seed, endpoints.clone(), run, cap)))
+        .collect()
+}
+
+async fn join_clients(
+    clients: Vec<tokio::task::JoinHandle<Vec<workload::Op>>>,
+) -> anyhow::Result<Vec<workload::Op>> {
     let mut ops = Vec::new();
     for client in clients {
         ops.extend(client.await?);
     }
-    progress(started, &format!("workload done: {} operations", ops.len()));
-    let exited = cluster.exited();
-    anyhow::ensure!(exited.is_empty(), "role processes exited by themselves during the soak: {exited:?}");
-    Ok(SoakReport::new(interval.as_secs(), config.clients, subjects_per_client, samples, &ops))
+    Ok(ops)
 }
 
 fn progress(started: Instant, what: &str) {

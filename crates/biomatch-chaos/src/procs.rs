@@ -94,7 +94,7 @@ impl Proc {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// The process id of the process started last, while it has not been reaped.
+    /// The process id of the process started last (after it exited, possibly another's).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -24,7 +24,9 @@ pub struct Sample {
     /// Seconds since the workload began.
     pub at_s: u64,
     pub procs: Vec<ProcSample>,
-    /// PostgreSQL's client backends (every role's pool together).
+    /// Processes that could not be read (gone): a soak's failure, not a drop in memory.
+    pub missing: Vec<String>,
+    /// PostgreSQL's client backends (every role's pool together); -1 when the count failed.
     pub postgres_connections: i64,
 }
 
@@ -34,9 +36,11 @@ pub struct Row {
     pub at_s: u64,
     pub operations: usize,
     pub acknowledged: usize,
-    pub p50_ms: u64,
-    pub p99_ms: u64,
+    /// Latency of the acknowledged; none in an interval with none.
+    pub p50_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
     pub rss_mib: f64,
+    /// Open file descriptors, sockets included.
     pub open_files: u64,
     pub sockets: u64,
     pub postgres_connections: i64,
@@ -49,6 +53,8 @@ pub struct SoakReport {
     pub subjects_per_client: usize,
     pub rows: Vec<Row>,
     pub samples: Vec<Sample>,
+    /// Role processes that exited by themselves during the run (a sound soak has none).
+    pub exited: Vec<String>,
 }
 
 /// `/proc/PID`'s resident memory, open files and sockets; `None` once the process is gone.
@@ -69,17 +75,28 @@ pub fn read_proc(name: &str, pid: u32) -> Option<ProcSample> {
 
 /// Every role process and Redis now, with PostgreSQL's connection count.
 pub async fn sample(cluster: &Cluster, pool: &sqlx::PgPool, at_s: u64) -> Sample {
-    let procs = cluster.pids().iter().filter_map(|(name, pid)| read_proc(name, *pid)).collect();
+    let (mut procs, mut missing) = (Vec::new(), Vec::new());
+    for (name, pid) in cluster.pids() {
+        match read_proc(&name, pid) {
+            Some(p) => procs.push(p),
+            None => missing.push(name),
+        }
+    }
     let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'";
     // The sampler's own connection is one of them.
     let postgres_connections =
         sqlx::query_scalar::<_, i64>(count).fetch_one(pool).await.map_or(-1, |n| n - 1);
-    Sample { at_s, procs, postgres_connections }
+    Sample { at_s, procs, missing, postgres_connections }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+fn ms(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// Nearest rank; none of nothing.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied().unwrap_or(0)
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 impl SoakReport {
@@ -89,12 +106,15 @@ impl SoakReport {
         subjects_per_client: usize,
         samples: Vec<Sample>,
         ops: &[Op],
+        exited: Vec<String>,
     ) -> Self {
         let mut start = 0;
         let rows = samples
             .iter()
-            .map(|s| {
-                let end = s.at_s * 1000;
+            .enumerate()
+            .map(|(i, s)| {
+                // The last interval is open: it holds what ended after its sample was due.
+                let end = if i + 1 == samples.len() { u64::MAX } else { s.at_s * 1000 };
                 let in_interval: Vec<&Op> =
                     ops.iter().filter(|o| o.ended_ms >= start && o.ended_ms < end).collect();
                 start = end;
@@ -117,7 +137,7 @@ impl SoakReport {
                 }
             })
             .collect();
-        Self { interval_s, clients, subjects_per_client, rows, samples }
+        Self { interval_s, clients, subjects_per_client, rows, samples, exited }
     }
 
     /// The rows as a Markdown table, then each process's memory at the first and last sample.
@@ -135,13 +155,24 @@ impl SoakReport {
                 r.at_s as f64 / 60.0,
                 r.operations,
                 r.acknowledged,
-                r.p50_ms,
-                r.p99_ms,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
                 r.rss_mib,
                 r.open_files,
                 r.sockets,
                 r.postgres_connections
             );
+        }
+        for s in self.samples.iter().filter(|s| !s.missing.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\nat {} s these processes could not be read: {}",
+                s.at_s,
+                s.missing.join(", ")
+            );
+        }
+        if !self.exited.is_empty() {
+            let _ = writeln!(out, "\nexited by themselves: {}", self.exited.join(", "));
         }
         if let (Some(first), Some(last)) = (self.samples.first(), self.samples.last()) {
             let _ = writeln!(
@@ -171,7 +202,13 @@ impl SoakReport {
                 let _ = writeln!(
                     out,
                     "{},{},{},{},{},{},{}",
-                    s.at_s, p.name, p.rss_kib, p.open_files, p.sockets, s.postgres_connections, r.p99_ms
+                    s.at_s,
+                    p.name,
+                    p.rss_kib,
+                    p.open_files,
+                    p.sockets,
+                    s.postgres_connections,
+                    r.p99_ms.map_or_else(String::new, |v| v.to_string())
                 );
             }
         }
@@ -202,17 +239,26 @@ mod tests {
             op(59_999, Outcome::Acked),
             op(60_000, Outcome::Refused),
             op(70_000, Outcome::Acked),
+            // Ended after the last sample was due: still counted, in the last interval.
+            op(125_000, Outcome::Refused),
         ];
         let at = |at_s| Sample {
             at_s,
             procs: vec![ProcSample { name: "x".into(), rss_kib: 2048, open_files: 5, sockets: 2 }],
+            missing: Vec::new(),
             postgres_connections: 3,
         };
-        let report = SoakReport::new(60, 1, 10, vec![at(60), at(120)], &ops);
+        let mut later = at(180);
+        later.missing.push("matcher-0-1".into());
+        let report =
+            SoakReport::new(60, 1, 10, vec![at(60), at(120), later], &ops, vec!["matcher-0-1".into()]);
         assert_eq!((report.rows[0].operations, report.rows[0].acknowledged), (2, 2));
         assert_eq!((report.rows[1].operations, report.rows[1].acknowledged), (2, 1));
+        assert_eq!((report.rows[2].operations, report.rows[2].p99_ms), (1, None));
         assert_eq!(report.rows[0].rss_mib, 2.0);
-        assert!(report.table().contains("| 2.0 | 2 | 1 |"), "{}", report.table());
-        assert_eq!(report.csv().lines().count(), 3);
+        let table = report.table();
+        assert!(table.contains("| 2.0 | 2 | 1 |") && table.contains("| 3.0 | 1 | 0 | - | - |"), "{table}");
+        assert!(table.contains("could not be read: matcher-0-1") && table.contains("exited by themselves"));
+        assert_eq!(report.csv().lines().count(), 4);
     }
 }

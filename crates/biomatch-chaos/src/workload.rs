@@ -210,6 +210,13 @@ pub async fn client(
         op.started_ms = since(epoch, started);
         op.ended_ms = since(epoch, Instant::now());
         ops.push(op);
+        // A capped (long) run remembers only its latest deleted subjects, so its own work per
+        // operation stays the same all run long.
+        if let Some(cap) = cap
+            && deleted.len() > cap
+        {
+            subjects.remove(deleted[0]);
+        }
     }
     ops
 }

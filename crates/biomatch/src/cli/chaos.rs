@@ -34,8 +34,9 @@ pub struct ChaosArgs {
     soak: bool,
     #[arg(long, default_value_t = 60, requires = "soak")]
     sample_seconds: u64,
-    #[arg(long, default_value_t = 500, requires = "soak")]
-    subjects_per_client: usize,
+    #[arg(long, default_value_t = 500, requires = "soak",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    subjects_per_client: u32,
     /// Also write the soak's samples as CSV here (for `scripts/plot-soak.py`).
     #[arg(long, requires = "soak")]
     csv: Option<PathBuf>,
@@ -66,7 +67,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     };
     if args.soak {
         let interval = Duration::from_secs(args.sample_seconds.max(1));
-        let report = biomatch_chaos::soak(&config, interval, args.subjects_per_client).await?;
+        let report = biomatch_chaos::soak(&config, interval, args.subjects_per_client as usize).await?;
         if let Some(path) = &args.csv {
             std::fs::write(path, report.csv())?;
         }
@@ -75,7 +76,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         } else {
             print!("{}", report.table());
         }
-        return Ok(());
+        return match report.exited.is_empty() {
+            true => Ok(()),
+            false => Err(ExitWith(4, format!("role processes exited: {}", report.exited.join(", "))).into()),
+        };
     }
     let report = biomatch_chaos::run(&config).await?;
     if args.json {
