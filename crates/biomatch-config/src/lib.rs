@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 mod admission;
 mod embed;
 pub use admission::AdmissionConfig;
-pub use embed::{ChannelOrder, EmbedConfig, FusionConfig, RecognizerConfig, RuntimeKind, SHIPPED_MODELS};
+pub use embed::{
+    ChannelOrder, DEFAULT_MODEL, EmbedConfig, FusionConfig, RecognizerConfig, RuntimeKind, SHIPPED_MODELS,
+};
 
 /// The roles a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

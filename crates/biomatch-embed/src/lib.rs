@@ -10,11 +10,11 @@
 //! the authorization table's rule, applied before a handler runs ([`biomatch_auth::policy`]).
 #![forbid(unsafe_code)]
 
-use biomatch_config::{EmbedConfig, RecognizerConfig, RuntimeKind};
+use biomatch_config::{DEFAULT_MODEL, EmbedConfig, RecognizerConfig, RuntimeKind};
 use biomatch_domain::{Classified, ErrorClass};
 use biomatch_face::{
-    ChannelOrder, FaceConfig, FaceOptions, FacePipeline, FusionMember, FusionSpec, ImageLimits, ONNXRUNTIME,
-    RecognizerModel, RecognizerSpec,
+    ChannelOrder, DLIB_RESNET, FaceConfig, FaceOptions, FacePipeline, FusionMember, FusionSpec, ImageLimits,
+    ONNXRUNTIME, RecognizerModel, RecognizerSpec,
 };
 use biomatch_proto::v1::embed_service_server::EmbedService;
 use biomatch_proto::v1::{
@@ -68,7 +68,19 @@ pub fn face_config(config: &EmbedConfig) -> Option<FaceConfig> {
         ..ImageLimits::default()
     };
     // Unknown names were refused when the configuration was read.
-    let (primary, also) = config.shipped_models();
+    let (mut primary, mut also) = config.shipped_models();
+    // A model directory fetched before the fusion became the default lacks dlib's network: an
+    // operator who chose nothing keeps SFace, told so, rather than a role that does not start.
+    if config.model.is_none() && primary == Some(DEFAULT_MODEL) && !dir.join(DLIB_RESNET.name).exists() {
+        tracing::warn!(
+            "{} is not in {}: embedding with sface alone instead of the default {DEFAULT_MODEL} \
+             (run scripts/fetch-models.sh, or set embed.model = \"sface\" to silence this)",
+            DLIB_RESNET.name,
+            dir.display()
+        );
+        primary = Some("sface");
+        also.retain(|m| *m != "sface");
+    }
     if let Some(model) = primary.and_then(RecognizerModel::named) {
         face.recognizer = model;
     }
@@ -242,6 +254,26 @@ mod tests {
             let face = face_config(&config).expect("model_dir is set");
             assert_eq!(Some(face.recognizer), RecognizerModel::named(name), "{name}");
         }
+    }
+
+    #[test]
+    fn the_default_fusion_gives_way_to_sface_in_a_directory_without_dlib() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = EmbedConfig { model_dir: Some(dir.path().into()), ..EmbedConfig::default() };
+        let face = face_config(&config).expect("model_dir is set");
+        assert_eq!(Some(face.recognizer), RecognizerModel::named("sface"));
+        assert!(face.also.is_empty());
+        std::fs::write(dir.path().join(DLIB_RESNET.name), b"").expect("written");
+        let face = face_config(&config).expect("model_dir is set");
+        assert_eq!(Some(face.recognizer), RecognizerModel::named(DEFAULT_MODEL));
+        assert_eq!(face.also, vec![RecognizerModel::named("sface").expect("shipped")]);
+        // A model chosen by name is loaded as chosen (and fails to load if its file is missing).
+        let chosen = EmbedConfig { model: Some(DEFAULT_MODEL.into()), ..config };
+        std::fs::remove_file(dir.path().join(DLIB_RESNET.name)).expect("removed");
+        assert_eq!(
+            Some(face_config(&chosen).expect("dir").recognizer),
+            RecognizerModel::named(DEFAULT_MODEL)
+        );
     }
 
     #[test]

@@ -161,7 +161,7 @@ async fn enrol_and_identify_by_photo() {
     wrong.gallery = "other".into();
     let status = ingest.enroll(wrong).await.expect_err("model mismatch");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    assert!(status.message().contains("sface"), "{}", status.message());
+    assert!(status.message().contains("sface+dlib"), "{}", status.message());
     cluster.running.shutdown().await;
 }
 
