@@ -18,7 +18,7 @@ mod log;
 mod writers;
 
 pub use convert::{event_to_record, record_to_event};
-pub use log::Log;
+pub use log::{Log, Timing};
 
 use biomatch_auditlog::AuditRecord;
 use biomatch_auditlog::checkpoint::key_id;
@@ -138,8 +138,15 @@ fn to_proto_leaf(row: AuditLeafRow) -> AuditLeaf {
     }
 }
 
-fn proof_error(e: biomatch_auditlog::merkle::ProofError) -> Status {
-    status_with(ErrorClass::InvalidArgument, e.to_string())
+fn proof_error(e: log::ProofFailure) -> Status {
+    match e {
+        // Only when the tree was reloaded under a proof: asking again answers.
+        log::ProofFailure::Proof(e @ biomatch_auditlog::merkle::ProofError::NotLoaded { .. }) => {
+            status_with(ErrorClass::Unavailable, e.to_string())
+        }
+        log::ProofFailure::Proof(e) => status_with(ErrorClass::InvalidArgument, e.to_string()),
+        log::ProofFailure::Store(e) => status_from(&e),
+    }
 }
 
 #[tonic::async_trait]
@@ -287,7 +294,7 @@ impl AuditService for AuditServer {
         biomatch_auth::principal(&request)?;
         let InclusionProofRequest { leaf_index, tree_size } = request.into_inner();
         let tree_size = self.proof_size(tree_size).await?;
-        let hashes = self.log.inclusion_proof(leaf_index, tree_size).map_err(proof_error)?;
+        let hashes = self.log.inclusion_proof(leaf_index, tree_size).await.map_err(proof_error)?;
         Ok(Response::new(InclusionProof {
             leaf_index,
             tree_size,
@@ -302,7 +309,7 @@ impl AuditService for AuditServer {
         biomatch_auth::principal(&request)?;
         let ConsistencyProofRequest { from_size, to_size } = request.into_inner();
         let to_size = self.proof_size(to_size).await?;
-        let hashes = self.log.consistency_proof(from_size, to_size).map_err(proof_error)?;
+        let hashes = self.log.consistency_proof(from_size, to_size).await.map_err(proof_error)?;
         Ok(Response::new(ConsistencyProof {
             from_size,
             to_size,

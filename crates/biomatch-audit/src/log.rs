@@ -1,8 +1,10 @@
-//! The log behind the service: the Merkle tree in memory, group commit of appends, and signed
-//! checkpoints.
+//! The log behind the service: the compact Merkle tree in memory (leaf hashes are read back from
+//! the store, a chunk at a time, for proofs that reach inside a chunk), group commit of appends,
+//! and signed checkpoints.
 
 use biomatch_auditlog::checkpoint::{self, Checkpoint};
-use biomatch_auditlog::merkle::{Hash, Tree};
+use biomatch_auditlog::compact::{CompactTree, View};
+use biomatch_auditlog::merkle::{self, Hash, ProofError, Tree};
 use biomatch_auditlog::{StoredLeaf, Verifier};
 use biomatch_domain::Clock;
 use biomatch_store::{AuditLeafRow, AuditStore, CheckpointRow, NewAuditLeaf, StoreError, Written};
@@ -14,12 +16,24 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 /// Appends queued while a commit is in flight go into the next commit, up to this many.
 const MAX_BATCH: usize = 512;
 const PAGE: u32 = 10_000;
+/// Chunks of leaf hashes kept after a proof read them (64 KiB each): recent leaves' proofs, the
+/// common case, then read nothing from the store.
+const CACHED_CHUNKS: usize = 8;
 
 type Reply = oneshot::Sender<Result<Written<AuditLeafRow>, Arc<StoreError>>>;
 
+/// How often the log signs a checkpoint, and how long one group commit may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub checkpoint_interval: Duration,
+    pub commit_timeout: Duration,
+}
+
 pub struct Log {
+    commit_timeout: Duration,
     store: Arc<dyn AuditStore>,
-    tree: RwLock<Tree>,
+    tree: RwLock<CompactTree>,
+    chunks: std::sync::Mutex<Vec<(u64, Arc<Tree>)>>,
     key: SigningKey,
     origin: String,
     clock: Clock,
@@ -46,14 +60,16 @@ impl Log {
         key: SigningKey,
         origin: String,
         clock: Clock,
-        interval: Duration,
+        timing: Timing,
     ) -> Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static), StoreError> {
         let tree = Self::load_tree(store.as_ref(), &key.verifying_key()).await?;
         tracing::info!(leaves = tree.size(), "audit log loaded");
         let (queue, receiver) = mpsc::channel(4 * MAX_BATCH);
         let log = Arc::new(Self {
+            commit_timeout: timing.commit_timeout,
             store,
             tree: RwLock::new(tree),
+            chunks: std::sync::Mutex::new(Vec::new()),
             key,
             origin,
             clock,
@@ -63,7 +79,10 @@ impl Log {
         let worker = {
             let log = log.clone();
             async move {
-                tokio::join!(log.clone().commit_loop(receiver), log.checkpoint_loop(interval));
+                tokio::join!(
+                    log.clone().commit_loop(receiver),
+                    log.checkpoint_loop(timing.checkpoint_interval)
+                );
             }
         };
         Ok((log, worker))
@@ -82,13 +101,13 @@ impl Log {
     /// Nothing signed covers the leaves after the latest checkpoint, so a consistent rewrite of
     /// them (bytes, leaf hashes and every later chain hash) cannot be told from the original; see
     /// docs/security.md.
-    async fn load_tree(store: &dyn AuditStore, key: &VerifyingKey) -> Result<Tree, StoreError> {
+    async fn load_tree(store: &dyn AuditStore, key: &VerifyingKey) -> Result<CompactTree, StoreError> {
         let tampered = |what: String| {
             StoreError::Corrupt(format!(
                 "audit log tampered: {what}; the audit role will not start (run `biomatch audit verify`)"
             ))
         };
-        let mut tree = Tree::default();
+        let mut tree = CompactTree::default();
         let signed = match store.latest_checkpoint().await? {
             Some(row) => {
                 let opened = checkpoint::open(&row.note, key).map_err(|e| {
@@ -126,7 +145,7 @@ impl Log {
             }
         }
         if let Some(c) = &signed
-            && tree.root(size) != Some(c.root)
+            && tree.root() != c.root
         {
             return Err(tampered(format!(
                 "leaves 0..{size} do not hash to the root signed at size {size} \
@@ -156,7 +175,7 @@ impl Log {
         }
     }
 
-    fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, CompactTree> {
         self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -197,7 +216,12 @@ impl Log {
                 }
             }
             let (leaves, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match self.store.append_leaves(leaves, chain).await {
+            let commit = tokio::time::timeout(self.commit_timeout, self.store.append_leaves(leaves, chain));
+            let committed = commit.await.unwrap_or_else(|_| {
+                metrics::counter!("biomatch_storage_stalled_total", "store" => "audit").increment(1);
+                Err(StoreError::Stalled { after_ms: self.commit_timeout.as_millis() as u64 })
+            });
+            match committed {
                 Ok(written) => {
                     self.extend_tree(&written).await;
                     for (reply, w) in replies.into_iter().zip(written) {
@@ -238,7 +262,10 @@ impl Log {
         // Someone else appended to the store: rebuild from it.
         tracing::warn!("audit store grew outside this process; reloading the tree");
         match Self::load_tree(self.store.as_ref(), &self.key.verifying_key()).await {
-            Ok(tree) => *self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tree,
+            Ok(tree) => {
+                *self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tree;
+                self.cached_chunks().clear();
+            }
             Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
         }
     }
@@ -279,7 +306,7 @@ impl Log {
         let _one = self.signing.lock().await;
         let (size, root) = {
             let tree = self.tree();
-            (tree.size(), tree.root(tree.size()).unwrap_or_else(biomatch_auditlog::merkle::empty_root))
+            (tree.size(), tree.root())
         };
         if let Some(latest) = self.store.latest_checkpoint().await?
             && latest.tree_size >= size
@@ -296,27 +323,64 @@ impl Log {
         Ok(row)
     }
 
-    pub fn root(&self, size: u64) -> Option<Hash> {
-        self.tree().root(size)
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofFailure> {
+        self.answer(|tree| merkle::inclusion_proof(tree, index, size)).await
     }
 
-    pub fn inclusion_proof(
-        &self,
-        index: u64,
-        size: u64,
-    ) -> Result<Vec<Hash>, biomatch_auditlog::merkle::ProofError> {
-        self.tree().inclusion_proof(index, size)
+    pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ProofFailure> {
+        self.answer(|tree| merkle::consistency_proof(tree, first, second)).await
     }
 
-    pub fn consistency_proof(
-        &self,
-        first: u64,
-        second: u64,
-    ) -> Result<Vec<Hash>, biomatch_auditlog::merkle::ProofError> {
-        self.tree().consistency_proof(first, second)
+    /// Asks `ask` of the tree, reading from the store each chunk of leaf hashes it turns out to
+    /// need (a proof needs at most a few), checked against the tree before use.
+    async fn answer<T>(&self, ask: impl Fn(&View<'_>) -> Result<T, ProofError>) -> Result<T, ProofFailure> {
+        let mut loaded: Vec<(u64, Arc<Tree>)> = Vec::new();
+        loop {
+            let chunk = {
+                let cache = self.cached_chunks().clone();
+                let lookup =
+                    |c: u64| loaded.iter().chain(cache.iter()).find(|(i, _)| *i == c).map(|(_, t)| t.clone());
+                match ask(&self.tree().view(&lookup)) {
+                    Err(ProofError::NotLoaded { chunk }) if loaded.iter().all(|(c, _)| *c != chunk) => chunk,
+                    other => return other.map_err(ProofFailure::Proof),
+                }
+            };
+            let tree = Arc::new(self.load_chunk(chunk).await?);
+            let mut cache = self.cached_chunks();
+            if cache.len() >= CACHED_CHUNKS {
+                cache.remove(0);
+            }
+            cache.push((chunk, tree.clone()));
+            loaded.push((chunk, tree));
+        }
+    }
+
+    async fn load_chunk(&self, chunk: u64) -> Result<Tree, StoreError> {
+        let (first, len) = self.tree().chunk_span(chunk);
+        let count = u32::try_from(len).map_err(|_| StoreError::Corrupt("audit chunk too large".into()))?;
+        let hashes = self.store.leaf_hashes(first, count).await?;
+        let hashes = hashes.iter().map(|h| to_hash(h)).collect::<Result<Vec<_>, _>>()?;
+        self.tree().check_chunk(chunk, hashes).map_err(|e| {
+            tracing::error!(error = %e, "audit store edited under a running audit role");
+            StoreError::Corrupt(format!("audit log tampered: {e}; run `biomatch audit verify`"))
+        })
+    }
+
+    fn cached_chunks(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<Tree>)>> {
+        self.chunks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn store(&self) -> &dyn AuditStore {
         self.store.as_ref()
     }
+}
+
+/// Why a proof was not given: the request asked for one the tree cannot hold, or the store did not
+/// give back the leaf hashes it needed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofFailure {
+    #[error(transparent)]
+    Proof(ProofError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod compact;
 pub mod intents;
 pub mod merkle;
 

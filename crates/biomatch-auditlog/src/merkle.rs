@@ -1,9 +1,10 @@
 //! The RFC 6962 / RFC 9162 Merkle tree: tree heads, inclusion and consistency proofs, and their
 //! verification.
 //!
-//! [`Tree`] keeps the hash of every complete (perfect, aligned) subtree, so the hash of any range
-//! the RFC recursion asks for takes O(log n) lookups, and a proof or a root at any past size costs
-//! O(log n). [`Frontier`] keeps only the O(log n) right edge, for verifying a log as a stream.
+//! The recursion reads complete (perfect, aligned) subtree hashes through [`Subtrees`], so the hash
+//! of any range it asks for takes O(log n) lookups, and a proof or a root at any past size costs
+//! O(log n). [`Tree`] keeps every such hash in memory; [`Frontier`] keeps only the O(log n) right
+//! edge, for verifying a log as a stream.
 
 use sha2::{Digest, Sha256};
 
@@ -44,13 +45,142 @@ pub enum ProofError {
     Length,
     #[error("proof does not lead to the expected root")]
     Mismatch,
+    /// The tree needs the leaf hashes of chunk `chunk` (see
+    /// [`CompactTree`](crate::compact::CompactTree)) to answer.
+    #[error("the leaf hashes of chunk {chunk} are not loaded")]
+    NotLoaded { chunk: u64 },
 }
 
-/// A Merkle tree over leaf hashes, with every complete subtree's hash kept.
+/// Where the RFC recursion reads the hash of a complete, aligned subtree: `level` is its height
+/// (it covers `2^level` leaves) and `index` its place among the subtrees of that height.
+///
+/// [`Tree`] holds every such hash; [`CompactTree`](crate::compact::CompactTree) holds only the
+/// tall ones and answers [`ProofError::NotLoaded`] for a chunk of leaf hashes it must be given.
+pub trait Subtrees {
+    /// How many leaves the tree holds.
+    fn size(&self) -> u64;
+    /// The hash of leaves `index * 2^level .. (index + 1) * 2^level`, which the tree holds whole.
+    fn subtree(&self, level: u32, index: u64) -> Result<Hash, ProofError>;
+}
+
+/// MTH(D[lo:hi]) for the ranges the RFC recursion produces: O(log n) subtree lookups.
+fn range(tree: &(impl Subtrees + ?Sized), lo: u64, hi: u64) -> Result<Hash, ProofError> {
+    let n = hi - lo;
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
+        return tree.subtree(n.trailing_zeros(), lo / n);
+    }
+    let k = split(n);
+    Ok(node_hash(&range(tree, lo, lo + k)?, &range(tree, lo + k, hi)?))
+}
+
+/// The tree head at `size`, any size up to the tree's own.
+pub fn root_at(tree: &(impl Subtrees + ?Sized), size: u64) -> Result<Hash, ProofError> {
+    match size {
+        0 => Ok(empty_root()),
+        s if s <= tree.size() => range(tree, 0, s),
+        _ => Err(ProofError::OutOfRange { index: size, size: tree.size() }),
+    }
+}
+
+/// Inclusion proof of leaf `index` in the tree of `size` leaves.
+pub fn inclusion_proof(
+    tree: &(impl Subtrees + ?Sized),
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    if index >= size || size > tree.size() {
+        return Err(ProofError::OutOfRange { index, size });
+    }
+    let mut proof = Vec::new();
+    path(tree, index, 0, size, &mut proof)?;
+    Ok(proof)
+}
+
+fn path(
+    tree: &(impl Subtrees + ?Sized),
+    m: u64,
+    lo: u64,
+    hi: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), ProofError> {
+    let n = hi - lo;
+    if n == 1 {
+        return Ok(());
+    }
+    let k = split(n);
+    if m < k {
+        path(tree, m, lo, lo + k, out)?;
+        out.push(range(tree, lo + k, hi)?);
+    } else {
+        path(tree, m - k, lo + k, hi, out)?;
+        out.push(range(tree, lo, lo + k)?);
+    }
+    Ok(())
+}
+
+/// Consistency proof from the tree of `first` leaves to the tree of `second` leaves.
+pub fn consistency_proof(
+    tree: &(impl Subtrees + ?Sized),
+    first: u64,
+    second: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    if first > second || second > tree.size() {
+        return Err(ProofError::OutOfRange { index: first, size: second });
+    }
+    let mut proof = Vec::new();
+    if first > 0 && first < second {
+        subproof(tree, first, 0, second, true, &mut proof)?;
+    }
+    Ok(proof)
+}
+
+fn subproof(
+    tree: &(impl Subtrees + ?Sized),
+    m: u64,
+    lo: u64,
+    hi: u64,
+    whole: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), ProofError> {
+    let n = hi - lo;
+    if m == n {
+        if !whole {
+            out.push(range(tree, lo, hi)?);
+        }
+        return Ok(());
+    }
+    let k = split(n);
+    if m <= k {
+        subproof(tree, m, lo, lo + k, whole, out)?;
+        out.push(range(tree, lo + k, hi)?);
+    } else {
+        subproof(tree, m - k, lo + k, hi, false, out)?;
+        out.push(range(tree, lo, lo + k)?);
+    }
+    Ok(())
+}
+
+/// A Merkle tree over leaf hashes held whole in memory, with every complete subtree's hash kept:
+/// 64 bytes a leaf. The audit role holds a [`CompactTree`](crate::compact::CompactTree) instead;
+/// this one serves tools, tests and the compact tree's own chunks.
 #[derive(Debug, Default, Clone)]
 pub struct Tree {
     /// `levels[l][i]` is the hash of leaves `i * 2^l .. (i + 1) * 2^l`.
     levels: Vec<Vec<Hash>>,
+}
+
+impl Subtrees for Tree {
+    fn size(&self) -> u64 {
+        Tree::size(self)
+    }
+
+    fn subtree(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
+        self.levels
+            .get(level as usize)
+            .and_then(|l| l.get(usize::try_from(index).ok()?))
+            .copied()
+            .ok_or(ProofError::OutOfRange { index, size: self.size() })
+    }
 }
 
 impl Tree {
@@ -87,79 +217,19 @@ impl Tree {
         self.levels.first().and_then(|l| l.get(index as usize)).copied()
     }
 
-    /// MTH(D[lo:hi]) for the ranges the RFC recursion produces: O(log n).
-    fn range(&self, lo: u64, hi: u64) -> Hash {
-        let n = hi - lo;
-        if n.is_power_of_two() && lo.is_multiple_of(n) {
-            let level = n.trailing_zeros() as usize;
-            return self.levels[level][(lo / n) as usize];
-        }
-        let k = split(n);
-        node_hash(&self.range(lo, lo + k), &self.range(lo + k, hi))
-    }
-
     /// The tree head at `size` (any size up to the current one).
     pub fn root(&self, size: u64) -> Option<Hash> {
-        match size {
-            0 => Some(empty_root()),
-            s if s <= self.size() => Some(self.range(0, s)),
-            _ => None,
-        }
+        root_at(self, size).ok()
     }
 
     /// Inclusion proof of leaf `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
-        if index >= size || size > self.size() {
-            return Err(ProofError::OutOfRange { index, size });
-        }
-        let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        Ok(proof)
-    }
-
-    fn path(&self, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) {
-        let n = hi - lo;
-        if n == 1 {
-            return;
-        }
-        let k = split(n);
-        if m < k {
-            self.path(m, lo, lo + k, out);
-            out.push(self.range(lo + k, hi));
-        } else {
-            self.path(m - k, lo + k, hi, out);
-            out.push(self.range(lo, lo + k));
-        }
+        inclusion_proof(self, index, size)
     }
 
     /// Consistency proof from the tree of `first` leaves to the tree of `second` leaves.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ProofError> {
-        if first > second || second > self.size() {
-            return Err(ProofError::OutOfRange { index: first, size: second });
-        }
-        let mut proof = Vec::new();
-        if first > 0 && first < second {
-            self.subproof(first, 0, second, true, &mut proof);
-        }
-        Ok(proof)
-    }
-
-    fn subproof(&self, m: u64, lo: u64, hi: u64, whole: bool, out: &mut Vec<Hash>) {
-        let n = hi - lo;
-        if m == n {
-            if !whole {
-                out.push(self.range(lo, hi));
-            }
-            return;
-        }
-        let k = split(n);
-        if m <= k {
-            self.subproof(m, lo, lo + k, whole, out);
-            out.push(self.range(lo + k, hi));
-        } else {
-            self.subproof(m - k, lo + k, hi, false, out);
-            out.push(self.range(lo, lo + k));
-        }
+        consistency_proof(self, first, second)
     }
 }
 

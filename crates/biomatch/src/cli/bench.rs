@@ -2,10 +2,15 @@
 //! timed unit tests.
 
 use anyhow::Context;
-use biomatch_auditlog::merkle::{Tree, leaf_hash, verify_consistency, verify_inclusion};
+use biomatch_auditlog::compact::CompactTree;
+use biomatch_auditlog::merkle::{
+    self, Hash, Subtrees, Tree, leaf_hash, verify_consistency, verify_inclusion,
+};
 use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
-use biomatch_proto::v1::{Actor, AppendRequest, AuditEvent, Operation};
+use biomatch_proto::v1::{
+    Actor, AppendRequest, AuditEvent, GetCheckpointRequest, InclusionProofRequest, Operation,
+};
 use biomatch_store::{AuditStore, NewAuditLeaf, SqlStore};
 use clap::{Args, Subcommand};
 use std::time::{Duration, Instant};
@@ -167,37 +172,87 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
             started.elapsed(),
         );
     }
+    // Proofs through the service, at random leaves: most read their chunk from the store.
+    let size = AuditServiceClient::new(channel.clone())
+        .get_checkpoint(biomatch_client::request(GetCheckpointRequest { sign_now: true }, &me))
+        .await?
+        .into_inner()
+        .tree_size;
+    let samples = 1_000u64;
+    let mut latencies = Vec::with_capacity(samples as usize);
+    for s in 0..samples {
+        let request = InclusionProofRequest { leaf_index: (s * 7919) % size, tree_size: size };
+        let started = Instant::now();
+        AuditServiceClient::new(channel.clone())
+            .get_inclusion_proof(biomatch_client::request(request, &me))
+            .await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!(
+        "\ngRPC GetInclusionProof at random leaves of {size}: p50 {:.2} ms, p99 {:.2} ms",
+        at(0.5),
+        at(0.99)
+    );
     running.shutdown().await;
 
-    // Proofs at a large tree size, in memory as the service holds the tree.
-    let n = args.proof_leaves;
+    proofs_in_memory(args.proof_leaves)
+}
+
+/// Proofs at a large tree size: the whole tree in memory (the baseline) against the compact tree
+/// the audit role holds, its chunks read here from memory (the service reads them from its store).
+fn proofs_in_memory(n: u64) -> anyhow::Result<()> {
+    let hashes: Vec<_> = (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+    println!("\nMerkle tree of {n} leaves\n");
+    println!(
+        "| tree | held in memory | build | inclusion proof + verify | root at old size + consistency proof + verify |"
+    );
+    println!("|---|---|---|---|---|");
     let started = Instant::now();
-    let tree = Tree::from_leaf_hashes((0..n).map(|i| leaf_hash(&i.to_le_bytes())));
+    let whole = Tree::from_leaf_hashes(hashes.iter().copied());
     let build = started.elapsed();
-    let root = tree.root(n).context("root")?;
+    let (inclusion, consistency) = time_proofs(&whole, n, &hashes)?;
+    proof_row("whole (baseline)", 2 * n, build, inclusion, consistency);
+    let started = Instant::now();
+    let mut compact = CompactTree::default();
+    hashes.iter().for_each(|h| compact.push(*h));
+    let build = started.elapsed();
+    let load = |chunk: u64| {
+        let (first, len) = compact.chunk_span(chunk);
+        let chunk_hashes = hashes[first as usize..(first + len) as usize].to_vec();
+        compact.check_chunk(chunk, chunk_hashes).ok().map(std::sync::Arc::new)
+    };
+    let (inclusion, consistency) = time_proofs(&compact.view(&load), n, &hashes)?;
+    proof_row("compact, each proof loads its chunks", compact.held_hashes(), build, inclusion, consistency);
+    Ok(())
+}
+
+fn time_proofs(tree: &impl Subtrees, n: u64, hashes: &[Hash]) -> anyhow::Result<(Duration, Duration)> {
+    let root = merkle::root_at(tree, n)?;
     let samples = 10_000u64;
     let started = Instant::now();
     for s in 0..samples {
         let index = (s * 7919) % n;
-        let proof = tree.inclusion_proof(index, n)?;
-        verify_inclusion(index, n, &tree.leaf(index).context("leaf")?, &proof, &root)?;
+        let proof = merkle::inclusion_proof(tree, index, n)?;
+        verify_inclusion(index, n, &hashes[index as usize], &proof, &root)?;
     }
-    let inclusion = started.elapsed();
+    let inclusion = started.elapsed() / samples as u32;
     let started = Instant::now();
     for s in 0..samples {
         let first = 1 + (s * 104_729) % (n - 1);
-        let proof = tree.consistency_proof(first, n)?;
-        verify_consistency(first, n, &tree.root(first).context("root")?, &root, &proof)?;
+        let proof = merkle::consistency_proof(tree, first, n)?;
+        verify_consistency(first, n, &merkle::root_at(tree, first)?, &root, &proof)?;
     }
-    let consistency = started.elapsed();
-    println!("\nMerkle tree of {n} leaves (in memory)\n");
-    println!("| operation | time |");
-    println!("|---|---|");
-    println!("| build from leaf hashes | {:.2} s |", build.as_secs_f64());
-    println!("| inclusion proof + verify | {:.1} µs |", inclusion.as_secs_f64() * 1e6 / samples as f64);
+    Ok((inclusion, started.elapsed() / samples as u32))
+}
+
+fn proof_row(name: &str, held: u64, build: Duration, inclusion: Duration, consistency: Duration) {
     println!(
-        "| root at old size + consistency proof + verify | {:.1} µs |",
-        consistency.as_secs_f64() * 1e6 / samples as f64
+        "| {name} | {:.2} MiB | {:.2} s | {:.1} µs | {:.1} µs |",
+        (held * 32) as f64 / (1u64 << 20) as f64,
+        build.as_secs_f64(),
+        inclusion.as_secs_f64() * 1e6,
+        consistency.as_secs_f64() * 1e6
     );
-    Ok(())
 }

@@ -20,15 +20,15 @@ use crate::common;
 use biomatch_domain::Role;
 use common::{BIN, Keys};
 
-struct Log {
-    running: Running,
+pub(crate) struct Log {
+    pub(crate) running: Running,
     config: ServeConfig,
-    keys: Keys,
-    database: String,
-    postgres: bool,
+    pub(crate) keys: Keys,
+    pub(crate) database: String,
+    pub(crate) postgres: bool,
 }
 
-async fn start(dir: &Path, postgres: Option<String>) -> Log {
+pub(crate) async fn start(dir: &Path, postgres: Option<String>) -> Log {
     let mut config = ServeConfig {
         roles: vec![ProcessRole::Audit],
         data_dir: dir.to_path_buf(),
@@ -46,7 +46,7 @@ async fn start(dir: &Path, postgres: Option<String>) -> Log {
     Log { running, config, keys, database, postgres: postgres.is_some() }
 }
 
-fn client(log: &Log) -> AuditServiceClient<Channel> {
+pub(crate) fn client(log: &Log) -> AuditServiceClient<Channel> {
     AuditServiceClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://{}", log.running.grpc_addr))
             .expect("url")
@@ -56,7 +56,7 @@ fn client(log: &Log) -> AuditServiceClient<Channel> {
 
 /// Appends identify leaves `indexes` (kiosk-i, request ri), signing a checkpoint after each index
 /// in `sign_after`.
-async fn append(log: &Log, indexes: std::ops::Range<usize>, sign_after: &[usize]) {
+pub(crate) async fn append(log: &Log, indexes: std::ops::Range<usize>, sign_after: &[usize]) {
     let mut client = client(log);
     for i in indexes {
         let event = AuditEvent {
@@ -87,11 +87,11 @@ async fn append(log: &Log, indexes: std::ops::Range<usize>, sign_after: &[usize]
 }
 
 /// 20 leaves with checkpoints signed at 10 and 20.
-async fn fill(log: &Log) {
+pub(crate) async fn fill(log: &Log) {
     append(log, 0..20, &[9, 19]).await;
 }
 
-fn verify(log: &Log) -> (Option<i32>, String) {
+pub(crate) fn verify(log: &Log) -> (Option<i32>, String) {
     verify_with(log, &[])
 }
 
@@ -127,7 +127,7 @@ async fn database(postgres: bool) -> Option<String> {
 }
 
 /// Opens the database as the insider: append-only triggers off for this session.
-async fn insider(database: &str, postgres: bool) -> AnyConnection {
+pub(crate) async fn insider(database: &str, postgres: bool) -> AnyConnection {
     sqlx::any::install_default_drivers();
     let mut conn = AnyConnection::connect(database).await.expect("connect");
     if postgres {

@@ -4,6 +4,7 @@
 mod common;
 
 mod audit_crash;
+mod audit_proofs;
 mod audit_tamper;
 mod chaos;
 mod eval_set;
