@@ -243,11 +243,20 @@ pub struct AuditConfig {
     pub signing_key_file: Option<PathBuf>,
     /// How often to sign a checkpoint when new leaves exist.
     pub checkpoint_interval_ms: u64,
+    /// How long one group commit may take before its appends are refused `UNAVAILABLE`: a store
+    /// that stops answering (a hung disk, a stopped database) refuses searches in bounded time,
+    /// whatever deadline their callers set.
+    pub commit_timeout_ms: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { origin: "biomatch/audit".into(), signing_key_file: None, checkpoint_interval_ms: 10_000 }
+        Self {
+            origin: "biomatch/audit".into(),
+            signing_key_file: None,
+            checkpoint_interval_ms: 10_000,
+            commit_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -353,6 +362,7 @@ impl ServeConfig {
             || self.matcher.poll_interval_ms == 0
             || self.search.shard_timeout_ms == 0
             || self.audit.checkpoint_interval_ms == 0
+            || self.audit.commit_timeout_ms == 0
         {
             return Err(ConfigError::Invalid("intervals and timeouts must be positive".into()));
         }

@@ -18,6 +18,10 @@ pub enum StoreError {
     ThresholdChanged(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A write did not finish in time: the store stopped answering (a hung disk, a stopped
+    /// database). It may still complete later; a retry under the same idempotency key finds it.
+    #[error("the store did not finish a write within {after_ms} ms")]
+    Stalled { after_ms: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -29,6 +33,9 @@ const STORAGE_FULL: &str = "storage is full: the request was not carried out";
 /// What a client is told when the database did not answer in time (locked by another writer,
 /// or a stalled disk): nothing was written, and a retry may succeed.
 const STORAGE_BUSY: &str = "storage is busy: the request was not carried out; retry later";
+/// What a client is told when a write did not finish in time.
+const STORAGE_STALLED: &str =
+    "storage is not answering: the request was not carried out (or will be found by a retry); retry later";
 /// What a client is told when the database cannot be reached.
 const STORAGE_UNAVAILABLE: &str = "storage is unavailable: the request was not carried out; retry later";
 
@@ -97,6 +104,7 @@ impl Classified for StoreError {
                 }
                 None => ErrorClass::Internal,
             },
+            StoreError::Stalled { .. } => ErrorClass::Unavailable,
             StoreError::Corrupt(_) | StoreError::Migrate(_) => ErrorClass::Internal,
         }
     }
@@ -110,6 +118,7 @@ impl Classified for StoreError {
                 (None, sqlx::Error::Io(_)) => STORAGE_UNAVAILABLE.to_owned(),
                 (None, _) => "internal error".to_owned(),
             },
+            StoreError::Stalled { .. } => STORAGE_STALLED.to_owned(),
             StoreError::Corrupt(_) | StoreError::Migrate(_) => "internal error".to_owned(),
             _ => self.to_string(),
         }

@@ -125,7 +125,11 @@ pub(super) async fn audit(
         config.audit.signing_key_file.clone().unwrap_or_else(|| config.data_dir.join("audit-signing.key"));
     let key = biomatch_audit::keys::load_or_create(&key_file)?;
     let interval = Duration::from_millis(config.audit.checkpoint_interval_ms);
-    let (log, worker) = Log::open(store, key, config.audit.origin.clone(), p.clock.clone(), interval)
+    let timing = biomatch_audit::Timing {
+        checkpoint_interval: interval,
+        commit_timeout: Duration::from_millis(config.audit.commit_timeout_ms),
+    };
+    let (log, worker) = Log::open(store, key, config.audit.origin.clone(), p.clock.clone(), timing)
         .await
         .context("cannot open the audit log")?;
     p.until_stopped(worker);

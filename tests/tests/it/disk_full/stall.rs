@@ -4,10 +4,12 @@
 //! rather than waiting for the lock; a plain wait is bounded by the busy timeout, 10 s), its
 //! intent concluded as refused, and the same request succeeds after the stall; searches, which
 //! only read the gallery store, go on meanwhile. A stalled audit store refuses searches the same
-//! way: nothing is answered unaudited, and nothing hangs.
+//! way: nothing is answered unaudited, and nothing hangs. An audit store that stops answering
+//! altogether (a hung disk) is timed out by the audit role itself.
 
 use super::{DIMENSION, enrol_request, verify_strict};
-use biomatch_tests::{Backend, TestCluster, enrolled_gallery, identify};
+use biomatch_config::ProcessRole;
+use biomatch_tests::{Backend, TestCluster, config, enrolled_gallery, identify};
 use sqlx::{AnyConnection, Connection};
 use std::path::Path;
 use std::time::Duration;
@@ -72,4 +74,73 @@ async fn a_stalled_store_refuses_within_a_bounded_time_and_recovers() {
 
     verify_strict(&cluster).await;
     cluster.running.shutdown().await;
+}
+
+/// Every PostgreSQL backend of one database, stopped with SIGSTOP until dropped: to the role using
+/// that database, storage that stops answering in the middle of its work, connections open.
+struct StoppedDatabase(Vec<String>);
+
+impl StoppedDatabase {
+    async fn stop(url: &str) -> Self {
+        let (_, name) = url.rsplit_once('/').expect("database URL has a path");
+        let base = std::env::var("BIOMATCH_TEST_DATABASE_URL").expect("the test server");
+        sqlx::any::install_default_drivers();
+        let mut admin = AnyConnection::connect(&base).await.expect("connect");
+        let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_all(&mut admin)
+            .await
+            .expect("backends");
+        admin.close().await.expect("closed");
+        assert!(!pids.is_empty(), "the audit role holds connections to {name}");
+        let stopped = Self(pids.iter().map(i32::to_string).collect());
+        stopped.signal("-STOP");
+        stopped
+    }
+
+    fn signal(&self, which: &str) {
+        let status = std::process::Command::new("kill").arg(which).args(&self.0).status().expect("kill");
+        assert!(status.success(), "kill {which} {:?}", self.0);
+    }
+}
+
+impl Drop for StoppedDatabase {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+    }
+}
+
+/// The audit store stops answering (every backend of its PostgreSQL database stopped, as a hung
+/// disk stops a commit): the audit role gives up on the commit after `audit.commit_timeout_ms`,
+/// so a search is refused `UNAVAILABLE` in bounded time although its caller set no deadline, and
+/// nothing is answered unaudited. Once the store answers again, searches are served and the log
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_audit_store_is_timed_out_by_the_audit_role() {
+    let Some(url) = biomatch_store::testing::fresh_postgres_url().await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    let mut audit_config = config(&Backend::Postgres(url.clone()), base, &[ProcessRole::Audit]);
+    audit_config.audit.commit_timeout_ms = 1_000;
+    let audit = TestCluster::start(audit_config).await;
+    let roles = [ProcessRole::Embed, ProcessRole::Ingest, ProcessRole::Matcher, ProcessRole::Search];
+    let mut rest_config = config(&Backend::Sqlite(base.join("data")), base, &roles);
+    rest_config.endpoints.audit = Some(format!("http://{}", audit.running.grpc_addr));
+    let rest = TestCluster::start(rest_config).await;
+    let (mut synthetic, centres, seq) = enrolled_gallery(&rest, "g", DIMENSION, 1, 10, 31).await;
+    identify(&rest, "g", synthetic.sample(&centres[1]), seq).await.expect("served before");
+
+    let stopped = StoppedDatabase::stop(&url).await;
+    let probe = synthetic.sample(&centres[2]);
+    let answered = tokio::time::timeout(BOUND, identify(&rest, "g", probe, seq)).await;
+    drop(stopped);
+    let status = answered.expect("refused in bounded time, not hung").expect_err("no unaudited answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("audit"), "{:?}", status.message());
+
+    let found = identify(&rest, "g", synthetic.sample(&centres[2]), seq).await.expect("served after");
+    assert_eq!(found.candidates.first().map(|c| c.subject_id.as_str()), Some("s00002"));
+    verify_strict(&audit).await;
+    rest.running.shutdown().await;
+    audit.running.shutdown().await;
 }
