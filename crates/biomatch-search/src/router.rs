@@ -6,7 +6,9 @@ use biomatch_proto::status_with;
 use biomatch_proto::v1::DescribeMatcherRequest;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -18,30 +20,50 @@ pub(crate) fn retryable(status: &Status) -> bool {
     )
 }
 
+/// How long what the matchers said they hold is trusted before the router asks again (after an
+/// answer, so a replica that was down at the last look rejoins the rotation).
+const PLACEMENT_TTL: Duration = Duration::from_secs(30);
+
 /// Matcher endpoints and what each one said it holds.
 pub struct Router {
     matchers: Vec<MatcherServiceClient<Channel>>,
     held: RwLock<HashMap<(String, u32), Vec<usize>>>,
+    /// When the router last asked every matcher what it holds (`None`: never).
+    looked: Mutex<Option<Instant>>,
+    /// Turns among the replicas known to hold a shard, so they share its searches.
+    turn: AtomicUsize,
 }
 
 impl Router {
     pub fn new(matchers: Vec<MatcherServiceClient<Channel>>) -> Self {
-        Self { matchers, held: RwLock::new(HashMap::new()) }
+        Self {
+            matchers,
+            held: RwLock::new(HashMap::new()),
+            looked: Mutex::new(None),
+            turn: AtomicUsize::new(0),
+        }
     }
 
-    /// Matchers to try for a shard, those known to hold it first, then every other one (a matcher
-    /// that learns of a gallery after our last look still answers).
-    pub fn candidates(&self, gallery: &str, shard: u32) -> Vec<MatcherServiceClient<Channel>> {
+    /// The matchers to try for a shard, by index: those known to hold it first, starting with the
+    /// next in turn, then every other one (a matcher that learns of a gallery after the router's
+    /// last look still answers). Also how many of them are known holders.
+    fn order(&self, gallery: &str, shard: u32) -> (Vec<usize>, usize) {
         let held = self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let known = held.get(&(gallery.to_owned(), shard)).cloned().unwrap_or_default();
+        let known = held.get(&(gallery.to_owned(), shard)).map(Vec::as_slice).unwrap_or_default();
+        let start = match known.len() {
+            0 => 0,
+            n => self.turn.fetch_add(1, Ordering::Relaxed) % n,
+        };
         let rest = (0..self.matchers.len()).filter(|i| !known.contains(i));
-        known.iter().copied().chain(rest).map(|i| self.matchers[i].clone()).collect()
+        let order = known[start..].iter().chain(&known[..start]).copied().chain(rest).collect();
+        (order, known.len())
     }
 
-    /// Asks the matchers for a shard in turn ([`Self::candidates`]) until one answers. An error
+    /// Asks the matchers for a shard in turn ([`Self::order`]) until one answers. An error
     /// another replica may not have ([`retryable`]) moves on to the next; any other error is the
-    /// answer. When none answers, the router looks again at what every matcher holds (a shard
-    /// may have moved) and the last error is returned.
+    /// answer. The router looks again at what every matcher holds when none answers (a shard may
+    /// have moved), when one it did not know of answered (a new gallery), and every
+    /// [`PLACEMENT_TTL`]; the last error is returned when none answers.
     pub async fn ask<T, Fut>(
         &self,
         gallery: &str,
@@ -53,9 +75,15 @@ impl Router {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut last = status_with(ErrorClass::Unavailable, format!("no matcher holds shard {shard}"));
-        for matcher in self.candidates(gallery, shard) {
-            match call(matcher).await {
-                Ok(response) => return Ok(response.into_inner()),
+        let (order, known) = self.order(gallery, shard);
+        for (position, i) in order.into_iter().enumerate() {
+            match call(self.matchers[i].clone()).await {
+                Ok(response) => {
+                    if position >= known || self.due() {
+                        self.refresh(token).await;
+                    }
+                    return Ok(response.into_inner());
+                }
                 Err(status) if retryable(&status) => last = status,
                 Err(status) => return Err(status),
             }
@@ -64,8 +92,20 @@ impl Router {
         Err(last)
     }
 
+    /// Whether the last look is older than [`PLACEMENT_TTL`]; the caller that sees so looks
+    /// again, and concurrent callers do not.
+    fn due(&self) -> bool {
+        let mut looked = self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = looked.is_none_or(|at| at.elapsed() >= PLACEMENT_TTL);
+        if due {
+            *looked = Some(Instant::now());
+        }
+        due
+    }
+
     /// Asks every matcher what it holds.
     pub async fn refresh(&self, token: &str) {
+        *self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let mut held: HashMap<(String, u32), Vec<usize>> = HashMap::new();
         for (i, matcher) in self.matchers.iter().enumerate() {
             let mut client = matcher.clone();
@@ -81,5 +121,36 @@ impl Router {
             }
         }
         *self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = held;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(matchers: usize) -> Router {
+        let channel = || tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        Router::new((0..matchers).map(|_| MatcherServiceClient::new(channel())).collect())
+    }
+
+    #[tokio::test]
+    async fn replicas_known_to_hold_a_shard_take_turns_and_come_first() {
+        let router = router(4);
+        assert_eq!(router.order("g", 1), (vec![0, 1, 2, 3], 0), "nothing known: every matcher in turn");
+        router.held.write().expect("lock").insert(("g".into(), 1), vec![2, 3]);
+        let firsts: Vec<usize> = (0..4).map(|_| router.order("g", 1).0[0]).collect();
+        assert_eq!(firsts, vec![2, 3, 2, 3], "the replicas share the shard's searches");
+        let (order, known) = router.order("g", 1);
+        assert_eq!((&order[2..], known), (&[0, 1][..], 2), "the others follow, for a moved shard");
+        assert_eq!(router.order("g", 0), (vec![0, 1, 2, 3], 0));
+    }
+
+    #[tokio::test]
+    async fn one_caller_looks_again_when_the_placement_is_old() {
+        let router = router(1);
+        assert!(router.due(), "never looked");
+        assert!(!router.due(), "the first caller looks; the next does not");
+        *router.looked.lock().expect("lock") = Instant::now().checked_sub(PLACEMENT_TTL);
+        assert!(router.due());
     }
 }
