@@ -162,6 +162,7 @@ impl Cluster {
             FaultKind::Kill(t) => self.proc(*t).kill(),
             FaultKind::Pause(t) => self.proc(*t).pause()?,
             FaultKind::RestartPostgres => self.postgres.crash()?,
+            FaultKind::PausePostgres => self.postgres.pause()?,
             FaultKind::StopRedis => self.redis.kill(),
         }
         Ok(())
@@ -173,6 +174,7 @@ impl Cluster {
             FaultKind::Kill(t) => self.proc(*t).start().await,
             FaultKind::Pause(t) => self.proc(*t).resume(),
             FaultKind::RestartPostgres => self.postgres.start(),
+            FaultKind::PausePostgres => self.postgres.resume(),
             FaultKind::StopRedis => self.redis.start().await,
         }
     }

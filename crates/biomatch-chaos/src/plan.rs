@@ -64,6 +64,9 @@ pub enum FaultKind {
     Pause(Target),
     /// An immediate (crash) shutdown of PostgreSQL, then start it again.
     RestartPostgres,
+    /// SIGSTOP to PostgreSQL's server and every backend, then SIGCONT: to the roles, storage that
+    /// stops answering in the middle of a write (a hung disk), connections open.
+    PausePostgres,
     /// Redis is killed and started again, empty.
     StopRedis,
 }
@@ -75,6 +78,7 @@ impl FaultKind {
             FaultKind::Kill(_) => "kill",
             FaultKind::Pause(_) => "pause",
             FaultKind::RestartPostgres => "postgres_restart",
+            FaultKind::PausePostgres => "postgres_pause",
             FaultKind::StopRedis => "redis_stop",
         }
     }
@@ -92,16 +96,17 @@ pub fn plan(seed: u64, duration: Duration) -> Vec<Fault> {
     let end = duration.mul_f64(0.9);
     let mut at = duration.mul_f64(0.1).max(Duration::from_secs(2));
     let mut faults = Vec::new();
-    // The first four faults are the four kinds in a drawn order, so even a short run has each.
-    let mut first = [0, 5, 7, 9];
+    // The first five faults are the five kinds in a drawn order, so even a short run has each.
+    let mut first = [0, 5, 7, 9, 10];
     first.shuffle(&mut rng);
     loop {
         at += Duration::from_millis(rng.random_range(1_000..4_000));
-        let roll = first.get(faults.len()).copied().unwrap_or_else(|| rng.random_range(0..10));
+        let roll = first.get(faults.len()).copied().unwrap_or_else(|| rng.random_range(0..11));
         let kind = match roll {
             0..=4 => FaultKind::Kill(Target::ALL[rng.random_range(0..Target::ALL.len())]),
             5 | 6 => FaultKind::Pause(Target::ALL[rng.random_range(0..Target::ALL.len())]),
             7 | 8 => FaultKind::RestartPostgres,
+            9 => FaultKind::PausePostgres,
             _ => FaultKind::StopRedis,
         };
         let lasts = Duration::from_millis(rng.random_range(500..4_000));
@@ -127,8 +132,8 @@ mod tests {
         for seed in 0..50 {
             let short = plan(seed, Duration::from_secs(60));
             let kinds: std::collections::HashSet<&str> =
-                short.iter().take(4).map(|f| f.kind.label()).collect();
-            assert_eq!(kinds.len(), 4, "a one-minute run of seed {seed} has every kind of fault: {short:?}");
+                short.iter().take(5).map(|f| f.kind.label()).collect();
+            assert_eq!(kinds.len(), 5, "a one-minute run of seed {seed} has every kind of fault: {short:?}");
         }
     }
 

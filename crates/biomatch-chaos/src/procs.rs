@@ -38,6 +38,33 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Signals every process of `pids` in one `kill`.
+fn signal_all(pids: &[u32], name: &str) -> anyhow::Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let status =
+        Command::new("kill").arg(format!("-{name}")).args(pids.iter().map(u32::to_string)).status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pids:?} failed");
+    Ok(())
+}
+
+/// The processes whose parent is `parent`, from `/proc/*/stat` (the field after the command name,
+/// which is in parentheses and may itself hold spaces or parentheses).
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
 /// A child process started from a fixed command line, which can be killed, paused and started
 /// again; its output is appended to one log file across restarts.
 pub struct Proc {
@@ -203,7 +230,31 @@ impl Postgres {
 
     /// An immediate shutdown: no checkpoint, clients cut off, recovery on the next start.
     pub fn crash(&self) -> anyhow::Result<()> {
+        // A paused server would never see the shutdown signal.
+        let _ = self.resume();
         self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", "immediate", "-w", "stop"])
+    }
+
+    /// SIGSTOP to the server, then to every backend (the server first, so none is forked
+    /// meanwhile): clients' queries and commits hang, their connections open, as on a hung disk.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let server = self.server_pid()?;
+        signal(server, "STOP")?;
+        signal_all(&children(server), "STOP")
+    }
+
+    /// SIGCONT to every backend, then to the server.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let server = self.server_pid()?;
+        signal_all(&children(server), "CONT")?;
+        signal(server, "CONT")
+    }
+
+    /// The server's process id, from the first line of `postmaster.pid`.
+    fn server_pid(&self) -> anyhow::Result<u32> {
+        let text =
+            std::fs::read_to_string(self.data.join("postmaster.pid")).context("PostgreSQL is not running")?;
+        text.lines().next().and_then(|l| l.trim().parse().ok()).context("postmaster.pid names no process")
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -245,4 +296,16 @@ pub fn redis(logs: &Path) -> anyhow::Result<Proc> {
 /// `program` on the PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn children_are_found_by_their_parent() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let found = super::children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?} lacks {}", child.id());
+    }
 }

@@ -1,7 +1,8 @@
 //! The seeded fault-injection run (crate biomatch-chaos), short: every role as its own process on
-//! a private PostgreSQL and Redis, clients working through kills, pauses, a PostgreSQL crash and
-//! a Redis outage, then the checker. The seed is printed; `BIOMATCH_TEST_SEED` replays a run and
-//! `BIOMATCH_CHAOS_SECONDS` lengthens it (the long run is `biomatch chaos`, docs/reliability.md).
+//! a private PostgreSQL and Redis, clients working through kills, pauses, a PostgreSQL crash, a
+//! PostgreSQL pause (storage that hangs mid-write) and a Redis outage, then the checker. The seed
+//! is printed; `BIOMATCH_TEST_SEED` replays a run and `BIOMATCH_CHAOS_SECONDS` lengthens it (the
+//! long run is `biomatch chaos`, docs/reliability.md).
 
 use crate::common::BIN;
 use std::time::Duration;
@@ -44,8 +45,8 @@ fn the_cluster_keeps_its_promises_under_a_seeded_nemesis() {
     assert_eq!(report.applied.len(), report.plan.len(), "every planned fault was applied");
     assert_eq!(
         report.faults_by_kind.len(),
-        4,
-        "kill, pause, PostgreSQL restart, Redis stop: {:?}",
+        5,
+        "kill, pause, PostgreSQL restart, PostgreSQL pause, Redis stop: {:?}",
         report.faults_by_kind
     );
     for (kind, counts) in &report.operations {
