@@ -140,7 +140,7 @@ fn to_proto_leaf(row: AuditLeafRow) -> AuditLeaf {
 
 fn proof_error(e: log::ProofFailure) -> Status {
     match e {
-        // Only when the tree was reloaded under a proof: asking again answers.
+        // Not expected (a proof asks again once each chunk it names is loaded); not the caller's fault.
         log::ProofFailure::Proof(e @ biomatch_auditlog::merkle::ProofError::NotLoaded { .. }) => {
             status_with(ErrorClass::Unavailable, e.to_string())
         }

@@ -50,6 +50,25 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt("leaf hash is not 32 bytes".into()))
 }
 
+/// The leaf hashes of `rows`, each checked by `verifier` first (its index follows the one before,
+/// its bytes hash to its leaf hash, it decodes, its chain hash links to the previous leaf's); or
+/// what is wrong with the first that fails.
+fn checked_hashes(verifier: &mut Verifier, rows: Vec<AuditLeafRow>) -> Result<Vec<Hash>, String> {
+    rows.into_iter()
+        .map(|row| {
+            let leaf = StoredLeaf {
+                index: row.index,
+                leaf: row.leaf,
+                leaf_hash: row.leaf_hash,
+                chain_hash: row.chain_hash,
+            };
+            verifier.push(&leaf).map_err(|e| e.to_string())?;
+            to_hash(&leaf.leaf_hash)
+                .map_err(|_| format!("leaf {}: the leaf hash is not 32 bytes", leaf.index))
+        })
+        .collect()
+}
+
 impl Log {
     /// Rebuilds the tree from the stored leaf hashes, checking the log against its latest signed
     /// checkpoint (see `load_tree`: a log that fails is refused with an error naming the leaf),
@@ -145,7 +164,7 @@ impl Log {
             }
         }
         if let Some(c) = &signed
-            && tree.root() != c.root
+            && tree.root().ok() != Some(c.root)
         {
             return Err(tampered(format!(
                 "leaves 0..{size} do not hash to the root signed at size {size} \
@@ -162,16 +181,7 @@ impl Log {
             if page.is_empty() {
                 return Ok(tree);
             }
-            for row in page {
-                let leaf = StoredLeaf {
-                    index: row.index,
-                    leaf: row.leaf,
-                    leaf_hash: row.leaf_hash,
-                    chain_hash: row.chain_hash,
-                };
-                verifier.push(&leaf).map_err(|e| tampered(e.to_string()))?;
-                tree.push(to_hash(&leaf.leaf_hash)?);
-            }
+            checked_hashes(&mut verifier, page).map_err(tampered)?.into_iter().for_each(|h| tree.push(h));
         }
     }
 
@@ -235,8 +245,14 @@ impl Log {
                     } else {
                         tracing::error!(error = %e, "audit commit failed");
                     }
+                    let stalled = matches!(e, StoreError::Stalled { .. });
                     let e = Arc::new(e);
                     for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    // What queued behind a commit the store never answered would wait as long
+                    // again, each batch in turn: it is refused now, and the next append tries.
+                    while let Some((_, reply)) = stalled.then(|| receiver.try_recv().ok()).flatten() {
                         let _ = reply.send(Err(e.clone()));
                     }
                 }
@@ -244,29 +260,52 @@ impl Log {
         }
     }
 
+    /// Adds a commit's new leaves to the tree. Should the store hold leaves the tree lacks (a
+    /// commit given up on that landed later, whose retries are replays; or another writer), reads
+    /// them in first, checked as at start, within the commit timeout.
     async fn extend_tree(&self, written: &[Written<AuditLeafRow>]) {
-        let mut first = None;
-        let mut fresh = Vec::new();
-        for w in written.iter().filter(|w| !w.replayed) {
-            first.get_or_insert(w.value.index);
-            match to_hash(&w.value.leaf_hash) {
-                Ok(h) => fresh.push(h),
+        let size = self.size();
+        let fresh: Vec<&AuditLeafRow> = written.iter().filter(|w| !w.replayed).map(|w| &w.value).collect();
+        let end = size + fresh.len() as u64;
+        let in_order = fresh.iter().zip(size..).all(|(row, index)| row.index == index);
+        if in_order && written.iter().all(|w| w.value.index < end) {
+            match fresh.iter().map(|row| to_hash(&row.leaf_hash)).collect::<Result<Vec<_>, _>>() {
+                Ok(hashes) => {
+                    let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    hashes.into_iter().for_each(|h| tree.push(h));
+                    return;
+                }
                 Err(e) => tracing::error!(error = %e, "unusable leaf hash"),
             }
         }
-        if first.is_none_or(|i| i == self.size()) {
-            let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            fresh.into_iter().for_each(|h| tree.push(h));
-            return;
+        tracing::warn!("the audit store holds leaves the tree lacks; reading them");
+        match tokio::time::timeout(self.commit_timeout, self.catch_up()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the audit tree could not catch up with the store"),
+            Err(_) => tracing::error!("the audit tree's catch-up timed out; the next commit tries again"),
         }
-        // Someone else appended to the store: rebuild from it.
-        tracing::warn!("audit store grew outside this process; reloading the tree");
-        match Self::load_tree(self.store.as_ref(), &self.key.verifying_key()).await {
-            Ok(tree) => {
-                *self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tree;
-                self.cached_chunks().clear();
+    }
+
+    /// Reads into the tree every leaf the store holds beyond it, each checked (index, bytes, chain
+    /// from the tree's last leaf). Only the committer changes the tree, so nothing races it.
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        let mut size = self.size();
+        let anchor = match size.checked_sub(1) {
+            Some(last) => self.store.leaves(last, 1).await?.pop().map(|l| l.chain_hash).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut verifier = Verifier::resume(size, anchor);
+        loop {
+            let page = self.store.leaves(size, PAGE).await?;
+            if page.is_empty() {
+                return Ok(());
             }
-            Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
+            let hashes = checked_hashes(&mut verifier, page).map_err(|what| {
+                StoreError::Corrupt(format!("audit log tampered: {what}; run `biomatch audit verify`"))
+            })?;
+            size += hashes.len() as u64;
+            let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            hashes.into_iter().for_each(|h| tree.push(h));
         }
     }
 
@@ -306,7 +345,8 @@ impl Log {
         let _one = self.signing.lock().await;
         let (size, root) = {
             let tree = self.tree();
-            (tree.size(), tree.root())
+            let root = tree.root().map_err(|e| StoreError::Corrupt(format!("audit tree: {e}")))?;
+            (tree.size(), root)
         };
         if let Some(latest) = self.store.latest_checkpoint().await?
             && latest.tree_size >= size
@@ -347,10 +387,12 @@ impl Log {
             };
             let tree = Arc::new(self.load_chunk(chunk).await?);
             let mut cache = self.cached_chunks();
-            if cache.len() >= CACHED_CHUNKS {
-                cache.remove(0);
+            if cache.iter().all(|(c, _)| *c != chunk) {
+                if cache.len() >= CACHED_CHUNKS {
+                    cache.remove(0);
+                }
+                cache.push((chunk, tree.clone()));
             }
-            cache.push((chunk, tree.clone()));
             loaded.push((chunk, tree));
         }
     }
@@ -358,7 +400,10 @@ impl Log {
     async fn load_chunk(&self, chunk: u64) -> Result<Tree, StoreError> {
         let (first, len) = self.tree().chunk_span(chunk);
         let count = u32::try_from(len).map_err(|_| StoreError::Corrupt("audit chunk too large".into()))?;
-        let hashes = self.store.leaf_hashes(first, count).await?;
+        let read = tokio::time::timeout(self.commit_timeout, self.store.leaf_hashes(first, count));
+        let hashes = read
+            .await
+            .map_err(|_| StoreError::Stalled { after_ms: self.commit_timeout.as_millis() as u64 })??;
         let hashes = hashes.iter().map(|h| to_hash(h)).collect::<Result<Vec<_>, _>>()?;
         self.tree().check_chunk(chunk, hashes).map_err(|e| {
             tracing::error!(error = %e, "audit store edited under a running audit role");

@@ -92,3 +92,44 @@ async fn proofs_read_leaf_hashes_back_and_refuse_an_edited_chunk() {
     );
     log.running.shutdown().await;
 }
+
+/// Leaves another writer committed to the store (or a commit the audit role gave up on that
+/// landed later) are read into the tree, checked, by the next commit: the next checkpoint covers
+/// every stored leaf, and proofs reach them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_catches_up_with_leaves_committed_behind_its_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = start(dir.path(), None).await;
+    fill(&log).await;
+    let store = biomatch_store::SqlStore::connect(&log.database).await.expect("store");
+    let record = biomatch_auditlog::AuditRecord {
+        actor_subject: "elsewhere".into(),
+        operation: "identify".into(),
+        ..Default::default()
+    };
+    let leaves = (0..3).map(|i| biomatch_audit::new_leaf(&record, Some(format!("elsewhere-{i}")))).collect();
+    use biomatch_store::AuditStore;
+    store.append_leaves(leaves, biomatch_auditlog::chain_hash).await.expect("another writer");
+    store.close().await;
+    append(&log, 20..22, &[]).await;
+
+    let stored = stored_hashes(&log.database).await;
+    assert_eq!(stored.len(), 25);
+    let mut audit = client(&log);
+    let checkpoint = audit
+        .get_checkpoint(log.keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true }))
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    let whole = Tree::from_leaf_hashes(stored);
+    assert_eq!(checkpoint.tree_size, 25, "the tree holds every stored leaf");
+    assert_eq!(whole.root(25).map(|r| r.to_vec()), Some(checkpoint.root_hash));
+    let request = InclusionProofRequest { leaf_index: 21, tree_size: 25 };
+    let proof = audit.get_inclusion_proof(log.keys.as_role(Role::Auditor, request)).await.expect("proof");
+    let expected: Vec<Vec<u8>> =
+        whole.inclusion_proof(21, 25).expect("reference").iter().map(|h| h.to_vec()).collect();
+    assert_eq!(proof.into_inner().hashes, expected);
+    let (code, out) = verify(&log);
+    assert_eq!(code, Some(0), "{out}");
+    log.running.shutdown().await;
+}
