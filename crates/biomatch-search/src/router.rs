@@ -6,8 +6,8 @@ use biomatch_proto::status_with;
 use biomatch_proto::v1::DescribeMatcherRequest;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -21,34 +21,39 @@ pub(crate) fn retryable(status: &Status) -> bool {
 }
 
 /// How long what the matchers said they hold is trusted before the router asks again (after an
-/// answer, so a replica that was down at the last look rejoins the rotation).
+/// answer, so a replica that was down or not ready at the last look rejoins the rotation).
 const PLACEMENT_TTL: Duration = Duration::from_secs(30);
+/// How long a matcher may take to say what it holds.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Matcher endpoints and what each one said it holds.
 pub struct Router {
-    matchers: Vec<MatcherServiceClient<Channel>>,
-    held: RwLock<HashMap<(String, u32), Vec<usize>>>,
-    /// When the router last asked every matcher what it holds (`None`: never).
-    looked: Mutex<Option<Instant>>,
+    matchers: Arc<Vec<MatcherServiceClient<Channel>>>,
+    placement: Arc<Placement>,
     /// Turns among the replicas known to hold a shard, so they share its searches.
     turn: AtomicUsize,
 }
 
+/// Which matchers hold which shards, as they last said, and when the router last asked.
+#[derive(Default)]
+struct Placement {
+    held: RwLock<HashMap<(String, u32), Vec<usize>>>,
+    /// When the router last asked every matcher (`None`: never).
+    looked: Mutex<Option<Instant>>,
+    /// A look is under way: another caller does not start one.
+    looking: AtomicBool,
+}
+
 impl Router {
     pub fn new(matchers: Vec<MatcherServiceClient<Channel>>) -> Self {
-        Self {
-            matchers,
-            held: RwLock::new(HashMap::new()),
-            looked: Mutex::new(None),
-            turn: AtomicUsize::new(0),
-        }
+        Self { matchers: Arc::new(matchers), placement: Arc::default(), turn: AtomicUsize::new(0) }
     }
 
-    /// The matchers to try for a shard, by index: those known to hold it first, starting with the
-    /// next in turn, then every other one (a matcher that learns of a gallery after the router's
-    /// last look still answers). Also how many of them are known holders.
+    /// The matchers to try for a shard, by index: those known to hold it (and ready) first,
+    /// starting with the next in turn, then every other one (a matcher that learned of a gallery
+    /// or caught up after the router's last look still answers). Also how many are known holders.
     fn order(&self, gallery: &str, shard: u32) -> (Vec<usize>, usize) {
-        let held = self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = self.placement.held.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let known = held.get(&(gallery.to_owned(), shard)).map(Vec::as_slice).unwrap_or_default();
         let start = match known.len() {
             0 => 0,
@@ -61,9 +66,9 @@ impl Router {
 
     /// Asks the matchers for a shard in turn ([`Self::order`]) until one answers. An error
     /// another replica may not have ([`retryable`]) moves on to the next; any other error is the
-    /// answer. The router looks again at what every matcher holds when none answers (a shard may
-    /// have moved), when one it did not know of answered (a new gallery), and every
-    /// [`PLACEMENT_TTL`]; the last error is returned when none answers.
+    /// answer. The router looks again at what every matcher holds, in the background, when none
+    /// answers (a shard may have moved; the last error is returned), when one it did not know of
+    /// answered (a new gallery), and every [`PLACEMENT_TTL`].
     pub async fn ask<T, Fut>(
         &self,
         gallery: &str,
@@ -80,7 +85,7 @@ impl Router {
             match call(self.matchers[i].clone()).await {
                 Ok(response) => {
                     if position >= known || self.due() {
-                        self.refresh(token).await;
+                        self.look_again(token);
                     }
                     return Ok(response.into_inner());
                 }
@@ -88,14 +93,14 @@ impl Router {
                 Err(status) => return Err(status),
             }
         }
-        self.refresh(token).await;
+        self.look_again(token);
         Err(last)
     }
 
     /// Whether the last look is older than [`PLACEMENT_TTL`]; the caller that sees so looks
     /// again, and concurrent callers do not.
     fn due(&self) -> bool {
-        let mut looked = self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut looked = self.placement.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let due = looked.is_none_or(|at| at.elapsed() >= PLACEMENT_TTL);
         if due {
             *looked = Some(Instant::now());
@@ -103,25 +108,45 @@ impl Router {
         due
     }
 
-    /// Asks every matcher what it holds.
-    pub async fn refresh(&self, token: &str) {
-        *self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        let mut held: HashMap<(String, u32), Vec<usize>> = HashMap::new();
-        for (i, matcher) in self.matchers.iter().enumerate() {
-            let mut client = matcher.clone();
-            match client.describe(request(DescribeMatcherRequest {}, token)).await {
-                Ok(response) => {
-                    for status in response.into_inner().shards {
-                        if let Some(s) = status.shard {
-                            held.entry((s.gallery, s.shard)).or_default().push(i);
-                        }
+    /// Asks every matcher at once what it holds, in a task of its own (no search waits on it),
+    /// unless a look is already under way.
+    fn look_again(&self, token: &str) {
+        if self.placement.looking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (matchers, placement, token) = (self.matchers.clone(), self.placement.clone(), token.to_owned());
+        tokio::spawn(async move {
+            let held = look(&matchers, &token).await;
+            *placement.held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = held;
+            *placement.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Instant::now());
+            placement.looking.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// The shards each matcher holds and is ready to search, by matcher index.
+async fn look(matchers: &[MatcherServiceClient<Channel>], token: &str) -> HashMap<(String, u32), Vec<usize>> {
+    let describes = matchers.iter().enumerate().map(|(i, matcher)| {
+        let mut client = matcher.clone();
+        let mut call = request(DescribeMatcherRequest {}, token);
+        call.set_timeout(DESCRIBE_TIMEOUT);
+        async move { (i, client.describe(call).await) }
+    });
+    let mut held: HashMap<(String, u32), Vec<usize>> = HashMap::new();
+    for (i, described) in futures::future::join_all(describes).await {
+        match described {
+            Ok(response) => {
+                for status in response.into_inner().shards.into_iter().filter(|s| s.ready) {
+                    if let Some(s) = status.shard {
+                        held.entry((s.gallery, s.shard)).or_default().push(i);
                     }
                 }
-                Err(status) => tracing::warn!(matcher = i, code = ?status.code(), "matcher describe failed"),
             }
+            Err(status) => tracing::warn!(matcher = i, code = ?status.code(), "matcher describe failed"),
         }
-        *self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = held;
     }
+    held
 }
 
 #[cfg(test)]
@@ -137,7 +162,7 @@ mod tests {
     async fn replicas_known_to_hold_a_shard_take_turns_and_come_first() {
         let router = router(4);
         assert_eq!(router.order("g", 1), (vec![0, 1, 2, 3], 0), "nothing known: every matcher in turn");
-        router.held.write().expect("lock").insert(("g".into(), 1), vec![2, 3]);
+        router.placement.held.write().expect("lock").insert(("g".into(), 1), vec![2, 3]);
         let firsts: Vec<usize> = (0..4).map(|_| router.order("g", 1).0[0]).collect();
         assert_eq!(firsts, vec![2, 3, 2, 3], "the replicas share the shard's searches");
         let (order, known) = router.order("g", 1);
@@ -150,7 +175,7 @@ mod tests {
         let router = router(1);
         assert!(router.due(), "never looked");
         assert!(!router.due(), "the first caller looks; the next does not");
-        *router.looked.lock().expect("lock") = Instant::now().checked_sub(PLACEMENT_TTL);
+        *router.placement.looked.lock().expect("lock") = Instant::now().checked_sub(PLACEMENT_TTL);
         assert!(router.due());
     }
 }
