@@ -140,11 +140,14 @@ async fn audit(args: AuditBenchArgs) -> anyhow::Result<()> {
     store.close().await;
 
     // The service: gRPC appends from concurrent clients, group-committed.
-    let (mut config, signer) = scratch_config(dir.path(), vec![ProcessRole::Audit])?;
+    let (mut config, _) = scratch_config(dir.path(), vec![ProcessRole::Audit])?;
     config.database_url = Some(url.clone().into());
+    let service_key = config.auth.service_key_file.clone().context("scratch config has a service key")?;
     let running = crate::serve::start(config).await?;
     let channel = biomatch_client::channel(&format!("http://{}", running.grpc_addr))?;
-    let me = biomatch_auth::ServiceCredentials::new(signer, "bench").token();
+    // The search role's identity: it may append identify leaves.
+    let signer = biomatch_auth::TokenSigner::from_file(&service_key, "biomatch", "biomatch")?;
+    let me = biomatch_auth::ServiceCredentials::new(signer, "search").token();
     for (round, clients) in args.clients.iter().copied().enumerate() {
         let per_client = args.appends.div_ceil(clients.max(1));
         let started = Instant::now();
