@@ -10,7 +10,7 @@
 //! with the chunk at hand. A proof touches at most a few chunks (the one holding the leaf and
 //! those at the sizes' right edges).
 
-use crate::merkle::{Hash, ProofError, Subtrees, Tree, node_hash};
+use crate::merkle::{Hash, ProofError, Subtrees, Tree};
 use std::sync::Arc;
 
 /// The audit role's chunk: 1,024 leaves, so the tree holds 64 bytes per 1,024 leaves (64 MiB for
@@ -20,8 +20,9 @@ pub const CHUNK_BITS: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct CompactTree {
     chunk_bits: u32,
-    /// `upper[j][i]` is the hash of the complete subtree of height `chunk_bits + j` at `i`.
-    upper: Vec<Vec<Hash>>,
+    /// A tree whose leaves are the complete chunks' hashes: its subtree of height `j` at `i` is
+    /// this tree's of height `chunk_bits + j` at `i`.
+    upper: Tree,
     /// The leaves after the last complete chunk, with their subtree hashes.
     tail: Tree,
 }
@@ -43,7 +44,7 @@ impl Default for CompactTree {
 impl CompactTree {
     /// An empty tree that keeps subtrees of `2^chunk_bits` leaves and taller (`chunk_bits` below 32).
     pub fn new(chunk_bits: u32) -> Self {
-        Self { chunk_bits: chunk_bits.min(31), upper: Vec::new(), tail: Tree::default() }
+        Self { chunk_bits: chunk_bits.min(31), upper: Tree::default(), tail: Tree::default() }
     }
 
     fn chunk_len(&self) -> u64 {
@@ -51,7 +52,7 @@ impl CompactTree {
     }
 
     fn complete_chunks(&self) -> u64 {
-        self.upper.first().map_or(0, |l| l.len() as u64)
+        self.upper.size()
     }
 
     pub fn size(&self) -> u64 {
@@ -63,29 +64,15 @@ impl CompactTree {
         if self.tail.size() < self.chunk_len() {
             return;
         }
-        let Some(mut hash) = self.tail.root(self.chunk_len()) else { return };
+        let Some(hash) = self.tail.root(self.chunk_len()) else { return };
         self.tail = Tree::default();
-        let mut level = 0;
-        loop {
-            if self.upper.len() == level {
-                self.upper.push(Vec::new());
-            }
-            self.upper[level].push(hash);
-            let n = self.upper[level].len();
-            if !n.is_multiple_of(2) {
-                return;
-            }
-            hash = node_hash(&self.upper[level][n - 2], &self.upper[level][n - 1]);
-            level += 1;
-        }
+        self.upper.push(hash);
     }
 
     /// How many hashes the tree holds: about two per chunk, plus up to two per leaf of the
     /// incomplete last chunk.
     pub fn held_hashes(&self) -> u64 {
-        let upper: usize = self.upper.iter().map(Vec::len).sum();
-        let tail: u64 = (0..32).map(|level| self.tail.size() >> level).sum();
-        upper as u64 + tail
+        self.upper.held_hashes() + self.tail.held_hashes()
     }
 
     /// The head at the current size, which never reaches inside a complete chunk (so an error
@@ -104,10 +91,10 @@ impl CompactTree {
     pub fn check_chunk(&self, chunk: u64, hashes: Vec<Hash>) -> Result<Tree, ChunkMismatch> {
         let (first, len) = self.chunk_span(chunk);
         let mismatch = ChunkMismatch { first, end: first + len };
-        let expected = self.upper.first().and_then(|l| l.get(usize::try_from(chunk).ok()?));
+        let expected = self.upper.leaf(chunk);
         let tree = Tree::from_leaf_hashes(hashes);
         match (expected, tree.root(len)) {
-            (Some(expected), Some(root)) if tree.size() == len && root == *expected => Ok(tree),
+            (Some(expected), Some(root)) if tree.size() == len && root == expected => Ok(tree),
             _ => Err(mismatch),
         }
     }
@@ -134,8 +121,7 @@ impl Subtrees for View<'_> {
         let bits = self.tree.chunk_bits;
         let missing = ProofError::OutOfRange { index, size: self.tree.size() };
         if level >= bits {
-            let at = |j: usize| self.tree.upper.get(j)?.get(usize::try_from(index).ok()?).copied();
-            return at((level - bits) as usize).ok_or(missing);
+            return self.tree.upper.subtree(level - bits, index).map_err(|_| missing);
         }
         let per_chunk = bits - level;
         let chunk = index >> per_chunk;

@@ -213,6 +213,11 @@ impl Tree {
         }
     }
 
+    /// How many hashes the tree holds: every complete subtree's.
+    pub fn held_hashes(&self) -> u64 {
+        self.levels.iter().map(|l| l.len() as u64).sum()
+    }
+
     pub fn leaf(&self, index: u64) -> Option<Hash> {
         self.levels.first().and_then(|l| l.get(index as usize)).copied()
     }

@@ -3,10 +3,10 @@
 //! checks them against the tree before using them. Proofs across chunk boundaries match the
 //! whole tree's; a leaf hash edited in the store under the running role gets no proof.
 
-use crate::audit_tamper::{append, client, fill, insider, start, verify};
+use crate::audit_tamper::{Log, append, client, fill, insider, start, verify};
 use biomatch_auditlog::merkle::{Hash, Tree};
 use biomatch_domain::Role;
-use biomatch_proto::v1::{ConsistencyProofRequest, GetCheckpointRequest, InclusionProofRequest};
+use biomatch_proto::v1::{Checkpoint, ConsistencyProofRequest, GetCheckpointRequest, InclusionProofRequest};
 use sqlx::{AnyConnection, Connection};
 
 const SIZE: u64 = 2100;
@@ -23,6 +23,15 @@ async fn stored_hashes(database: &str) -> Vec<Hash> {
     rows.into_iter().map(|h| h.try_into().expect("32 bytes")).collect()
 }
 
+/// A checkpoint signed now, as an auditor asks for one.
+async fn sign_checkpoint(log: &Log) -> Checkpoint {
+    client(log)
+        .get_checkpoint(log.keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true }))
+        .await
+        .expect("checkpoint")
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proofs_read_leaf_hashes_back_and_refuse_an_edited_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -35,11 +44,7 @@ async fn proofs_read_leaf_hashes_back_and_refuse_an_edited_chunk() {
         append(&log, 1580..SIZE as usize, &[]),
     );
     let mut audit = client(&log);
-    let checkpoint = audit
-        .get_checkpoint(log.keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true }))
-        .await
-        .expect("checkpoint")
-        .into_inner();
+    let checkpoint = sign_checkpoint(&log).await;
     assert_eq!(checkpoint.tree_size, SIZE);
     let whole = Tree::from_leaf_hashes(stored_hashes(&log.database).await.into_iter().take(SIZE as usize));
     assert_eq!(whole.root(SIZE).map(|r| r.to_vec()), Some(checkpoint.root_hash.clone()));
@@ -116,11 +121,7 @@ async fn the_tree_catches_up_with_leaves_committed_behind_its_back() {
     let stored = stored_hashes(&log.database).await;
     assert_eq!(stored.len(), 25);
     let mut audit = client(&log);
-    let checkpoint = audit
-        .get_checkpoint(log.keys.as_role(Role::Auditor, GetCheckpointRequest { sign_now: true }))
-        .await
-        .expect("checkpoint")
-        .into_inner();
+    let checkpoint = sign_checkpoint(&log).await;
     let whole = Tree::from_leaf_hashes(stored);
     assert_eq!(checkpoint.tree_size, 25, "the tree holds every stored leaf");
     assert_eq!(whole.root(25).map(|r| r.to_vec()), Some(checkpoint.root_hash));
