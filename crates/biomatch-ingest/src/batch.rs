@@ -5,7 +5,7 @@ use crate::{IngestServer, events, failure};
 use biomatch_domain::Principal;
 use biomatch_proto::status_from;
 use biomatch_proto::v1::BatchEnrollResponse;
-use biomatch_store::{EnrollWrite, GalleryRecord};
+use biomatch_store::{EnrollWrite, GalleryRecord, Idempotency, StoreError};
 use tonic::Status;
 
 #[derive(Default)]
@@ -15,10 +15,10 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn push(&mut self, gallery: GalleryRecord, index: u32, write: EnrollWrite) {
+    pub(crate) fn push(&mut self, gallery: &GalleryRecord, index: u32, write: EnrollWrite) {
         match self.groups.iter_mut().find(|(g, _)| g.id == gallery.id) {
             Some((_, items)) => items.push((index, write)),
-            None => self.groups.push((gallery, vec![(index, write)])),
+            None => self.groups.push((gallery.clone(), vec![(index, write)])),
         }
     }
 
@@ -31,11 +31,16 @@ impl Batch {
         self.groups.iter().map(|(_, items)| items.len()).sum()
     }
 
-    /// Names each gallery's pending enrolments in an intent leaf, commits them, then records what
-    /// was enrolled in an outcome leaf; an audit failure ends the stream with `UNAVAILABLE` (and
-    /// a failed intent leaves the group unwritten).
+    /// Refuses the items whose idempotency key another request used (one read for the group),
+    /// names each gallery's other pending enrolments in an intent leaf, commits them, then
+    /// records what was enrolled in an outcome leaf; an audit failure ends the stream with
+    /// `UNAVAILABLE` (and a failed intent leaves the group unwritten).
     pub(crate) async fn flush(&mut self, server: &IngestServer, principal: &Principal) -> Result<(), Status> {
         for (gallery, items) in std::mem::take(&mut self.groups) {
+            let items = self.without_reused_keys(server, items).await?;
+            if items.is_empty() {
+                continue;
+            }
             let custody = custody(&gallery, &items);
             let intended: Vec<String> = items.iter().map(|(_, w)| w.subject.to_string()).collect();
             let mut intent = events::enroll_event(principal, &gallery, intended.clone());
@@ -73,6 +78,32 @@ impl Batch {
             self.response.audit_leaf_indexes.push(leaf);
         }
         Ok(())
+    }
+
+    /// `items` less those whose key another request used, each failed `INVALID_ARGUMENT` before
+    /// any leaf names it (the store's transaction checks again).
+    async fn without_reused_keys(
+        &mut self,
+        server: &IngestServer,
+        items: Vec<(u32, EnrollWrite)>,
+    ) -> Result<Vec<(u32, EnrollWrite)>, Status> {
+        let keys: Vec<Idempotency> = items.iter().filter_map(|(_, w)| w.idempotency.clone()).collect();
+        if keys.is_empty() {
+            return Ok(items);
+        }
+        let reused = server.store.conflicting_keys(&keys).await.map_err(|e| status_from(&e))?;
+        let (refused, kept): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .partition(|(_, w)| w.idempotency.as_ref().is_some_and(|i| reused.contains(&i.key)));
+        for (index, write) in refused {
+            let key = write.idempotency.map(|i| i.key).unwrap_or_default();
+            self.fail(
+                index,
+                write.subject.into_string(),
+                &status_from(&StoreError::IdempotencyConflict(key)),
+            );
+        }
+        Ok(kept)
     }
 
     pub(crate) fn into_response(self) -> BatchEnrollResponse {

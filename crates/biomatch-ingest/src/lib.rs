@@ -41,6 +41,7 @@ use biomatch_store::{
 };
 use custody::{Custody, digest};
 use prost::Message;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
@@ -117,25 +118,32 @@ impl IngestServer {
     }
 
     /// Validates one enrolment into a write for the store.
-    async fn prepare(&self, gallery: &GalleryRecord, request: EnrollRequest) -> Result<EnrollWrite, Status> {
+    async fn prepare(
+        &self,
+        gallery: &GalleryRecord,
+        request: EnrollRequest,
+        key_check: KeyCheck,
+    ) -> Result<EnrollWrite, Status> {
         let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
         let (subject, replace) = validate::enrolment(&gallery.settings, &subject_id, mode, samples.len())?;
         // The key is bound to gallery, subject, mode and the samples; a reuse with another body is
-        // refused here, before any audit leaf, and again by the store's transaction.
-        let (idempotency, _) = self
-            .idempotency("enroll", &idempotency_key, || {
-                let samples: Vec<u8> =
-                    samples.iter().flat_map(Message::encode_length_delimited_to_vec).collect();
-                let samples = digest(&[&samples]);
-                let mode: &[u8] = if replace { b"replace" } else { b"add" };
-                digest(&[
-                    gallery.settings.name.as_str().as_bytes(),
-                    subject.as_str().as_bytes(),
-                    mode,
-                    samples.as_bytes(),
-                ])
-            })
-            .await?;
+        // refused before any audit leaf (here, or by the batch for its whole group), and again by
+        // the store's transaction.
+        let request_digest = || {
+            let samples: Vec<u8> = samples.iter().flat_map(Message::encode_length_delimited_to_vec).collect();
+            let samples = digest(&[&samples]);
+            let mode: &[u8] = if replace { b"replace" } else { b"add" };
+            digest(&[
+                gallery.settings.name.as_str().as_bytes(),
+                subject.as_str().as_bytes(),
+                mode,
+                samples.as_bytes(),
+            ])
+        };
+        let idempotency = match key_check {
+            KeyCheck::Now => self.idempotency("enroll", &idempotency_key, request_digest).await?.0,
+            KeyCheck::ByGroup => bind_key("enroll", &idempotency_key, request_digest)?,
+        };
         let model = GalleryModel::from(&gallery.settings);
         let key = self.keys.get(&gallery.key_ref).map_err(|e| {
             tracing::error!(error = %e, gallery = %gallery.settings.name, "gallery data key unavailable");
@@ -283,15 +291,33 @@ impl IngestServer {
         idempotency_key: &str,
         request_digest: impl FnOnce() -> String,
     ) -> Result<(Option<Idempotency>, bool), Status> {
-        bounded("idempotency_key", idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES)
-            .map_err(|e| status_from(&e))?;
-        if idempotency_key.is_empty() {
+        let Some(idem) = bind_key(kind, idempotency_key, request_digest)? else {
             return Ok((None, false));
-        }
-        let idem = Idempotency { key: format!("{kind}:{idempotency_key}"), request_hash: request_digest() };
+        };
         let replay = self.store.idempotent_response(&idem).await.map_err(|e| status_from(&e))?.is_some();
         Ok((Some(idem), replay))
     }
+}
+
+/// When an enrolment's idempotency key is checked against the store, before its intent leaf.
+#[derive(Clone, Copy)]
+enum KeyCheck {
+    /// While the enrolment is prepared: one read for one request.
+    Now,
+    /// By [`batch::Batch::flush`], one read for a whole group of a stream.
+    ByGroup,
+}
+
+/// A request's idempotency record, its key (bounded) bound to the request's digest; `None`
+/// without a key. Nothing is read.
+fn bind_key(
+    kind: &str,
+    idempotency_key: &str,
+    request_digest: impl FnOnce() -> String,
+) -> Result<Option<Idempotency>, Status> {
+    bounded("idempotency_key", idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES).map_err(|e| status_from(&e))?;
+    Ok((!idempotency_key.is_empty())
+        .then(|| Idempotency { key: format!("{kind}:{idempotency_key}"), request_hash: request_digest() }))
 }
 
 /// Subject ids grouped by gallery, in first-seen order.
@@ -446,7 +472,7 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         let request = request.into_inner();
         let gallery = self.gallery(&principal, &request.gallery).await?;
-        let write = self.prepare(&gallery, request).await?;
+        let write = self.prepare(&gallery, request, KeyCheck::Now).await?;
         let custody = Custody::of("enroll", write.idempotency.as_ref());
         let subject_ids = vec![write.subject.to_string()];
         let mut intent = events::enroll_event(&principal, &gallery, subject_ids.clone());
@@ -489,20 +515,28 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         let mut stream = request.into_inner();
         let mut batch = batch::Batch::default();
+        // Each gallery is looked up (and its scope checked) once per group, not per item: the
+        // store's transaction checks again that the gallery still exists.
+        let mut galleries: HashMap<String, Result<GalleryRecord, Status>> = HashMap::new();
         let mut index = 0u32;
         while let Some(item) = stream.next().await {
             let item = item?;
             let subject_id = item.subject_id.clone();
-            match self.gallery(&principal, &item.gallery).await {
-                Ok(gallery) => match self.prepare(&gallery, item).await {
+            if !galleries.contains_key(&item.gallery) {
+                let found = self.gallery(&principal, &item.gallery).await;
+                galleries.insert(item.gallery.clone(), found);
+            }
+            match &galleries[&item.gallery] {
+                Ok(gallery) => match self.prepare(gallery, item, KeyCheck::ByGroup).await {
                     Ok(write) => batch.push(gallery, index, write),
                     Err(status) => batch.fail(index, subject_id, &status),
                 },
-                Err(status) => batch.fail(index, subject_id, &status),
+                Err(status) => batch.fail(index, subject_id, status),
             }
             index += 1;
-            if batch.pending() >= BATCH_CHUNK {
+            if batch.pending() >= BATCH_CHUNK || galleries.len() >= BATCH_CHUNK {
                 batch.flush(self, &principal).await?;
+                galleries.clear();
             }
         }
         batch.flush(self, &principal).await?;

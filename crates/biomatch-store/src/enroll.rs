@@ -13,7 +13,7 @@
 
 use super::{append_change, check_idempotency, corrupt, remember_idempotency};
 use crate::sql::{WriteLock, to_u32, to_u64};
-use crate::{ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, SqlStore, StoreError, Written};
+use crate::{ChangeOp, EnrollResult, EnrollWrite, GalleryRecord, Idempotency, SqlStore, StoreError, Written};
 use sqlx::{Any, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 
@@ -40,7 +40,7 @@ fn tuples(from: usize, rows: usize, width: usize, shared: &str) -> String {
 
 /// Stored `(request_hash, response)` of those of `keys` that were used before.
 async fn stored_keys(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut sqlx::AnyConnection,
     keys: &[&str],
 ) -> Result<HashMap<String, (String, String)>, StoreError> {
     let mut stored = HashMap::new();
@@ -53,11 +53,27 @@ async fn stored_keys(
         for key in chunk {
             query = query.bind(*key);
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        for row in query.fetch_all(&mut *conn).await? {
             stored.insert(row.try_get("key")?, (row.try_get("request_hash")?, row.try_get("response")?));
         }
     }
     Ok(stored)
+}
+
+/// The keys of those of `items` that another request used: read in bulk, outside a write
+/// transaction, so a batch writer can refuse a reused key before it appends an intent leaf.
+pub(super) async fn conflicting_keys(
+    store: &SqlStore,
+    items: &[Idempotency],
+) -> Result<HashSet<String>, StoreError> {
+    let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    let mut conn = store.read.acquire().await?;
+    let stored = stored_keys(&mut conn, &keys).await?;
+    Ok(items
+        .iter()
+        .filter(|i| stored.get(&i.key).is_some_and(|(hash, _)| *hash != i.request_hash))
+        .map(|i| i.key.clone())
+        .collect())
 }
 
 /// Those of `subjects` already enrolled in the gallery.

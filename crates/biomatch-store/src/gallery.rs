@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use biomatch_domain::{Gallery, GalleryName, SearchTuning, SubjectId, ThresholdPolicy};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use std::collections::HashSet;
 
 #[path = "enroll.rs"]
 mod enroll;
@@ -346,6 +347,10 @@ impl GalleryStore for SqlStore {
             .fetch_optional(&self.read)
             .await?;
         idempotent(row, idem)
+    }
+
+    async fn conflicting_keys(&self, items: &[Idempotency]) -> Result<HashSet<String>, StoreError> {
+        enroll::conflicting_keys(self, items).await
     }
 
     async fn enroll(

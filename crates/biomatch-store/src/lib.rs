@@ -83,6 +83,12 @@ pub trait GalleryStore: Send + Sync + 'static {
     /// Lets a writer refuse a reused key before it appends an intent leaf; the write itself
     /// checks again in its transaction.
     async fn idempotent_response(&self, idempotency: &Idempotency) -> Result<Option<String>, StoreError>;
+    /// [`GalleryStore::idempotent_response`] for a batch in one read: the keys of those of
+    /// `items` that another request (another hash) used.
+    async fn conflicting_keys(
+        &self,
+        items: &[Idempotency],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
     /// Writes enrolments in one transaction; each item succeeds or fails on its own.
     async fn enroll(
         &self,

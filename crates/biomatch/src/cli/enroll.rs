@@ -9,10 +9,11 @@ use biomatch_proto::v1::{DeleteSubjectRequest, Embedding, EnrollMode, EnrollRequ
 use clap::Args;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
@@ -49,46 +50,91 @@ fn idempotency_key(gallery: &str, line: &str) -> String {
     hex::encode(&Sha256::digest(format!("{gallery}\n{line}").as_bytes())[..16])
 }
 
+/// Reads the vectors file, handing each line's enrolment to `each` until it returns false;
+/// the number of enrolments read. A bad line is an error naming the line (never its content).
+fn read_vectors(
+    path: &Path,
+    gallery: &str,
+    mode: EnrollMode,
+    mut each: impl FnMut(EnrollRequest) -> bool,
+) -> anyhow::Result<usize> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut count = 0;
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let parsed = lines::parse_line(n + 1, &line).with_context(|| path.display().to_string())?;
+        let Some(item) = parsed else { continue };
+        let embedding = Embedding { values: item.vector, ..Default::default() };
+        count += 1;
+        let more = each(EnrollRequest {
+            gallery: gallery.to_owned(),
+            subject_id: item.subject.into_string(),
+            samples: vec![Probe { kind: Some(probe::Kind::Embedding(embedding)) }],
+            mode: mode.into(),
+            idempotency_key: idempotency_key(gallery, &line),
+        });
+        if !more {
+            break;
+        }
+    }
+    Ok(count)
+}
+
+/// Enrolments queued between the file's reader and the stream to the ingest role: memory stays
+/// bounded whatever the file's size.
+const QUEUED: usize = 4096;
+
 pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
     let mode = if args.replace { EnrollMode::Replace } else { EnrollMode::Add };
-    let mut requests = Vec::new();
-    if let Some(path) = &args.vectors {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let reading = Progress::start("read", None);
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            reading.done.fetch_add(1, Ordering::Relaxed);
-            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-            let parsed = lines::parse_line(n + 1, &line).with_context(|| path.display().to_string())?;
-            let Some(item) = parsed else { continue };
-            let embedding = Embedding { values: item.vector, ..Default::default() };
-            requests.push(EnrollRequest {
-                gallery: args.gallery.clone(),
-                subject_id: item.subject.into_string(),
-                samples: vec![Probe { kind: Some(probe::Kind::Embedding(embedding)) }],
-                mode: mode.into(),
-                idempotency_key: idempotency_key(&args.gallery, &line),
-            });
-        }
-        reading.finish();
+    let (sender, receiver) = tokio::sync::mpsc::channel(QUEUED);
+    let mut reader = None;
+    let total = if let Some(path) = args.vectors.clone() {
+        // A first pass checks every line and counts them, so nothing of a bad file is sent; the
+        // second streams the file as it is read.
+        let checking = Progress::start("checked", None);
+        let checked = checking.done.clone();
+        let gallery = args.gallery.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            read_vectors(&path, &gallery, mode, |_| {
+                checked.fetch_add(1, Ordering::Relaxed);
+                true
+            })
+        });
+        let total = counted.await??;
+        checking.finish();
+        let (path, gallery) = (args.vectors.clone().unwrap_or_default(), args.gallery.clone());
+        reader = Some(tokio::task::spawn_blocking(move || {
+            read_vectors(&path, &gallery, mode, |request| sender.blocking_send(request).is_ok())
+        }));
+        total
     } else if let (Some(image), Some(subject)) = (&args.image, &args.subject) {
         let bytes = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
-        requests.push(EnrollRequest {
+        let request = EnrollRequest {
             gallery: args.gallery.clone(),
             subject_id: subject.clone(),
             samples: vec![Probe { kind: Some(probe::Kind::Image(bytes)) }],
             mode: mode.into(),
             idempotency_key: String::new(),
-        });
-    }
+        };
+        sender.send(request).await.context("the enrolment queue closed")?;
+        drop(sender);
+        1
+    } else {
+        0
+    };
     let mut client = IngestServiceClient::new(args.client.channel()?);
-    let total = requests.len();
     let sending = Progress::start("sent", Some(total));
     let sent = sending.done.clone();
-    let requests = requests.into_iter().inspect(move |_| {
+    let requests = tokio_stream::wrappers::ReceiverStream::new(receiver).map(move |request| {
         sent.fetch_add(1, Ordering::Relaxed);
+        request
     });
-    let response = client.batch_enroll(args.client.request(tokio_stream::iter(requests))?).await;
+    let response = client.batch_enroll(args.client.request(requests)?).await;
     sending.finish();
+    if let Some(reader) = reader {
+        // The file changed between the passes: what was streamed before the bad line is enrolled.
+        reader.await?.context("the file changed while it was sent")?;
+    }
     let response = response.map_err(rpc_error)?.into_inner();
     if args.client.json {
         let failures: Vec<serde_json::Value> = response
