@@ -125,11 +125,20 @@ pub struct IngestConfig {
     /// How often galleries whose threshold keeps a target FPIR are checked for having doubled
     /// (their threshold is then derived again).
     pub threshold_review_interval_ms: u64,
+    /// How long one gallery-store call of a request may take before the request is refused
+    /// `UNAVAILABLE`: a store that stops answering (a hung disk, a stopped database) refuses
+    /// changes in bounded time, whatever deadline their callers set.
+    pub store_timeout_ms: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { purge_interval_ms: 60_000, min_enroll_quality: 0.5, threshold_review_interval_ms: 300_000 }
+        Self {
+            purge_interval_ms: 60_000,
+            min_enroll_quality: 0.5,
+            threshold_review_interval_ms: 300_000,
+            store_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -363,6 +372,7 @@ impl ServeConfig {
             || self.search.shard_timeout_ms == 0
             || self.audit.checkpoint_interval_ms == 0
             || self.audit.commit_timeout_ms == 0
+            || self.ingest.store_timeout_ms == 0
         {
             return Err(ConfigError::Invalid("intervals and timeouts must be positive".into()));
         }

@@ -10,12 +10,14 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bounded;
 mod error;
 mod gallery;
 mod model;
 mod sql;
 pub mod testing;
 
+pub use bounded::Bounded;
 pub use error::StoreError;
 pub use model::{
     AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, DeletedGallery, EnrollResult, EnrollWrite,

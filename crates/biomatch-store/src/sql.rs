@@ -4,6 +4,8 @@ use crate::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,10 @@ pub struct SqlStore {
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
     pub(crate) backend: Backend,
+    /// Rows a bulk enrolment wrote since this store opened, and the count at which PostgreSQL's
+    /// statistics are next refreshed (see [`SqlStore::refresh_statistics`]).
+    bulk_rows: Arc<AtomicU64>,
+    next_analyze: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -27,6 +33,9 @@ impl std::fmt::Debug for SqlStore {
         f.debug_struct("SqlStore").field("backend", &self.backend).finish_non_exhaustive()
     }
 }
+
+/// Bulk-enrolled rows after which PostgreSQL's statistics are first refreshed.
+const FIRST_ANALYZE: u64 = 8192;
 
 /// `temp_store = MEMORY` keeps statement journals (the undo of one multi-row insert inside a
 /// transaction) in memory instead of a temporary file created and closed at every commit.
@@ -89,7 +98,7 @@ impl SqlStore {
                 };
                 let write = pool(1).await?;
                 let read = pool(4).await?;
-                Self { url: url.clone(), write, read, backend }
+                Self::with_pools(url.clone(), write, read, backend)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -104,11 +113,34 @@ impl SqlStore {
                     .after_release(|conn, _meta| Box::pin(reusable(conn)))
                     .connect(url)
                     .await?;
-                Self { url: url.to_owned(), write: pool.clone(), read: pool, backend }
+                Self::with_pools(url.to_owned(), pool.clone(), pool, backend)
             }
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    fn with_pools(url: String, write: AnyPool, read: AnyPool, backend: Backend) -> Self {
+        let (bulk_rows, next_analyze) = (Arc::default(), Arc::new(AtomicU64::new(FIRST_ANALYZE)));
+        Self { url, write, read, backend, bulk_rows, next_analyze }
+    }
+
+    /// Counts `rows` written by a bulk enrolment and, on PostgreSQL, refreshes the gallery tables'
+    /// statistics each time that count doubles. The planner's estimates otherwise stay those of
+    /// the empty tables until autovacuum (which may be off, and lags a bulk load) catches up, and
+    /// with them it looks a batch's subjects up by scanning the whole gallery.
+    /// Best effort: the rows are committed whatever happens here.
+    pub(crate) async fn refresh_statistics(&self, rows: u64) {
+        let total = self.bulk_rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        if self.backend != Backend::Postgres || total < self.next_analyze.load(Ordering::Relaxed) {
+            return;
+        }
+        self.next_analyze.store(total.saturating_mul(2), Ordering::Relaxed);
+        let analyzed =
+            sqlx::query("ANALYZE subjects, templates, idempotency, changes").execute(&self.write).await;
+        if let Err(e) = analyzed {
+            tracing::warn!(error = %e, "refreshing the gallery tables' statistics failed");
+        }
     }
 
     /// The URL the store was opened with (may hold a password: never log it).

@@ -165,3 +165,43 @@ async fn a_batch_resent_after_a_cut_enrols_each_subject_once() {
     })
     .await;
 }
+
+/// `conflicting_keys` names exactly the keys another request (another hash) used: not the
+/// unused ones, not a replay of the same request.
+#[tokio::test]
+async fn conflicting_keys_are_those_another_request_used() {
+    each_backend(|store| async move {
+        let g = store.create_gallery(&spec(), None, "k", None, 0).await.expect("create").value;
+        store.enroll(&g, &[write("a", 1, Some("ka")), write("b", 1, Some("kb"))], 1).await.expect("enrol");
+        let probe = |key: &str, hash: &str| Idempotency { key: key.into(), request_hash: hash.into() };
+        let asked = [
+            probe("ka", "hash-of-a"),
+            probe("kb", "another body"),
+            probe("kc", "hash-of-c"),
+            probe("kb", "x"),
+        ];
+        let reused = store.conflicting_keys(&asked).await.expect("read");
+        assert_eq!(reused, ["kb".to_owned()].into_iter().collect());
+        assert!(store.conflicting_keys(&[]).await.expect("nothing asked").is_empty());
+    })
+    .await;
+}
+
+/// A bulk load refreshes PostgreSQL's statistics as the gallery grows: with the estimates of an
+/// empty table, the planner looked each batch's subjects up by scanning the whole gallery.
+#[tokio::test]
+async fn a_bulk_load_gives_postgres_the_gallery_size() {
+    let Some(url) = biomatch_store::testing::fresh_postgres_url().await else { return };
+    let store = SqlStore::connect(&url).await.expect("connect");
+    let g = store.create_gallery(&spec(), None, "k", None, 0).await.expect("create").value;
+    for batch in 0..5 {
+        let items: Vec<EnrollWrite> = (0..2048).map(|i| write(&format!("s{batch}-{i}"), 1, None)).collect();
+        store.enroll(&g, &items, 1).await.expect("enrol");
+    }
+    let estimate: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'subjects'")
+        .fetch_one(&sqlx::AnyPool::connect(&url).await.expect("pool"))
+        .await
+        .expect("estimate");
+    assert!(estimate >= 8192.0, "the planner's estimate of the subjects table: {estimate}");
+    store.close().await;
+}

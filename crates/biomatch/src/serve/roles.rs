@@ -96,8 +96,9 @@ pub(super) async fn ingest(
     keys: Arc<dyn KeyStore>,
     budgets: Arc<Budgets>,
 ) -> anyhow::Result<IngestServiceServer<IngestServer>> {
+    let bound = Duration::from_millis(p.config.ingest.store_timeout_ms);
     let server = IngestServer::new(
-        store,
+        Arc::new(biomatch_store::Bounded::new(store, bound)),
         p.audit.clone(),
         p.embed.clone(),
         p.changed.clone(),

@@ -173,3 +173,39 @@ async fn a_hung_audit_store_is_timed_out_by_the_audit_role() {
     rest.running.shutdown().await;
     audit.running.shutdown().await;
 }
+
+/// The gallery store stops answering (every backend of the rest's PostgreSQL database stopped):
+/// the ingest role gives up on the store after `ingest.store_timeout_ms`, so an enrolment is
+/// refused `UNAVAILABLE` in bounded time although its caller set no deadline; once the store
+/// answers again the same request (same idempotency key) enrols the subject, and the log, which
+/// recorded the intent and the refusal, verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_gallery_store_is_timed_out_by_the_ingest_role() {
+    let Some(url) = biomatch_store::testing::fresh_postgres_url().await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    let audit =
+        TestCluster::start(config(&Backend::Sqlite(base.join("audit")), base, &[ProcessRole::Audit])).await;
+    let roles = [ProcessRole::Embed, ProcessRole::Ingest, ProcessRole::Matcher, ProcessRole::Search];
+    let mut rest_config = config(&Backend::Postgres(url.clone()), base, &roles);
+    rest_config.endpoints.audit = Some(format!("http://{}", audit.running.grpc_addr));
+    rest_config.ingest.store_timeout_ms = 1_000;
+    let rest = TestCluster::start(rest_config).await;
+    let (mut synthetic, _, _) = enrolled_gallery(&rest, "g", DIMENSION, 1, 10, 37).await;
+    let late = synthetic.identity();
+    let request = enrol_request("late", synthetic.sample(&late), "late");
+
+    let Some(stopped) = StoppedDatabase::stop(&url).await else { return };
+    let answered = tokio::time::timeout(BOUND, rest.ingest().enroll(request.clone())).await;
+    drop(stopped);
+    let status = answered.expect("refused in bounded time, not hung").expect_err("refused while hung");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().starts_with("storage is not answering"), "{:?}", status.message());
+
+    let enrolled = rest.ingest().enroll(request).await.expect("enrolled once the store answers").into_inner();
+    let found = identify(&rest, "g", synthetic.sample(&late), enrolled.change_seq).await.expect("identify");
+    assert_eq!(found.candidates.first().map(|c| c.subject_id.as_str()), Some("late"));
+    verify_strict(&audit).await;
+    rest.running.shutdown().await;
+    audit.running.shutdown().await;
+}
