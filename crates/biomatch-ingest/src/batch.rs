@@ -6,6 +6,7 @@ use biomatch_domain::Principal;
 use biomatch_proto::status_from;
 use biomatch_proto::v1::BatchEnrollResponse;
 use biomatch_store::{EnrollWrite, GalleryRecord, Idempotency, StoreError};
+use std::collections::HashMap;
 use tonic::Status;
 
 #[derive(Default)]
@@ -80,8 +81,9 @@ impl Batch {
         Ok(())
     }
 
-    /// `items` less those whose key another request used, each failed `INVALID_ARGUMENT` before
-    /// any leaf names it (the store's transaction checks again).
+    /// `items` less those whose key another request used (stored, or earlier in this group with
+    /// another body), each failed `INVALID_ARGUMENT` before any leaf names it (the store's
+    /// transaction checks again).
     async fn without_reused_keys(
         &mut self,
         server: &IngestServer,
@@ -91,10 +93,21 @@ impl Batch {
         if keys.is_empty() {
             return Ok(items);
         }
-        let reused = server.store.conflicting_keys(&keys).await.map_err(|e| status_from(&e))?;
-        let (refused, kept): (Vec<_>, Vec<_>) = items
-            .into_iter()
-            .partition(|(_, w)| w.idempotency.as_ref().is_some_and(|i| reused.contains(&i.key)));
+        let stored = server.store.conflicting_keys(&keys).await.map_err(|e| status_from(&e))?;
+        let mut first_use: HashMap<&str, &str> = HashMap::new();
+        let reused: Vec<bool> = items
+            .iter()
+            .map(|(_, w)| {
+                w.idempotency.as_ref().is_some_and(|i| {
+                    let first = *first_use.entry(&i.key).or_insert(&i.request_hash);
+                    stored.contains(&i.key) || first != i.request_hash
+                })
+            })
+            .collect();
+        let (refused, kept): (Vec<_>, Vec<_>) =
+            items.into_iter().zip(reused).partition(|(_, reused)| *reused);
+        let (refused, kept) =
+            (refused.into_iter().map(|(item, _)| item), kept.into_iter().map(|(item, _)| item));
         for (index, write) in refused {
             let key = write.idempotency.map(|i| i.key).unwrap_or_default();
             self.fail(
@@ -103,7 +116,7 @@ impl Batch {
                 &status_from(&StoreError::IdempotencyConflict(key)),
             );
         }
-        Ok(kept)
+        Ok(kept.collect())
     }
 
     pub(crate) fn into_response(self) -> BatchEnrollResponse {

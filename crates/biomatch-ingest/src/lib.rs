@@ -14,6 +14,7 @@
 
 mod batch;
 mod custody;
+mod enrolment;
 mod events;
 mod galleries;
 mod thresholds;
@@ -22,10 +23,9 @@ mod validate;
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_client::budget::Budgets;
-use biomatch_client::{AuditUnavailable, FaceRule, GalleryModel};
+use biomatch_client::{AuditUnavailable, FaceRule};
 use biomatch_crypto::KeyStore;
-use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, bounded};
-use biomatch_domain::{Clock, ErrorClass, Principal, SubjectId, shard_of};
+use biomatch_domain::{Clock, ErrorClass, Principal, SubjectId};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::ingest_service_server::IngestService;
@@ -36,11 +36,9 @@ use biomatch_proto::v1::{
     PurgeExpiredRequest, PurgeExpiredResponse, SetSearchTuningRequest, SetThresholdRequest, Subject,
 };
 use biomatch_proto::{status_from, status_with};
-use biomatch_store::{
-    EnrollWrite, ExpiredSubject, GalleryCounts, GalleryRecord, GalleryStore, Idempotency, StoreError,
-};
+use biomatch_store::{ExpiredSubject, GalleryCounts, GalleryRecord, GalleryStore, Idempotency, StoreError};
 use custody::{Custody, digest};
-use prost::Message;
+use enrolment::{KeyCheck, bind_key};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -115,68 +113,6 @@ impl IngestServer {
     async fn counted(&self, record: &GalleryRecord) -> Result<Gallery, Status> {
         let counts = self.store.gallery_counts(record.id).await.map_err(|e| status_from(&e))?;
         Ok(galleries::to_proto(record, counts))
-    }
-
-    /// Validates one enrolment into a write for the store.
-    async fn prepare(
-        &self,
-        gallery: &GalleryRecord,
-        request: EnrollRequest,
-        key_check: KeyCheck,
-    ) -> Result<EnrollWrite, Status> {
-        let EnrollRequest { gallery: _, subject_id, samples, mode, idempotency_key } = request;
-        let (subject, replace) = validate::enrolment(&gallery.settings, &subject_id, mode, samples.len())?;
-        // The key is bound to gallery, subject, mode and the samples; a reuse with another body is
-        // refused before any audit leaf (here, or by the batch for its whole group), and again by
-        // the store's transaction.
-        let request_digest = || {
-            let samples: Vec<u8> = samples.iter().flat_map(Message::encode_length_delimited_to_vec).collect();
-            let samples = digest(&[&samples]);
-            let mode: &[u8] = if replace { b"replace" } else { b"add" };
-            digest(&[
-                gallery.settings.name.as_str().as_bytes(),
-                subject.as_str().as_bytes(),
-                mode,
-                samples.as_bytes(),
-            ])
-        };
-        let idempotency = match key_check {
-            KeyCheck::Now => self.idempotency("enroll", &idempotency_key, request_digest).await?.0,
-            KeyCheck::ByGroup => bind_key("enroll", &idempotency_key, request_digest)?,
-        };
-        let model = GalleryModel::from(&gallery.settings);
-        let key = self.keys.get(&gallery.key_ref).map_err(|e| {
-            tracing::error!(error = %e, gallery = %gallery.settings.name, "gallery data key unavailable");
-            match e {
-                // A store restored from before the gallery's deletion: final, not worth a retry.
-                biomatch_crypto::CryptoError::Destroyed(_) => status_with(
-                    ErrorClass::FailedPrecondition,
-                    "the gallery's data key was destroyed (the gallery was deleted)",
-                ),
-                _ => status_with(ErrorClass::Unavailable, "the gallery's data key is unavailable"),
-            }
-        })?;
-        let context = biomatch_crypto::template_context(&gallery.key_ref, subject.as_str());
-        let mut sealed_templates = Vec::with_capacity(samples.len());
-        for sample in samples {
-            let resolved = biomatch_client::resolve_probe(
-                &self.embed,
-                &self.creds,
-                Some(sample),
-                &model,
-                self.face_rule,
-            )
-            .await?;
-            sealed_templates.push(key.seal(&resolved.template.to_le_bytes(), &context));
-        }
-        Ok(EnrollWrite {
-            shard: shard_of(&subject, gallery.settings.shard_count),
-            subject,
-            model_id: gallery.settings.model_id.clone(),
-            sealed_templates,
-            replace,
-            idempotency,
-        })
     }
 
     /// Removes every subject whose retention has ended, everywhere (store, change log, and
@@ -297,27 +233,6 @@ impl IngestServer {
         let replay = self.store.idempotent_response(&idem).await.map_err(|e| status_from(&e))?.is_some();
         Ok((Some(idem), replay))
     }
-}
-
-/// When an enrolment's idempotency key is checked against the store, before its intent leaf.
-#[derive(Clone, Copy)]
-enum KeyCheck {
-    /// While the enrolment is prepared: one read for one request.
-    Now,
-    /// By [`batch::Batch::flush`], one read for a whole group of a stream.
-    ByGroup,
-}
-
-/// A request's idempotency record, its key (bounded) bound to the request's digest; `None`
-/// without a key. Nothing is read.
-fn bind_key(
-    kind: &str,
-    idempotency_key: &str,
-    request_digest: impl FnOnce() -> String,
-) -> Result<Option<Idempotency>, Status> {
-    bounded("idempotency_key", idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES).map_err(|e| status_from(&e))?;
-    Ok((!idempotency_key.is_empty())
-        .then(|| Idempotency { key: format!("{kind}:{idempotency_key}"), request_hash: request_digest() }))
 }
 
 /// Subject ids grouped by gallery, in first-seen order.
@@ -515,23 +430,26 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         let mut stream = request.into_inner();
         let mut batch = batch::Batch::default();
-        // Each gallery is looked up (and its scope checked) once per group, not per item: the
-        // store's transaction checks again that the gallery still exists.
-        let mut galleries: HashMap<String, Result<GalleryRecord, Status>> = HashMap::new();
+        // Each gallery found is looked up (and its scope checked) once per group, not per item:
+        // the store's transaction checks again that it still exists. A failed lookup is not
+        // remembered, so a passing fault fails only the items it met.
+        let mut galleries: HashMap<String, GalleryRecord> = HashMap::new();
         let mut index = 0u32;
         while let Some(item) = stream.next().await {
             let item = item?;
             let subject_id = item.subject_id.clone();
-            if !galleries.contains_key(&item.gallery) {
-                let found = self.gallery(&principal, &item.gallery).await;
-                galleries.insert(item.gallery.clone(), found);
-            }
-            match &galleries[&item.gallery] {
-                Ok(gallery) => match self.prepare(gallery, item, KeyCheck::ByGroup).await {
-                    Ok(write) => batch.push(gallery, index, write),
+            let found = match galleries.get(&item.gallery) {
+                Some(gallery) => Ok(gallery.clone()),
+                None => self.gallery(&principal, &item.gallery).await.inspect(|gallery| {
+                    galleries.insert(item.gallery.clone(), gallery.clone());
+                }),
+            };
+            match found {
+                Ok(gallery) => match self.prepare(&gallery, item, KeyCheck::ByGroup).await {
+                    Ok(write) => batch.push(&gallery, index, write),
                     Err(status) => batch.fail(index, subject_id, &status),
                 },
-                Err(status) => batch.fail(index, subject_id, status),
+                Err(status) => batch.fail(index, subject_id, &status),
             }
             index += 1;
             if batch.pending() >= BATCH_CHUNK || galleries.len() >= BATCH_CHUNK {

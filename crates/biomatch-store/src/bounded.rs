@@ -6,7 +6,8 @@
 //! A write given up on may still land once the storage answers again: that is what the client is
 //! told (retry with the same idempotency key, which finds it), and what the change's intent leaf
 //! already covers. Calls whose time grows with a gallery's size are not bounded: deleting a
-//! gallery, counting it, and the matchers' reads of the change log and of whole shards.
+//! gallery, counting it, finding expired subjects (the scheduled purge, no caller waiting), and
+//! the matchers' reads of the change log and of whole shards.
 
 use crate::{
     Change, DeletedGallery, EnrollResult, EnrollWrite, ExpiredSubject, GalleryCounts, GalleryRecord,
@@ -139,7 +140,7 @@ impl GalleryStore for Bounded {
     }
 
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<ExpiredSubject>, StoreError> {
-        self.within(self.inner.expired(now_ms, limit)).await
+        self.inner.expired(now_ms, limit).await
     }
 
     async fn purge(

@@ -161,7 +161,7 @@ pub(super) async fn enroll(
         }
     }
     tx.commit().await?;
-    store.refresh_statistics(bulk.len() as u64).await;
+    store.refresh_statistics(bulk.len() as u64);
     results
         .into_iter()
         .map(|r| r.ok_or_else(|| StoreError::Corrupt("an enrolment without a result".into())))

@@ -129,18 +129,22 @@ impl SqlStore {
     /// statistics each time that count doubles. The planner's estimates otherwise stay those of
     /// the empty tables until autovacuum (which may be off, and lags a bulk load) catches up, and
     /// with them it looks a batch's subjects up by scanning the whole gallery.
-    /// Best effort: the rows are committed whatever happens here.
-    pub(crate) async fn refresh_statistics(&self, rows: u64) {
+    /// In the background, best effort: the rows are committed, and their writer answered, whatever
+    /// happens here.
+    pub(crate) fn refresh_statistics(&self, rows: u64) {
         let total = self.bulk_rows.fetch_add(rows, Ordering::Relaxed) + rows;
         if self.backend != Backend::Postgres || total < self.next_analyze.load(Ordering::Relaxed) {
             return;
         }
         self.next_analyze.store(total.saturating_mul(2), Ordering::Relaxed);
-        let analyzed =
-            sqlx::query("ANALYZE subjects, templates, idempotency, changes").execute(&self.write).await;
-        if let Err(e) = analyzed {
-            tracing::warn!(error = %e, "refreshing the gallery tables' statistics failed");
-        }
+        let pool = self.write.clone();
+        tokio::spawn(async move {
+            let analyzed =
+                sqlx::query("ANALYZE subjects, templates, idempotency, changes").execute(&pool).await;
+            if let Err(e) = analyzed {
+                tracing::warn!(error = %e, "refreshing the gallery tables' statistics failed");
+            }
+        });
     }
 
     /// The URL the store was opened with (may hold a password: never log it).

@@ -198,10 +198,17 @@ async fn a_bulk_load_gives_postgres_the_gallery_size() {
         let items: Vec<EnrollWrite> = (0..2048).map(|i| write(&format!("s{batch}-{i}"), 1, None)).collect();
         store.enroll(&g, &items, 1).await.expect("enrol");
     }
-    let estimate: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'subjects'")
-        .fetch_one(&sqlx::AnyPool::connect(&url).await.expect("pool"))
-        .await
-        .expect("estimate");
+    // The refresh runs in the background once the rows are committed: wait for it, bounded.
+    let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut estimate = -1.0f32;
+    while estimate < 8192.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        estimate = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'subjects'")
+            .fetch_one(&pool)
+            .await
+            .expect("estimate");
+    }
     assert!(estimate >= 8192.0, "the planner's estimate of the subjects table: {estimate}");
     store.close().await;
 }

@@ -305,11 +305,17 @@ async fn no_change_takes_effect_without_its_leaf() {
         let x = GetSubjectRequest { gallery: "a".into(), subject_id: "x".into() };
         assert_eq!(ingest.get_subject(x).await.expect("x").into_inner().template_count, 1);
         assert_eq!(leaves(&audit).await.len(), count, "{backend:?}: a refused reuse appends nothing");
-        // In a batch the reused key fails alone, before the group's intent names it.
-        let mixed = vec![enroll("b", "b4", 4, "batch-1"), enroll("b", "b6", 6, "batch-6")];
+        // In a batch a reused key (stored, or earlier in the batch with another body) fails alone,
+        // before the group's intent names it.
+        let mixed = vec![
+            enroll("b", "b4", 4, "batch-1"),
+            enroll("b", "b6", 6, "batch-6"),
+            enroll("b", "b7", 7, "batch-6"),
+        ];
         let mixed = ingest.batch_enroll(tokio_stream::iter(mixed)).await.expect("stream").into_inner();
-        assert_eq!((mixed.accepted, mixed.rejected), (1, 1), "{backend:?}: {:?}", mixed.failures);
-        assert_eq!((mixed.failures[0].index, mixed.failures[0].code.as_str()), (0, "INVALID_ARGUMENT"));
+        assert_eq!((mixed.accepted, mixed.rejected), (1, 2), "{backend:?}: {:?}", mixed.failures);
+        let refused: Vec<(u32, &str)> = mixed.failures.iter().map(|f| (f.index, f.code.as_str())).collect();
+        assert_eq!(refused, [(0, "INVALID_ARGUMENT"), (2, "INVALID_ARGUMENT")]);
         let appended = leaves(&audit).await.split_off(count);
         assert_eq!(appended.len(), 2, "{backend:?}: one intent and one outcome leaf");
         assert!(
@@ -317,6 +323,7 @@ async fn no_change_takes_effect_without_its_leaf() {
             "{backend:?}: the leaves name b6 alone: {appended:?}"
         );
         assert!(!subject_exists(&mut ingest, "b", "b4").await);
+        assert!(!subject_exists(&mut ingest, "b", "b7").await);
 
         // (a) With the audit role cut every change fails UNAVAILABLE and nothing changes.
         ingest.enroll(enroll("d", "expiring", 6, "")).await.expect("enrolled");

@@ -131,10 +131,6 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
     });
     let response = client.batch_enroll(args.client.request(requests)?).await;
     sending.finish();
-    if let Some(reader) = reader {
-        // The file changed between the passes: what was streamed before the bad line is enrolled.
-        reader.await?.context("the file changed while it was sent")?;
-    }
     let response = response.map_err(rpc_error)?.into_inner();
     if args.client.json {
         let failures: Vec<serde_json::Value> = response
@@ -156,6 +152,11 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
         for f in &response.failures {
             println!("rejected item {} ({}): {}: {}", f.index, f.subject_id, f.code, f.message);
         }
+    }
+    if let Some(reader) = reader {
+        // The file changed between the passes: what was streamed before the bad line, reported
+        // above, is enrolled.
+        reader.await?.context("the file changed while it was sent")?;
     }
     if response.rejected > 0 {
         anyhow::bail!("{} of {total} enrolments were rejected", response.rejected);
