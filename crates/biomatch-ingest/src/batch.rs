@@ -104,19 +104,17 @@ impl Batch {
                 })
             })
             .collect();
-        let (refused, kept): (Vec<_>, Vec<_>) =
-            items.into_iter().zip(reused).partition(|(_, reused)| *reused);
-        let (refused, kept) =
-            (refused.into_iter().map(|(item, _)| item), kept.into_iter().map(|(item, _)| item));
-        for (index, write) in refused {
+        let mut kept = Vec::with_capacity(items.len());
+        for ((index, write), reused) in items.into_iter().zip(reused) {
+            if !reused {
+                kept.push((index, write));
+                continue;
+            }
             let key = write.idempotency.map(|i| i.key).unwrap_or_default();
-            self.fail(
-                index,
-                write.subject.into_string(),
-                &status_from(&StoreError::IdempotencyConflict(key)),
-            );
+            let refusal = status_from(&StoreError::IdempotencyConflict(key));
+            self.fail(index, write.subject.into_string(), &refusal);
         }
-        Ok(kept.collect())
+        Ok(kept)
     }
 
     pub(crate) fn into_response(self) -> BatchEnrollResponse {

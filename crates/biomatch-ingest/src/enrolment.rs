@@ -81,7 +81,7 @@ impl IngestServer {
 pub(crate) enum KeyCheck {
     /// While the enrolment is prepared: one read for one request.
     Now,
-    /// By [`batch::Batch::flush`], one read for a whole group of a stream.
+    /// By [`crate::batch::Batch::flush`], one read for a whole group of a stream.
     ByGroup,
 }
 

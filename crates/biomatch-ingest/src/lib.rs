@@ -438,15 +438,16 @@ impl IngestService for IngestServer {
         while let Some(item) = stream.next().await {
             let item = item?;
             let subject_id = item.subject_id.clone();
-            let found = match galleries.get(&item.gallery) {
-                Some(gallery) => Ok(gallery.clone()),
-                None => self.gallery(&principal, &item.gallery).await.inspect(|gallery| {
-                    galleries.insert(item.gallery.clone(), gallery.clone());
-                }),
+            let found = if galleries.contains_key(&item.gallery) {
+                Ok(())
+            } else {
+                self.gallery(&principal, &item.gallery).await.map(|gallery| {
+                    galleries.insert(item.gallery.clone(), gallery);
+                })
             };
-            match found {
-                Ok(gallery) => match self.prepare(&gallery, item, KeyCheck::ByGroup).await {
-                    Ok(write) => batch.push(&gallery, index, write),
+            match found.map(|()| &galleries[&item.gallery]) {
+                Ok(gallery) => match self.prepare(gallery, item, KeyCheck::ByGroup).await {
+                    Ok(write) => batch.push(gallery, index, write),
                     Err(status) => batch.fail(index, subject_id, &status),
                 },
                 Err(status) => batch.fail(index, subject_id, &status),

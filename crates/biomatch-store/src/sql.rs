@@ -129,6 +129,7 @@ impl SqlStore {
     /// statistics each time that count doubles. The planner's estimates otherwise stay those of
     /// the empty tables until autovacuum (which may be off, and lags a bulk load) catches up, and
     /// with them it looks a batch's subjects up by scanning the whole gallery.
+    ///
     /// In the background, best effort: the rows are committed, and their writer answered, whatever
     /// happens here.
     pub(crate) fn refresh_statistics(&self, rows: u64) {

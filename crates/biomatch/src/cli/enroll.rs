@@ -50,34 +50,34 @@ fn idempotency_key(gallery: &str, line: &str) -> String {
     hex::encode(&Sha256::digest(format!("{gallery}\n{line}").as_bytes())[..16])
 }
 
-/// Reads the vectors file, handing each line's enrolment to `each` until it returns false;
-/// the number of enrolments read. A bad line is an error naming the line (never its content).
-fn read_vectors(
-    path: &Path,
-    gallery: &str,
-    mode: EnrollMode,
-    mut each: impl FnMut(EnrollRequest) -> bool,
-) -> anyhow::Result<usize> {
+/// Reads the vectors file, handing each line's item (with the line, which its idempotency key is
+/// derived from) to `each` until it returns false; the number of items read. A bad line is an
+/// error naming the line (never its content).
+fn read_vectors(path: &Path, mut each: impl FnMut(&str, lines::Item) -> bool) -> anyhow::Result<usize> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut count = 0;
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
         let parsed = lines::parse_line(n + 1, &line).with_context(|| path.display().to_string())?;
         let Some(item) = parsed else { continue };
-        let embedding = Embedding { values: item.vector, ..Default::default() };
         count += 1;
-        let more = each(EnrollRequest {
-            gallery: gallery.to_owned(),
-            subject_id: item.subject.into_string(),
-            samples: vec![Probe { kind: Some(probe::Kind::Embedding(embedding)) }],
-            mode: mode.into(),
-            idempotency_key: idempotency_key(gallery, &line),
-        });
-        if !more {
+        if !each(&line, item) {
             break;
         }
     }
     Ok(count)
+}
+
+/// The enrolment of one line of the vectors file.
+fn vector_request(gallery: &str, mode: EnrollMode, line: &str, item: lines::Item) -> EnrollRequest {
+    let embedding = Embedding { values: item.vector, ..Default::default() };
+    EnrollRequest {
+        gallery: gallery.to_owned(),
+        subject_id: item.subject.into_string(),
+        samples: vec![Probe { kind: Some(probe::Kind::Embedding(embedding)) }],
+        mode: mode.into(),
+        idempotency_key: idempotency_key(gallery, line),
+    }
 }
 
 /// Enrolments queued between the file's reader and the stream to the ingest role: memory stays
@@ -93,18 +93,20 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
         // second streams the file as it is read.
         let checking = Progress::start("checked", None);
         let checked = checking.done.clone();
-        let gallery = args.gallery.clone();
+        let to_check = path.clone();
         let counted = tokio::task::spawn_blocking(move || {
-            read_vectors(&path, &gallery, mode, |_| {
+            read_vectors(&to_check, |_, _| {
                 checked.fetch_add(1, Ordering::Relaxed);
                 true
             })
         });
         let total = counted.await??;
         checking.finish();
-        let (path, gallery) = (args.vectors.clone().unwrap_or_default(), args.gallery.clone());
+        let gallery = args.gallery.clone();
         reader = Some(tokio::task::spawn_blocking(move || {
-            read_vectors(&path, &gallery, mode, |request| sender.blocking_send(request).is_ok())
+            read_vectors(&path, |line, item| {
+                sender.blocking_send(vector_request(&gallery, mode, line, item)).is_ok()
+            })
         }));
         total
     } else if let (Some(image), Some(subject)) = (&args.image, &args.subject) {
