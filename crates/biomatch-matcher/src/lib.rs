@@ -19,7 +19,7 @@ pub use batch::Batching;
 pub use shards::{Assignment, Shards};
 pub use snapshot::SnapshotStore;
 pub use sync::{MatcherOptions, SyncError, Syncer};
-pub use tuning::SettingsSource;
+pub use tuning::{AUTOMATIC_TARGET_RECALL, SettingsSource, automatic_request};
 
 use biomatch_domain::check_query;
 use biomatch_domain::{ErrorClass, IndexKind};
@@ -211,6 +211,7 @@ impl MatcherService for MatcherServer {
                     nprobe: settings.nprobe,
                     rerank_depth: settings.rerank_depth,
                     settings_source: s.settings_source().as_str().to_owned(),
+                    tuning: s.tuning(),
                 }
             })
             .collect();

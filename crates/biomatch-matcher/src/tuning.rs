@@ -86,6 +86,17 @@ pub const AUTOMATIC_TARGET_RECALL: f64 = 0.995;
 pub const AUTOMATIC_GENUINE_SCORE: f32 = 0.66;
 pub const AUTOMATIC_PROBES: usize = 200;
 
+/// The measurement automatic tuning runs, for `target_recall`.
+pub fn automatic_request(target_recall: f64) -> TuneRequest {
+    TuneRequest {
+        target_recall,
+        genuine_score: AUTOMATIC_GENUINE_SCORE,
+        probes: AUTOMATIC_PROBES,
+        seed: 1,
+        labelled: None,
+    }
+}
+
 impl Shard {
     /// Searches with the gallery's recorded settings from now on, and counts the shard as tuned
     /// at the size they were measured at. A version already applied is left alone, so that a
@@ -154,36 +165,41 @@ impl Shard {
         index.measure(request)
     }
 
-    /// Tunes the shard on its own data when it trained or doubled since it was last tuned and the
-    /// gallery's settings are not pinned, on a blocking thread. Skipped while another measurement
-    /// runs on this matcher (the next change applied tries again). Returns whether it started.
+    /// Whether automatic tuning is due: the shard trained or doubled since it was last tuned and
+    /// the gallery's settings are not pinned.
+    fn tuning_due(&self) -> bool {
+        !self.pinned.load(Ordering::SeqCst) && self.lock().needs_tuning()
+    }
+
+    /// Whether the shard's search settings may still change on their own: automatic tuning is due,
+    /// or a measurement is running on this matcher. `Describe` reports it, so that a benchmark
+    /// measures settled settings.
+    pub fn tuning(&self) -> bool {
+        self.measuring.load(Ordering::SeqCst) || self.tuning_due()
+    }
+
+    /// Tunes the shard on its own data when it is due ([`Self::tuning_due`]), on a blocking
+    /// thread, again if it doubled once more while it was measured. Skipped while another
+    /// measurement runs on this matcher (the next change applied tries again). Returns whether it
+    /// started.
     pub(crate) fn tune_if_due(self: &Arc<Self>) -> bool {
-        if self.pinned.load(Ordering::SeqCst) || !self.lock().needs_tuning() {
-            return false;
-        }
-        if self.measuring.load(Ordering::SeqCst) {
+        if !self.tuning_due() || self.measuring.load(Ordering::SeqCst) {
             return false;
         }
         let shard = self.clone();
-        tokio::task::spawn_blocking(move || shard.tune_now());
+        tokio::task::spawn_blocking(move || while shard.tune_now() && shard.tuning_due() {});
         true
     }
 
     /// The automatic tuning itself: measured on a copy, then applied unless the gallery's
-    /// settings were pinned or recorded meanwhile.
-    fn tune_now(&self) {
-        let Some(_slot) = MeasuringSlot::take(&self.measuring) else { return };
+    /// settings were pinned or recorded meanwhile. Returns whether it applied new settings.
+    fn tune_now(&self) -> bool {
+        let Some(_slot) = MeasuringSlot::take(&self.measuring) else { return false };
         let target_recall = match f64::from_bits(self.target_recall.load(Ordering::SeqCst)) {
             t if t > 0.0 => t,
             _ => AUTOMATIC_TARGET_RECALL,
         };
-        let request = TuneRequest {
-            target_recall,
-            genuine_score: AUTOMATIC_GENUINE_SCORE,
-            probes: AUTOMATIC_PROBES,
-            seed: 1,
-            labelled: None,
-        };
+        let request = automatic_request(target_recall);
         let version = self.tuning_version.load(Ordering::SeqCst);
         let tuned = self.measure_unlocked(&request).and_then(|report| {
             let mut index = self.lock();
@@ -196,10 +212,10 @@ impl Shard {
         });
         let report = match tuned {
             Ok(Some(report)) => report,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(gallery = self.gallery(), shard = self.number(), error = %e, "automatic tuning failed");
-                return;
+                return false;
             }
         };
         tracing::info!(
@@ -215,6 +231,7 @@ impl Shard {
         );
         let labels = [("gallery", self.gallery().to_owned()), ("shard", self.number().to_string())];
         metrics::gauge!("biomatch_matcher_shard_tuned_recall", &labels).set(report.recall);
+        true
     }
 }
 

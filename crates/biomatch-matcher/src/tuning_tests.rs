@@ -73,6 +73,8 @@ async fn a_measurement_changes_nothing_and_one_runs_at_a_time() {
         assert!(index.needs_tuning(), "automatic tuning is still due");
     }
 
+    assert!(shard.tuning(), "due: Describe reports the settings as not settled");
+
     // Another measurement is running: refused at once, and automatic tuning waits.
     measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
@@ -89,7 +91,14 @@ async fn a_measurement_changes_nothing_and_one_runs_at_a_time() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(shard.settings_source(), SettingsSource::Automatic);
-    assert!(!measuring.load(Ordering::SeqCst), "the slot is free again");
+    while measuring.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!shard.tuning(), "tuned and nothing measuring: settled");
+    measuring.store(true, Ordering::SeqCst);
+    assert!(shard.tuning(), "a measurement running on this matcher is reported");
+    measuring.store(false, Ordering::SeqCst);
 }
 
 /// How long searches of a shard of 1e5 templates of 512 values wait while it is measured:

@@ -4,12 +4,22 @@
 use anyhow::Context;
 use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_domain::{IndexSpec, Role};
+use biomatch_index::SearchSettings;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
-use biomatch_proto::v1::{CreateGalleryRequest, EnrollMode, EnrollRequest, IdentifyRequest};
+use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
+use biomatch_proto::v1::{
+    CreateGalleryRequest, DescribeMatcherRequest, EnrollMode, EnrollRequest, IdentifyRequest,
+};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub(crate) const GALLERY: &str = "bench";
+
+/// The settings a shard searches with, and where they came from (`ShardStatus.settings_source`).
+pub(crate) struct ShardSettings {
+    pub search: SearchSettings,
+    pub source: String,
+}
 
 pub(crate) struct ScratchGallery {
     pub running: crate::serve::Running,
@@ -110,5 +120,40 @@ impl ScratchGallery {
             ..Default::default()
         };
         biomatch_client::request(request, &self.analyst)
+    }
+
+    /// The search settings the matcher's shard settled on: it tunes itself after training and each
+    /// time it doubles, on a copy and in the background, so measuring before that ends would measure
+    /// the tuning's CPU and then settings that change midway. Waits for at most an hour.
+    pub async fn settled_settings(&self) -> anyhow::Result<ShardSettings> {
+        let mut matcher = MatcherServiceClient::new(self.channel.clone());
+        let started = Instant::now();
+        loop {
+            let described = matcher
+                .describe(biomatch_client::request(DescribeMatcherRequest {}, &self.service))
+                .await?
+                .into_inner();
+            let shard = described
+                .shards
+                .into_iter()
+                .find(|s| s.shard.as_ref().is_some_and(|r| r.gallery == GALLERY))
+                .context("the matcher holds no shard of the benchmark's gallery")?;
+            if !shard.tuning {
+                eprintln!(
+                    "bench search: the matcher's shard searches with nprobe {} and re-rank depth {} ({}; 0: not \
+                     used by this kind)",
+                    shard.nprobe, shard.rerank_depth, shard.settings_source
+                );
+                return Ok(ShardSettings {
+                    search: SearchSettings { nprobe: shard.nprobe, rerank_depth: shard.rerank_depth },
+                    source: shard.settings_source,
+                });
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(3600),
+                "the matcher's shard never settled its tuning"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }

@@ -9,9 +9,12 @@ use crate::synthetic::{self, FaceShape, Synthetic};
 use anyhow::Context;
 use biomatch_domain::{IndexKind, IndexSpec};
 use biomatch_index::ShardIndex;
+use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
-use biomatch_proto::v1::{QueryVector, ShardRef, ShardSearchRequest};
+use biomatch_proto::v1::{
+    Actor, AppendRequest, AuditEvent, Operation, QueryVector, ShardRef, ShardSearchRequest,
+};
 use clap::{Args, ValueEnum};
 use std::time::{Duration, Instant};
 
@@ -32,7 +35,9 @@ pub struct SearchBenchArgs {
     /// Concurrent gRPC clients for the throughput columns.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     clients: Vec<usize>,
-    /// IVF probes (0: the default, nlist/16).
+    /// IVF probes until the shard is tuned (0: the default, nlist/16). The matcher tunes a
+    /// re-rank kind's shard itself once trained, and the in-process index then searches with the
+    /// matcher's settings.
     #[arg(long, default_value_t = 0)]
     nprobe: u32,
     /// How long the matcher gathers concurrent searches into a batch (`matcher.batch_wait_us`).
@@ -176,14 +181,15 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     let threads = biomatch_config::threads_or_cores(args.search_threads);
     println!("FAISS threads per batch, in process and in the matcher: {threads}\n");
     println!(
-        "| d | N | kind | build s | bytes/template | recall@1 | recall@10 | in-proc p50 ms | p99 ms | \
+        "| d | N | kind | nprobe / re-rank depth | build s | bytes/template | recall@1 | recall@10 | in-proc p50 ms | p99 ms | \
          in-proc batch QPS | gRPC p50 ms | p99 ms | {} | gRPC/in-proc p50 | in-proc batch/gRPC QPS@{} |",
         qps_columns(&args.clients),
         args.clients.last().copied().unwrap_or(0)
     );
-    println!("|{}", "---|".repeat(14 + args.clients.len()));
+    println!("|{}", "---|".repeat(15 + args.clients.len()));
     let mut restarts = Vec::new();
     let mut shards = Vec::new();
+    let mut lone_paths = Vec::new();
     for &size in &args.sizes {
         for &dim in &args.dims {
             let data = data(size, dim, args.queries.min(size), &args.shape())?;
@@ -198,6 +204,25 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 // The serialised shard (FAISS structure + id maps) is what the index holds; the
                 // process's RSS is no measure once earlier indexes were freed.
                 let per_template = index.to_snapshot()?.len() as f64 / size as f64;
+                // In process, the index searches with the settings the matcher's shard settled
+                // on, so both sides of the comparison do the same work; without the service, it
+                // tunes itself as the matcher would.
+                let served = if args.no_service { None } else { Some(service(&data, &spec, &args).await?) };
+                let settings = match &served {
+                    Some(served) => {
+                        index.set_search_settings(served.settings.search)?;
+                        served.settings.source.clone()
+                    }
+                    None if index.needs_tuning() => {
+                        index.tune(&biomatch_matcher::automatic_request(
+                            biomatch_matcher::AUTOMATIC_TARGET_RECALL,
+                        ))?;
+                        "automatic".to_owned()
+                    }
+                    None => "default".to_owned(),
+                };
+                let in_effect = index.search_settings();
+                let settings = format!("{} / {} ({settings})", in_effect.nprobe, in_effect.rerank_depth);
                 let (r1, r10) = recall(&top10(&mut index, &data.probes, threads)?, &truth);
                 let mut single: Vec<Duration> = Vec::with_capacity(data.probes.len());
                 for p in &data.probes {
@@ -217,25 +242,33 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
                 drop(index);
                 let raw_p50 = percentile(&single, 0.5);
                 let mut row = format!(
-                    "| {dim} | {size} | {kind} | {build_s:.1} | {per_template:.0} | {r1:.3} | {r10:.3} | \
-                     {raw_p50:.2} | {:.2} | {batch_qps:.0} |",
+                    "| {dim} | {size} | {kind} | {settings} | {build_s:.1} | {per_template:.0} | {r1:.3} | \
+                     {r10:.3} | {raw_p50:.2} | {:.2} | {batch_qps:.0} |",
                     percentile(&single, 0.99)
                 );
-                if args.no_service {
-                    row.push_str(&" – |".repeat(4 + args.clients.len()));
-                } else {
-                    let (identified, shard_searched) = service(&data, &spec, &args).await?;
-                    row.push_str(&format!(
-                        "{} {:.1} | {:.2} |",
-                        identified.cells(),
-                        identified.p50 / raw_p50.max(1e-6),
-                        identified.overhead(batch_qps)
-                    ));
-                    shards.push(format!(
-                        "| {dim} | {size} | {kind} |{} {:.2} |",
-                        shard_searched.cells(),
-                        shard_searched.overhead(batch_qps)
-                    ));
+                match served {
+                    None => row.push_str(&" – |".repeat(4 + args.clients.len())),
+                    Some(Served { identified, shard_searched, appended, .. }) => {
+                        lone_paths.push(format!(
+                            "| {dim} | {size} | {kind} | {raw_p50:.2} | {:.2} |{}{} {:.2} | {:.2} |",
+                            percentile(&single, 0.99),
+                            latency_cells(&shard_searched),
+                            latency_cells(&appended),
+                            identified.p50,
+                            identified.p99
+                        ));
+                        row.push_str(&format!(
+                            "{} {:.1} | {:.2} |",
+                            identified.cells(),
+                            identified.p50 / raw_p50.max(1e-6),
+                            identified.overhead(batch_qps)
+                        ));
+                        shards.push(format!(
+                            "| {dim} | {size} | {kind} |{} {:.2} |",
+                            shard_searched.cells(),
+                            shard_searched.overhead(batch_qps)
+                        ));
+                    }
                 }
                 println!("{row}");
             }
@@ -255,6 +288,18 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
         for row in shards {
             println!("{row}");
         }
+        println!(
+            "\na lone caller, hop by hop: the index in process, the shard through gRPC, one audit append \
+             (the leaf an identify commits before it answers), and the whole identify\n"
+        );
+        println!(
+            "| d | N | kind | in-proc p50 ms | p99 ms | shard p50 ms | p99 ms | audit append p50 ms | p99 ms | \
+             identify p50 ms | p99 ms |\n|{}",
+            "---|".repeat(11)
+        );
+        for row in lone_paths {
+            println!("{row}");
+        }
     }
     println!(
         "\nrestart from an encrypted snapshot (matcher's SnapshotStore; the change log since is replayed after)\n"
@@ -268,6 +313,11 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Markdown cells: a lone caller's p50 and p99.
+fn latency_cells(load: &Load) -> String {
+    format!(" {:.2} | {:.2} |", load.p50, load.p99)
+}
+
 /// One kind of call through gRPC: a lone client's latency, and throughput per client count.
 struct Load {
     p50: f64,
@@ -278,7 +328,7 @@ struct Load {
 impl Load {
     /// Markdown cells: p50 and p99, then QPS per client count.
     fn cells(&self) -> String {
-        let mut cells = format!(" {:.2} | {:.2} |", self.p50, self.p99);
+        let mut cells = latency_cells(self);
         for q in &self.qps {
             cells.push_str(&format!(" {q:.0} |"));
         }
@@ -330,8 +380,18 @@ where
     Ok(Load { p50: percentile(&single, 0.5), p99: percentile(&single, 0.99), qps })
 }
 
-/// Through gRPC: identify (search -> matcher -> audit), then the matcher's shard search alone.
-async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyhow::Result<(Load, Load)> {
+/// What the gRPC measurements found, and the settings the matcher searched with.
+struct Served {
+    identified: Load,
+    shard_searched: Load,
+    /// A lone caller's audit appends, as the search role makes them (no throughput measured).
+    appended: Load,
+    settings: crate::cli::bench_cluster::ShardSettings,
+}
+
+/// Through gRPC: identify (search -> matcher -> audit), then the matcher's shard search alone,
+/// once the matcher's own tuning of the shard has settled.
+async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyhow::Result<Served> {
     let tune = |config: &mut biomatch_config::ServeConfig| {
         config.matcher.search_threads = args.search_threads;
         config.matcher.batch_wait_us = args.batch_wait_us;
@@ -350,6 +410,7 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
         data.enrolled.len(),
         scratch.enrol_s
     );
+    let settings = scratch.settled_settings().await?;
     let search = SearchServiceClient::new(scratch.channel.clone());
     let probes = std::sync::Arc::new(data.probes.clone());
     let identified = {
@@ -365,7 +426,8 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
     // client's hop to search, the gallery lookup and the audit append.
     let matcher = MatcherServiceClient::new(scratch.channel.clone());
     let service_token = scratch.service.clone();
-    let shard_searched = load("shard search", probes.len(), &args.clients, move |i| {
+    let lone = probes.len();
+    let shard_searched = load("shard search", lone, &args.clients, move |i| {
         let message = ShardSearchRequest {
             shard: Some(ShardRef { gallery: GALLERY.into(), shard: 0 }),
             queries: vec![QueryVector { values: probes[i % probes.len()].clone() }],
@@ -376,7 +438,27 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
         async move { matcher.search(request).await.map(drop) }
     })
     .await?;
+    // The last hop of an identify: its audit leaf, committed before the answer leaves.
+    let audit = AuditServiceClient::new(scratch.channel.clone());
+    let service_token = scratch.service.clone();
+    let appended = load("audit append", lone, &[], move |i| {
+        let event = AuditEvent {
+            actor: Some(Actor {
+                subject: "bench-analyst".into(),
+                role: "analyst".into(),
+                ..Default::default()
+            }),
+            operation: Operation::Identify.into(),
+            gallery: GALLERY.into(),
+            outcome: "OK".into(),
+            ..Default::default()
+        };
+        let append = AppendRequest { event: Some(event), idempotency_key: format!("bench-append-{i}") };
+        let (mut audit, request) = (audit.clone(), biomatch_client::request(append, &service_token));
+        async move { audit.append(request).await.map(drop) }
+    })
+    .await?;
     let scratch = std::sync::Arc::into_inner(scratch).context("no call holds the cluster any more")?;
     scratch.running.shutdown().await;
-    Ok((identified, shard_searched))
+    Ok(Served { identified, shard_searched, appended, settings })
 }
