@@ -16,6 +16,7 @@ mod gallery;
 mod model;
 mod sql;
 pub mod testing;
+mod wal;
 
 pub use bounded::Bounded;
 pub use error::StoreError;

@@ -26,6 +26,8 @@ pub struct SqlStore {
     /// statistics are next refreshed (see [`SqlStore::refresh_statistics`]).
     bulk_rows: Arc<AtomicU64>,
     next_analyze: Arc<AtomicU64>,
+    /// SQLite only: checkpoints the write-ahead log in the background until the last clone drops.
+    checkpointer: Option<Arc<crate::wal::Checkpointer>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -90,6 +92,10 @@ impl SqlStore {
                         .after_connect(|conn, _meta| {
                             Box::pin(async move {
                                 conn.execute(SQLITE_PRAGMAS).await?;
+                                // A commit checkpoints only as a backstop ([`crate::wal`]).
+                                let backstop =
+                                    format!("PRAGMA wal_autocheckpoint = {}", crate::wal::BACKSTOP_PAGES);
+                                conn.execute(backstop.as_str()).await?;
                                 Ok(())
                             })
                         })
@@ -98,7 +104,9 @@ impl SqlStore {
                 };
                 let write = pool(1).await?;
                 let read = pool(4).await?;
-                Self::with_pools(url.clone(), write, read, backend)
+                let mut store = Self::with_pools(url.clone(), write, read, backend);
+                store.checkpointer = Some(Arc::new(crate::wal::Checkpointer::start(store.read.clone())));
+                store
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -122,7 +130,7 @@ impl SqlStore {
 
     fn with_pools(url: String, write: AnyPool, read: AnyPool, backend: Backend) -> Self {
         let (bulk_rows, next_analyze) = (Arc::default(), Arc::new(AtomicU64::new(FIRST_ANALYZE)));
-        Self { url, write, read, backend, bulk_rows, next_analyze }
+        Self { url, write, read, backend, bulk_rows, next_analyze, checkpointer: None }
     }
 
     /// Counts `rows` written by a bulk enrolment and, on PostgreSQL, refreshes the gallery tables'
