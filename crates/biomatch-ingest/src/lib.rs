@@ -292,7 +292,11 @@ impl IngestService for IngestServer {
         self.changed.notify_one();
         let event = events::gallery_event(&principal, Operation::CreateGallery, &record);
         self.outcome(&custody, event).await?;
-        Ok(Response::new(galleries::to_proto(&record, GalleryCounts::default())))
+        let mut gallery = galleries::to_proto(&record, GalleryCounts::default());
+        // A position at or after the creation: a search passing it as `min_change_seq` waits for
+        // matchers that have not yet seen the new gallery.
+        gallery.settings_seq = self.store.head_seq().await.map_err(|e| status_from(&e))?;
+        Ok(Response::new(gallery))
     }
 
     async fn get_gallery(&self, request: Request<GetGalleryRequest>) -> Result<Response<Gallery>, Status> {

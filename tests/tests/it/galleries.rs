@@ -96,7 +96,7 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
 
     // A gallery that lists purposes refuses searches for any other.
     let mut ingest = cluster.galleries();
-    ingest
+    let created = ingest
         .create_gallery(CreateGalleryRequest {
             name: "watch".into(),
             dimension: 128,
@@ -104,12 +104,16 @@ async fn verify_purposes_reviews_and_gallery_deletion() {
             ..Default::default()
         })
         .await
-        .expect("created");
+        .expect("created")
+        .into_inner();
+    assert!(created.settings_seq > 0, "the creation's change-log position");
     let probe = synthetic.sample(&centres[0]);
     let mut request = biomatch_proto::v1::IdentifyRequest {
         gallery: "watch".into(),
         probe: embedding(probe.clone()),
         purpose: "marketing".into(),
+        // Answered by matchers that have seen the new gallery.
+        min_change_seq: created.settings_seq,
         ..Default::default()
     };
     assert_eq!(search.identify(request.clone()).await.expect_err("refused").code(), Code::PermissionDenied);
