@@ -4,7 +4,7 @@
 //! the log back into the database file and sync it, inside that commit. The audit store commits
 //! a leaf before every answer, and an identify's leaf (its candidates and their subjects, with
 //! their indexes) dirties several pages, so about one identify in a hundred paid for a
-//! checkpoint: a lone identify's p99 was ten times its p50 (docs/benchmarks.md). A task per
+//! checkpoint: a lone identify's p99 was four times its p50 (docs/benchmarks.md). A task per
 //! store now checkpoints passively every [`EVERY`] on a reading connection, beside the writer
 //! and without waiting for it; the committing connection checkpoints itself only past
 //! [`BACKSTOP_PAGES`], should the task fall that far behind.
