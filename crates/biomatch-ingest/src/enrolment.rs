@@ -5,14 +5,31 @@ use crate::custody::digest;
 use crate::{IngestServer, validate};
 use biomatch_client::GalleryModel;
 use biomatch_domain::limits::{MAX_IDEMPOTENCY_KEY_BYTES, bounded};
-use biomatch_domain::{ErrorClass, shard_of};
+use biomatch_domain::{ErrorClass, Principal, shard_of};
 use biomatch_proto::v1::EnrollRequest;
 use biomatch_proto::{status_from, status_with};
 use biomatch_store::{EnrollWrite, GalleryRecord, Idempotency};
 use prost::Message;
+use std::collections::HashMap;
 use tonic::Status;
 
 impl IngestServer {
+    /// The gallery `name` for a stream's group, looked up (and its scope checked) the first time
+    /// the group names it. A failed lookup is not remembered, so a passing fault fails only the
+    /// items it met.
+    pub(crate) async fn group_gallery<'a>(
+        &self,
+        galleries: &'a mut HashMap<String, GalleryRecord>,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<&'a GalleryRecord, Status> {
+        if !galleries.contains_key(name) {
+            let gallery = self.gallery(principal, name).await?;
+            galleries.insert(name.to_owned(), gallery);
+        }
+        Ok(&galleries[name])
+    }
+
     /// Validates one enrolment into a write for the store.
     pub(crate) async fn prepare(
         &self,

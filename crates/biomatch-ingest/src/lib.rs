@@ -434,22 +434,14 @@ impl IngestService for IngestServer {
         let principal = biomatch_auth::principal(&request)?;
         let mut stream = request.into_inner();
         let mut batch = batch::Batch::default();
-        // Each gallery found is looked up (and its scope checked) once per group, not per item:
-        // the store's transaction checks again that it still exists. A failed lookup is not
-        // remembered, so a passing fault fails only the items it met.
+        // The group's galleries, each looked up once ([`Self::group_gallery`]), not per item: the
+        // store's transaction checks again that it still exists.
         let mut galleries: HashMap<String, GalleryRecord> = HashMap::new();
         let mut index = 0u32;
         while let Some(item) = stream.next().await {
             let item = item?;
             let subject_id = item.subject_id.clone();
-            let found = if galleries.contains_key(&item.gallery) {
-                Ok(())
-            } else {
-                self.gallery(&principal, &item.gallery).await.map(|gallery| {
-                    galleries.insert(item.gallery.clone(), gallery);
-                })
-            };
-            match found.map(|()| &galleries[&item.gallery]) {
+            match self.group_gallery(&mut galleries, &principal, &item.gallery).await {
                 Ok(gallery) => match self.prepare(gallery, item, KeyCheck::ByGroup).await {
                     Ok(write) => batch.push(gallery, index, write),
                     Err(status) => batch.fail(index, subject_id, &status),

@@ -389,8 +389,8 @@ struct Served {
     settings: crate::cli::bench_cluster::ShardSettings,
 }
 
-/// Through gRPC: identify (search -> matcher -> audit), then the matcher's shard search alone,
-/// once the matcher's own tuning of the shard has settled.
+/// Through gRPC, once the matcher's own tuning of the shard has settled: identify (search ->
+/// matcher -> audit), then the matcher's shard search alone, then a lone caller's audit appends.
 async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyhow::Result<Served> {
     let tune = |config: &mut biomatch_config::ServeConfig| {
         config.matcher.search_threads = args.search_threads;
@@ -413,9 +413,10 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
     let settings = scratch.settled_settings().await?;
     let search = SearchServiceClient::new(scratch.channel.clone());
     let probes = std::sync::Arc::new(data.probes.clone());
+    let lone = probes.len();
     let identified = {
         let (probes, scratch) = (probes.clone(), scratch.clone());
-        load("identify", probes.len(), &args.clients, move |i| {
+        load("identify", lone, &args.clients, move |i| {
             let (mut search, request) =
                 (search.clone(), scratch.identify(probes[i % probes.len()].clone(), 0));
             async move { search.identify(request).await.map(drop) }
@@ -426,7 +427,6 @@ async fn service(data: &Data, spec: &IndexSpec, args: &SearchBenchArgs) -> anyho
     // client's hop to search, the gallery lookup and the audit append.
     let matcher = MatcherServiceClient::new(scratch.channel.clone());
     let service_token = scratch.service.clone();
-    let lone = probes.len();
     let shard_searched = load("shard search", lone, &args.clients, move |i| {
         let message = ShardSearchRequest {
             shard: Some(ShardRef { gallery: GALLERY.into(), shard: 0 }),
