@@ -122,6 +122,53 @@ async fn postgres(url: &str, sql: &str) {
     let _ = conn.close().await;
 }
 
+async fn sqlite(database: &Path) -> AnyConnection {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", database.display());
+    let mut conn = AnyConnection::connect(&url).await.expect("SQLite store");
+    conn.execute("PRAGMA busy_timeout = 10000").await.expect("busy timeout");
+    conn
+}
+
+/// The test's own table in a store, made while the disk has room (and kept after).
+async fn log_room_table(database: &Path) {
+    let mut conn = sqlite(database).await;
+    conn.execute("CREATE TABLE IF NOT EXISTS test_log_room (b BLOB NOT NULL)").await.expect("test table");
+    let _ = conn.close().await;
+}
+
+/// Takes the room a full disk still leaves a SQLite database: the pages its write-ahead log
+/// already holds, which a log emptied by a checkpoint reuses without asking the disk for space.
+/// Until that room is used, a store on a full disk still commits what fits, rightly; the test
+/// wants the moment after, when a write needs space the disk no longer has. So: fill the log
+/// with rows of a table of the test's own until the disk says it is full, let a checkpoint empty
+/// the log if it can (it cannot once it would have to grow the database file), and again.
+async fn take_log_room(database: &Path) {
+    let mut conn = sqlite(database).await;
+    let full = |e: &sqlx::Error| e.to_string().contains("full");
+    for round in 0.. {
+        assert!(round < 1_000, "the log of {} never stopped being emptied", database.display());
+        let mut size = 1 << 16;
+        while size > 0 {
+            let insert = format!("INSERT INTO test_log_room (b) VALUES (randomblob({size}))");
+            match conn.execute(insert.as_str()).await {
+                Ok(_) => {}
+                Err(e) if full(&e) => size /= 2,
+                Err(e) => panic!("taking the log's room: {e}"),
+            }
+        }
+        // Emptied (busy 0) or kept by a reader for now (busy 1, try again); failing, it is full.
+        let emptied: Result<(i64, i64, i64), _> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut conn).await;
+        match emptied {
+            Ok(_) => {}
+            Err(e) if full(&e) => break,
+            Err(e) => panic!("checkpoint: {e}"),
+        }
+    }
+    let _ = conn.close().await;
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped (a panicking test included).
 pub(crate) struct Tmpfs {
     path: PathBuf,
@@ -151,6 +198,10 @@ impl Tmpfs {
     }
 
     async fn fill(&self) {
+        let databases = self.databases();
+        for database in &databases {
+            log_room_table(database).await;
+        }
         let path = self.path.join(FILLER);
         tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::create(&path).expect("filler");
@@ -165,6 +216,19 @@ impl Tmpfs {
         })
         .await
         .expect("filled");
+        for database in &databases {
+            take_log_room(database).await;
+        }
+    }
+
+    /// The SQLite databases on this disk.
+    fn databases(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.path)
+            .expect("disk")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "db"))
+            .collect()
     }
 
     async fn free(&self) {
