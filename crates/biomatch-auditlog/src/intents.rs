@@ -3,12 +3,18 @@
 //! intent with no outcome means the change was attempted and may or may not have been made (the
 //! process died, or the outcome could not be recorded and the caller never retried). The log is
 //! still intact; an auditor follows each one up in the store.
+//!
+//! An [`INDETERMINATE`] leaf records that the caller was refused because the store stopped
+//! answering inside the write: the change may still have been made, so it leaves the intent open.
+//! A retry under the same idempotency key concludes it with the change's real outcome.
 
 use crate::AuditRecord;
 use std::collections::BTreeMap;
 
 /// The `outcome` of an intent leaf.
 pub const INTENT: &str = "INTENT";
+/// The `outcome` of a leaf saying the caller was refused while the change's fate is unknown.
+pub const INDETERMINATE: &str = "INDETERMINATE";
 
 /// An intent leaf with no outcome leaf after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +48,7 @@ impl OpenIntents {
                 request_id: record.request_id.clone(),
             };
             self.open.entry(key).or_insert(intent);
-        } else {
+        } else if record.outcome != INDETERMINATE {
             self.open.remove(&key);
         }
     }
@@ -93,5 +99,15 @@ mod tests {
         assert_eq!(intents.open().len(), 1, "a refusal recorded by any role does not hide an intent");
         intents.push(8, &leaf("r1", "b", "OK"));
         assert!(intents.open().is_empty());
+    }
+
+    #[test]
+    fn a_change_of_unknown_fate_stays_open_until_a_retry_concludes_it() {
+        let mut intents = OpenIntents::default();
+        intents.push(0, &leaf("r1", "a", INTENT));
+        intents.push(1, &leaf("r1", "a", INDETERMINATE));
+        assert_eq!(intents.open().len(), 1, "the store may still have made it");
+        intents.push(2, &leaf("r1", "a", "OK"));
+        assert!(intents.open().is_empty(), "the retry found or made it");
     }
 }

@@ -9,7 +9,7 @@
 //! body) derives the same request id and audit keys: the audit log de-duplicates the intent and
 //! appends the missing outcome.
 
-use biomatch_auditlog::intents::INTENT;
+use biomatch_auditlog::intents::{INDETERMINATE, INTENT};
 use biomatch_proto::v1::AuditEvent;
 use sha2::{Digest, Sha256};
 
@@ -76,11 +76,16 @@ impl Custody {
         (event, self.outcome_key.clone())
     }
 
-    /// An outcome saying the intended change was not made; under a key of its own, so a later
-    /// successful retry still records its outcome.
+    /// An outcome saying the intended change was not made, or [`INDETERMINATE`] when the store
+    /// stopped answering inside the write (which may still land; the intent stays open); under a
+    /// key of its own, so a later successful retry still records its outcome.
     pub(crate) fn refusal(&self, mut event: AuditEvent, status: &tonic::Status) -> (AuditEvent, String) {
         event.request_id = self.request_id.clone();
-        event.outcome = biomatch_proto::code_name(status.code());
+        event.outcome = if biomatch_store::fate_unknown(status.message()) {
+            INDETERMINATE.to_owned()
+        } else {
+            biomatch_proto::code_name(status.code())
+        };
         let key = format!("{}:refused:{}", self.outcome_key, uuid::Uuid::new_v4().simple());
         (event, key)
     }
@@ -110,5 +115,18 @@ mod tests {
         assert_ne!(a.intent_key, a.outcome_key);
         assert_ne!(Custody::fresh("x").request_id, Custody::fresh("x").request_id);
         assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]), "parts are length-prefixed");
+    }
+
+    #[test]
+    fn a_write_the_store_stopped_answering_in_is_of_unknown_fate_not_refused() {
+        let custody = Custody::fresh("enroll");
+        let stalled = biomatch_proto::status_from(&biomatch_store::StoreError::Stalled { after_ms: 10 });
+        let (event, stalled_key) = custody.refusal(AuditEvent::default(), &stalled);
+        assert_eq!(event.outcome, INDETERMINATE);
+        let full = tonic::Status::resource_exhausted("storage is full: the request was not carried out");
+        let (event, full_key) = custody.refusal(AuditEvent::default(), &full);
+        assert_eq!(event.outcome, "RESOURCE_EXHAUSTED");
+        assert_ne!(stalled_key, full_key, "each refusal has a key of its own");
+        assert_ne!(stalled_key, custody.outcome(AuditEvent::default()).1, "nor takes the outcome's");
     }
 }

@@ -33,11 +33,17 @@ const STORAGE_FULL: &str = "storage is full: the request was not carried out";
 /// What a client is told when the database did not answer in time (locked by another writer,
 /// or a stalled disk): nothing was written, and a retry may succeed.
 const STORAGE_BUSY: &str = "storage is busy: the request was not carried out; retry later";
-/// What a client is told when a write did not finish in time.
-const STORAGE_STALLED: &str =
-    "storage is not answering: the request was not carried out (or will be found by a retry); retry later";
+/// What a client is told when a write did not finish in time: it may still be made.
+const STORAGE_STALLED: &str = "storage is not answering: the request may still be carried out; \
+     retry later with the same idempotency key, which finds it if it was";
 /// What a client is told when the database cannot be reached.
 const STORAGE_UNAVAILABLE: &str = "storage is unavailable: the request was not carried out; retry later";
+
+/// Whether a refusal (a status's message) leaves the change's fate unknown: the store stopped
+/// answering inside the write, which may still land.
+pub fn fate_unknown(message: &str) -> bool {
+    message == STORAGE_STALLED
+}
 
 /// Why the database refused, when the refusal is about its storage rather than the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ pub mod testing;
 mod wal;
 
 pub use bounded::Bounded;
-pub use error::StoreError;
+pub use error::{StoreError, fate_unknown};
 pub use model::{
     AuditLeafRow, AuditQuery, Change, ChangeOp, CheckpointRow, DeletedGallery, EnrollResult, EnrollWrite,
     ExpiredSubject, GalleryCounts, GalleryRecord, Idempotency, NewAuditLeaf, PurgedSubject, SubjectRecord,

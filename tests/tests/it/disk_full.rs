@@ -126,11 +126,16 @@ async fn leaves(audit: &TestCluster) -> Vec<(u64, AuditEvent)> {
 /// `biomatch audit verify --strict`, as an operator runs it: the log is intact (every leaf, hash,
 /// chain link and signed checkpoint) and every announced change has its outcome.
 pub(crate) async fn verify_strict(audit: &TestCluster) {
+    strictly_verified(audit).await.expect("the audit log verifies with no change left unconcluded");
+}
+
+/// `audit verify --strict`'s result, its error in words.
+async fn strictly_verified(audit: &TestCluster) -> Result<(), String> {
     let endpoint = format!("http://{}", audit.running.grpc_addr);
     let token = audit.token(Role::Auditor, "auditor-1");
     let args = ["biomatch", "audit", "verify", "--strict", "--endpoint", &endpoint, "--token", &token];
     let cli = <biomatch::cli::Cli as clap::Parser>::try_parse_from(args).expect("arguments");
-    biomatch::cli::run(cli).await.expect("the audit log verifies with no change left unconcluded");
+    biomatch::cli::run(cli).await.map_err(|e| format!("{e:#}"))
 }
 
 /// (shard, change position of the snapshot it was restored from) of every shard of gallery g.

@@ -7,8 +7,10 @@
 //! way: nothing is answered unaudited, and nothing hangs. An audit store that stops answering
 //! altogether (a hung disk) is timed out by the audit role itself.
 
-use super::{DIMENSION, enrol_request, verify_strict};
+use super::{DIMENSION, enrol_request, leaves, strictly_verified, verify_strict};
+use biomatch_auditlog::intents::INDETERMINATE;
 use biomatch_config::ProcessRole;
+use biomatch_proto::v1::Operation;
 use biomatch_tests::{Backend, TestCluster, config, enrolled_gallery, identify};
 use sqlx::{AnyConnection, Connection};
 use std::path::Path;
@@ -177,8 +179,10 @@ async fn a_hung_audit_store_is_timed_out_by_the_audit_role() {
 /// The gallery store stops answering (every backend of the rest's PostgreSQL database stopped):
 /// the ingest role gives up on the store after `ingest.store_timeout_ms`, so an enrolment is
 /// refused `UNAVAILABLE` in bounded time although its caller set no deadline; once the store
-/// answers again the same request (same idempotency key) enrols the subject, and the log, which
-/// recorded the intent and the refusal, verifies.
+/// answers again the same request (same idempotency key) enrols the subject. Then a stall inside
+/// the write itself (the change log locked against writers, reads still answered): the caller is
+/// refused the same way, but the write may yet land, so the log says `INDETERMINATE` and keeps
+/// the intent open until the retry concludes it; then the log verifies strictly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_gallery_store_is_timed_out_by_the_ingest_role() {
     let Some(url) = biomatch_store::testing::fresh_postgres_url().await else { return };
@@ -192,20 +196,69 @@ async fn a_hung_gallery_store_is_timed_out_by_the_ingest_role() {
     rest_config.ingest.store_timeout_ms = 1_000;
     let rest = TestCluster::start(rest_config).await;
     let (mut synthetic, _, _) = enrolled_gallery(&rest, "g", DIMENSION, 1, 10, 37).await;
-    let late = synthetic.identity();
-    let request = enrol_request("late", synthetic.sample(&late), "late");
 
-    let Some(stopped) = StoppedDatabase::stop(&url).await else { return };
-    let answered = tokio::time::timeout(BOUND, rest.ingest().enroll(request.clone())).await;
-    drop(stopped);
-    let status = answered.expect("refused in bounded time, not hung").expect_err("refused while hung");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().starts_with("storage is not answering"), "{:?}", status.message());
+    for (subject, stall) in [("late", Stall::Stopped), ("later", Stall::WriteLocked)] {
+        let centre = synthetic.identity();
+        let request = enrol_request(subject, synthetic.sample(&centre), subject);
+        let stalled = match stall {
+            Stall::Stopped => {
+                let Some(stopped) = StoppedDatabase::stop(&url).await else { return };
+                Held::Stopped(stopped)
+            }
+            Stall::WriteLocked => Held::Locked(lock_changes(&url).await),
+        };
+        let answered = tokio::time::timeout(BOUND, rest.ingest().enroll(request.clone())).await;
+        let status = answered.expect("refused in bounded time, not hung").expect_err("refused while hung");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().starts_with("storage is not answering"), "{:?}", status.message());
+        if let Stall::WriteLocked = stall {
+            // The write may still land: the log says so, and the change stays open for an auditor.
+            let log = leaves(&audit).await;
+            let last = log.last().map(|(_, event)| (event.operation(), event.outcome.as_str()));
+            assert_eq!(last, Some((Operation::Enroll, INDETERMINATE)), "of unknown fate, not refused");
+            let open = strictly_verified(&audit).await.expect_err("the enrolment's intent is still open");
+            assert!(open.contains("1 change(s) announced without an outcome"), "{open}");
+        }
+        stalled.release().await;
 
-    let enrolled = rest.ingest().enroll(request).await.expect("enrolled once the store answers").into_inner();
-    let found = identify(&rest, "g", synthetic.sample(&late), enrolled.change_seq).await.expect("identify");
-    assert_eq!(found.candidates.first().map(|c| c.subject_id.as_str()), Some("late"));
+        // The retry under the same key finds the write if it landed, or makes it.
+        let enrolled = rest.ingest().enroll(request).await.expect("enrolled once the store answers");
+        let seq = enrolled.into_inner().change_seq;
+        let found = identify(&rest, "g", synthetic.sample(&centre), seq).await.expect("identify");
+        assert_eq!(found.candidates.first().map(|c| c.subject_id.as_str()), Some(subject));
+    }
     verify_strict(&audit).await;
     rest.running.shutdown().await;
     audit.running.shutdown().await;
+}
+
+enum Stall {
+    /// Every backend stopped: the first read of the enrolment hangs.
+    Stopped,
+    /// The change log locked against writers: the reads are answered, the write hangs.
+    WriteLocked,
+}
+
+enum Held {
+    Stopped(StoppedDatabase),
+    Locked(AnyConnection),
+}
+
+impl Held {
+    async fn release(self) {
+        match self {
+            Held::Stopped(stopped) => drop(stopped),
+            Held::Locked(conn) => release(conn).await,
+        }
+    }
+}
+
+/// A connection holding the gallery store's change log in `EXCLUSIVE` mode: every write of a
+/// change waits for it, reads do not.
+async fn lock_changes(url: &str) -> AnyConnection {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut conn).await.expect("begin");
+    sqlx::query("LOCK TABLE changes IN EXCLUSIVE MODE").execute(&mut conn).await.expect("lock");
+    conn
 }
