@@ -175,7 +175,7 @@ impl AuditStore for SqlStore {
             next += 1;
         }
         insert_leaves(&mut tx, self.backend, &new_leaves).await?;
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         Ok(results)
     }
 
@@ -258,7 +258,7 @@ impl AuditStore for SqlStore {
         .bind(c.signed_at_ms)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         Ok(())
     }
 

@@ -160,7 +160,7 @@ pub(super) async fn enroll(
             *result = written.next().map(|value| Ok(Written { value, replayed: false }));
         }
     }
-    tx.commit().await?;
+    crate::error::commit(tx).await?;
     store.refresh_statistics(bulk.len() as u64);
     results
         .into_iter()

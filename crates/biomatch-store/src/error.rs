@@ -22,6 +22,11 @@ pub enum StoreError {
     /// database). It may still complete later; a retry under the same idempotency key finds it.
     #[error("the store did not finish a write within {after_ms} ms")]
     Stalled { after_ms: u64 },
+    /// A commit whose answer never came: the connection (or the disk) failed after `COMMIT` was
+    /// sent, so the change may or may not have been made. A retry under the same idempotency key
+    /// finds it if it was.
+    #[error("the store's answer to a commit was lost: {0}")]
+    CommitUnknown(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -36,13 +41,36 @@ const STORAGE_BUSY: &str = "storage is busy: the request was not carried out; re
 /// What a client is told when a write did not finish in time: it may still be made.
 const STORAGE_STALLED: &str = "storage is not answering: the request may still be carried out; \
      retry later with the same idempotency key, which finds it if it was";
+/// What a client is told when a commit's answer was lost: it may have been made.
+const STORAGE_COMMIT_UNKNOWN: &str = "storage stopped answering during the commit: the request may have \
+     been carried out; retry with the same idempotency key, which finds it if it was";
 /// What a client is told when the database cannot be reached.
 const STORAGE_UNAVAILABLE: &str = "storage is unavailable: the request was not carried out; retry later";
 
 /// Whether a refusal (a status's message) leaves the change's fate unknown: the store stopped
 /// answering inside the write, which may still land.
 pub fn fate_unknown(message: &str) -> bool {
-    message == STORAGE_STALLED
+    message == STORAGE_STALLED || message == STORAGE_COMMIT_UNKNOWN
+}
+
+/// Commits `tx`. A database's refusal of the commit (a full disk, a conflict) means nothing was
+/// made; a commit whose answer was lost (the connection broke, or SQLite met an I/O error while
+/// writing it) may have been: [`StoreError::CommitUnknown`].
+pub(crate) async fn commit(tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(after_commit)
+}
+
+fn after_commit(e: sqlx::Error) -> StoreError {
+    let lost = match &e {
+        sqlx::Error::Io(io) => !is_full(io),
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_IOERR)
+        }
+        _ => false,
+    };
+    if lost { StoreError::CommitUnknown(e) } else { StoreError::Database(e) }
 }
 
 /// Why the database refused, when the refusal is about its storage rather than the request.
@@ -55,6 +83,7 @@ enum Storage {
 /// SQLite's primary result codes.
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
+const SQLITE_IOERR: i32 = 10;
 const SQLITE_FULL: i32 = 13;
 /// PostgreSQL's SQLSTATE `disk_full`.
 const PG_DISK_FULL: &str = "53100";
@@ -110,7 +139,7 @@ impl Classified for StoreError {
                 }
                 None => ErrorClass::Internal,
             },
-            StoreError::Stalled { .. } => ErrorClass::Unavailable,
+            StoreError::Stalled { .. } | StoreError::CommitUnknown(_) => ErrorClass::Unavailable,
             StoreError::Corrupt(_) | StoreError::Migrate(_) => ErrorClass::Internal,
         }
     }
@@ -125,8 +154,31 @@ impl Classified for StoreError {
                 (None, _) => "internal error".to_owned(),
             },
             StoreError::Stalled { .. } => STORAGE_STALLED.to_owned(),
+            StoreError::CommitUnknown(_) => STORAGE_COMMIT_UNKNOWN.to_owned(),
             StoreError::Corrupt(_) | StoreError::Migrate(_) => "internal error".to_owned(),
             _ => self.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_whose_answer_was_lost_is_of_unknown_fate_and_a_refused_one_is_not() {
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let lost = after_commit(sqlx::Error::Io(broken));
+        assert!(matches!(lost, StoreError::CommitUnknown(_)), "{lost:?}");
+        assert_eq!(lost.class(), ErrorClass::Unavailable);
+        assert!(fate_unknown(&lost.public_message()));
+        assert!(fate_unknown(&StoreError::Stalled { after_ms: 1 }.public_message()));
+
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space");
+        let refused = after_commit(sqlx::Error::Io(full));
+        assert!(refused.is_storage_full(), "{refused:?}");
+        assert!(!fate_unknown(&refused.public_message()));
+        let timed_out = after_commit(sqlx::Error::PoolTimedOut);
+        assert!(!fate_unknown(&timed_out.public_message()), "no connection, no commit sent");
     }
 }

@@ -197,7 +197,7 @@ impl GalleryStore for SqlStore {
         if let Some(idem) = idempotency {
             remember_idempotency(&mut tx, idem, id.to_string(), now_ms).await?;
         }
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         Ok(Written { value: self.gallery(&spec.name).await?, replayed: false })
     }
 
@@ -275,7 +275,7 @@ impl GalleryStore for SqlStore {
         if changed {
             append_change(&mut tx, id, 0, "", ChangeOp::Settings, now_ms).await?;
         }
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         self.gallery(name).await
     }
 
@@ -301,7 +301,7 @@ impl GalleryStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         append_change(&mut tx, id, 0, "", ChangeOp::Settings, now_ms).await?;
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         self.gallery(name).await
     }
 
@@ -337,7 +337,7 @@ impl GalleryStore for SqlStore {
             remember_idempotency(&mut tx, idem, serde_json::to_string(&deleted).map_err(corrupt)?, now_ms)
                 .await?;
         }
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         Ok(Written { value: deleted, replayed: false })
     }
 
@@ -395,7 +395,7 @@ impl GalleryStore for SqlStore {
         if let Some(idem) = idempotency {
             remember_idempotency(&mut tx, idem, seq.to_string(), now_ms).await?;
         }
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         Ok(Written { value: seq, replayed: false })
     }
 
@@ -485,7 +485,7 @@ impl GalleryStore for SqlStore {
                 change_seq,
             });
         }
-        tx.commit().await?;
+        crate::error::commit(tx).await?;
         Ok(purged)
     }
 
