@@ -6,6 +6,10 @@
 //! the answered calls against the unloaded p99, and the process's peak resident memory. The
 //! first row runs without admission bounds (the baseline), the second with them, offered the same
 //! rate (ten times what the baseline sustained).
+//!
+//! On one machine the open loop's own calls take CPU from the cluster it measures: with
+//! `--separate-cores` the clients run on a runtime of their own pinned to the last core and the
+//! cluster's threads to the others, as if the load came from another machine.
 
 use crate::cli::bench_cluster::ScratchGallery;
 use crate::cli::bench_search::percentile;
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct OverloadBenchArgs {
     /// Templates in the gallery (exact index, one shard).
     #[arg(long, default_value_t = 100_000)]
@@ -41,6 +45,9 @@ pub struct OverloadBenchArgs {
     max_waiting: usize,
     #[arg(long, default_value_t = AdmissionConfig::default().max_wait_ms)]
     max_wait_ms: u64,
+    /// The clients on the last core and the cluster on the others (needs at least two).
+    #[arg(long)]
+    separate_cores: bool,
 }
 
 /// The resident set of this process, in MiB.
@@ -86,15 +93,26 @@ pub async fn run(args: OverloadBenchArgs) -> anyhow::Result<()> {
         max_wait_ms: args.max_wait_ms,
         ..AdmissionConfig::default()
     };
+    let client_runtime = if args.separate_cores { Some(cores::separate()?) } else { None };
+    let clients =
+        client_runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
     let mut rows: Vec<Row> = Vec::new();
     for (label, admission) in [("no admission bounds (baseline)", unbounded), ("admission bounds", bounded)] {
         eprintln!("bench overload: {label}");
         // Both rows are offered the same rate: factor x what the unbounded cluster sustained.
         let offered = rows.first().map(|baseline| baseline.offered);
-        rows.push(measure(label, admission, &data, &args, offered).await?);
+        rows.push(measure(label, admission, &data, &args, offered, &clients).await?);
     }
+    if let Some(runtime) = client_runtime {
+        runtime.shutdown_background();
+    }
+    let placement = if args.separate_cores {
+        "the clients on the last core and every role on the others"
+    } else {
+        "every role and the clients sharing every core"
+    };
     println!(
-        "overload benchmark: identify, {} x {}-d templates (exact, one shard), every role in this process; \
+        "overload benchmark: identify, {} x {}-d templates (exact, one shard), in this process, {placement}; \
          offered {}x the sustainable rate for {} s, deadline {} ms; admission bounds: {} in flight, {} waiting, {} ms wait\n",
         args.size,
         args.dim,
@@ -133,18 +151,89 @@ pub async fn run(args: OverloadBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the clients saw of one configuration.
+struct Observed {
+    lone: Vec<Duration>,
+    sustainable: f64,
+    offered: f64,
+    outcomes: Vec<(Code, Duration)>,
+    elapsed: f64,
+}
+
 async fn measure(
     label: &'static str,
     admission: AdmissionConfig,
     data: &crate::cli::bench_search::Data,
     args: &OverloadBenchArgs,
     offered: Option<f64>,
+    clients: &tokio::runtime::Handle,
 ) -> anyhow::Result<Row> {
     let scratch = Arc::new(
         ScratchGallery::start(|c| c.admission = admission, &IndexSpec::flat(), &data.enrolled).await?,
     );
-    let probes = Arc::new(data.probes.clone());
-    let search = SearchServiceClient::new(scratch.channel.clone());
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let running = running.clone();
+        tokio::spawn(async move {
+            let mut peak = rss_mib();
+            while running.load(Ordering::Relaxed) {
+                peak = peak.max(rss_mib());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
+    let load = drive(scratch.clone(), Arc::new(data.probes.clone()), args.clone(), offered);
+    let observed = clients.spawn(load).await?;
+    running.store(false, Ordering::Relaxed);
+    let peak_rss = sampler.await?;
+    if let Some(scratch) = Arc::into_inner(scratch) {
+        scratch.running.shutdown().await;
+    }
+    let Observed { lone, sustainable, offered, outcomes, elapsed } = observed?;
+    let latencies = |wanted: &dyn Fn(Code) -> bool| {
+        let mut l: Vec<Duration> = outcomes.iter().filter(|(c, _)| wanted(*c)).map(|(_, d)| *d).collect();
+        l.sort_unstable();
+        l
+    };
+    let count = |code: Code| outcomes.iter().filter(|(c, _)| *c == code).count();
+    let answered = latencies(&|c| c == Code::Ok);
+    let refused = latencies(&|c| c == Code::ResourceExhausted);
+    let known =
+        [Code::Ok, Code::ResourceExhausted, Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled];
+    let mut others: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (code, _) in outcomes.iter().filter(|(c, _)| !known.contains(c)) {
+        *others.entry(format!("{code:?}")).or_default() += 1;
+    }
+    eprintln!("bench overload: {label}: other outcomes {others:?}");
+    let row = Row {
+        label,
+        unloaded_p99: percentile(&lone, 0.99),
+        sustainable,
+        offered,
+        answered_per_s: answered.len() as f64 / elapsed,
+        refused: refused.len(),
+        unavailable: count(Code::Unavailable),
+        late: count(Code::DeadlineExceeded) + count(Code::Cancelled),
+        other: outcomes.iter().filter(|(c, _)| !known.contains(c)).count(),
+        answered_p50: percentile(&answered, 0.5),
+        answered_p99: percentile(&answered, 0.99),
+        refusal_p99: percentile(&refused, 0.99),
+        peak_rss,
+    };
+    Ok(row)
+}
+
+/// The clients' side, on `clients`' runtime with a connection of its own: a lone caller, the
+/// closed loop that finds the sustainable rate, then the open loop.
+async fn drive(
+    scratch: Arc<ScratchGallery>,
+    probes: Arc<Vec<Vec<f32>>>,
+    args: OverloadBenchArgs,
+    offered: Option<f64>,
+) -> anyhow::Result<Observed> {
+    let channel = biomatch_client::channel(&format!("http://{}", scratch.running.grpc_addr))?;
+    let search = SearchServiceClient::new(channel);
 
     let mut lone = Vec::new();
     for i in 0..500 {
@@ -153,7 +242,6 @@ async fn measure(
         lone.push(started.elapsed());
     }
     lone.sort_unstable();
-
     // Sustainable: 64 clients, closed loop, for a third of the overload's length.
     let answered = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(args.seconds.div_ceil(3).max(3));
@@ -188,18 +276,6 @@ async fn measure(
     // Overload: an open loop at `factor` x sustainable; each call's outcome and latency.
     let offered = offered.unwrap_or(sustainable * args.factor);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Code, Duration)>();
-    let running = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let running = running.clone();
-        tokio::spawn(async move {
-            let mut peak = rss_mib();
-            while running.load(Ordering::Relaxed) {
-                peak = peak.max(rss_mib());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            peak
-        })
-    };
     let deadline = Duration::from_millis(args.deadline_ms);
     let started = Instant::now();
     let total = (offered * args.seconds as f64) as u64;
@@ -224,42 +300,41 @@ async fn measure(
         outcomes.push(outcome);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    running.store(false, Ordering::Relaxed);
-    let peak_rss = sampler.await?;
+    Ok(Observed { lone, sustainable, offered, outcomes, elapsed })
+}
 
-    let latencies = |wanted: &dyn Fn(Code) -> bool| {
-        let mut l: Vec<Duration> = outcomes.iter().filter(|(c, _)| wanted(*c)).map(|(_, d)| *d).collect();
-        l.sort_unstable();
-        l
-    };
-    let count = |code: Code| outcomes.iter().filter(|(c, _)| *c == code).count();
-    let answered = latencies(&|c| c == Code::Ok);
-    let refused = latencies(&|c| c == Code::ResourceExhausted);
-    let known =
-        [Code::Ok, Code::ResourceExhausted, Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled];
-    let mut others: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    for (code, _) in outcomes.iter().filter(|(c, _)| !known.contains(c)) {
-        *others.entry(format!("{code:?}")).or_default() += 1;
+/// Threads pinned to cores, so that the clients and the cluster they measure do not share one.
+mod cores {
+    use anyhow::Context;
+    use rustix::thread::{CpuSet, Pid, sched_getaffinity, sched_setaffinity};
+
+    /// Pins every thread of this process to all of its cores but the last (threads started later
+    /// inherit that), and returns a one-worker runtime whose threads run on the last core only.
+    pub(super) fn separate() -> anyhow::Result<tokio::runtime::Runtime> {
+        let allowed = sched_getaffinity(None).context("this process's cores")?;
+        let mut cores: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).collect();
+        let last = cores.pop().context("no core")?;
+        anyhow::ensure!(!cores.is_empty(), "--separate-cores needs at least two cores; this process has one");
+        let mut cluster = CpuSet::new();
+        cores.iter().for_each(|&c| cluster.set(c));
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let name = task?.file_name();
+            let tid = name.to_str().and_then(|t| t.parse().ok()).and_then(Pid::from_raw);
+            let tid = tid.with_context(|| format!("thread id {name:?}"))?;
+            sched_setaffinity(Some(tid), &cluster).context("pinning the cluster's threads")?;
+        }
+        let mut clients = CpuSet::new();
+        clients.set(last);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .on_thread_start(move || {
+                if let Err(e) = sched_setaffinity(None, &clients) {
+                    eprintln!("bench overload: cannot pin a client thread to core {last}: {e}");
+                }
+            })
+            .build()?;
+        eprintln!("bench overload: the cluster on cores {cores:?}, the clients on core {last}");
+        Ok(runtime)
     }
-    eprintln!("bench overload: {label}: other outcomes {others:?}");
-    let row = Row {
-        label,
-        unloaded_p99: percentile(&lone, 0.99),
-        sustainable,
-        offered,
-        answered_per_s: answered.len() as f64 / elapsed,
-        refused: refused.len(),
-        unavailable: count(Code::Unavailable),
-        late: count(Code::DeadlineExceeded) + count(Code::Cancelled),
-        other: outcomes.iter().filter(|(c, _)| !known.contains(c)).count(),
-        answered_p50: percentile(&answered, 0.5),
-        answered_p99: percentile(&answered, 0.99),
-        refusal_p99: percentile(&refused, 0.99),
-        peak_rss,
-    };
-    drop(search);
-    if let Some(scratch) = Arc::into_inner(scratch) {
-        scratch.running.shutdown().await;
-    }
-    Ok(row)
 }
