@@ -76,9 +76,9 @@ impl Custody {
         (event, self.outcome_key.clone())
     }
 
-    /// An outcome saying the intended change was not made, or [`INDETERMINATE`] when the store
-    /// stopped answering inside the write (which may still land; the intent stays open); under a
-    /// key of its own, so a later successful retry still records its outcome.
+    /// An outcome saying the intended change was not made, or [`INDETERMINATE`] when it may have
+    /// been (the store stopped answering inside the write, or its commit's answer was lost; the
+    /// intent stays open); under a key of its own, so a later retry still records its outcome.
     pub(crate) fn refusal(&self, mut event: AuditEvent, status: &tonic::Status) -> (AuditEvent, String) {
         event.request_id = self.request_id.clone();
         event.outcome = if biomatch_store::fate_unknown(status.message()) {

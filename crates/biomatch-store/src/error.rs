@@ -48,7 +48,7 @@ const STORAGE_COMMIT_UNKNOWN: &str = "storage stopped answering during the commi
 const STORAGE_UNAVAILABLE: &str = "storage is unavailable: the request was not carried out; retry later";
 
 /// Whether a refusal (a status's message) leaves the change's fate unknown: the store stopped
-/// answering inside the write, which may still land.
+/// answering inside the write, which may still land, or the answer to its commit was lost.
 pub fn fate_unknown(message: &str) -> bool {
     message == STORAGE_STALLED || message == STORAGE_COMMIT_UNKNOWN
 }
