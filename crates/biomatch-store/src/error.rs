@@ -64,10 +64,7 @@ fn after_commit(e: sqlx::Error) -> StoreError {
     let lost = match &e {
         sqlx::Error::Io(io) => !is_full(io),
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-                && db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_IOERR)
-        }
+        sqlx::Error::Database(db) => sqlite_primary_code(db.as_ref()) == Some(SQLITE_IOERR),
         _ => false,
     };
     if lost { StoreError::CommitUnknown(e) } else { StoreError::Database(e) }
@@ -92,9 +89,7 @@ fn storage(e: &sqlx::Error) -> Option<Storage> {
     match e {
         sqlx::Error::Database(db) => {
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // SQLite's code is the extended result code, whose low byte is the primary one.
-                let code = db.code().and_then(|c| c.parse::<i32>().ok())?;
-                return match code & 0xff {
+                return match sqlite_primary_code(db.as_ref())? {
                     SQLITE_FULL => Some(Storage::Full),
                     SQLITE_BUSY | SQLITE_LOCKED => Some(Storage::Busy),
                     _ => None,
@@ -106,6 +101,13 @@ fn storage(e: &sqlx::Error) -> Option<Storage> {
         sqlx::Error::Io(io) if is_full(io) => Some(Storage::Full),
         _ => None,
     }
+}
+
+/// A SQLite error's primary result code: the low byte of the extended code it carries. `None`
+/// for another database's error.
+fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    db.code().and_then(|c| c.parse::<i32>().ok()).map(|code| code & 0xff)
 }
 
 /// Whether an I/O error says the filesystem (or the user's quota on it) is full.

@@ -122,7 +122,8 @@ async fn postgres(url: &str, sql: &str) {
     let _ = conn.close().await;
 }
 
-async fn sqlite(database: &Path) -> AnyConnection {
+/// A connection to the SQLite store at `database` that waits up to 10 s for another's write lock.
+pub(crate) async fn sqlite(database: &Path) -> AnyConnection {
     sqlx::any::install_default_drivers();
     let url = format!("sqlite://{}", database.display());
     let mut conn = AnyConnection::connect(&url).await.expect("SQLite store");

@@ -22,10 +22,8 @@ const BOUND: Duration = Duration::from_secs(30);
 
 /// Another connection holding the database's write lock.
 async fn hold_write_lock(db: &Path) -> AnyConnection {
-    sqlx::any::install_default_drivers();
-    let mut conn = AnyConnection::connect(&format!("sqlite://{}", db.display())).await.expect("connect");
     // Waits, should a commit of the service be under way.
-    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut conn).await.expect("busy timeout");
+    let mut conn = super::disk::sqlite(db).await;
     sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.expect("write lock");
     conn
 }
