@@ -48,14 +48,15 @@ impl Batch {
             intent.detail = format!("batch: {} enrolment(s)", items.len());
             server.intent(&custody, intent).await?;
             let (indexes, writes): (Vec<u32>, Vec<EnrollWrite>) = items.into_iter().unzip();
-            let results = match server.store.enroll(&gallery, &writes, (server.clock)()).await {
-                Ok(results) => results,
-                Err(e) => {
-                    // Nothing of the group was written: its intent is concluded as refused.
-                    let event = events::enroll_event(principal, &gallery, intended);
-                    return Err(server.refused(&custody, event, status_from(&e)).await);
-                }
-            };
+            let results =
+                match custody.attempt(server.store.enroll(&gallery, &writes, (server.clock)())).await {
+                    Ok(results) => results,
+                    Err(e) => {
+                        // Nothing of the group was written: its intent is concluded as refused.
+                        let event = events::enroll_event(principal, &gallery, intended);
+                        return Err(server.refused(&custody, event, status_from(&e)).await);
+                    }
+                };
             let (mut enrolled, mut replayed) = (Vec::new(), 0usize);
             let total = writes.len();
             for ((index, write), result) in indexes.into_iter().zip(writes).zip(results) {
@@ -131,7 +132,12 @@ fn custody(gallery: &GalleryRecord, items: &[(u32, EnrollWrite)]) -> Custody {
         .collect::<Option<Vec<_>>>()
         .map(|pairs| pairs.into_iter().flatten().collect());
     match keys {
-        Some(keys) => Custody::keyed("batch-enroll", gallery.settings.name.as_str(), &digest(&keys)),
+        Some(keys) => {
+            let used =
+                items.iter().filter_map(|(_, w)| w.idempotency.as_ref().map(|i| i.key.clone())).collect();
+            Custody::keyed("batch-enroll", gallery.settings.name.as_str(), &digest(&keys))
+                .with_idempotency_keys(used)
+        }
         None => Custody::fresh("batch-enroll"),
     }
 }

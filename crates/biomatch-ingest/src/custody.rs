@@ -10,15 +10,24 @@
 //! appends the missing outcome.
 
 use biomatch_auditlog::intents::{INDETERMINATE, INTENT};
+use biomatch_store::AttemptFate;
+
+/// The outcome of a change settled as not made.
+const ABORTED: &str = "ABORTED";
 use biomatch_proto::v1::AuditEvent;
 use sha2::{Digest, Sha256};
 
-/// The request id and audit keys of one change's intent and outcome leaves.
+/// The request id and audit keys of one change's intent and outcome leaves, and the store
+/// attempt its write is made as.
 #[derive(Debug, Clone)]
 pub(crate) struct Custody {
     pub(crate) request_id: String,
     intent_key: String,
     outcome_key: String,
+    /// Fresh for every call, retries included: what [`crate::settle`] asks the store about.
+    attempt: String,
+    /// The request's idempotency keys, whose records show an earlier attempt made it.
+    idempotency_keys: Vec<String>,
 }
 
 impl Custody {
@@ -37,7 +46,9 @@ impl Custody {
     /// As [`Custody::keyed`] when `idempotency` is given, else [`Custody::fresh`].
     pub(crate) fn of(kind: &str, idempotency: Option<&biomatch_store::Idempotency>) -> Self {
         match idempotency {
-            Some(idem) => Self::keyed(kind, &idem.key, &idem.request_hash),
+            Some(idem) => {
+                Self::keyed(kind, &idem.key, &idem.request_hash).with_idempotency_keys(vec![idem.key.clone()])
+            }
             None => Self::fresh(kind),
         }
     }
@@ -47,7 +58,19 @@ impl Custody {
             intent_key: format!("{kind}:intent:{request_id}"),
             outcome_key: format!("{kind}:{request_id}"),
             request_id,
+            attempt: uuid::Uuid::new_v4().simple().to_string(),
+            idempotency_keys: Vec::new(),
         }
+    }
+
+    /// The idempotency keys of the request (every item's, for a batch).
+    pub(crate) fn with_idempotency_keys(mut self, keys: Vec<String>) -> Self {
+        self.idempotency_keys = keys;
+        self
+    }
+
+    pub(crate) fn idempotency_keys(&self) -> &[String] {
+        &self.idempotency_keys
     }
 
     /// The same request id, with audit keys for one part of it (e.g. one gallery of a purge).
@@ -56,6 +79,8 @@ impl Custody {
             request_id: self.request_id.clone(),
             intent_key: format!("{}:{part}", self.intent_key),
             outcome_key: format!("{}:{part}", self.outcome_key),
+            attempt: self.attempt.clone(),
+            idempotency_keys: self.idempotency_keys.clone(),
         }
     }
 
@@ -63,6 +88,16 @@ impl Custody {
     pub(crate) fn with_outcome_key(mut self, key: String) -> Self {
         self.outcome_key = key;
         self
+    }
+
+    /// Runs the change's one store write as this custody's attempt, so that its fate can be
+    /// settled if the store stops answering inside it.
+    pub(crate) async fn attempt<F: std::future::Future>(&self, write: F) -> F::Output {
+        biomatch_store::as_attempt(&self.attempt, write).await
+    }
+
+    pub(crate) fn attempt_id(&self) -> &str {
+        &self.attempt
     }
 
     pub(crate) fn intent(&self, mut event: AuditEvent) -> (AuditEvent, String) {
@@ -81,14 +116,38 @@ impl Custody {
     /// intent stays open); under a key of its own, so a later retry still records its outcome.
     pub(crate) fn refusal(&self, mut event: AuditEvent, status: &tonic::Status) -> (AuditEvent, String) {
         event.request_id = self.request_id.clone();
-        event.outcome = if biomatch_store::fate_unknown(status.message()) {
-            INDETERMINATE.to_owned()
+        if biomatch_store::fate_unknown(status.message()) {
+            event.outcome = INDETERMINATE.to_owned();
+            let note = format!("attempt {}: its fate is settled once storage answers again", self.attempt);
+            event.detail = noted(&event.detail, &note);
         } else {
-            biomatch_proto::code_name(status.code())
+            event.outcome = biomatch_proto::code_name(status.code());
+        }
+        (event, self.refusal_key())
+    }
+
+    /// The leaf of a change whose fate was unknown, once settled: made, under the outcome's key
+    /// (a retry that found it records the same leaf once), or not made, under a key of its own.
+    pub(crate) fn settled(&self, mut event: AuditEvent, fate: AttemptFate) -> (AuditEvent, String) {
+        event.request_id = self.request_id.clone();
+        let (outcome, what, key) = match fate {
+            AttemptFate::Made => ("OK", "the change was made", self.outcome_key.clone()),
+            AttemptFate::Abandoned => (ABORTED, "the change was not made", self.refusal_key()),
         };
-        let key = format!("{}:refused:{}", self.outcome_key, uuid::Uuid::new_v4().simple());
+        event.outcome = outcome.into();
+        let note = format!("attempt {} settled once storage answered again: {what}", self.attempt);
+        event.detail = noted(&event.detail, &note);
         (event, key)
     }
+
+    fn refusal_key(&self) -> String {
+        format!("{}:refused:{}", self.outcome_key, uuid::Uuid::new_v4().simple())
+    }
+}
+
+/// `detail` with `note` after it.
+fn noted(detail: &str, note: &str) -> String {
+    if detail.is_empty() { note.to_owned() } else { format!("{detail}; {note}") }
 }
 
 /// SHA-256 (hex) of length-prefixed parts: the digest an idempotency record binds its key to.
@@ -128,5 +187,20 @@ mod tests {
         assert_eq!(event.outcome, "RESOURCE_EXHAUSTED");
         assert_ne!(stalled_key, full_key, "each refusal has a key of its own");
         assert_ne!(stalled_key, custody.outcome(AuditEvent::default()).1, "nor takes the outcome's");
+    }
+
+    #[test]
+    fn a_settled_change_is_concluded_once_if_made_and_apart_if_not() {
+        let custody = Custody::keyed("enroll", "k", &digest(&[b"a"]));
+        let retry = Custody::keyed("enroll", "k", &digest(&[b"a"]));
+        assert_ne!(custody.attempt_id(), retry.attempt_id(), "every call is an attempt of its own");
+        assert_eq!(custody.part("g").attempt_id(), custody.attempt_id(), "one write for every part");
+        let (made, made_key) = custody.settled(AuditEvent::default(), AttemptFate::Made);
+        assert_eq!(made.outcome, "OK");
+        assert_eq!(made_key, custody.outcome(AuditEvent::default()).1, "a retry's outcome is the same leaf");
+        let (abandoned, abandoned_key) = custody.settled(AuditEvent::default(), AttemptFate::Abandoned);
+        assert_eq!(abandoned.outcome, ABORTED);
+        assert_ne!(abandoned_key, made_key, "a later retry still records its own outcome");
+        assert!(abandoned.detail.contains(custody.attempt_id()), "{}", abandoned.detail);
     }
 }

@@ -53,7 +53,8 @@ impl crate::IngestServer {
                 .refused(custody, crate::events::create_intent(principal, spec, policy), status)
                 .await);
         }
-        match self.store.create_gallery(spec, policy, &key_ref, idempotency, (self.clock)()).await {
+        let created = self.store.create_gallery(spec, policy, &key_ref, idempotency, (self.clock)());
+        match custody.attempt(created).await {
             Ok(written) if !written.replayed => Ok(written.value),
             // A concurrent attempt with the same key made the gallery: this key is not needed.
             Ok(written) => {

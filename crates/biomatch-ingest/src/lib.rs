@@ -17,6 +17,7 @@ mod custody;
 mod enrolment;
 mod events;
 mod galleries;
+mod settle;
 mod thresholds;
 mod tuning;
 mod validate;
@@ -63,6 +64,8 @@ pub struct IngestServer {
     /// Enrolment photos need exactly one face of at least this quality.
     face_rule: FaceRule,
     subject_reads: Option<Arc<Budgets>>,
+    /// Changes refused while their fate was unknown, to settle once the store answers.
+    unsettled: settle::UnsettledChanges,
 }
 
 impl IngestServer {
@@ -76,7 +79,8 @@ impl IngestServer {
         keys: Arc<dyn KeyStore>,
     ) -> Self {
         let face_rule = FaceRule::Single { min_quality: 0.5 };
-        Self { store, audit, embed, changed, clock, creds, keys, face_rule, subject_reads: None }
+        let unsettled = settle::UnsettledChanges::default();
+        Self { store, audit, embed, changed, clock, creds, keys, face_rule, subject_reads: None, unsettled }
     }
 
     /// Spends a query of the caller's budget on every subject read (`GetSubject` tells whether
@@ -136,7 +140,7 @@ impl IngestServer {
                     return Err(self.purge_refused(actor, &custody, &intended[..i], status).await);
                 }
             }
-            let purged = match self.store.purge(&expired, now).await {
+            let purged = match custody.attempt(self.store.purge(&expired, now)).await {
                 Ok(purged) => purged,
                 Err(e) => return Err(self.purge_refused(actor, &custody, &intended, status_from(&e)).await),
             };
@@ -211,8 +215,11 @@ impl IngestServer {
             metrics::counter!("biomatch_storage_full_total", "store" => "gallery").increment(1);
             tracing::error!("gallery storage is full: changes are refused until space is freed");
         }
-        let (event, key) = custody.refusal(event, &status);
-        if let Err(e) = self.audit(event, key).await {
+        let (refusal, key) = custody.refusal(event.clone(), &status);
+        if refusal.outcome == biomatch_auditlog::intents::INDETERMINATE {
+            self.unsettled.push(custody.clone(), event);
+        }
+        if let Err(e) = self.audit(refusal, key).await {
             tracing::warn!(error = %e, "the refusal of an intended change could not be audited");
         }
         status
@@ -367,10 +374,11 @@ impl IngestService for IngestServer {
         let mut detail = intent.clone();
         detail.detail = "delete every subject and template; destroy the data key".into();
         self.intent(&custody, detail).await?;
-        let deleted = match self.store.delete_gallery(&name, idem.as_ref(), (self.clock)()).await {
-            Ok(deleted) => deleted,
-            Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
-        };
+        let deleted =
+            match custody.attempt(self.store.delete_gallery(&name, idem.as_ref(), (self.clock)())).await {
+                Ok(deleted) => deleted,
+                Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
+            };
         self.changed.notify_one();
         // Crypto-shredding: without its data key no copy of the gallery's templates opens again.
         // (Destroying is idempotent, so a replay finishes a destruction that failed before.)
@@ -401,7 +409,8 @@ impl IngestService for IngestServer {
             write.sealed_templates.len()
         );
         self.intent(&custody, intent.clone()).await?;
-        let written = match self.store.enroll(&gallery, std::slice::from_ref(&write), (self.clock)()).await {
+        let enrolled = self.store.enroll(&gallery, std::slice::from_ref(&write), (self.clock)());
+        let written = match custody.attempt(enrolled).await {
             Ok(mut results) => results.pop().unwrap_or(Err(StoreError::Corrupt("no result".into()))),
             Err(e) => Err(e),
         };
@@ -475,8 +484,8 @@ impl IngestService for IngestServer {
         let mut intent = events::enroll_event(&principal, &gallery, vec![subject.to_string()]);
         intent.operation = Operation::DeleteSubject.into();
         self.intent(&custody, intent.clone()).await?;
-        let written = match self.store.delete_subject(&gallery, &subject, idem.as_ref(), (self.clock)()).await
-        {
+        let deleted = self.store.delete_subject(&gallery, &subject, idem.as_ref(), (self.clock)());
+        let written = match custody.attempt(deleted).await {
             Ok(written) => written,
             Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
         };

@@ -114,8 +114,9 @@ impl IngestServer {
         );
         let custody = Custody::fresh("set-threshold");
         self.intent(&custody, intent.clone()).await?;
-        let stored =
-            self.store.set_threshold(name, threshold, policy.as_ref(), only_if, (self.clock)()).await;
+        let stored = custody
+            .attempt(self.store.set_threshold(name, threshold, policy.as_ref(), only_if, (self.clock)()))
+            .await;
         let after = match stored {
             Ok(after) => after,
             Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),

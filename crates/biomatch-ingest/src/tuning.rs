@@ -47,7 +47,8 @@ impl IngestServer {
         intent.detail = format!("search settings -> {}: {reason}", describe(&tuning));
         let custody = Custody::fresh("search-tuning");
         self.intent(&custody, intent.clone()).await?;
-        let after = match self.store.set_search_tuning(&name, &tuning, (self.clock)()).await {
+        let after = match custody.attempt(self.store.set_search_tuning(&name, &tuning, (self.clock)())).await
+        {
             Ok(after) => after,
             Err(e) => return Err(self.refused(&custody, intent, status_from(&e)).await),
         };

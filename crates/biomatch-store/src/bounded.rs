@@ -10,8 +10,8 @@
 //! the matchers' reads of the change log and of whole shards.
 
 use crate::{
-    Change, DeletedGallery, EnrollResult, EnrollWrite, ExpiredSubject, GalleryCounts, GalleryRecord,
-    GalleryStore, Idempotency, PurgedSubject, StoreError, SubjectRecord, TemplateRow, Written,
+    AttemptFate, Change, DeletedGallery, EnrollResult, EnrollWrite, ExpiredSubject, GalleryCounts,
+    GalleryRecord, GalleryStore, Idempotency, PurgedSubject, StoreError, SubjectRecord, TemplateRow, Written,
 };
 use async_trait::async_trait;
 use biomatch_domain::{Gallery, GalleryName, SearchTuning, SubjectId, ThresholdPolicy};
@@ -149,6 +149,14 @@ impl GalleryStore for Bounded {
         now_ms: i64,
     ) -> Result<Vec<PurgedSubject>, StoreError> {
         self.within(self.inner.purge(subjects, now_ms)).await
+    }
+
+    async fn settle_attempt(&self, id: &str, idempotency_keys: &[String]) -> Result<AttemptFate, StoreError> {
+        self.within(self.inner.settle_attempt(id, idempotency_keys)).await
+    }
+
+    async fn forget_old_attempts(&self) -> Result<u64, StoreError> {
+        self.inner.forget_old_attempts().await
     }
 
     async fn head_seq(&self) -> Result<u64, StoreError> {

@@ -39,7 +39,7 @@ fn tuples(from: usize, rows: usize, width: usize, shared: &str) -> String {
 }
 
 /// Stored `(request_hash, response)` of those of `keys` that were used before.
-async fn stored_keys(
+pub(crate) async fn stored_keys(
     conn: &mut sqlx::AnyConnection,
     keys: &[&str],
 ) -> Result<HashMap<String, (String, String)>, StoreError> {

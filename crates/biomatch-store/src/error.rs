@@ -55,8 +55,10 @@ pub fn fate_unknown(message: &str) -> bool {
 
 /// Commits `tx`. A database's refusal of the commit (a full disk, a conflict) means nothing was
 /// made; a commit whose answer was lost (the connection broke, or SQLite met an I/O error while
-/// writing it) may have been: [`StoreError::CommitUnknown`].
-pub(crate) async fn commit(tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+/// writing it) may have been: [`StoreError::CommitUnknown`]. Inside
+/// [`as_attempt`](crate::as_attempt) the attempt is recorded in the same commit.
+pub(crate) async fn commit(mut tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+    crate::attempts::record(&mut tx).await?;
     tx.commit().await.map_err(after_commit)
 }
 

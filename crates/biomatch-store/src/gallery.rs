@@ -2,7 +2,7 @@
 
 use crate::sql::{WriteLock, to_i64, to_u32, to_u64};
 use crate::{
-    Change, ChangeOp, DeletedGallery, EnrollResult, EnrollWrite, ExpiredSubject, GalleryCounts,
+    AttemptFate, Change, ChangeOp, DeletedGallery, EnrollResult, EnrollWrite, ExpiredSubject, GalleryCounts,
     GalleryRecord, GalleryStore, Idempotency, PurgedSubject, SqlStore, StoreError, SubjectRecord,
     TemplateRow, Written,
 };
@@ -13,7 +13,7 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::HashSet;
 
 #[path = "enroll.rs"]
-mod enroll;
+pub(crate) mod enroll;
 
 const GALLERY_COLUMNS: &str = "g.id, g.key_ref, g.name, g.dimension, g.shard_count, g.index_spec, g.model_id, \
      g.model_version, g.threshold, g.threshold_version, g.allowed_purposes, g.retention_seconds, \
@@ -487,6 +487,14 @@ impl GalleryStore for SqlStore {
         }
         crate::error::commit(tx).await?;
         Ok(purged)
+    }
+
+    async fn settle_attempt(&self, id: &str, idempotency_keys: &[String]) -> Result<AttemptFate, StoreError> {
+        crate::attempts::settle(self, id, idempotency_keys).await
+    }
+
+    async fn forget_old_attempts(&self) -> Result<u64, StoreError> {
+        crate::attempts::forget_old(self).await
     }
 
     async fn head_seq(&self) -> Result<u64, StoreError> {

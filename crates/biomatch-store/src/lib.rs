@@ -9,6 +9,7 @@
 //! audit leaf indexes gap-free and committed in order. The same test suite runs against both.
 #![forbid(unsafe_code)]
 
+mod attempts;
 mod audit;
 mod bounded;
 mod error;
@@ -18,6 +19,7 @@ mod sql;
 pub mod testing;
 mod wal;
 
+pub use attempts::{AttemptFate, KEPT_FOR_MS as ATTEMPTS_KEPT_FOR_MS, as_attempt};
 pub use bounded::Bounded;
 pub use error::{StoreError, fate_unknown};
 pub use model::{
@@ -119,6 +121,12 @@ pub trait GalleryStore: Send + Sync + 'static {
     /// what was removed.
     async fn purge(&self, subjects: &[ExpiredSubject], now_ms: i64)
     -> Result<Vec<PurgedSubject>, StoreError>;
+    /// Whether the change written as attempt `id` (see [`as_attempt`]) of a request with
+    /// `idempotency_keys` was made, by it or by an earlier attempt that used every key; after this
+    /// it never will be if it was not. Settle within [`ATTEMPTS_KEPT_FOR_MS`].
+    async fn settle_attempt(&self, id: &str, idempotency_keys: &[String]) -> Result<AttemptFate, StoreError>;
+    /// Forgets the attempts older than [`ATTEMPTS_KEPT_FOR_MS`]; returns how many.
+    async fn forget_old_attempts(&self) -> Result<u64, StoreError>;
     /// The highest change-log sequence number committed.
     async fn head_seq(&self) -> Result<u64, StoreError>;
     async fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError>;

@@ -5,8 +5,8 @@ use biomatch_domain::{
 };
 use biomatch_store::testing::backend_urls;
 use biomatch_store::{
-    AuditQuery, AuditStore, Backend, ChangeOp, CheckpointRow, EnrollWrite, GalleryStore, Idempotency,
-    NewAuditLeaf, SqlStore, StoreError,
+    AttemptFate, AuditQuery, AuditStore, Backend, ChangeOp, CheckpointRow, EnrollWrite, GalleryStore,
+    Idempotency, NewAuditLeaf, SqlStore, StoreError, as_attempt,
 };
 use sqlx::Connection;
 
@@ -215,6 +215,34 @@ async fn expired_subjects_are_listed_then_purged_unless_renewed() {
         assert_eq!(purged.iter().map(|p| p.subject_id.as_str()).collect::<Vec<_>>(), ["a"]);
         assert!(store.subject_templates(g.id, "a").await.expect("a").is_empty());
         assert_eq!(store.subject_templates(g.id, "b").await.expect("b").len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_attempt_is_settled_as_made_or_fenced_off_for_good() {
+    each_backend(|store| async move {
+        let created = as_attempt("made", store.create_gallery(&spec("g"), None, "k", None, 0)).await;
+        let g = created.expect("create").value;
+        assert_eq!(store.settle_attempt("made", &[]).await.expect("settle"), AttemptFate::Made);
+        assert_eq!(store.settle_attempt("made", &[]).await.expect("again"), AttemptFate::Made, "final");
+        // An attempt the store never saw is fenced off: its write can no longer commit.
+        assert_eq!(store.settle_attempt("lost", &[]).await.expect("settle"), AttemptFate::Abandoned);
+        let late =
+            as_attempt("lost", store.enroll(&g, &[write("a", &[[1.0, 0.0, 0.0, 0.0]], None)], 0)).await;
+        assert!(late.is_err(), "a fenced attempt's write is refused");
+        assert!(store.subject_templates(g.id, "a").await.expect("a").is_empty(), "and made nothing");
+        assert_eq!(store.settle_attempt("lost", &[]).await.expect("again"), AttemptFate::Abandoned);
+        // Writes outside an attempt record none; young attempts are kept.
+        store.enroll(&g, &[write("b", &[[0.0, 1.0, 0.0, 0.0]], None)], 0).await.expect("b");
+        // A retry whose attempt was lost, of a request an earlier attempt made, was made.
+        store.enroll(&g, &[write("c", &[[0.0, 0.0, 1.0, 0.0]], Some(("k-c", "h")))], 0).await.expect("c");
+        let retry = store.settle_attempt("retry", &["k-c".into()]).await.expect("retry");
+        assert_eq!(retry, AttemptFate::Made, "its key's record is the request's change");
+        let unmade = store.settle_attempt("other", &["k-c".into(), "k-d".into()]).await.expect("other");
+        assert_eq!(unmade, AttemptFate::Abandoned, "not every key was used");
+        assert_eq!(store.forget_old_attempts().await.expect("forget"), 0);
+        assert_eq!(store.settle_attempt("made", &[]).await.expect("kept"), AttemptFate::Made);
     })
     .await;
 }

@@ -112,6 +112,7 @@ pub(super) async fn ingest(
     p.until_stopped(server.clone().purge_loop(Duration::from_millis(p.config.ingest.purge_interval_ms)));
     let review = Duration::from_millis(p.config.ingest.threshold_review_interval_ms);
     p.until_stopped(server.clone().threshold_review_loop(review));
+    p.until_stopped(server.clone().settle_loop());
     p.health.set_serving::<IngestServiceServer<IngestServer>>().await;
     Ok(IngestServiceServer::from_arc(server).max_decoding_message_size(p.photo_message()))
 }

@@ -178,9 +178,11 @@ async fn a_hung_audit_store_is_timed_out_by_the_audit_role() {
 /// the ingest role gives up on the store after `ingest.store_timeout_ms`, so an enrolment is
 /// refused `UNAVAILABLE` in bounded time although its caller set no deadline; once the store
 /// answers again the same request (same idempotency key) enrols the subject. Then a stall inside
-/// the write itself (the change log locked against writers, reads still answered): the caller is
-/// refused the same way, but the write may yet land, so the log says `INDETERMINATE` and keeps
-/// the intent open until the retry concludes it; then the log verifies strictly.
+/// the write itself (the change log locked against writers, reads still answered) of an
+/// enrolment without an idempotency key: the caller is refused the same way, but the write may
+/// yet land, so the log says `INDETERMINATE`; the ingest role then settles the attempt with the
+/// store (fenced off: not made, for good) and concludes the intent `ABORTED` on its own, while
+/// the lock is still held; the same enrolment sent again is made. The log verifies strictly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_gallery_store_is_timed_out_by_the_ingest_role() {
     let Some(url) = biomatch_store::testing::fresh_postgres_url().await else { return };
@@ -197,7 +199,8 @@ async fn a_hung_gallery_store_is_timed_out_by_the_ingest_role() {
 
     for (subject, stall) in [("late", Stall::Stopped), ("later", Stall::WriteLocked)] {
         let centre = synthetic.identity();
-        let request = enrol_request(subject, synthetic.sample(&centre), subject);
+        let key = if let Stall::Stopped = stall { subject } else { "" };
+        let request = enrol_request(subject, synthetic.sample(&centre), key);
         let stalled = match stall {
             Stall::Stopped => {
                 let Some(stopped) = StoppedDatabase::stop(&url).await else { return };
@@ -210,16 +213,31 @@ async fn a_hung_gallery_store_is_timed_out_by_the_ingest_role() {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().starts_with("storage is not answering"), "{:?}", status.message());
         if let Stall::WriteLocked = stall {
-            // The write may still land: the log says so, and the change stays open for an auditor.
+            // The write may still land: the log says so; then the role settles it without a retry.
             let log = leaves(&audit).await;
-            let last = log.last().map(|(_, event)| (event.operation(), event.outcome.as_str()));
-            assert_eq!(last, Some((Operation::Enroll, INDETERMINATE)), "of unknown fate, not refused");
-            let open = strictly_verified(&audit).await.expect_err("the enrolment's intent is still open");
-            assert!(open.contains("1 change(s) announced without an outcome"), "{open}");
+            let unknown =
+                log.iter().rev().find(|(_, e)| e.outcome == INDETERMINATE).expect("of unknown fate");
+            assert_eq!(unknown.1.operation(), Operation::Enroll);
+            let request_id = unknown.1.request_id.clone();
+            let settled = tokio::time::timeout(BOUND, async {
+                loop {
+                    let log = leaves(&audit).await;
+                    if let Some((_, e)) =
+                        log.into_iter().find(|(_, e)| e.request_id == request_id && e.outcome == "ABORTED")
+                    {
+                        return e;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .expect("settled while the lock is still held");
+            assert!(settled.detail.contains("the change was not made"), "{}", settled.detail);
+            strictly_verified(&audit).await.expect("no change left open, though nobody retried");
         }
         stalled.release().await;
 
-        // The retry under the same key finds the write if it landed, or makes it.
+        // The retry (under the same key, when there is one) finds the write if it landed, or makes it.
         let enrolled = rest.ingest().enroll(request).await.expect("enrolled once the store answers");
         let seq = enrolled.into_inner().change_seq;
         let found = identify(&rest, "g", synthetic.sample(&centre), seq).await.expect("identify");
