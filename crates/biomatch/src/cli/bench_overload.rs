@@ -79,6 +79,7 @@ struct Row {
 
 pub async fn run(args: OverloadBenchArgs) -> anyhow::Result<()> {
     let data = crate::cli::bench_search::data(args.size, args.dim, 1_000, &crate::synthetic::Data::Uniform)?;
+    let data = Arc::new(data);
     let unbounded = AdmissionConfig {
         max_in_flight: 1 << 20,
         max_waiting: 1 << 20,
@@ -93,18 +94,22 @@ pub async fn run(args: OverloadBenchArgs) -> anyhow::Result<()> {
         max_wait_ms: args.max_wait_ms,
         ..AdmissionConfig::default()
     };
-    let client_runtime = if args.separate_cores { Some(cores::separate()?) } else { None };
-    let clients =
-        client_runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
+    let runtimes = if args.separate_cores { Some(cores::separate()?) } else { None };
+    let (cluster, clients) = match &runtimes {
+        Some((cluster, clients)) => (cluster.handle().clone(), clients.handle().clone()),
+        None => (tokio::runtime::Handle::current(), tokio::runtime::Handle::current()),
+    };
     let mut rows: Vec<Row> = Vec::new();
     for (label, admission) in [("no admission bounds (baseline)", unbounded), ("admission bounds", bounded)] {
         eprintln!("bench overload: {label}");
         // Both rows are offered the same rate: factor x what the unbounded cluster sustained.
         let offered = rows.first().map(|baseline| baseline.offered);
-        rows.push(measure(label, admission, &data, &args, offered, &clients).await?);
+        let row = measure(label, admission, data.clone(), args.clone(), offered, clients.clone());
+        rows.push(cluster.spawn(row).await??);
     }
-    if let Some(runtime) = client_runtime {
-        runtime.shutdown_background();
+    if let Some((cluster, clients)) = runtimes {
+        cluster.shutdown_background();
+        clients.shutdown_background();
     }
     let placement = if args.separate_cores {
         "the clients on the last core and every role on the others"
@@ -163,10 +168,10 @@ struct Observed {
 async fn measure(
     label: &'static str,
     admission: AdmissionConfig,
-    data: &crate::cli::bench_search::Data,
-    args: &OverloadBenchArgs,
+    data: Arc<crate::cli::bench_search::Data>,
+    args: OverloadBenchArgs,
     offered: Option<f64>,
-    clients: &tokio::runtime::Handle,
+    clients: tokio::runtime::Handle,
 ) -> anyhow::Result<Row> {
     let scratch = Arc::new(
         ScratchGallery::start(|c| c.admission = admission, &IndexSpec::flat(), &data.enrolled).await?,
@@ -183,7 +188,7 @@ async fn measure(
             peak
         })
     };
-    let load = drive(scratch.clone(), Arc::new(data.probes.clone()), args.clone(), offered);
+    let load = drive(scratch.clone(), Arc::new(data.probes.clone()), args, offered);
     let observed = clients.spawn(load).await?;
     running.store(false, Ordering::Relaxed);
     let peak_rss = sampler.await?;
@@ -309,8 +314,11 @@ mod cores {
     use rustix::thread::{CpuSet, Pid, sched_getaffinity, sched_setaffinity};
 
     /// Pins every thread of this process to all of its cores but the last (threads started later
-    /// inherit that), and returns a one-worker runtime whose threads run on the last core only.
-    pub(super) fn separate() -> anyhow::Result<tokio::runtime::Runtime> {
+    /// inherit that), and returns two runtimes: one for the cluster on those cores, with a worker
+    /// per core as a process started on them would have (the process's own runtime was sized
+    /// for every core, and two workers time-sliced on one core stall each other's tasks for a
+    /// scheduler slice), and a one-worker runtime whose threads run on the last core only.
+    pub(super) fn separate() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
         let allowed = sched_getaffinity(None).context("this process's cores")?;
         let mut cores: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).collect();
         let last = cores.pop().context("no core")?;
@@ -325,6 +333,8 @@ mod cores {
         }
         let mut clients = CpuSet::new();
         clients.set(last);
+        let cluster_runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(cores.len()).enable_all().build()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -335,6 +345,6 @@ mod cores {
             })
             .build()?;
         eprintln!("bench overload: the cluster on cores {cores:?}, the clients on core {last}");
-        Ok(runtime)
+        Ok((cluster_runtime, runtime))
     }
 }
