@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 /// ones are the matcher's and the audit log's, which every admitted search and change calls, so
 /// they must hold all the front doors' admitted calls (of every replica) at once. The front
 /// doors' defaults are from `biomatch bench overload` (docs/reliability.md): of the bounds tried,
-/// they answered the most within deadline at 10x load.
+/// they answered the most within deadline at 10x load. With `adaptive` the front doors'
+/// `max_in_flight` is a ceiling and the number of calls served at once follows their latency
+/// (see `biomatch_telemetry`'s admission layer): admitted calls are answered about four times
+/// sooner under overload, and about a third fewer are answered (docs/reliability.md), so it is
+/// the operator's choice, off by default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdmissionConfig {
@@ -19,6 +23,8 @@ pub struct AdmissionConfig {
     pub internal_max_in_flight: usize,
     pub internal_max_waiting: usize,
     pub internal_max_wait_ms: u64,
+    /// Whether the front doors' in-flight bound adapts to latency (up to `max_in_flight`).
+    pub adaptive: bool,
 }
 
 impl Default for AdmissionConfig {
@@ -30,6 +36,7 @@ impl Default for AdmissionConfig {
             internal_max_in_flight: 256,
             internal_max_waiting: 1024,
             internal_max_wait_ms: 1_000,
+            adaptive: false,
         }
     }
 }

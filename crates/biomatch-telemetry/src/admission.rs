@@ -6,13 +6,20 @@
 //! of queueing without bound until memory runs out and every answer comes too late. Refusals are
 //! counted in `biomatch_shed_total{service,reason}`; health checks and reflection are never shed (a
 //! probe refused under load would get a busy pod killed).
+//!
+//! With `adaptive` limits (front doors only, when configured) `max_in_flight` is a ceiling: the number of
+//! turns follows the admitted calls' service time ([`crate::latency_limit`]), so that on a machine
+//! with fewer cores than the ceiling assumes, calls are refused rather than admitted to queue for
+//! the CPU; `biomatch_admission_limit{service}` shows it. While latency holds the limit below
+//! its ceiling, a call also waits for a turn no longer than a call takes unhindered.
 
+use crate::latency_limit::LatencyLimit;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits of one role's gRPC server.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +28,8 @@ pub struct AdmissionLimits {
     pub max_waiting: usize,
     /// The longest a call waits for a turn when its caller set no shorter deadline.
     pub max_wait: Duration,
+    /// Whether the number of turns follows latency, up to `max_in_flight`.
+    pub adaptive: bool,
 }
 
 /// The services that get bounds of their own; any other path shares one more.
@@ -39,7 +48,61 @@ struct Shared {
     service: &'static str,
     limits: AdmissionLimits,
     turns: Arc<Semaphore>,
+    /// How many turns `turns` holds, taken or not.
+    capacity: AtomicUsize,
+    adaptive: Option<LatencyLimit>,
     waiting: AtomicUsize,
+}
+
+impl Shared {
+    fn new(service: &'static str, limits: AdmissionLimits) -> Self {
+        let adaptive = limits.adaptive.then(|| LatencyLimit::new(limits.max_in_flight));
+        let capacity = adaptive.as_ref().map_or(limits.max_in_flight, LatencyLimit::limit).max(1);
+        let turns = Arc::new(Semaphore::new(capacity));
+        Self {
+            service,
+            limits,
+            turns,
+            capacity: AtomicUsize::new(capacity),
+            adaptive,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// The longest a call may wait for a turn: `max_wait`, and while latency holds adaptive turns
+    /// back no longer than a call takes unhindered (the floor), so that what an admitted call
+    /// waited adds at most that much to its latency; past it, the caller does better to retry
+    /// elsewhere.
+    fn max_wait(&self) -> Duration {
+        let floor = self.adaptive.as_ref().and_then(LatencyLimit::held_back_floor);
+        floor.map_or(self.limits.max_wait, |floor| floor.min(self.limits.max_wait))
+    }
+
+    /// Notes that a call found every turn taken.
+    fn saturated(&self) {
+        if let Some(limit) = &self.adaptive {
+            limit.saturated();
+        }
+    }
+
+    /// Gives `turn` back after a call served in `service`, first moving the number of turns one
+    /// step towards the latency limit.
+    fn release(&self, turn: OwnedSemaphorePermit, service: Duration, now: Instant) {
+        let Some(limit) = &self.adaptive else { return };
+        let target = limit.record(service, now);
+        let capacity = self.capacity.load(Ordering::SeqCst);
+        let step =
+            |to| self.capacity.compare_exchange(capacity, to, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if capacity > target && step(capacity - 1) {
+            turn.forget();
+        } else if capacity < target && step(capacity + 1) {
+            self.turns.add_permits(1);
+        } else {
+            return;
+        }
+        metrics::gauge!("biomatch_admission_limit", "service" => self.service)
+            .set(self.capacity.load(Ordering::SeqCst) as f64);
+    }
 }
 
 impl AdmissionLayer {
@@ -54,8 +117,7 @@ impl AdmissionLayer {
     pub fn with_internal(front: AdmissionLimits, internal: AdmissionLimits) -> Self {
         let bucket = |service| {
             let limits = if INTERNAL.contains(&service) { internal } else { front };
-            let turns = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
-            Arc::new(Shared { service, limits, turns, waiting: AtomicUsize::new(0) })
+            Arc::new(Shared::new(service, limits))
         };
         let buckets = SERVICES.iter().copied().chain(["other"]).map(bucket).collect();
         Self { buckets: Arc::new(buckets) }
@@ -109,10 +171,11 @@ fn caller_deadline<B>(request: &http::Request<B>) -> Option<Duration> {
 
 fn shed<B: Default>(shared: &Shared, reason: &'static str) -> http::Response<B> {
     metrics::counter!("biomatch_shed_total", "service" => shared.service, "reason" => reason).increment(1);
-    let limits = shared.limits;
     tonic::Status::resource_exhausted(format!(
         "{} is overloaded ({} calls in flight, {} waiting: {reason}); retry later with backoff, or another replica",
-        shared.service, limits.max_in_flight, limits.max_waiting
+        shared.service,
+        shared.capacity.load(Ordering::Relaxed),
+        shared.limits.max_waiting
     ))
     .into_http()
 }
@@ -164,6 +227,7 @@ where
             let turn = match shared.turns.clone().try_acquire_owned() {
                 Ok(turn) => turn,
                 Err(_) => {
+                    shared.saturated();
                     // Counted while it waits, and uncounted however the wait ends: a caller
                     // that cancels, or a deadline that drops this future, frees its place.
                     let waiting = Waiting::enter(&shared);
@@ -171,8 +235,8 @@ where
                         drop(waiting);
                         return Ok(shed(&shared, "queue_full"));
                     }
-                    let wait = caller_deadline(&request)
-                        .map_or(shared.limits.max_wait, |d| d.min(shared.limits.max_wait));
+                    let wait =
+                        caller_deadline(&request).map_or(shared.max_wait(), |d| d.min(shared.max_wait()));
                     let turn = tokio::time::timeout(wait, shared.turns.clone().acquire_owned()).await;
                     drop(waiting);
                     match turn {
@@ -181,8 +245,9 @@ where
                     }
                 }
             };
+            let started = Instant::now();
             let answer = inner.call(request).await;
-            drop(turn);
+            shared.release(turn, started.elapsed(), Instant::now());
             answer
         })
     }
@@ -213,7 +278,12 @@ mod tests {
                 }
             })
         };
-        let limits = AdmissionLimits { max_in_flight: 2, max_waiting: 1, max_wait: Duration::from_secs(30) };
+        let limits = AdmissionLimits {
+            max_in_flight: 2,
+            max_waiting: 1,
+            max_wait: Duration::from_secs(30),
+            adaptive: false,
+        };
         let layer = AdmissionLayer::new(limits);
         let service = layer.clone().layer(handler);
         let call = |path: &str| {
@@ -250,13 +320,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn adaptive_turns_follow_the_latency_limit_down_and_up() {
+        let limits =
+            AdmissionLimits { max_in_flight: 8, max_waiting: 0, max_wait: Duration::ZERO, adaptive: true };
+        let shared = Shared::new("SearchService", limits);
+        let start = shared.capacity.load(Ordering::SeqCst);
+        assert!(start < 8, "it starts low and learns the floor: {start}");
+        let mut now = Instant::now();
+        let mut serve = |n: usize, service: Duration| {
+            for _ in 0..n {
+                shared.saturated();
+                let turn = shared.turns.clone().try_acquire_owned().expect("a turn");
+                now += Duration::from_millis(5);
+                shared.release(turn, service, now);
+            }
+        };
+        serve(400, Duration::from_millis(4));
+        assert_eq!(shared.capacity.load(Ordering::SeqCst), 8, "grown to the ceiling while calls are fast");
+        assert_eq!(shared.turns.available_permits(), 8, "every turn given back");
+        // Three windows of 16 calls: the limit halves in each (to be learnt again if it lasts).
+        serve(48, Duration::from_millis(40));
+        let shrunk = shared.capacity.load(Ordering::SeqCst);
+        assert!(shrunk <= 2, "calls ten times slower shrink it: {shrunk}");
+        assert_eq!(shared.turns.available_permits(), shrunk, "the turns held back are gone");
+    }
+
     #[tokio::test]
     async fn a_caller_that_cancels_while_waiting_frees_its_place() {
         let handler = tower::service_fn(|_request: http::Request<()>| async {
             std::future::pending::<()>().await;
             Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
         });
-        let limits = AdmissionLimits { max_in_flight: 1, max_waiting: 1, max_wait: Duration::from_secs(30) };
+        let limits = AdmissionLimits {
+            max_in_flight: 1,
+            max_waiting: 1,
+            max_wait: Duration::from_secs(30),
+            adaptive: false,
+        };
         let layer = AdmissionLayer::new(limits);
         let service = layer.clone().layer(handler);
         let call = || service.clone().oneshot(http::Request::builder().uri("/a").body(()).expect("req"));
@@ -280,7 +381,12 @@ mod tests {
             std::future::pending::<()>().await;
             Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
         });
-        let limits = AdmissionLimits { max_in_flight: 1, max_waiting: 8, max_wait: Duration::from_secs(30) };
+        let limits = AdmissionLimits {
+            max_in_flight: 1,
+            max_waiting: 8,
+            max_wait: Duration::from_secs(30),
+            adaptive: false,
+        };
         let service = AdmissionLayer::new(limits).layer(handler);
         let busy =
             tokio::spawn(service.clone().oneshot(http::Request::builder().uri("/a").body(()).expect("req")));

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod latency_limit;
 mod panics;
 mod rpc_layer;
 pub mod traces;

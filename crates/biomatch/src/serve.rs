@@ -243,9 +243,10 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .build_v1()
         .context("gRPC reflection")?;
     let router = builder
-        .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
-        // Before any work (authentication included), inside telemetry so refusals are counted.
+        // Outermost: a call refused for overload costs as little as can be (no span, no request
+        // metrics, no authentication); refusals are counted in `biomatch_shed_total`.
         .layer(admission_layer(&config))
+        .layer(RpcTelemetryLayer::grpc(biomatch_proto::rpc_paths()))
         // Inside the telemetry layer, so a caught panic is counted as the INTERNAL it answers.
         .layer(CatchPanicLayer)
         .layer(
@@ -304,14 +305,15 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
 
 fn admission_layer(config: &ServeConfig) -> AdmissionLayer {
     let a = &config.admission;
-    let limits = |max_in_flight, max_waiting, wait_ms| AdmissionLimits {
+    let limits = |max_in_flight, max_waiting, wait_ms, adaptive| AdmissionLimits {
         max_in_flight,
         max_waiting,
         max_wait: Duration::from_millis(wait_ms),
+        adaptive,
     };
     AdmissionLayer::with_internal(
-        limits(a.max_in_flight, a.max_waiting, a.max_wait_ms),
-        limits(a.internal_max_in_flight, a.internal_max_waiting, a.internal_max_wait_ms),
+        limits(a.max_in_flight, a.max_waiting, a.max_wait_ms, a.adaptive),
+        limits(a.internal_max_in_flight, a.internal_max_waiting, a.internal_max_wait_ms, false),
     )
 }
 
