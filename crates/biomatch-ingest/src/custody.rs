@@ -10,12 +10,12 @@
 //! appends the missing outcome.
 
 use biomatch_auditlog::intents::{INDETERMINATE, INTENT};
+use biomatch_proto::v1::AuditEvent;
 use biomatch_store::AttemptFate;
+use sha2::{Digest, Sha256};
 
 /// The outcome of a change settled as not made.
 const ABORTED: &str = "ABORTED";
-use biomatch_proto::v1::AuditEvent;
-use sha2::{Digest, Sha256};
 
 /// The request id and audit keys of one change's intent and outcome leaves, and the store
 /// attempt its write is made as.
@@ -127,12 +127,17 @@ impl Custody {
     }
 
     /// The leaf of a change whose fate was unknown, once settled: made, under the outcome's key
-    /// (a retry that found it records the same leaf once), or not made, under a key of its own.
+    /// (a retry that found it records the same leaf once), or not made, under a key of this
+    /// attempt's (a settlement recorded twice is one leaf; a later retry records its own outcome).
     pub(crate) fn settled(&self, mut event: AuditEvent, fate: AttemptFate) -> (AuditEvent, String) {
         event.request_id = self.request_id.clone();
         let (outcome, what, key) = match fate {
             AttemptFate::Made => ("OK", "the change was made", self.outcome_key.clone()),
-            AttemptFate::Abandoned => (ABORTED, "the change was not made", self.refusal_key()),
+            AttemptFate::Abandoned => (
+                ABORTED,
+                "the change was not made",
+                format!("{}:abandoned:{}", self.outcome_key, self.attempt),
+            ),
         };
         event.outcome = outcome.into();
         let note = format!("attempt {} settled once storage answered again: {what}", self.attempt);
@@ -201,6 +206,8 @@ mod tests {
         let (abandoned, abandoned_key) = custody.settled(AuditEvent::default(), AttemptFate::Abandoned);
         assert_eq!(abandoned.outcome, ABORTED);
         assert_ne!(abandoned_key, made_key, "a later retry still records its own outcome");
+        let again = custody.settled(AuditEvent::default(), AttemptFate::Abandoned).1;
+        assert_eq!(abandoned_key, again, "a settlement recorded twice is one leaf");
         assert!(abandoned.detail.contains(custody.attempt_id()), "{}", abandoned.detail);
     }
 }

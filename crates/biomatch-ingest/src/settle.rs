@@ -75,9 +75,8 @@ impl IngestServer {
         }
     }
 
-    /// One round: asks the store about each unsettled change and records the answer; returns
-    /// how many are still unsettled.
-    pub(crate) async fn settle_unsettled(&self) -> usize {
+    /// One round: asks the store about each unsettled change and records the answer.
+    async fn settle_unsettled(&self) {
         let give_up_after = Duration::from_millis((ATTEMPTS_KEPT_FOR_MS / 2).unsigned_abs());
         let mut left = Vec::new();
         for change in self.unsettled.take() {
@@ -96,9 +95,7 @@ impl IngestServer {
                 }
             }
         }
-        let count = left.len();
         self.unsettled.put_back(left);
-        count
     }
 
     async fn settle(&self, change: &Unsettled) -> Result<(), String> {
