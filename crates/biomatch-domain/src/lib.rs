@@ -16,7 +16,7 @@ mod threshold_policy;
 mod tuning;
 mod vector;
 
-pub use clock::{Clock, system_clock};
+pub use clock::{Clock, system_clock, unix_ms};
 pub use error::{Classified, ErrorClass};
 pub use gallery::{Decision, Gallery, IndexKind, IndexSpec, IndexSpecError, shard_of};
 pub use ids::{GalleryName, IdError, SubjectId};

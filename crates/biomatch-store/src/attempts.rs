@@ -18,6 +18,7 @@
 //! Rows are kept for a day ([`KEPT_FOR_MS`]; the ingest role forgets older ones every hour):
 //! long enough to settle any attempt, short enough that one row per change does not pile up.
 
+use biomatch_domain::unix_ms as now_ms;
 use sqlx::{Any, Transaction};
 use std::future::Future;
 
@@ -96,9 +97,4 @@ pub(crate) async fn forget_old(store: &crate::SqlStore) -> Result<u64, crate::St
         .await?
         .rows_affected();
     Ok(removed)
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
