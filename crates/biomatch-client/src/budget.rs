@@ -2,6 +2,7 @@
 //! search role spends one per identify and verify, the ingest role one per subject read, from
 //! the same budget (shared through Redis when configured).
 
+use crate::Transport;
 use crate::{actor, append_audit};
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::{ErrorClass, Principal, Role};
@@ -11,7 +12,6 @@ use biomatch_proto::v1::{AuditEvent, Operation};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// Searches a principal may make per minute and per day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl Budgets {
 /// never by subject) and recorded as a `budget_exceeded` leaf (best effort: the refusal stands).
 pub async fn spend(
     budgets: &Budgets,
-    audit: &AuditServiceClient<Channel>,
+    audit: &AuditServiceClient<Transport>,
     creds: &ServiceCredentials,
     principal: &Principal,
     gallery: &str,

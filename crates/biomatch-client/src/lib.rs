@@ -1,16 +1,18 @@
-//! Connecting to other biomatch roles: lazily connected channels, requests that carry a bearer
-//! token, the fail-closed audit append every writing or searching role uses before it answers, and
-//! the audited refusal of a request.
+//! Connecting to other biomatch roles: lazily connected channels or calls into this process's own
+//! gRPC stack ([`Transport`]), requests that carry a bearer token, the fail-closed audit append
+//! every writing or searching role uses before it answers, and the audited refusal of a request.
 #![forbid(unsafe_code)]
 
 pub mod budget;
 mod probe;
 mod refusals;
 mod tls;
+mod transport;
 
 pub use probe::{FaceRule, GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
 pub use refusals::AuditRefusals;
 pub use tls::{MutualTls, TlsFileError};
+pub use transport::{BoxError, LocalServer, Transport};
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::{ErrorClass, Principal};
@@ -95,7 +97,7 @@ impl From<AuditUnavailable> for tonic::Status {
 /// Appends an audit event and waits for the commit. A caller that may not answer without the
 /// leaf turns the failure into `UNAVAILABLE` (`?` on a `Status`); one recording a refusal logs it.
 pub async fn append_audit(
-    client: &AuditServiceClient<Channel>,
+    client: &AuditServiceClient<Transport>,
     service: &ServiceCredentials,
     mut event: AuditEvent,
     idempotency_key: String,
@@ -114,7 +116,7 @@ pub async fn append_audit(
 /// Refuses a request with `PERMISSION_DENIED` after recording the refusal in the audit log
 /// (best effort: the refusal stands even when the log cannot be reached).
 pub async fn deny(
-    audit: &AuditServiceClient<Channel>,
+    audit: &AuditServiceClient<Transport>,
     service: &ServiceCredentials,
     principal: &Principal,
     gallery: &str,

@@ -1,5 +1,6 @@
 //! Turning a probe (photo or vector) into a template of a gallery's model and dimension.
 
+use crate::Transport;
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::limits::{MAX_MODEL_BYTES, bounded};
 use biomatch_domain::{Classified, ErrorClass, Template};
@@ -7,7 +8,6 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::{EmbedOptions, EmbedRequest, Embedding, Probe, Quality, probe};
 use biomatch_proto::{status_from, status_with};
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// The model a gallery's templates come from.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ pub enum FaceRule {
 /// Validates a vector probe, or asks the embed role to detect and embed the face of a photo
 /// that `rule` asks for. Images are kept in memory for this call only.
 pub async fn resolve_probe(
-    embed: &EmbedServiceClient<Channel>,
+    embed: &EmbedServiceClient<Transport>,
     service: &ServiceCredentials,
     probe: Option<Probe>,
     gallery: &GalleryModel,

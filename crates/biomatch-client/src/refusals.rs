@@ -4,6 +4,7 @@
 //! fill the log: the first refusal of a source in a minute is written at once, the rest of that
 //! minute are counted and written as one leaf with the next refusal after it.
 
+use crate::Transport;
 use crate::{append_audit, deny};
 use biomatch_auth::{RefusalLog, ServiceCredentials};
 use biomatch_domain::{Clock, Principal};
@@ -12,7 +13,6 @@ use biomatch_proto::v1::{Actor, AuditEvent, Operation};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tonic::transport::Channel;
 
 /// At most this many sources are counted at once; beyond it, refusals count under one source.
 const MAX_SOURCES: usize = 10_000;
@@ -27,14 +27,14 @@ struct Window {
 }
 
 pub struct AuditRefusals {
-    audit: AuditServiceClient<Channel>,
+    audit: AuditServiceClient<Transport>,
     creds: Arc<ServiceCredentials>,
     clock: Clock,
     windows: Mutex<HashMap<String, Window>>,
 }
 
 impl AuditRefusals {
-    pub fn new(audit: AuditServiceClient<Channel>, creds: Arc<ServiceCredentials>, clock: Clock) -> Self {
+    pub fn new(audit: AuditServiceClient<Transport>, creds: Arc<ServiceCredentials>, clock: Clock) -> Self {
         Self { audit, creds, clock, windows: Mutex::default() }
     }
 
@@ -124,7 +124,7 @@ mod tests {
         let (private, _) = biomatch_auth::keys::generate(signer_dir.path(), "service-all").expect("keys");
         let signer = biomatch_auth::TokenSigner::from_file(&private, "i", "a").expect("signer");
         let log = AuditRefusals::new(
-            AuditServiceClient::new(channel),
+            AuditServiceClient::new(channel.into()),
             Arc::new(ServiceCredentials::new(signer, "all")),
             Arc::new(move || clock_now.load(Ordering::SeqCst)),
         );

@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use biomatch_auth::Authenticator;
+use biomatch_client::Transport;
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
@@ -24,7 +25,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tonic::transport::Channel;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -51,14 +51,16 @@ pub const MAX_PAGE: u32 = 100;
 /// The gRPC services the gateway speaks to.
 #[derive(Clone)]
 pub struct Services {
-    pub search: SearchServiceClient<Channel>,
-    pub ingest: IngestServiceClient<Channel>,
-    pub audit: AuditServiceClient<Channel>,
+    pub search: SearchServiceClient<Transport>,
+    pub ingest: IngestServiceClient<Transport>,
+    pub audit: AuditServiceClient<Transport>,
 }
 
 impl Services {
-    /// Every service at one channel (a process running every role, or a single front address).
-    pub fn at(channel: Channel) -> Self {
+    /// Every service through one transport (a process running every role, or a single front
+    /// address).
+    pub fn at(channel: impl Into<Transport>) -> Self {
+        let channel = channel.into();
         Self {
             search: SearchServiceClient::new(channel.clone()),
             ingest: IngestServiceClient::new(channel.clone()),
@@ -69,9 +71,9 @@ impl Services {
 
 #[derive(Clone)]
 pub struct Gateway {
-    search: SearchServiceClient<Channel>,
-    ingest: IngestServiceClient<Channel>,
-    audit: AuditServiceClient<Channel>,
+    search: SearchServiceClient<Transport>,
+    ingest: IngestServiceClient<Transport>,
+    audit: AuditServiceClient<Transport>,
     auth: Authenticator,
     ready: Arc<AtomicBool>,
     body_limit: usize,

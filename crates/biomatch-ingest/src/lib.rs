@@ -24,6 +24,7 @@ mod tuning;
 mod validate;
 
 use biomatch_auth::ServiceCredentials;
+use biomatch_client::Transport;
 use biomatch_client::budget::Budgets;
 use biomatch_client::{AuditUnavailable, FaceRule};
 use biomatch_crypto::KeyStore;
@@ -45,7 +46,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Items of a batch stream written per transaction (and named per audit leaf pair): a group's
@@ -55,8 +55,8 @@ const BATCH_CHUNK: usize = 2048;
 
 pub struct IngestServer {
     store: Arc<dyn GalleryStore>,
-    audit: AuditServiceClient<Channel>,
-    embed: EmbedServiceClient<Channel>,
+    audit: AuditServiceClient<Transport>,
+    embed: EmbedServiceClient<Transport>,
     /// Wakes in-process matchers after a commit; others poll or listen elsewhere.
     changed: Arc<Notify>,
     clock: Clock,
@@ -72,8 +72,8 @@ pub struct IngestServer {
 impl IngestServer {
     pub fn new(
         store: Arc<dyn GalleryStore>,
-        audit: AuditServiceClient<Channel>,
-        embed: EmbedServiceClient<Channel>,
+        audit: AuditServiceClient<Transport>,
+        embed: EmbedServiceClient<Transport>,
         changed: Arc<Notify>,
         clock: Clock,
         creds: Arc<ServiceCredentials>,

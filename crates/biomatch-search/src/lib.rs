@@ -26,6 +26,7 @@ pub use merge::merge_top_k;
 pub use router::Router;
 
 use biomatch_auth::ServiceCredentials;
+use biomatch_client::Transport;
 use biomatch_client::{
     AuditUnavailable, FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe,
 };
@@ -43,13 +44,12 @@ use biomatch_proto::v1::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub struct SearchServer {
-    ingest: IngestServiceClient<Channel>,
-    audit: AuditServiceClient<Channel>,
-    embed: EmbedServiceClient<Channel>,
+    ingest: IngestServiceClient<Transport>,
+    audit: AuditServiceClient<Transport>,
+    embed: EmbedServiceClient<Transport>,
     router: Router,
     shard_timeout: Duration,
     creds: Arc<ServiceCredentials>,
@@ -61,9 +61,9 @@ pub struct SearchServer {
 
 /// The roles a search role talks to, and how.
 pub struct Peers {
-    pub ingest: IngestServiceClient<Channel>,
-    pub audit: AuditServiceClient<Channel>,
-    pub embed: EmbedServiceClient<Channel>,
+    pub ingest: IngestServiceClient<Transport>,
+    pub audit: AuditServiceClient<Transport>,
+    pub embed: EmbedServiceClient<Transport>,
     pub matchers: Router,
     /// Deadline of one shard's answer before another replica is tried.
     pub shard_timeout: Duration,

@@ -1,5 +1,6 @@
 //! Finding the matcher that holds a shard, and asking its replicas in turn.
 
+use biomatch_client::Transport;
 use biomatch_client::request;
 use biomatch_domain::ErrorClass;
 use biomatch_proto::status_with;
@@ -9,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// Another replica may answer: this one is down, slow, or does not hold the shard.
@@ -28,7 +28,7 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Matcher endpoints and what each one said it holds.
 pub struct Router {
-    matchers: Arc<Vec<MatcherServiceClient<Channel>>>,
+    matchers: Arc<Vec<MatcherServiceClient<Transport>>>,
     placement: Arc<Placement>,
     /// Turns among the replicas known to hold a shard, so they share its searches.
     turn: AtomicUsize,
@@ -45,7 +45,7 @@ struct Placement {
 }
 
 impl Router {
-    pub fn new(matchers: Vec<MatcherServiceClient<Channel>>) -> Self {
+    pub fn new(matchers: Vec<MatcherServiceClient<Transport>>) -> Self {
         Self { matchers: Arc::new(matchers), placement: Arc::default(), turn: AtomicUsize::new(0) }
     }
 
@@ -74,7 +74,7 @@ impl Router {
         gallery: &str,
         shard: u32,
         token: &str,
-        mut call: impl FnMut(MatcherServiceClient<Channel>) -> Fut,
+        mut call: impl FnMut(MatcherServiceClient<Transport>) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -126,7 +126,10 @@ impl Router {
 }
 
 /// The shards each matcher holds and is ready to search, by matcher index.
-async fn look(matchers: &[MatcherServiceClient<Channel>], token: &str) -> HashMap<(String, u32), Vec<usize>> {
+async fn look(
+    matchers: &[MatcherServiceClient<Transport>],
+    token: &str,
+) -> HashMap<(String, u32), Vec<usize>> {
     let describes = matchers.iter().enumerate().map(|(i, matcher)| {
         let mut client = matcher.clone();
         let mut call = request(DescribeMatcherRequest {}, token);
@@ -155,7 +158,7 @@ mod tests {
 
     fn router(matchers: usize) -> Router {
         let channel = || tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        Router::new((0..matchers).map(|_| MatcherServiceClient::new(channel())).collect())
+        Router::new((0..matchers).map(|_| MatcherServiceClient::new(channel().into())).collect())
     }
 
     #[tokio::test]

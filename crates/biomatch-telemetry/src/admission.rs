@@ -151,7 +151,7 @@ fn exempt(path: &str) -> bool {
 }
 
 /// The caller's deadline from the `grpc-timeout` header (e.g. `250m`, `5S`), if any.
-fn caller_deadline<B>(request: &http::Request<B>) -> Option<Duration> {
+pub fn caller_deadline<B>(request: &http::Request<B>) -> Option<Duration> {
     let value = request.headers().get("grpc-timeout")?.to_str().ok()?;
     if value.is_empty() || value.len() > 9 {
         return None;

@@ -16,7 +16,7 @@ mod panics;
 mod rpc_layer;
 pub mod traces;
 
-pub use admission::{Admission, AdmissionLayer, AdmissionLimits};
+pub use admission::{Admission, AdmissionLayer, AdmissionLimits, caller_deadline};
 pub use panics::{CatchPanic, CatchPanicLayer, install_panic_hook};
 pub use rpc_layer::{RpcTelemetry, RpcTelemetryLayer};
 pub use traces::{TelemetryError, current_trace_id, inject};

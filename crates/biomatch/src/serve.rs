@@ -6,6 +6,7 @@ mod roles;
 use anyhow::Context;
 use biomatch_audit::AuditServer;
 use biomatch_auth::{AuthLayer, ReplayStore};
+use biomatch_client::{LocalServer, Transport};
 use biomatch_config::{ProcessRole, ServeConfig};
 use biomatch_domain::{Clock, system_clock};
 use biomatch_embed::EmbedServer;
@@ -18,6 +19,7 @@ use biomatch_proto::v1::embed_service_client::EmbedServiceClient;
 use biomatch_proto::v1::embed_service_server::EmbedServiceServer;
 use biomatch_proto::v1::ingest_service_client::IngestServiceClient;
 use biomatch_proto::v1::ingest_service_server::IngestServiceServer;
+use biomatch_proto::v1::matcher_service_client::MatcherServiceClient;
 use biomatch_proto::v1::matcher_service_server::MatcherServiceServer;
 use biomatch_proto::v1::search_service_client::SearchServiceClient;
 use biomatch_proto::v1::search_service_server::SearchServiceServer;
@@ -100,13 +102,19 @@ fn store_urls(config: &ServeConfig) -> anyhow::Result<(SecretString, SecretStrin
     Ok((file("gallery.db"), file("audit.db")))
 }
 
-fn client_channel(
-    url: &Option<String>,
+/// How this process reaches a role: at its configured endpoint over the network; otherwise the
+/// role is one of this process's own, reached in process when there is no TLS
+/// ([`biomatch_client::Transport`]), or through the process's own listener.
+fn transport(
+    url: Option<&str>,
     own: &str,
     tls: Option<&biomatch_client::MutualTls>,
-) -> anyhow::Result<tonic::transport::Channel> {
-    let url = url.as_deref().unwrap_or(own);
-    Ok(biomatch_client::channel_with(url, tls)?)
+    local: Option<&LocalServer>,
+) -> anyhow::Result<Transport> {
+    match (url, local) {
+        (None, Some(local)) => Ok(local.transport()),
+        (url, _) => Ok(biomatch_client::channel_with(url.unwrap_or(own), tls)?.into()),
+    }
 }
 
 /// Starts the configured roles. Returns once every role is ready to answer.
@@ -128,8 +136,12 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         _ => None,
     };
     let own = format!("http://{grpc_addr}");
+    // Calls between this process's roles skip the network unless TLS is configured (a call that
+    // never left the process presents no client certificate).
+    let local = tls.is_none().then(LocalServer::default);
     let e = &config.endpoints;
-    let audit_client = AuditServiceClient::new(client_channel(&e.audit, &own, tls.as_ref())?);
+    let connect = |url: &Option<String>| transport(url.as_deref(), &own, tls.as_ref(), local.as_ref());
+    let audit_client = AuditServiceClient::new(connect(&e.audit)?);
 
     // Only ingest, matcher and audit open a store (and need a database URL or a data directory);
     // only ingest and matcher read the master key.
@@ -179,9 +191,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     // The gateway's REST API calls search, ingest and audit with each caller's own token.
     let gateway_services = if config.runs(ProcessRole::Gateway) {
         Some(Services {
-            search: SearchServiceClient::new(client_channel(&e.search, &own, tls.as_ref())?),
-            ingest: IngestServiceClient::new(client_channel(&e.ingest, &own, tls.as_ref())?),
-            audit: AuditServiceClient::new(client_channel(&e.audit, &own, tls.as_ref())?),
+            search: SearchServiceClient::new(connect(&e.search)?),
+            ingest: IngestServiceClient::new(connect(&e.ingest)?),
+            audit: AuditServiceClient::new(connect(&e.audit)?),
         })
     } else {
         None
@@ -192,10 +204,16 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         clock: clock.clone(),
         creds: identity.creds.clone(),
         audit: audit_client,
-        embed: EmbedServiceClient::new(client_channel(&e.embed, &own, tls.as_ref())?),
-        ingest: IngestServiceClient::new(client_channel(&e.ingest, &own, tls.as_ref())?),
+        embed: EmbedServiceClient::new(connect(&e.embed)?),
+        ingest: IngestServiceClient::new(connect(&e.ingest)?),
+        matchers: match e.matchers.as_slice() {
+            [] => vec![MatcherServiceClient::new(connect(&None)?)],
+            urls => urls
+                .iter()
+                .map(|url| Ok(MatcherServiceClient::new(transport(Some(url), &own, tls.as_ref(), None)?)))
+                .collect::<anyhow::Result<_>>()?,
+        },
         tls,
-        own,
         health: health_reporter.clone(),
         stopped: stopped.clone(),
         tasks: Vec::new(),
@@ -242,7 +260,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         .register_encoded_file_descriptor_set(biomatch_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
-    let router = builder
+    // What every call meets, from the network or from this process's own roles.
+    let layers = tower::ServiceBuilder::new()
         // Outermost: a call refused for overload costs as little as can be (no span, no request
         // metrics, no authentication); refusals are counted in `biomatch_shed_total`.
         .layer(admission_layer(&config))
@@ -253,14 +272,28 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
             AuthLayer::new(auth.clone())
                 .with_refusal_log(refusals)
                 .with_client_certificates_required(tls.is_some()),
-        )
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_optional_service(embed)
-        .add_optional_service(ingest)
-        .add_optional_service(matcher)
-        .add_optional_service(search)
-        .add_optional_service(audit);
+        );
+    let mut routes = tonic::service::Routes::builder();
+    routes.add_service(health_service).add_service(reflection);
+    if let Some(service) = embed {
+        routes.add_service(service);
+    }
+    if let Some(service) = ingest {
+        routes.add_service(service);
+    }
+    if let Some(service) = matcher {
+        routes.add_service(service);
+    }
+    if let Some(service) = search {
+        routes.add_service(service);
+    }
+    if let Some(service) = audit {
+        routes.add_service(service);
+    }
+    let routes = routes.routes().prepare();
+    if let Some(local) = &local {
+        local.serve(layers.service(routes.clone()));
+    }
     // TCP_NODELAY on every accepted connection: without it, a response written in more than one
     // segment waits for the peer's delayed ACK (40 ms on Linux), which was the p99 of identify.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -269,7 +302,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         let stop = async move {
             let _ = grpc_stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+        let served = builder.layer(layers).serve_with_incoming_shutdown(routes, incoming, stop);
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "grpc server failed");
         }
     }));

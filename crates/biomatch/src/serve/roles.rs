@@ -4,7 +4,7 @@
 use anyhow::Context;
 use biomatch_audit::{AuditServer, Log};
 use biomatch_auth::ServiceCredentials;
-use biomatch_client::MutualTls;
+use biomatch_client::{MutualTls, Transport};
 use biomatch_config::ServeConfig;
 use biomatch_crypto::KeyStore;
 use biomatch_domain::Clock;
@@ -34,11 +34,11 @@ pub(super) struct Process<'a> {
     pub clock: Clock,
     pub creds: Arc<ServiceCredentials>,
     pub tls: Option<MutualTls>,
-    pub audit: AuditServiceClient<tonic::transport::Channel>,
-    pub embed: EmbedServiceClient<tonic::transport::Channel>,
-    pub ingest: IngestServiceClient<tonic::transport::Channel>,
-    /// Where this process's own gRPC server listens (the default endpoint of every role).
-    pub own: String,
+    pub audit: AuditServiceClient<Transport>,
+    pub embed: EmbedServiceClient<Transport>,
+    pub ingest: IngestServiceClient<Transport>,
+    /// The matchers the search role asks (this process's own when none is configured).
+    pub matchers: Vec<MatcherServiceClient<Transport>>,
     pub health: tonic_health::server::HealthReporter,
     pub stopped: watch::Receiver<bool>,
     pub tasks: Vec<JoinHandle<()>>,
@@ -145,21 +145,11 @@ pub(super) async fn search(
     budgets: Arc<Budgets>,
 ) -> anyhow::Result<SearchServiceServer<SearchServer>> {
     let config = p.config;
-    let urls = &config.endpoints.matchers;
-    let urls = if urls.is_empty() { std::slice::from_ref(&p.own) } else { urls.as_slice() };
-    let matchers = urls
-        .iter()
-        .map(|url| {
-            biomatch_client::channel_with(url, p.tls.as_ref())
-                .map(MatcherServiceClient::new)
-                .map_err(Into::into)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let peers = Peers {
         ingest: p.ingest.clone(),
         audit: p.audit.clone(),
         embed: p.embed.clone(),
-        matchers: Router::new(matchers),
+        matchers: Router::new(p.matchers.clone()),
         shard_timeout: Duration::from_millis(config.search.shard_timeout_ms),
         creds: p.creds.clone(),
     };
