@@ -456,3 +456,49 @@ async fn the_audit_log_refuses_updates_and_deletes_even_for_its_owner() {
     })
     .await;
 }
+
+/// SQLite's subjects moved to a table keyed in log order (migration 0008): a log written before
+/// keeps every subject, its queries and its append-only rule.
+#[tokio::test]
+async fn an_sqlite_log_from_before_the_subject_key_changed_keeps_its_subjects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("audit.db").display());
+    let mut before = sqlx::migrate!("migrations/sqlite");
+    let index = before.migrations.iter().position(|m| m.version == 8).expect("migration 0008");
+    before.migrations = std::borrow::Cow::Owned(before.migrations[..index].to_vec());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+    before.run(&mut conn).await.expect("the migrations before 0008");
+    for (idx, subjects) in [(0i64, &["b", "a"][..]), (1, &["a"]), (2, &[])] {
+        sqlx::query(
+            "INSERT INTO audit_leaves (idx, leaf, leaf_hash, chain_hash, appended_at, actor_subject, \
+             operation, gallery) VALUES (?, x'00', x'00', x'00', 0, 'u', 'identify', 'g')",
+        )
+        .bind(idx)
+        .execute(&mut conn)
+        .await
+        .expect("leaf");
+        for subject in subjects {
+            sqlx::query("INSERT INTO audit_leaf_subjects (idx, subject_id) VALUES (?, ?)")
+                .bind(idx)
+                .bind(*subject)
+                .execute(&mut conn)
+                .await
+                .expect("subject");
+        }
+    }
+    conn.close().await.expect("close");
+
+    let store = SqlStore::connect(&url).await.expect("migrated");
+    let named = |subject: &str| {
+        let (store, q) =
+            (store.clone(), AuditQuery { subject_id: subject.into(), limit: 10, ..Default::default() });
+        async move { store.query_leaves(&q).await.expect("query").iter().map(|l| l.index).collect::<Vec<_>>() }
+    };
+    assert_eq!(named("a").await, vec![0, 1]);
+    assert_eq!(named("b").await, vec![0]);
+    assert!(named("c").await.is_empty());
+    let mut conn = sqlx::AnyConnection::connect(&store.url()).await.expect("connect");
+    let err = sqlx::query("DELETE FROM audit_leaf_subjects").execute(&mut conn).await.expect_err("refused");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    store.close().await;
+}
