@@ -59,12 +59,12 @@ pub struct Services {
 impl Services {
     /// Every service through one transport (a process running every role, or a single front
     /// address).
-    pub fn at(channel: impl Into<Transport>) -> Self {
-        let channel = channel.into();
+    pub fn at(transport: impl Into<Transport>) -> Self {
+        let transport = transport.into();
         Self {
-            search: SearchServiceClient::new(channel.clone()),
-            ingest: IngestServiceClient::new(channel.clone()),
-            audit: AuditServiceClient::new(channel),
+            search: SearchServiceClient::new(transport.clone()),
+            ingest: IngestServiceClient::new(transport.clone()),
+            audit: AuditServiceClient::new(transport),
         }
     }
 }
