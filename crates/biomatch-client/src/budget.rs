@@ -2,8 +2,7 @@
 //! search role spends one per identify and verify, the ingest role one per subject read, from
 //! the same budget (shared through Redis when configured).
 
-use crate::Transport;
-use crate::{actor, append_audit};
+use crate::{Transport, actor, append_audit};
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::{ErrorClass, Principal, Role};
 use biomatch_proto::status_with;

@@ -12,7 +12,7 @@ mod transport;
 pub use probe::{FaceRule, GalleryModel, ResolvedProbe, resolve_embedding, resolve_probe};
 pub use refusals::AuditRefusals;
 pub use tls::{MutualTls, TlsFileError};
-pub use transport::{BoxError, LocalServer, Transport};
+pub use transport::{LocalServer, Transport};
 
 use biomatch_auth::ServiceCredentials;
 use biomatch_domain::{ErrorClass, Principal};

@@ -4,8 +4,7 @@
 //! fill the log: the first refusal of a source in a minute is written at once, the rest of that
 //! minute are counted and written as one leaf with the next refusal after it.
 
-use crate::Transport;
-use crate::{append_audit, deny};
+use crate::{Transport, append_audit, deny};
 use biomatch_auth::{RefusalLog, ServiceCredentials};
 use biomatch_domain::{Clock, Principal};
 use biomatch_proto::v1::audit_service_client::AuditServiceClient;

@@ -1,8 +1,8 @@
 //! How one role reaches another: over the network, or, when both run in the same process and the
 //! operator named no endpoint for the callee, straight into the process's own gRPC stack.
 //!
-//! A [`Transport`] is what every role's clients are built on. [`Transport::network`] is a
-//! [`Channel`]: HTTP/2 over TCP (or mutual TLS). [`LocalServer::transport`] hands the request to
+//! A [`Transport`] is what every role's clients are built on. One made from a
+//! [`Channel`] calls over HTTP/2 and TCP (or mutual TLS). [`LocalServer::transport`] hands the request to
 //! the very service stack the process's listener serves: the same admission, telemetry,
 //! panic-catching and authentication layers, the same authorization table, the same handlers and
 //! message limits. What it skips is what a call within one process does not need: HTTP/2 framing
@@ -25,7 +25,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 /// Any error a transport's call can end in; tonic's clients turn it into a `Status`.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Boxed = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
@@ -33,16 +33,10 @@ type Boxed = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxE
 #[derive(Clone)]
 pub struct Transport(Boxed);
 
-impl Transport {
-    /// Calls over the network.
-    pub fn network(channel: Channel) -> Self {
-        Self(BoxCloneSyncService::new(channel.map_err(BoxError::from)))
-    }
-}
-
+/// Calls over the network.
 impl From<Channel> for Transport {
     fn from(channel: Channel) -> Self {
-        Self::network(channel)
+        Self(BoxCloneSyncService::new(channel.map_err(BoxError::from)))
     }
 }
 

@@ -26,9 +26,8 @@ pub use merge::merge_top_k;
 pub use router::Router;
 
 use biomatch_auth::ServiceCredentials;
-use biomatch_client::Transport;
 use biomatch_client::{
-    AuditUnavailable, FaceRule, GalleryModel, ResolvedProbe, actor, request, resolve_probe,
+    AuditUnavailable, FaceRule, GalleryModel, ResolvedProbe, Transport, actor, request, resolve_probe,
 };
 use biomatch_domain::{Clock, ErrorClass, Gallery, Principal};
 use biomatch_proto::status_with;

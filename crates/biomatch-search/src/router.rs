@@ -1,7 +1,6 @@
 //! Finding the matcher that holds a shard, and asking its replicas in turn.
 
-use biomatch_client::Transport;
-use biomatch_client::request;
+use biomatch_client::{Transport, request};
 use biomatch_domain::ErrorClass;
 use biomatch_proto::status_with;
 use biomatch_proto::v1::DescribeMatcherRequest;

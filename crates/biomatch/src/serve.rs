@@ -140,8 +140,8 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     // never left the process presents no client certificate).
     let local = tls.is_none().then(LocalServer::default);
     let e = &config.endpoints;
-    let connect = |url: &Option<String>| transport(url.as_deref(), &own, tls.as_ref(), local.as_ref());
-    let audit_client = AuditServiceClient::new(connect(&e.audit)?);
+    let connect = |url: Option<&str>| transport(url, &own, tls.as_ref(), local.as_ref());
+    let audit_client = AuditServiceClient::new(connect(e.audit.as_deref())?);
 
     // Only ingest, matcher and audit open a store (and need a database URL or a data directory);
     // only ingest and matcher read the master key.
@@ -191,9 +191,9 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
     // The gateway's REST API calls search, ingest and audit with each caller's own token.
     let gateway_services = if config.runs(ProcessRole::Gateway) {
         Some(Services {
-            search: SearchServiceClient::new(connect(&e.search)?),
-            ingest: IngestServiceClient::new(connect(&e.ingest)?),
-            audit: AuditServiceClient::new(connect(&e.audit)?),
+            search: SearchServiceClient::new(connect(e.search.as_deref())?),
+            ingest: IngestServiceClient::new(connect(e.ingest.as_deref())?),
+            audit: AuditServiceClient::new(connect(e.audit.as_deref())?),
         })
     } else {
         None
@@ -204,16 +204,15 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         clock: clock.clone(),
         creds: identity.creds.clone(),
         audit: audit_client,
-        embed: EmbedServiceClient::new(connect(&e.embed)?),
-        ingest: IngestServiceClient::new(connect(&e.ingest)?),
+        embed: EmbedServiceClient::new(connect(e.embed.as_deref())?),
+        ingest: IngestServiceClient::new(connect(e.ingest.as_deref())?),
         matchers: match e.matchers.as_slice() {
-            [] => vec![MatcherServiceClient::new(connect(&None)?)],
+            [] => vec![MatcherServiceClient::new(connect(None)?)],
             urls => urls
                 .iter()
-                .map(|url| Ok(MatcherServiceClient::new(transport(Some(url), &own, tls.as_ref(), None)?)))
+                .map(|url| Ok(MatcherServiceClient::new(connect(Some(url))?)))
                 .collect::<anyhow::Result<_>>()?,
         },
-        tls,
         health: health_reporter.clone(),
         stopped: stopped.clone(),
         tasks: Vec::new(),
@@ -249,7 +248,7 @@ pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> anyhow::Resu
         _ => None,
     };
     let embed = if config.runs(ProcessRole::Embed) { Some(roles::embed(p).await?) } else { None };
-    let roles::Process { tls, mut tasks, .. } = process;
+    let roles::Process { mut tasks, .. } = process;
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use biomatch_audit::{AuditServer, Log};
 use biomatch_auth::ServiceCredentials;
-use biomatch_client::{MutualTls, Transport};
+use biomatch_client::Transport;
 use biomatch_config::ServeConfig;
 use biomatch_crypto::KeyStore;
 use biomatch_domain::Clock;
@@ -33,7 +33,6 @@ pub(super) struct Process<'a> {
     pub config: &'a ServeConfig,
     pub clock: Clock,
     pub creds: Arc<ServiceCredentials>,
-    pub tls: Option<MutualTls>,
     pub audit: AuditServiceClient<Transport>,
     pub embed: EmbedServiceClient<Transport>,
     pub ingest: IngestServiceClient<Transport>,
